@@ -1,0 +1,1 @@
+"""edgepin export package."""

@@ -1,0 +1,1 @@
+"""edgepin train package."""
