@@ -15,6 +15,10 @@ class NoFaceError(MediaError):
     """An image or frame holds no detectable face."""
 
 
+class SeveralFacesError(MediaError):
+    """An image holds several faces and the face policy forbids choosing one of them."""
+
+
 class AudioError(MediaError):
     """Audio is unusable: silence only, too short, clipped, or an unsupported rate."""
 
@@ -33,3 +37,8 @@ class ModelError(EdgepinError):
 
 class DependencyError(EdgepinError):
     """An optional dependency needed for this operation is not installed."""
+
+
+class GalleryError(EdgepinError):
+    """The on-device gallery or audit log is missing, corrupt, locked, newer than this code,
+    or its key is wrong: stored identities cannot be trusted or read."""

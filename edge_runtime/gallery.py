@@ -1,0 +1,443 @@
+"""On-device gallery of enrolled templates: encrypted at rest, atomic, schema-versioned.
+
+Only templates (L2-normalised float32 embeddings) are stored, never images or audio. Each
+template blob is sealed with AES-256-GCM whose associated data is (identity, modality, model
+hash), so a blob copied onto another row fails to decrypt instead of silently granting access
+to the wrong person. Every write is one SQLite transaction (WAL mode), so a crash or power cut
+mid-enrolment leaves the previous gallery intact.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from edge_runtime.errors import GalleryError
+from edge_runtime.keys import KEY_BYTES, write_private
+from edge_runtime.sqlite_store import open_store, sqlite_error, utc_now
+
+# Dimensions of the modalities edgepin produces; any other modality keeps the size it was
+# enrolled with (recorded per row).
+KNOWN_DIMS: Mapping[str, int] = MappingProxyType(
+    {"face": 128, "voice": 256, "pin_face": 128, "pin_voice": 128}
+)
+GALLERY_APP_ID = 0x45504731  # "EPG1" in the SQLite header: a gallery, not any SQLite file
+
+# Ordered migrations: entry i brings the schema from version i to i + 1. Never edit a released
+# entry (files in the field were made by it); append a new one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # v1
+        f"PRAGMA application_id = {GALLERY_APP_ID}",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+        """CREATE TABLE templates (
+            name TEXT NOT NULL CHECK (length(name) > 0),
+            modality TEXT NOT NULL CHECK (length(modality) > 0),
+            dim INTEGER NOT NULL CHECK (dim > 0),
+            model_sha256 TEXT NOT NULL,
+            nonce BLOB NOT NULL,
+            ciphertext BLOB NOT NULL,
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL,
+            PRIMARY KEY (name, modality))""",
+        "CREATE INDEX templates_by_modality ON templates (modality, model_sha256)",
+    ),
+    (  # v2: samples averaged into the template; NULL = enrolled before v2, unknown
+        "ALTER TABLE templates ADD COLUMN n_samples INTEGER"
+        " CHECK (n_samples IS NULL OR n_samples > 0)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_NONCE_BYTES = 12
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_KEY_CHECK = b"edgepin gallery key check"
+_KEY_CHECK_AD = b"edgepin-gallery-key-check"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One enrolled identity as `list()` reports it (metadata only, no vectors)."""
+
+    name: str
+    modalities: tuple[str, ...]
+    n_samples: Mapping[str, int | None]  # None: enrolled before schema v2
+    model_sha256: Mapping[str, str]
+    created: str
+    updated: str
+
+
+def make_template(embeddings: np.ndarray) -> np.ndarray:
+    """L2-normalised mean of L2-normalised samples: each sample votes equally whatever its norm.
+
+    Shared with calibration so thresholds are measured on exactly the templates devices store.
+    """
+    a = np.asarray(embeddings)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise GalleryError(f"make_template needs (n_samples, dim) embeddings, got {a.shape}")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise GalleryError(f"make_template needs float embeddings, got {a.dtype}")
+    a = a.astype(np.float32)
+    if not np.all(np.isfinite(a)):
+        raise GalleryError("make_template: embeddings contain NaN or infinity")
+    norms = np.linalg.norm(a, axis=1, keepdims=True)
+    if np.any(norms < 1e-12):
+        raise GalleryError("make_template: an embedding has zero norm")
+    mean = (a / norms).mean(axis=0)
+    norm = float(np.linalg.norm(mean))
+    if norm < 1e-6:
+        raise GalleryError("make_template: the samples cancel out (they point in opposite ways)")
+    return (mean / norm).astype(np.float32)
+
+
+def associated_data(name: str, modality: str, model_hash: str) -> bytes:
+    """AES-GCM associated data binding a blob to its row (JSON: unambiguous, unlike a join)."""
+    return json.dumps(["edgepin-template", name, modality, model_hash]).encode()
+
+
+class Gallery:
+    """An open gallery file. Use `Gallery.open(path, key)`, ideally as a context manager.
+
+    One instance serves one thread (sqlite3's rule); several processes may share the file.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, key: bytes) -> None:
+        self._conn = conn
+        self.path = path
+        self._aead = AESGCM(key)
+        self._depth = 0  # transaction nesting (batch() around enroll())
+        self._generation = 0  # bumped by each own write: invalidates the template cache
+        self._cache: dict[tuple[str, str, bool], tuple[tuple[int, int], list[str], np.ndarray]]
+        self._cache = {}
+
+    @classmethod
+    def open(
+        cls, path: str | Path, key: bytes, *, create: bool = True, timeout: float = 5.0
+    ) -> Gallery:
+        """Open or create the gallery; refuse corrupt, foreign or newer files and wrong keys."""
+        if not isinstance(key, bytes) or len(key) != KEY_BYTES:
+            raise GalleryError(
+                f"gallery key must be {KEY_BYTES} bytes (AES-256); load it with "
+                "edge_runtime.keys.load_key"
+            )
+        p = Path(path)
+        conn = open_store(p, GALLERY_APP_ID, MIGRATIONS, "gallery", create=create, timeout=timeout)
+        gallery = cls(conn, p, key)
+        try:
+            gallery._check_key()
+        except BaseException:
+            conn.close()
+            raise
+        return gallery
+
+    def close(self) -> None:
+        self._cache.clear()
+        self._conn.close()
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def batch(self) -> Iterator[Gallery]:
+        """Group several enrolments/removals into one transaction: all or nothing, one fsync."""
+        with self._transaction():
+            yield self
+
+    def enroll(
+        self,
+        name: str,
+        templates: Mapping[str, np.ndarray],
+        n_samples: Mapping[str, int],
+        model_hashes: Mapping[str, str],
+        replace: bool = True,
+    ) -> None:
+        """Store `name`'s templates atomically. With replace=True the given modalities overwrite
+        the old ones (others are kept); with replace=False an enrolled name is refused."""
+        name = _check_label(name, "identity name")
+        if not templates:
+            raise GalleryError(f"enrolment of {name!r} has no templates")
+        if set(n_samples) != set(templates) or set(model_hashes) != set(templates):
+            raise GalleryError(
+                f"enrolment of {name!r}: n_samples and model_hashes must name the same "
+                f"modalities as templates ({', '.join(sorted(templates))})"
+            )
+        rows = []
+        for modality, template in templates.items():
+            modality = _check_label(modality, "modality")
+            what = f"template {name!r}/{modality}"
+            vec = _check_vector(template, modality, what)
+            count = n_samples[modality]
+            if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 1:
+                raise GalleryError(f"{what}: n_samples must be a positive integer, got {count!r}")
+            digest = _check_hash(model_hashes[modality])
+            nonce = os.urandom(_NONCE_BYTES)
+            sealed = self._aead.encrypt(
+                nonce, vec.astype("<f4").tobytes(), associated_data(name, modality, digest)
+            )
+            rows.append((modality, vec.size, digest, nonce, sealed, int(count)))
+        now = utc_now()
+        with self._transaction():
+            created = dict(
+                self._conn.execute(
+                    "SELECT modality, created FROM templates WHERE name = ?", (name,)
+                ).fetchall()
+            )
+            if created and not replace:
+                raise GalleryError(
+                    f"{name!r} is already enrolled in {self.path} ({', '.join(sorted(created))});"
+                    " pass replace=True to re-enrol"
+                )
+            for modality, dim, digest, nonce, sealed, count in rows:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO templates (name, modality, dim, model_sha256, nonce,"
+                    " ciphertext, n_samples, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, modality, dim, digest, nonce, sealed, count,
+                     created.get(modality, now), now),
+                )
+
+    def remove(self, name: str) -> bool:
+        """Delete every template of `name`; False when it was not enrolled."""
+        with self._transaction():
+            cur = self._conn.execute("DELETE FROM templates WHERE name = ?", (name,))
+        return cur.rowcount > 0
+
+    def count(self) -> int:
+        """Number of enrolled identities."""
+        return self._query("SELECT count(DISTINCT name) FROM templates")[0][0]
+
+    def list(self) -> list[Entry]:
+        """Every identity with its modalities and metadata, sorted by name."""
+        rows = self._query(
+            "SELECT name, modality, n_samples, model_sha256, created, updated FROM templates"
+            " ORDER BY name, modality"
+        )
+        grouped: dict[str, list[tuple]] = {}
+        for row in rows:
+            grouped.setdefault(row[0], []).append(row)
+        return [
+            Entry(
+                name=name,
+                modalities=tuple(r[1] for r in group),
+                n_samples=MappingProxyType({r[1]: r[2] for r in group}),
+                model_sha256=MappingProxyType({r[1]: r[3] for r in group}),
+                created=min(r[4] for r in group),
+                updated=max(r[5] for r in group),
+            )
+            for name, group in grouped.items()
+        ]
+
+    def templates(
+        self, modality: str, model_hash: str, *, skip_stale: bool = False
+    ) -> tuple[list[str], np.ndarray]:
+        """Names and the decrypted (n, dim) float32 matrix (read-only, cached until a change).
+
+        Templates made by another model live in another embedding space: comparing them would
+        give meaningless scores, so they are refused (or left out with skip_stale=True).
+        """
+        modality = _check_label(modality, "modality")
+        digest = _check_hash(model_hash)
+        stamp = (self._generation, self._query("PRAGMA data_version")[0][0])
+        cached = self._cache.get((modality, digest, skip_stale))
+        if cached is not None and cached[0] == stamp:
+            return list(cached[1]), cached[2]
+        rows = self._query(
+            "SELECT name, dim, model_sha256, nonce, ciphertext FROM templates"
+            " WHERE modality = ? ORDER BY name",
+            (modality,),
+        )
+        stale = [r[0] for r in rows if r[2] != digest]
+        if stale and not skip_stale:
+            others = ", ".join(sorted({r[2][:12] for r in rows if r[2] != digest}))
+            shown = ", ".join(stale[:10]) + (", ..." if len(stale) > 10 else "")
+            raise GalleryError(
+                f"{len(stale)} {modality!r} template(s) in {self.path} were made with another "
+                f"model ({others}...) than the current one ({digest[:12]}...); re-enrol: {shown}"
+            )
+        rows = [r for r in rows if r[2] == digest]
+        dims = {r[1] for r in rows}
+        if len(dims) > 1:
+            raise GalleryError(f"{self.path}: {modality!r} templates have mixed sizes {dims}")
+        dim = dims.pop() if dims else KNOWN_DIMS.get(modality, 0)
+        matrix = np.empty((len(rows), dim), dtype=np.float32)
+        for i, (name, _, _, nonce, sealed) in enumerate(rows):
+            plain = self._decrypt(
+                nonce, sealed, associated_data(name, modality, digest),
+                f"cannot decrypt template {name!r}/{modality} in {self.path}: the key is right "
+                f"(checked at open), so the row was altered or moved from another identity or "
+                f"modality; remove and re-enrol {name!r}",
+            )
+            if len(plain) != 4 * dim:
+                raise GalleryError(f"{self.path}: template {name!r}/{modality} has a wrong size")
+            matrix[i] = np.frombuffer(plain, dtype="<f4")
+        matrix.setflags(write=False)
+        names = [r[0] for r in rows]
+        self._cache[(modality, digest, skip_stale)] = (stamp, names, matrix)
+        return list(names), matrix
+
+    def search(
+        self,
+        modality: str,
+        query: np.ndarray,
+        model_hash: str,
+        top_k: int = 1,
+        *,
+        skip_stale: bool = False,
+    ) -> list[tuple[str, float]]:
+        """Best `top_k` (name, cosine) pairs, best first; [] for an empty gallery."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise GalleryError(f"top_k must be a positive integer, got {top_k!r}")
+        names, matrix = self.templates(modality, model_hash, skip_stale=skip_stale)
+        q = _check_vector(query, modality, f"{modality!r} query embedding")
+        if not names:
+            return []
+        if q.size != matrix.shape[1]:
+            raise GalleryError(
+                f"{modality!r} query embedding has {q.size} dims but the gallery holds "
+                f"{matrix.shape[1]}-dim templates"
+            )
+        scores = matrix @ q
+        k = min(top_k, len(names))
+        best = np.argpartition(-scores, k - 1)[:k] if k < len(names) else np.arange(k)
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return [(names[i], float(scores[i])) for i in best]
+
+    def export(self, path: str | Path, include_templates: bool = False) -> None:
+        """Write a JSON inventory (owner-only file). Vectors are left out unless asked for, and
+        even then they stay encrypted: the export is as safe as the gallery itself."""
+        out = Path(path)
+        if out.resolve() in {Path(f"{self.path}{s}").resolve() for s in ("", "-wal", "-shm")}:
+            raise GalleryError(f"refusing to export over the gallery itself ({out})")
+        rows = self._query(
+            "SELECT name, modality, dim, model_sha256, n_samples, created, updated, nonce,"
+            " ciphertext FROM templates ORDER BY name, modality"
+        )
+        identities: dict[str, dict[str, dict]] = {}
+        for name, modality, dim, digest, count, created, updated, nonce, sealed in rows:
+            item = {"dim": dim, "n_samples": count, "model_sha256": digest,
+                    "created": created, "updated": updated}
+            if include_templates:
+                item["nonce"] = base64.b64encode(nonce).decode()
+                item["ciphertext"] = base64.b64encode(sealed).decode()
+            identities.setdefault(name, {})[modality] = item
+        doc = {
+            "format": "edgepin-gallery-export",
+            "schema_version": SCHEMA_VERSION,
+            "exported": utc_now(),
+            "templates_included": include_templates,
+            "identities": [{"name": n, "modalities": m} for n, m in identities.items()],
+        }
+        write_private(out, json.dumps(doc, indent=2).encode() + b"\n", overwrite=True)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        try:
+            return self._conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc, self.path, "gallery") from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE at the outer level (take the write lock up front, so no deadlock
+        upgrade later); savepoints inside, so a failed enroll() in a batch undoes only itself."""
+        outer = self._depth == 0
+        savepoint = f"sp{self._depth}"
+        try:
+            self._conn.execute("BEGIN IMMEDIATE" if outer else f"SAVEPOINT {savepoint}")
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc, self.path, "gallery") from exc
+        self._depth += 1
+        try:
+            yield
+            self._conn.execute("COMMIT" if outer else f"RELEASE {savepoint}")
+        except BaseException as exc:
+            if outer:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+            else:
+                self._conn.execute(f"ROLLBACK TO {savepoint}")
+                self._conn.execute(f"RELEASE {savepoint}")
+            if isinstance(exc, sqlite3.Error):
+                raise sqlite_error(exc, self.path, "gallery") from exc
+            raise
+        finally:
+            self._depth -= 1
+            self._generation += 1
+
+    def _decrypt(self, nonce: bytes, sealed: bytes, ad: bytes, message: str) -> bytes:
+        try:
+            return self._aead.decrypt(nonce, sealed, ad)
+        except (InvalidTag, ValueError):
+            raise GalleryError(message) from None
+
+    def _check_key(self) -> None:
+        """Fail at open with 'wrong key?' rather than at the first search."""
+        wrong = (
+            f"cannot decrypt gallery {self.path}: wrong key? (it is not the key the gallery was "
+            "created with)"
+        )
+        row = self._query("SELECT value FROM meta WHERE key = 'key_check'")
+        if row:
+            value = row[0][0]
+            self._decrypt(value[:_NONCE_BYTES], value[_NONCE_BYTES:], _KEY_CHECK_AD, wrong)
+            return
+        with self._transaction():  # first open: prove the key on a template if any, then record
+            first = self._conn.execute(
+                "SELECT name, modality, model_sha256, nonce, ciphertext FROM templates LIMIT 1"
+            ).fetchone()
+            if first is not None:
+                self._decrypt(first[3], first[4], associated_data(*first[:3]), wrong)
+            nonce = os.urandom(_NONCE_BYTES)
+            sealed = self._aead.encrypt(nonce, _KEY_CHECK, _KEY_CHECK_AD)
+            self._conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('key_check', ?)", (nonce + sealed,)
+            )
+
+
+def _check_label(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise GalleryError(f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _check_hash(value: object) -> str:
+    digest = value.lower() if isinstance(value, str) else ""
+    if not _SHA256.fullmatch(digest):
+        raise GalleryError(f"model hash {value!r} is not a sha256 hex digest (64 hex characters)")
+    return digest
+
+
+def _check_vector(value: object, modality: str, what: str) -> np.ndarray:
+    """A finite, non-zero, 1-D float embedding of the modality's size, L2-normalised."""
+    a = np.asarray(value)
+    if a.ndim != 1:
+        raise GalleryError(
+            f"{what} must be a 1-D embedding, got shape {a.shape} (average samples with "
+            "make_template; raw images or audio are never stored)"
+        )
+    if not np.issubdtype(a.dtype, np.floating):
+        raise GalleryError(f"{what} must be a float embedding, got dtype {a.dtype}")
+    expected = KNOWN_DIMS.get(modality)
+    if expected is not None and a.size != expected:
+        raise GalleryError(f"{what} has {a.size} dims but {modality!r} embeddings have {expected}")
+    a = a.astype(np.float32)
+    norm = float(np.linalg.norm(a)) if a.size and np.all(np.isfinite(a)) else 0.0
+    if not norm > 1e-12:
+        raise GalleryError(f"{what} is empty, zero or not finite")
+    return (a / norm).astype(np.float32)
