@@ -1,0 +1,157 @@
+"""Student backbones: the only part of a training run that gets exported and deployed.
+
+Both use only Conv/BatchNorm/PReLU/ReLU/Linear plus pooling, which fold and quantize cleanly
+to INT8 in TensorRT; the final L2 normalisation stays in float (it is excluded from
+quantization at export). Training heads (classification) live in `train.heads`, never here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _conv_bn(cin: int, cout: int, k: int, s: int, groups: int = 1, act: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    if act:
+        layers.append(nn.PReLU(cout))
+    return nn.Sequential(*layers)
+
+
+class _Bottleneck(nn.Module):
+    """MobileNetV2 inverted residual, as in MobileFaceNet (PReLU, linear projection)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        hidden = cin * expansion
+        self.residual = stride == 1 and cin == cout
+        self.body = nn.Sequential(
+            _conv_bn(cin, hidden, 1, 1),
+            _conv_bn(hidden, hidden, 3, stride, groups=hidden),
+            _conv_bn(hidden, cout, 1, 1, act=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+@dataclass
+class FaceNetConfig:
+    """MobileFaceNet layout; width scales every stage (1.0 = the paper's ~1 M parameters)."""
+
+    embedding_dim: int = 128
+    width: float = 1.0
+    # (expansion, channels, repeats, stride) per stage, MobileFaceNet (Chen et al., 2018)
+    stages: list[tuple[int, int, int, int]] = field(
+        default_factory=lambda: [(2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 128, 2, 1)]
+    )
+    head_channels: int = 512
+
+
+class MobileFaceNet(nn.Module):
+    """112x112 aligned RGB crop in [-1, 1] -> L2-normalised embedding."""
+
+    input_size = 112
+
+    def __init__(self, cfg: FaceNetConfig | None = None) -> None:
+        super().__init__()
+        cfg = cfg or FaceNetConfig()
+        self.cfg = cfg
+
+        def w(c: int) -> int:
+            return max(8, int(round(c * cfg.width / 8)) * 8)
+
+        c0 = w(64)
+        layers: list[nn.Module] = [_conv_bn(3, c0, 3, 2), _conv_bn(c0, c0, 3, 1, groups=c0)]
+        cin = c0
+        for expansion, channels, repeats, stride in cfg.stages:
+            cout = w(channels)
+            for i in range(repeats):
+                layers.append(_Bottleneck(cin, cout, stride if i == 0 else 1, expansion))
+                cin = cout
+        head = w(cfg.head_channels)
+        layers.append(_conv_bn(cin, head, 1, 1))
+        self.features = nn.Sequential(*layers)
+        # Global depthwise conv (GDC): a learned spatial weighting instead of average pooling.
+        self.gdc = _conv_bn(head, head, 7, 1, groups=head, act=False)
+        self.gdc[0].padding = (0, 0)
+        self.embed = nn.Sequential(
+            nn.Conv2d(head, cfg.embedding_dim, 1, bias=False), nn.BatchNorm2d(cfg.embedding_dim)
+        )
+
+    def forward(self, face: torch.Tensor) -> torch.Tensor:
+        x = self.gdc(self.features(face))
+        x = self.embed(x).flatten(1)
+        return F.normalize(x, dim=1)
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + self.shortcut(x))
+
+
+@dataclass
+class VoiceNetConfig:
+    """Thin ResNet over log-mel, statistics pooling over time (wespeaker-style)."""
+
+    embedding_dim: int = 256
+    n_mels: int = 64
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
+
+
+class VoiceResNet(nn.Module):
+    """Log-mel window `feats` (N, T, M), features computed outside the graph -> embedding."""
+
+    def __init__(self, cfg: VoiceNetConfig | None = None) -> None:
+        super().__init__()
+        cfg = cfg or VoiceNetConfig()
+        self.cfg = cfg
+        c = cfg.channels
+        self.stem = nn.Sequential(nn.Conv2d(1, c[0], 3, 1, 1, bias=False), nn.BatchNorm2d(c[0]), nn.ReLU())
+        layers: list[nn.Module] = []
+        cin = c[0]
+        for i, (cout, n) in enumerate(zip(c, cfg.blocks, strict=True)):
+            for j in range(n):
+                layers.append(_BasicBlock(cin, cout, 2 if (j == 0 and i > 0) else 1))
+                cin = cout
+        self.body = nn.Sequential(*layers)
+        freq = cfg.n_mels // (2 ** (len(c) - 1))
+        self.pool_dim = cin * freq
+        self.embed = nn.Linear(self.pool_dim * 2, cfg.embedding_dim)
+        self.bn = nn.BatchNorm1d(cfg.embedding_dim)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        x = feats.transpose(1, 2).unsqueeze(1)  # (N, 1, M, T)
+        x = self.body(self.stem(x))  # (N, C, M', T')
+        x = x.flatten(1, 2)  # (N, C*M', T')
+        mean = x.mean(dim=2)
+        std = torch.sqrt(x.var(dim=2, unbiased=False) + 1e-5)
+        x = self.bn(self.embed(torch.cat([mean, std], dim=1)))
+        return F.normalize(x, dim=1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameter count, reported in model cards."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

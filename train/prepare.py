@@ -1,0 +1,232 @@
+"""Turn a dataset folder into training arrays: aligned crops / audio plus teacher targets.
+
+The teachers are the expensive part (dlib ~110 ms per face, Resemblyzer tens of ms per
+window on this CPU), so every per-file result goes through `ArrayCache`, keyed by the file's
+sha256, what was computed and the producer version. Work is split over processes in chunks:
+each chunk loads its own detector and teacher, so nothing unpicklable crosses processes and
+no module-level state is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.progress import Progress
+
+from edge_runtime.audio import load_audio
+from edge_runtime.errors import DatasetError, MediaError
+from edge_runtime.face import DlibHogDetector, detect_and_align, load_image
+from edge_runtime.features import VoiceFrontEnd, face_grey
+from train.cache import ArrayCache
+from train.datasets import Sample, file_sha256
+
+log = logging.getLogger(__name__)
+
+FACE_PREP_VERSION = "align112-dlib5-v1"
+
+
+@dataclass
+class FaceSet:
+    """Aligned grey crops with their teacher targets (teacher may be absent: eval-only sets)."""
+
+    samples: list[Sample]
+    crops: np.ndarray  # (N, 112, 112) uint8
+    teacher: np.ndarray | None  # (N, 128) float32
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def identities(self) -> list[str]:
+        return [s.identity for s in self.samples]
+
+
+@dataclass
+class VoiceSet:
+    """16 kHz utterances, with per-window and per-utterance teacher targets."""
+
+    samples: list[Sample]
+    audio: list[np.ndarray]
+    window_starts: list[np.ndarray]  # sample offsets of each teacher window, per utterance
+    window_teacher: list[np.ndarray] | None  # (W_i, 256) per utterance
+    utterance_teacher: np.ndarray | None  # (N, 256)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def identities(self) -> list[str]:
+        return [s.identity for s in self.samples]
+
+
+def _face_chunk(paths: list[str], with_teacher: bool) -> list[dict[str, np.ndarray] | str]:
+    detector = DlibHogDetector()
+    teacher = None
+    if with_teacher:
+        from train.teachers import FaceTeacher
+
+        teacher = FaceTeacher()
+    out: list[dict[str, np.ndarray] | str] = []
+    for path in paths:
+        try:
+            image = load_image(path)
+            aligned, det = detect_and_align(image, detector, source=path)
+        except MediaError as exc:
+            out.append(str(exc))
+            continue
+        item = {"crop": face_grey(aligned)}
+        if teacher is not None:
+            item["emb"] = teacher.embed(image, det)
+        out.append(item)
+    return out
+
+
+def _voice_chunk(
+    paths: list[str], front_end: VoiceFrontEnd, with_teacher: bool
+) -> list[dict[str, np.ndarray] | str]:
+    teacher = None
+    if with_teacher:
+        from train.teachers import VoiceTeacher
+
+        teacher = VoiceTeacher()
+    n = front_end.window_samples
+    hop = front_end.hop_frames * front_end.mel.hop_length
+    out: list[dict[str, np.ndarray] | str] = []
+    for path in paths:
+        try:
+            wav = load_audio(path)
+        except MediaError as exc:
+            out.append(str(exc))
+            continue
+        if len(wav) < n:
+            wav = np.resize(wav, n)  # wrap-pad, as the front-end does for short probes
+        starts = np.arange(0, len(wav) - n + 1, hop, dtype=np.int64)
+        item: dict[str, np.ndarray] = {"starts": starts}
+        if teacher is not None:
+            item["win"] = np.stack([teacher.embed(wav[s : s + n]) for s in starts])
+            item["utt"] = teacher.embed(wav)
+        out.append(item)
+    return out
+
+
+def _run_cached(
+    samples: Sequence[Sample],
+    cache: ArrayCache,
+    what: str,
+    version: str,
+    work: Callable[..., list[dict[str, np.ndarray] | str]],
+    work_args: tuple,
+    *,
+    workers: int,
+    chunk: int,
+    label: str,
+) -> list[dict[str, np.ndarray] | str]:
+    """Fill `cache` for every sample (in parallel chunks), return results in sample order."""
+    shas = [file_sha256(s.path) for s in samples]
+    keys = [ArrayCache.key(sha, what, version) for sha in shas]
+    results: list[dict[str, np.ndarray] | str | None] = [cache.get(k) for k in keys]
+    for i, r in enumerate(results):
+        if r is not None and "error" in r:
+            results[i] = str(r["error"])
+    todo = [i for i, r in enumerate(results) if r is None]
+    if todo:
+        chunks = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
+        with Progress() as progress, ProcessPoolExecutor(max_workers=workers) as pool:
+            task = progress.add_task(f"{label} ({len(todo)} new, {len(samples) - len(todo)} cached)",
+                                     total=len(todo))
+            futures = {
+                pool.submit(work, [str(samples[i].path) for i in idx], *work_args): idx
+                for idx in chunks
+            }
+            for fut in as_completed(futures):
+                idx = futures[fut]
+                batch = fut.result()
+                rows = []
+                for i, r in zip(idx, batch, strict=True):
+                    results[i] = r
+                    stored = {"error": np.array(r)} if isinstance(r, str) else r
+                    rows.append((keys[i], stored))
+                cache.put_many(rows)
+                progress.advance(task, len(idx))
+    return results  # type: ignore[return-value]
+
+
+def prepare_faces(
+    samples: Sequence[Sample],
+    cache_dir: str | Path,
+    *,
+    with_teacher: bool = True,
+    workers: int = 2,
+    chunk: int = 64,
+) -> FaceSet:
+    """Detect, align and (optionally) embed with the teacher every face image."""
+    from train.teachers import FaceTeacher
+
+    version = FACE_PREP_VERSION + ("|" + FaceTeacher().version if with_teacher else "")
+    what = "face+teacher" if with_teacher else "face"
+    cache = ArrayCache(Path(cache_dir) / "faces.sqlite")
+    try:
+        results = _run_cached(samples, cache, what, version, _face_chunk, (with_teacher,),
+                              workers=workers, chunk=chunk, label="faces")
+    finally:
+        cache.close()
+    kept, crops, embs, skipped = [], [], [], []
+    for s, r in zip(samples, results, strict=True):
+        if isinstance(r, str):
+            skipped.append((s.path, r))
+            continue
+        kept.append(s)
+        crops.append(r["crop"])
+        if with_teacher:
+            embs.append(r["emb"])
+    if skipped:
+        log.warning("%d of %d face images skipped (no face or unreadable)", len(skipped), len(samples))
+    if not kept:
+        raise DatasetError("no usable face in the given samples")
+    return FaceSet(kept, np.stack(crops), np.stack(embs) if with_teacher else None, skipped)
+
+
+def prepare_voices(
+    samples: Sequence[Sample],
+    cache_dir: str | Path,
+    front_end: VoiceFrontEnd,
+    *,
+    with_teacher: bool = True,
+    workers: int = 2,
+    chunk: int = 16,
+) -> VoiceSet:
+    """Load 16 kHz audio and (optionally) the teacher's window and utterance embeddings."""
+    from train.teachers import VoiceTeacher
+
+    fe = front_end.to_dict()
+    version = f"win{fe['window_frames']}x{fe['hop_frames']}@{fe['mel']['hop_length']}"
+    if with_teacher:
+        version += "|" + VoiceTeacher().version
+    cache = ArrayCache(Path(cache_dir) / "voices.sqlite")
+    what = "voice+teacher" if with_teacher else "voice"
+    try:
+        results = _run_cached(samples, cache, what, version, _voice_chunk,
+                              (front_end, with_teacher), workers=workers, chunk=chunk,
+                              label="voices")
+    finally:
+        cache.close()
+    kept, audio, starts, wins, utts, skipped = [], [], [], [], [], []
+    n = front_end.window_samples
+    for s, r in zip(samples, results, strict=True):
+        if isinstance(r, str):
+            skipped.append((s.path, r))
+            continue
+        wav = load_audio(s.path)
+        kept.append(s)
+        audio.append(wav if len(wav) >= n else np.resize(wav, n))
+        starts.append(r["starts"])
+        if with_teacher:
+            wins.append(r["win"])
+            utts.append(r["utt"])
+    if skipped:
+        log.warning("%d of %d utterances skipped", len(skipped), len(samples))
+    if not kept:
+        raise DatasetError("no usable utterance in the given samples")
+    return VoiceSet(kept, audio, starts, wins if with_teacher else None,
+                    np.stack(utts) if with_teacher else None, skipped)

