@@ -4,12 +4,14 @@ The teachers are the expensive part (dlib ~110 ms per face, Resemblyzer tens of 
 window on this CPU), so every per-file result goes through `ArrayCache`, keyed by the file's
 sha256, what was computed and the producer version. Work is split over processes in chunks:
 each chunk loads its own detector and teacher, so nothing unpicklable crosses processes and
-no module-level state is needed.
+no module-level state is needed. Workers are spawned, not forked: a fork of a process that
+has started torch's thread pools can deadlock.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -132,7 +134,9 @@ def _run_cached(
     todo = [i for i, r in enumerate(results) if r is None]
     if todo:
         chunks = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
-        with Progress() as progress, ProcessPoolExecutor(max_workers=workers) as pool:
+        with Progress() as progress, ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
             task = progress.add_task(f"{label} ({len(todo)} new, {len(samples) - len(todo)} cached)",
                                      total=len(todo))
             futures = {
@@ -163,7 +167,7 @@ def prepare_faces(
     """Detect, align and (optionally) embed with the teacher every face image."""
     from train.teachers import FaceTeacher
 
-    version = FACE_PREP_VERSION + ("|" + FaceTeacher().version if with_teacher else "")
+    version = FACE_PREP_VERSION + ("|" + FaceTeacher.version_string() if with_teacher else "")
     what = "face+teacher" if with_teacher else "face"
     cache = ArrayCache(Path(cache_dir) / "faces.sqlite")
     try:
@@ -202,7 +206,7 @@ def prepare_voices(
     fe = front_end.to_dict()
     version = f"win{fe['window_frames']}x{fe['hop_frames']}@{fe['mel']['hop_length']}"
     if with_teacher:
-        version += "|" + VoiceTeacher().version
+        version += "|" + VoiceTeacher.version_string()
     cache = ArrayCache(Path(cache_dir) / "voices.sqlite")
     what = "voice+teacher" if with_teacher else "voice"
     try:

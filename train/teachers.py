@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,15 @@ class FaceTeacher:
             ) from exc
         model = Path(frm.face_recognition_model_location())
         self._net = dlib.face_recognition_model_v1(str(model))
-        self.version = f"dlib_resnet_v1@{importlib.metadata.version('dlib-bin')}+{_short_hash(model)}"
+        self.version = self.version_string()
+
+    @staticmethod
+    def version_string() -> str:
+        """Package version + weight hash, without loading the network (cache keys)."""
+        import face_recognition_models as frm
+
+        model = Path(frm.face_recognition_model_location())
+        return f"dlib_resnet_v1@{importlib.metadata.version('dlib-bin')}+{_short_hash(model)}"
 
     def embed_chip(self, chip: np.ndarray) -> np.ndarray:
         """150x150x3 uint8 chip -> 128-d float32 (dlib's embedding is not unit norm; we keep it)."""
@@ -58,7 +67,6 @@ class VoiceTeacher:
 
     def __init__(self) -> None:
         try:
-            import resemblyzer
             from resemblyzer import VoiceEncoder, preprocess_wav
         except ImportError as exc:
             raise DependencyError(
@@ -67,8 +75,16 @@ class VoiceTeacher:
             ) from exc
         self._encoder = VoiceEncoder(device="cpu", verbose=False)
         self._preprocess = preprocess_wav
-        weights = Path(resemblyzer.__file__).parent / "pretrained.pt"
-        self.version = f"resemblyzer@{importlib.metadata.version('resemblyzer')}+{_short_hash(weights)}"
+        self.version = self.version_string()
+
+    @staticmethod
+    def version_string() -> str:
+        """Package version + weight hash, found without importing resemblyzer (and torch)."""
+        spec = importlib.util.find_spec("resemblyzer")
+        if spec is None or spec.origin is None:
+            raise DependencyError("voice teacher needs resemblyzer (pip install --no-deps resemblyzer==0.1.4)")
+        weights = Path(spec.origin).parent / "pretrained.pt"
+        return f"resemblyzer@{importlib.metadata.version('resemblyzer')}+{_short_hash(weights)}"
 
     def embed(self, wav16k: np.ndarray) -> np.ndarray:
         """Utterance embedding; Resemblyzer trims silence and normalises volume itself."""

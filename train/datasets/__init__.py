@@ -10,7 +10,7 @@ from train.datasets.core import MODALITIES, Reader, Sample, check_file
 from train.datasets.folders import ClipFolder, FaceFolder, SpeechFolder
 from train.datasets.labels import read_labels_tsv
 from train.datasets.manifest import file_sha256, manifest_hash, write_manifest
-from train.datasets.splits import identity_split, split_samples
+from train.datasets.splits import holdout_split, identity_split, split_samples
 from train.datasets.voxceleb import VoxCeleb1, VoxIdentity, read_vox1_meta
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "VoxIdentity",
     "check_file",
     "file_sha256",
+    "holdout_split",
     "identity_split",
     "manifest_hash",
     "read_labels_tsv",

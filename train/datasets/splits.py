@@ -53,3 +53,19 @@ def split_samples(
     train = [s for s in samples if s.identity in keep]
     val = [s for s in samples if s.identity not in keep]
     return train, val
+
+
+def holdout_split(
+    identities: Sequence[str], test_fraction: float, val_fraction: float, seed: int
+) -> dict[str, list[str]]:
+    """Identity-disjoint train / val / test lists.
+
+    `test` is held out for evaluation and never seen by training or model selection; `val`
+    (a fraction of all identities) picks the checkpoint. The test side depends only on
+    (identities, test_fraction, seed), so a teacher and a student evaluated with the same
+    three numbers see exactly the same people.
+    """
+    rest, test = identity_split(identities, test_fraction, seed)
+    val_share = val_fraction / (1.0 - test_fraction) if val_fraction else 0.0
+    train, val = identity_split(rest, val_share, seed + 1) if val_share else (rest, [])
+    return {"train": train, "val": val, "test": test}

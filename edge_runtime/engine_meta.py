@@ -1,0 +1,257 @@
+"""Which TensorRT engine belongs to which ONNX file, TensorRT version and GPU.
+
+A serialized engine is only valid for the exact ONNX it was built from, the TensorRT version
+(major.minor at least), the GPU (compute capability) and the build settings. A stale engine
+either fails to deserialize or, worse, runs a different model than the one that passed the
+accuracy gate. Every engine therefore carries a JSON sidecar (``model.engine`` ->
+``model.engine.json``) recording its ``EngineKey``; ``check_engine`` compares it with the
+machine and says exactly what differs and how to rebuild. Engines are cached in directories
+named by the key's digest (jetson-inference style), so engines for different devices or
+precisions never overwrite each other.
+
+Runs on the device: no torch, onnx or tensorrt at import (tensorrt is imported lazily).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime as _dt
+import hashlib
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from edge_runtime.errors import EdgepinError, ModelError
+
+SIDECAR_FORMAT = "edgepin-engine/1"
+ENGINE_NAME = "model.engine"
+Shape = tuple[int, ...]
+
+
+def _trt_version(text: str) -> Version:
+    try:
+        return Version(text)
+    except InvalidVersion as exc:
+        raise ModelError(f"unparseable TensorRT version {text!r}") from exc
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _norm_profiles(profiles: Mapping[str, Sequence[Sequence[int]]]) -> dict[str, tuple[Shape, ...]]:
+    return {
+        name: tuple(tuple(int(d) for d in shape) for shape in mom)
+        for name, mom in sorted(profiles.items())
+    }
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    """Everything an engine depends on; ``profiles`` maps input -> (min, opt, max) shapes."""
+
+    onnx_sha256: str
+    trt_version: str
+    gpu_name: str
+    compute_capability: str
+    jetpack: str | None
+    precision: str
+    profiles: dict[str, tuple[Shape, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "profiles", _norm_profiles(self.profiles))
+        _trt_version(self.trt_version)
+
+    def digest(self) -> str:
+        """Stable id for cache directories: TensorRT enters as major.minor only."""
+        v = _trt_version(self.trt_version)
+        payload = {**self.to_dict(), "trt_version": f"{v.major}.{v.minor}"}
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["profiles"] = {k: [list(s) for s in v] for k, v in self.profiles.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EngineKey:
+        names = ("onnx_sha256", "trt_version", "gpu_name", "compute_capability", "jetpack",
+                 "precision", "profiles")
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise ModelError(f"engine key is missing fields {missing}")
+        return cls(**{n: data[n] for n in names})
+
+
+def sidecar_path(engine_path: Path) -> Path:
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def cache_dir(root: Path, key: EngineKey) -> Path:
+    """``<root>/<digest[:16]>/``: one directory per (model, TensorRT, GPU, settings)."""
+    return Path(root) / key.digest()[:16]
+
+
+def cached_engine_path(root: Path, key: EngineKey) -> Path:
+    return cache_dir(root, key) / ENGINE_NAME
+
+
+def rebuild_command(target: str | None, out: Path) -> str:
+    return f"edgepin export --target {target or '<target>'} --out {out}"
+
+
+def write_sidecar(engine_path: Path, key: EngineKey, *, target: str | None = None) -> Path:
+    """Record ``key`` (plus the engine's own sha256) next to an existing engine file."""
+    engine_path = Path(engine_path)
+    if not engine_path.is_file():
+        raise ModelError(f"engine {engine_path} does not exist; cannot write its sidecar")
+    data = {
+        "format": SIDECAR_FORMAT,
+        "key": key.to_dict(),
+        "digest": key.digest(),
+        "engine_sha256": sha256_file(engine_path),
+        "target": target,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    path = sidecar_path(engine_path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(path)
+    return path
+
+
+def read_sidecar(engine_path: Path) -> dict[str, Any]:
+    """The sidecar as a dict with ``key`` parsed into an EngineKey."""
+    path = sidecar_path(engine_path)
+    if not path.is_file():
+        raise ModelError(f"engine {engine_path} has no sidecar {path}; its origin is unknown")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"engine sidecar {path} is unreadable: {exc}") from exc
+    if data.get("format") != SIDECAR_FORMAT:
+        raise ModelError(f"engine sidecar {path}: format {data.get('format')!r}, "
+                         f"expected {SIDECAR_FORMAT!r}")
+    data["key"] = EngineKey.from_dict(data.get("key", {}))
+    return data
+
+
+def key_differences(built: EngineKey, current: EngineKey) -> list[str]:
+    """Human-readable list of what makes an engine built for ``built`` unusable on ``current``."""
+    diffs = []
+    vb, vc = _trt_version(built.trt_version), _trt_version(current.trt_version)
+    if (vb.major, vb.minor) != (vc.major, vc.minor):
+        diffs.append(f"TensorRT: engine built with {vb}, this machine has {vc}")
+    for name, label in (("onnx_sha256", "ONNX model (sha256)"), ("gpu_name", "GPU"),
+                        ("compute_capability", "compute capability"), ("jetpack", "JetPack/L4T"),
+                        ("precision", "precision"), ("profiles", "shape profiles")):
+        a, b = getattr(built, name), getattr(current, name)
+        if a != b:
+            if name == "onnx_sha256":
+                a, b = f"{a[:12]}...", f"{b[:12]}..."
+            diffs.append(f"{label}: engine has {a}, expected {b}")
+    return diffs
+
+
+def check_engine(engine_path: Path, current: EngineKey) -> None:
+    """Raise ModelError unless ``engine_path`` was built for ``current``; say how to rebuild."""
+    engine_path = Path(engine_path)
+    if not engine_path.is_file():
+        raise ModelError(f"engine {engine_path} does not exist; build it with: "
+                         f"{rebuild_command(None, engine_path.parent)}")
+    meta = read_sidecar(engine_path)
+    fix = rebuild_command(meta.get("target"), engine_path.parent)
+    problems = key_differences(meta["key"], current)
+    if sha256_file(engine_path) != meta.get("engine_sha256"):
+        problems.append("engine file changed since its sidecar was written")
+    if problems:
+        raise ModelError(f"engine {engine_path} does not match this machine/model: "
+                         + "; ".join(problems) + f". Rebuild with: {fix}")
+
+
+def probe_cuda_device(index: int = 0) -> dict[str, str]:
+    """GPU name and compute capability through the CUDA driver API (libcuda), no toolkit."""
+    for lib in ("libcuda.so.1", "libcuda.so"):
+        try:
+            cuda = ctypes.CDLL(lib)
+            break
+        except OSError:
+            continue
+    else:
+        raise ModelError("CUDA driver library (libcuda.so) not found: no NVIDIA GPU here")
+    dev, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    name = ctypes.create_string_buffer(256)
+    # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75, _MINOR = 76 (cuda.h)
+    calls = [("cuInit", lambda: cuda.cuInit(0)),
+             ("cuDeviceGet", lambda: cuda.cuDeviceGet(ctypes.byref(dev), index)),
+             ("cuDeviceGetName", lambda: cuda.cuDeviceGetName(name, 256, dev)),
+             ("cuDeviceGetAttribute", lambda: cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)),
+             ("cuDeviceGetAttribute", lambda: cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev))]
+    for label, call in calls:
+        status = call()
+        if status != 0:
+            raise ModelError(f"CUDA driver call {label} failed with status {status}")
+    return {"gpu_name": name.value.decode(errors="replace"),
+            "compute_capability": f"{major.value}.{minor.value}"}
+
+
+def current_key(onnx_path: Path, *, precision: str,
+                profiles: Mapping[str, Sequence[Sequence[int]]],
+                trt_version: str | None = None) -> EngineKey:
+    """The EngineKey of ``onnx_path`` on this machine (imports tensorrt if no version given)."""
+    from edge_runtime.sysinfo import jetpack_info
+
+    if trt_version is None:
+        try:
+            import tensorrt
+        except ImportError as exc:
+            raise ModelError(f"tensorrt is not importable ({exc}); pass the TensorRT version "
+                             "explicitly") from exc
+        trt_version = tensorrt.__version__
+    dev = probe_cuda_device()
+    return EngineKey(onnx_sha256=sha256_file(Path(onnx_path)), trt_version=trt_version,
+                     gpu_name=dev["gpu_name"], compute_capability=dev["compute_capability"],
+                     jetpack=jetpack_info(), precision=precision, profiles=profiles)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m edge_runtime.engine_meta write ...``: the device build script's last step."""
+    parser = argparse.ArgumentParser(prog="python -m edge_runtime.engine_meta")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for cmd, text in (("write", "write the sidecar of a freshly built engine"),
+                      ("check", "check an engine against this machine")):
+        p = sub.add_parser(cmd, help=text)
+        p.add_argument("--engine", type=Path, required=True)
+        p.add_argument("--onnx", type=Path, required=True, help="the ONNX the engine came from")
+        p.add_argument("--precision", required=True)
+        p.add_argument("--profiles", required=True, help='JSON: {"input": [min, opt, max]}')
+        p.add_argument("--trt-version", default=None, help="default: tensorrt.__version__")
+        p.add_argument("--target", default=None, help="recorded for the rebuild hint")
+    args = parser.parse_args(argv)
+    key = current_key(args.onnx, precision=args.precision,
+                      profiles=json.loads(args.profiles), trt_version=args.trt_version)
+    if args.cmd == "write":
+        print(write_sidecar(args.engine, key, target=args.target))
+    else:
+        check_engine(args.engine, key)
+        print(f"{args.engine}: OK")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except EdgepinError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

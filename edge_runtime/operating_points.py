@@ -1,0 +1,361 @@
+"""Operating points: the calibration, fusion weights and thresholds a device ships with.
+
+A threshold is only valid for the exact models whose scores it was measured on, so the file
+records the sha256 of every model it belongs to and the loader refuses it when any loaded
+model differs (a retrained or re-quantised model shifts the score distributions and would
+silently change the FAR). A newer schema, a hand edit or a truncated file is refused too: the
+file carries a checksum of its content. The runtime never invents a threshold; it reads one
+from here or stops with a message saying how to regenerate the file.
+
+Only applying lives here (no fitting, no torch, numpy only): ``calibration/`` fits the
+numbers and writes the file with ``save_operating_points``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from edge_runtime.errors import ConfigError, ModelError
+
+SCHEMA_VERSION = 1
+FILE_FORMAT = "edgepin-operating-points"
+REGENERATE = "edgepin calibrate --models DIR --data ... --out {path}"
+_PROB_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Raw score -> log-likelihood ratio: ``slope * f(score) + offset``.
+
+    ``transform`` is "identity" for cosine-like scores or "logit" for scores that are already
+    probabilities (e.g. a cross-modal classifier), whose logit is the natural linear scale.
+    """
+
+    slope: float
+    offset: float
+    transform: str = "identity"
+
+    def __post_init__(self) -> None:
+        if self.transform not in ("identity", "logit"):
+            raise ConfigError(f"unknown calibration transform {self.transform!r}")
+
+    def features(self, scores: Any) -> np.ndarray:
+        s = np.asarray(scores, dtype=np.float64)
+        if self.transform == "logit":
+            p = np.clip(s, _PROB_EPS, 1 - _PROB_EPS)
+            return np.log(p) - np.log1p(-p)
+        return s
+
+    def llr(self, scores: Any) -> np.ndarray:
+        """Natural-log LLR of each score (vectorised)."""
+        return self.slope * self.features(scores) + self.offset
+
+
+@dataclass(frozen=True)
+class SubsetFusion:
+    """Logistic fusion of the calibrated LLRs of one set of modalities: ``w . llr + bias``."""
+
+    weights: Mapping[str, float]
+    bias: float
+
+    @property
+    def modalities(self) -> frozenset[str]:
+        return frozenset(self.weights)
+
+
+def subset_name(modalities: Iterable[str]) -> str:
+    """Canonical text for a modality set, e.g. ``face+voice``."""
+    return "+".join(sorted(modalities))
+
+
+@dataclass(frozen=True)
+class Fuser:
+    """Per-modality calibrations plus one fusion per available-modality subset.
+
+    Missing-modality rule: the scores that are present (not None, finite) choose the subset;
+    if that exact subset was not trained, the largest trained subset contained in it is used
+    (ties broken by name), so an extra optional score is ignored rather than guessed at.
+    """
+
+    calibrations: Mapping[str, Calibration]
+    subsets: Mapping[frozenset[str], SubsetFusion]
+
+    def subset_for(self, present: Iterable[str]) -> frozenset[str]:
+        have = frozenset(present)
+        unknown = have - set(self.calibrations)
+        if unknown:
+            raise ConfigError(
+                f"no calibration for modality {sorted(unknown)}; known: {sorted(self.calibrations)}"
+            )
+        usable = [s for s in self.subsets if s <= have]
+        if not usable:
+            trained = ", ".join(subset_name(s) for s in self.subsets) or "none"
+            raise ConfigError(
+                f"no fusion trained for the present scores {sorted(have) or '(none)'}; "
+                f"trained subsets: {trained}"
+            )
+        return min(usable, key=lambda s: (-len(s), subset_name(s)))
+
+    def score(self, scores: Mapping[str, float | None]) -> float:
+        """Fused LLR of one trial from raw per-modality scores (None = modality missing)."""
+        present = {
+            m: float(v) for m, v in scores.items() if v is not None and math.isfinite(float(v))
+        }
+        subset = self.subset_for(present)
+        return float(self.score_many({m: [present[m]] for m in subset}, subset)[0])
+
+    def score_many(self, scores: Mapping[str, Any], subset: Iterable[str]) -> np.ndarray:
+        """Fused LLRs of many trials that all have every modality of ``subset``."""
+        fusion = self.subsets[frozenset(subset)]
+        total = np.full(np.asarray(scores[next(iter(fusion.weights))]).shape, fusion.bias)
+        for m, w in fusion.weights.items():
+            total = total + w * self.calibrations[m].llr(scores[m])
+        return total
+
+
+@dataclass(frozen=True)
+class ThresholdPoint:
+    """A threshold on the fused LLR of one subset at one target FAR, with its uncertainty.
+
+    Decision rule: accept iff fused LLR > threshold. Intervals are bootstrap percentile
+    intervals: ``threshold_ci`` of the threshold re-chosen on resampled impostors,
+    ``far_ci`` of the FAR this threshold would show on another impostor sample, ``frr_ci`` of
+    the FRR including the threshold's own uncertainty. ``threshold`` is None with a ``reason``
+    when the target is below ~3/n impostors (not measurable).
+    """
+
+    modalities: tuple[str, ...]
+    target_far: float
+    threshold: float | None
+    achieved_far: float | None
+    frr: float | None
+    threshold_ci: tuple[float, float] | None
+    far_ci: tuple[float, float] | None
+    frr_ci: tuple[float, float] | None
+    n_genuine: int
+    n_impostor: int
+    n_bootstrap: int
+    confidence: float
+    seed: int
+    reason: str | None = None
+
+    @property
+    def measurable(self) -> bool:
+        return self.threshold is not None
+
+
+@dataclass(frozen=True)
+class Decision:
+    accepted: bool
+    llr: float
+    modalities: tuple[str, ...]
+    threshold: float
+
+
+@dataclass(frozen=True)
+class OperatingPoints:
+    model_hashes: Mapping[str, str]
+    data_manifest_sha256: str
+    fuser: Fuser
+    thresholds: tuple[ThresholdPoint, ...]
+    prior: float = 0.5
+    provisional: bool = True
+    created: str = ""
+    quality: tuple[Mapping[str, Any], ...] = ()
+    notes: str = ""
+    schema_version: int = SCHEMA_VERSION
+    source: str = field(default="", compare=False)
+
+    def threshold_for(self, modalities: Iterable[str], target_far: float) -> ThresholdPoint:
+        """The stored threshold for this subset and FAR; refuses rather than guessing one."""
+        key = tuple(sorted(modalities))
+        for point in self.thresholds:
+            if point.modalities == key and math.isclose(point.target_far, target_far):
+                if point.threshold is None:
+                    raise ConfigError(
+                        f"{self.source or 'operating points'}: FAR {target_far:g} for "
+                        f"{subset_name(key)} is {point.reason}"
+                    )
+                return point
+        have = sorted({(subset_name(p.modalities), p.target_far) for p in self.thresholds})
+        raise ConfigError(
+            f"{self.source or 'operating points'} has no threshold for {subset_name(key)} at FAR "
+            f"{target_far:g}; available: {', '.join(f'{s}@{f:g}' for s, f in have) or 'none'}"
+        )
+
+    def decide(self, scores: Mapping[str, float | None], target_far: float) -> Decision:
+        """Fuse the present scores and compare with the matching subset's threshold."""
+        present = [m for m, v in scores.items() if v is not None and math.isfinite(float(v))]
+        subset = self.fuser.subset_for(present)
+        point = self.threshold_for(subset, target_far)
+        llr = self.fuser.score({m: scores[m] for m in subset})
+        assert point.threshold is not None  # threshold_for refuses unmeasurable points
+        return Decision(llr > point.threshold, llr, point.modalities, point.threshold)
+
+
+def _body(op: OperatingPoints) -> dict[str, Any]:
+    return {
+        "format": FILE_FORMAT,
+        "schema_version": op.schema_version,
+        "created": op.created,
+        "provisional": bool(op.provisional),
+        "model_hashes": {k: str(v) for k, v in sorted(op.model_hashes.items())},
+        "data_manifest_sha256": op.data_manifest_sha256,
+        "prior": float(op.prior),
+        "calibration": {
+            m: {"slope": float(c.slope), "offset": float(c.offset), "transform": c.transform}
+            for m, c in sorted(op.fuser.calibrations.items())
+        },
+        "fusion": [
+            {"modalities": sorted(s), "weights": {m: float(w) for m, w in sorted(f.weights.items())},
+             "bias": float(f.bias)}
+            for s, f in sorted(op.fuser.subsets.items(), key=lambda kv: subset_name(kv[0]))
+        ],
+        "thresholds": [_plain(asdict(p)) for p in op.thresholds],
+        "quality": [_plain(dict(q)) for q in op.quality],
+        "notes": op.notes,
+    }
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and tuples -> YAML-safe plain Python."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _checksum(body: Mapping[str, Any]) -> str:
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def save_operating_points(op: OperatingPoints, path: str | Path) -> Path:
+    """Write atomically (readers see the old file or the whole new one), with a checksum."""
+    p = Path(path)
+    body = _body(op)
+    doc = {**body, "checksum": _checksum(body)}
+    text = "# edgepin operating points: generated, do not edit (edits are refused)\n"
+    text += yaml.safe_dump(doc, sort_keys=False, default_flow_style=None)
+    if not p.parent.is_dir():
+        raise ConfigError(f"cannot write {p}: folder {p.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {p}: {exc.strerror or exc}") from exc
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+    return p
+
+
+def _pair(v: Any) -> tuple[float, float] | None:
+    return None if v is None else (float(v[0]), float(v[1]))
+
+
+def _from_body(doc: Mapping[str, Any], source: str) -> OperatingPoints:
+    calibrations = {
+        str(m): Calibration(float(c["slope"]), float(c["offset"]), str(c.get("transform", "identity")))
+        for m, c in doc["calibration"].items()
+    }
+    subsets = {}
+    for f in doc["fusion"]:
+        fusion = SubsetFusion({str(m): float(w) for m, w in f["weights"].items()}, float(f["bias"]))
+        if sorted(fusion.modalities) != sorted(f["modalities"]) or not fusion.weights:
+            raise ValueError(f"fusion entry {f['modalities']} has mismatched weights")
+        if not fusion.modalities <= set(calibrations):
+            raise ValueError(f"fusion entry {f['modalities']} uses an uncalibrated modality")
+        subsets[fusion.modalities] = fusion
+    points = []
+    for t in doc["thresholds"]:
+        thr = t["threshold"]
+        points.append(ThresholdPoint(
+            modalities=tuple(str(m) for m in t["modalities"]), target_far=float(t["target_far"]),
+            threshold=None if thr is None else float(thr),
+            achieved_far=None if t["achieved_far"] is None else float(t["achieved_far"]),
+            frr=None if t["frr"] is None else float(t["frr"]),
+            threshold_ci=_pair(t["threshold_ci"]), far_ci=_pair(t["far_ci"]),
+            frr_ci=_pair(t["frr_ci"]), n_genuine=int(t["n_genuine"]),
+            n_impostor=int(t["n_impostor"]), n_bootstrap=int(t["n_bootstrap"]),
+            confidence=float(t["confidence"]), seed=int(t["seed"]), reason=t.get("reason"),
+        ))
+    return OperatingPoints(
+        model_hashes={str(k): str(v) for k, v in doc["model_hashes"].items()},
+        data_manifest_sha256=str(doc["data_manifest_sha256"]),
+        fuser=Fuser(calibrations, subsets), thresholds=tuple(points), prior=float(doc["prior"]),
+        provisional=bool(doc["provisional"]), created=str(doc["created"]),
+        quality=tuple(dict(q) for q in doc.get("quality") or ()), notes=str(doc.get("notes", "")),
+        schema_version=int(doc["schema_version"]), source=source,
+    )
+
+
+def load_operating_points(path: str | Path, model_hashes: Mapping[str, str]) -> OperatingPoints:
+    """Load and verify a file against the models actually loaded; refuse anything stale.
+
+    Every loaded model must be listed with the same sha256. A model listed in the file but not
+    loaded is allowed (a face-only device may use a face+voice file); its modality simply never
+    appears in the scores.
+    """
+    p = Path(path)
+    fix = f"regenerate it with `{REGENERATE.format(path=p)}`"
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"operating-point file {p} does not exist; {fix}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read operating-point file {p}: {exc}; {fix}") from exc
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"operating-point file {p} is corrupt (not YAML: {exc}); {fix}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FILE_FORMAT:
+        raise ConfigError(f"{p} is not an edgepin operating-point file; {fix}")
+    version = doc.get("schema_version")
+    if not isinstance(version, int) or version < 1:
+        raise ConfigError(f"operating-point file {p} has an invalid schema_version {version!r}; {fix}")
+    if version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"operating-point file {p} has schema version {version}, newer than this edgepin "
+            f"supports ({SCHEMA_VERSION}); upgrade edgepin or {fix}"
+        )
+    stored = doc.pop("checksum", None)
+    if stored != _checksum(doc):
+        raise ConfigError(
+            f"operating-point file {p} is corrupt or was edited by hand (checksum mismatch); {fix}"
+        )
+    try:
+        op = _from_body(doc, str(p))
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:
+        raise ConfigError(f"operating-point file {p} is corrupt (bad field {exc}); {fix}") from None
+    for name, digest in sorted(model_hashes.items()):
+        if name not in op.model_hashes:
+            raise ModelError(
+                f"operating-point file {p} was not made for the loaded {name} model "
+                f"(it covers: {', '.join(sorted(op.model_hashes)) or 'no models'}); {fix}"
+            )
+        if op.model_hashes[name] != digest:
+            raise ModelError(
+                f"operating-point file {p} is stale: it belongs to {name} model sha256 "
+                f"{op.model_hashes[name][:12]}..., but the loaded {name} model is "
+                f"{digest[:12]}...; its thresholds would give the wrong FAR. {fix[0].upper()}{fix[1:]}"
+            )
+    return op

@@ -1,0 +1,69 @@
+"""Identity-preserving augmentation, numpy/OpenCV, applied to the stored training forms.
+
+Teacher targets are computed once on the un-augmented view (dlib takes ~110 ms a face here,
+so per-step teacher calls are not affordable); every augmentation below is one under which
+the teacher's embedding is nearly invariant (small geometric jitter, photometric changes,
+mirror), so the stored target stays a good target for the augmented view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class FaceAugment:
+    """Flip, crop jitter (shift/scale/rotation), brightness/contrast, blur on grey crops."""
+
+    flip: float = 0.5
+    shift_px: float = 4.0
+    scale: float = 0.05
+    rotate_deg: float = 5.0
+    brightness: float = 0.2
+    contrast: float = 0.2
+    blur_p: float = 0.2
+
+    def __call__(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        h, w = crop.shape
+        img = crop
+        if rng.random() < self.flip:
+            img = img[:, ::-1]
+        angle = rng.uniform(-self.rotate_deg, self.rotate_deg)
+        scale = 1.0 + rng.uniform(-self.scale, self.scale)
+        M = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, scale)
+        M[:, 2] += rng.uniform(-self.shift_px, self.shift_px, size=2)
+        img = cv2.warpAffine(np.ascontiguousarray(img), M, (w, h), borderMode=cv2.BORDER_REPLICATE)
+        if rng.random() < self.blur_p:
+            img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.2))
+        x = img.astype(np.float32)
+        x = (x - 128.0) * (1.0 + rng.uniform(-self.contrast, self.contrast)) + 128.0
+        x = x + 255.0 * rng.uniform(-self.brightness, self.brightness) * 0.5
+        return np.clip(x, 0, 255).astype(np.uint8)
+
+
+@dataclass
+class VoiceAugment:
+    """Crop jitter, gain and additive noise at a random SNR (no reverb: keep crops clean)."""
+
+    jitter_s: float = 0.1
+    gain_db: float = 6.0
+    noise_p: float = 0.5
+    snr_db: tuple[float, float] = (10.0, 40.0)
+
+    def crop(self, wav: np.ndarray, start: int, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+        """A window of n samples near `start`, shifted by up to `jitter_s`."""
+        j = int(rng.uniform(-self.jitter_s, self.jitter_s) * sr)
+        s = int(np.clip(start + j, 0, max(0, len(wav) - n)))
+        return wav[s : s + n]
+
+    def __call__(self, wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        x = wav.astype(np.float32) * np.float32(10 ** (rng.uniform(-self.gain_db, self.gain_db) / 20))
+        if rng.random() < self.noise_p:
+            power = float(np.mean(x**2)) + 1e-10
+            snr = rng.uniform(*self.snr_db)
+            noise = rng.standard_normal(len(x)).astype(np.float32)
+            x = x + noise * np.float32(np.sqrt(power / 10 ** (snr / 10)))
+        return np.clip(x, -1.0, 1.0).astype(np.float32)

@@ -1,0 +1,183 @@
+"""`edgepin distill face|voice`: train a student to reproduce a teacher's embeddings.
+
+One trainer for both modalities (the task supplies batches and validation embeddings).
+Multi-GPU: run the same command under `torchrun --nproc_per_node=N -m edge_runtime.cli
+distill ...`; the trainer sees WORLD_SIZE > 1, joins the process group (NCCL on GPUs, gloo
+otherwise), shards each epoch's batches by rank and wraps the student in DDP. Only rank 0
+validates, writes checkpoints and prints progress.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+
+from edge_runtime.errors import ConfigError
+from train.datasets import manifest_hash
+from train.losses import MarginHead, cosine_distill, relational_distill
+from train.tasks import FaceTask, VoiceTask, build_model, split_reader, voice_front_end
+
+CHECKPOINT_FORMAT = 1
+
+
+def _setup_distributed(device_pref: str) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
+    if device_pref == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is visible to torch")
+    device = torch.device(f"cuda:{local}" if use_cuda else "cpu")
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        if use_cuda:
+            torch.cuda.set_device(device)
+    return rank, world, device
+
+
+def seed_everything(seed: int) -> None:
+    """Fixed seed for Python, numpy and torch: a config reproduces its run."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def validate(task: FaceTask | VoiceTask, model: nn.Module, device: torch.device, cfg: dict) -> dict:
+    """Held-out-identity (val split) agreement with the teacher and EER of the student."""
+    from edge_runtime.metrics import eer, make_pairs
+
+    model.eval()
+    emb, teacher, ids = task.embed_val(model, device)
+    model.train()
+    gi, ii = make_pairs(ids, max_impostor_per_identity=cfg["eval"]["max_impostor_per_identity"],
+                        seed=cfg["eval"]["seed"])
+    out: dict[str, Any] = {"val_cos_to_teacher": float(np.mean(np.sum(emb * teacher, axis=1)))}
+    for name, e in (("student", emb), ("teacher", teacher)):
+        gen = np.sum(e[gi[:, 0]] * e[gi[:, 1]], axis=1)
+        imp = np.sum(e[ii[:, 0]] * e[ii[:, 1]], axis=1)
+        out[f"val_eer_{name}"] = float(eer(gen, imp)[0]) if len(gen) and len(imp) else None
+    return out
+
+
+def distill(modality: str, data: str | Path, cfg: dict, out: str | Path, cache_dir: str | Path) -> dict:
+    """Train, validate each epoch, keep the best checkpoint by val EER; return the summary."""
+    if cfg.get("modality") != modality:
+        raise ConfigError(f"config is for modality {cfg.get('modality')!r}, not {modality!r}")
+    out = Path(out)
+    tcfg = cfg["train"]
+    rank, world, device = _setup_distributed(tcfg.get("device", "auto"))
+    torch.set_num_threads(int(tcfg["threads"]))
+    seed_everything(int(cfg["seed"]))
+    samples, splits = split_reader(modality, data, cfg["split"])
+    task_cls = FaceTask if modality == "face" else VoiceTask
+    task = task_cls.build(cfg, samples, splits, Path(cache_dir))
+    used = [s for s in samples if s.identity in set(splits["train"]) | set(splits["val"])]
+    data_hash = manifest_hash(samples, Path(data))
+
+    model = build_model(cfg).to(device)
+    head = None
+    if cfg["loss"]["classification"] > 0:
+        head = MarginHead(model.cfg.embedding_dim, len(task.classes)).to(device)
+    params = list(model.parameters()) + (list(head.parameters()) if head else [])
+    opt = torch.optim.AdamW(params, lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
+    bs = int(tcfg["batch_size"])
+    steps_per_epoch = max(1, len(task) // (bs * world))
+    total = steps_per_epoch * int(tcfg["epochs"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tcfg["lr"], total_steps=total,
+                                                pct_start=0.1)
+    train_model: nn.Module = model
+    if world > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    rng = np.random.default_rng(int(cfg["seed"]) + rank)
+    order_rng = np.random.default_rng(int(cfg["seed"]))  # same permutation on every rank
+    history: list[dict] = []
+    best: dict | None = None
+    loss_w = cfg["loss"]
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": CHECKPOINT_FORMAT, "modality": modality, "config": cfg,
+        "data": {"root": str(data), "manifest_hash": data_hash, "n_samples": len(samples),
+                 "n_used": len(used), "identities": {k: len(v) for k, v in splits.items()}},
+        "split": dict(cfg["split"]),
+        "front_end": voice_front_end(cfg).to_dict() if modality == "voice" else {"face_size": 112},
+    }
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=rank != 0) as progress:
+        bar = progress.add_task(f"distill {modality}", total=total, info="")
+        for epoch in range(int(tcfg["epochs"])):
+            perm = order_rng.permutation(len(task))
+            t0, sums = time.time(), {"loss": 0.0, "cos": 0.0, "rel": 0.0, "cls": 0.0}
+            for step in range(steps_per_epoch):
+                idx = perm[(step * world + rank) * bs : (step * world + rank + 1) * bs]
+                x, target, labels = (t.to(device) for t in task.batch(idx, rng))
+                emb = train_model(x)
+                parts = {"cos": cosine_distill(emb, target), "rel": relational_distill(emb, target)}
+                parts["cls"] = head(emb, labels) if head else emb.new_zeros(())
+                loss = (loss_w["cosine"] * parts["cos"] + loss_w["relational"] * parts["rel"]
+                        + loss_w["classification"] * parts["cls"])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                sums["loss"] += loss.item()
+                for k in ("cos", "rel", "cls"):
+                    sums[k] += parts[k].item()
+                progress.update(bar, advance=1, info=f"ep {epoch + 1} loss {sums['loss'] / (step + 1):.4f}")
+            if rank != 0:
+                continue
+            record = {"epoch": epoch + 1, "seconds": round(time.time() - t0, 1),
+                      **{f"train_{k}": v / steps_per_epoch for k, v in sums.items()},
+                      **validate(task, model, device, cfg)}
+            history.append(record)
+            progress.console.print(json.dumps(record))
+            with open(out / "history.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            ckpt = {**meta, "epoch": epoch + 1, "metrics": record,
+                    "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
+            torch.save(ckpt, out / "last.pt")
+            score = record["val_eer_student"] if record["val_eer_student"] is not None else -record["val_cos_to_teacher"]
+            if best is None or score < best["score"]:
+                best = {"score": score, "epoch": epoch + 1, "metrics": record}
+                torch.save(ckpt, out / "student.pt")
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    summary = {"out": str(out), "best": best, "history": history, "data": meta["data"]}
+    if rank == 0:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def load_student(path: str | Path) -> tuple[nn.Module, dict]:
+    """A trained backbone (eval mode) and its checkpoint metadata."""
+    from edge_runtime.errors import ModelError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"checkpoint not found: {p}")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise ModelError(f"{p}: not a readable edgepin checkpoint ({exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{p}: not an edgepin student checkpoint (format {CHECKPOINT_FORMAT})")
+    model = build_model(ckpt["config"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return model, ckpt
