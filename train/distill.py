@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
@@ -117,7 +118,7 @@ def distill(modality: str, data: str | Path, cfg: dict, out: str | Path, cache_d
     }
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=rank != 0) as progress:
+    with Progress(*columns, console=Console(stderr=True), disable=rank != 0) as progress:
         bar = progress.add_task(f"distill {modality}", total=total, info="")
         for epoch in range(int(tcfg["epochs"])):
             perm = order_rng.permutation(len(task))
@@ -148,6 +149,7 @@ def distill(modality: str, data: str | Path, cfg: dict, out: str | Path, cache_d
             with open(out / "history.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
             ckpt = {**meta, "epoch": epoch + 1, "metrics": record,
+                    "teacher_mean": task.teacher_mean.tolist(),
                     "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
             torch.save(ckpt, out / "last.pt")
             score = record["val_eer_student"] if record["val_eer_student"] is not None else -record["val_cos_to_teacher"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
 from rich.progress import Progress
 
 from edge_runtime.audio import load_audio
@@ -134,25 +135,31 @@ def _run_cached(
     todo = [i for i, r in enumerate(results) if r is None]
     if todo:
         chunks = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
-        with Progress() as progress, ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
-        ) as pool:
-            task = progress.add_task(f"{label} ({len(todo)} new, {len(samples) - len(todo)} cached)",
-                                     total=len(todo))
-            futures = {
-                pool.submit(work, [str(samples[i].path) for i in idx], *work_args): idx
-                for idx in chunks
-            }
-            for fut in as_completed(futures):
-                idx = futures[fut]
-                batch = fut.result()
+        with Progress(console=Console(stderr=True)) as progress:
+            task = progress.add_task(
+                f"{label} ({len(todo)} new, {len(samples) - len(todo)} cached)", total=len(todo)
+            )
+
+            def store(idx: list[int], batch: list[dict[str, np.ndarray] | str]) -> None:
                 rows = []
                 for i, r in zip(idx, batch, strict=True):
                     results[i] = r
-                    stored = {"error": np.array(r)} if isinstance(r, str) else r
-                    rows.append((keys[i], stored))
+                    rows.append((keys[i], {"error": np.array(r)} if isinstance(r, str) else r))
                 cache.put_many(rows)
                 progress.advance(task, len(idx))
+
+            if workers <= 1 or len(chunks) == 1:  # not worth starting processes
+                for idx in chunks:
+                    store(idx, work([str(samples[i].path) for i in idx], *work_args))
+            else:
+                ctx = multiprocessing.get_context("spawn")
+                with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                    futures = {
+                        pool.submit(work, [str(samples[i].path) for i in idx], *work_args): idx
+                        for idx in chunks
+                    }
+                    for fut in as_completed(futures):
+                        store(futures[fut], fut.result())
     return results  # type: ignore[return-value]
 
 

@@ -1,5 +1,10 @@
 """What distinguishes face from voice distillation: data, batches, validation embeddings.
 
+Targets are the teacher's embeddings minus their training-set mean, then L2-normalised. Both
+teachers put everyone in a narrow cone (dlib: impostor cosine ~0.84 on LFW; Resemblyzer's
+embeddings are non-negative), so a student matching raw directions learns the mean and little
+identity; centred targets spread people apart, and the mean is kept in the checkpoint.
+
 The trainer (`train.distill`) is modality-agnostic; a task turns prepared data into
 (input, teacher target, label) batches and embeds a held-out set for validation.
 """
@@ -75,7 +80,8 @@ class FaceTask:
 
     def __post_init__(self) -> None:
         self.labels, self.classes = _labels(self.train.identities)
-        self.targets = _unit(self.train.teacher)
+        self.teacher_mean = self.train.teacher.mean(axis=0)
+        self.targets = _unit(self.train.teacher - self.teacher_mean)
 
     def __len__(self) -> int:
         return len(self.train.samples)
@@ -91,7 +97,8 @@ class FaceTask:
         for i in range(0, len(self.val.samples), 128):
             x = torch.from_numpy(face_tensor(list(self.val.crops[i : i + 128]))).to(device)
             out.append(model(x).cpu().numpy())
-        return np.concatenate(out), _unit(self.val.teacher), self.val.identities
+        return (np.concatenate(out), _unit(self.val.teacher - self.teacher_mean),
+                self.val.identities)
 
 
 @dataclass
@@ -117,6 +124,7 @@ class VoiceTask:
 
     def __post_init__(self) -> None:
         utt_labels, self.classes = _labels(self.train.identities)
+        self.teacher_mean = np.concatenate(self.train.window_teacher).mean(axis=0)
         self.items = np.array([(u, w) for u, st in enumerate(self.train.window_starts)
                                for w in range(len(st))], dtype=np.int64)
         self.labels = utt_labels[self.items[:, 0]]
@@ -132,13 +140,14 @@ class VoiceTask:
             crop = self.augment.crop(wav, int(self.train.window_starts[u][w]), n, 16000, rng)
             feats.append(self.front_end.windows(self.augment(crop, rng))[0])
             targets.append(self.train.window_teacher[u][w])
-        return (torch.from_numpy(np.stack(feats)), torch.from_numpy(_unit(np.stack(targets))),
+        targets_c = _unit(np.stack(targets) - self.teacher_mean)
+        return (torch.from_numpy(np.stack(feats)), torch.from_numpy(targets_c),
                 torch.from_numpy(self.labels[idx]))
 
     @torch.no_grad()
     def embed_val(self, model: nn.Module, device: torch.device) -> tuple[np.ndarray, np.ndarray, list[str]]:
         return (embed_utterances(model, self.val.audio, self.front_end, device),
-                _unit(self.val.utterance_teacher), self.val.identities)
+                _unit(self.val.utterance_teacher - self.teacher_mean), self.val.identities)
 
 
 @torch.no_grad()

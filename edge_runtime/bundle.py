@@ -1,0 +1,112 @@
+"""The deployable model folder (`models/`): one manifest naming every model file and its hash.
+
+The device loads models only through this manifest, so a file that was replaced, truncated
+or trained on other data is refused instead of silently changing decisions. Writers (distill
+export, `edgepin export`, `edgepin train pins|fuse`, `edgepin calibrate`) add entries with
+`register_model`; the runtime reads them with `load_manifest` / `ModelEntry.verified_path`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.errors import ModelError
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+# Names the runtime knows. precision variants are separate entries: "face" and "face_int8".
+KNOWN = ("face", "voice", "face_int8", "voice_int8", "pin_face", "pin_voice", "faa")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class ModelEntry:
+    """One model file of the bundle and what is known about it."""
+
+    name: str
+    file: str
+    sha256: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    root: Path = Path(".")
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.file
+
+    def verified_path(self) -> Path:
+        """The file's path after checking it exists and still has the recorded hash."""
+        p = self.path
+        if not p.is_file():
+            raise ModelError(f"model {self.name!r}: file {p} is missing (see {self.root / MANIFEST})")
+        actual = sha256_file(p)
+        if actual != self.sha256:
+            raise ModelError(
+                f"model {self.name!r}: {p} has sha256 {actual[:12]}… but the manifest records "
+                f"{self.sha256[:12]}…; the file was replaced or corrupted — restore it or re-export"
+            )
+        return p
+
+
+def load_manifest(root: str | Path) -> dict[str, ModelEntry]:
+    """All entries of `root/manifest.json` (clear errors for a missing or broken manifest)."""
+    root = Path(root)
+    path = root / MANIFEST
+    if not path.is_file():
+        raise ModelError(f"no model manifest at {path}; is {root} an edgepin models folder?")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: unreadable model manifest ({exc})") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ModelError(f"{path}: unsupported manifest format {data.get('format') if isinstance(data, dict) else '?'}")
+    entries = {}
+    for name, e in data.get("models", {}).items():
+        try:
+            entries[name] = ModelEntry(name, e["file"], e["sha256"], e.get("meta", {}), root)
+        except (KeyError, TypeError) as exc:
+            raise ModelError(f"{path}: entry {name!r} is malformed ({exc})") from exc
+    return entries
+
+
+def register_model(root: str | Path, name: str, file: str | Path, **meta: Any) -> ModelEntry:
+    """Add or replace one entry (hashing the file now); the manifest is rewritten atomically."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / MANIFEST
+    data: dict[str, Any] = {"format": FORMAT, "models": {}}
+    if path.is_file():
+        data = json.loads(path.read_text())
+    f = Path(file)
+    target = f if f.is_absolute() else root / f
+    if not target.is_file():
+        raise ModelError(f"cannot register {name!r}: {target} does not exist")
+    try:
+        rel = target.resolve().relative_to(root.resolve())
+    except ValueError as exc:
+        raise ModelError(f"cannot register {name!r}: {target} is not inside {root}") from exc
+    entry = {"file": str(rel), "sha256": sha256_file(target),
+             "bytes": target.stat().st_size,
+             "registered": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+             "meta": meta}
+    data.setdefault("models", {})[name] = entry
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".manifest.")
+    with os.fdopen(fd, "w") as out:
+        json.dump(data, out, indent=2, sort_keys=True)
+        out.write("\n")
+    os.replace(tmp, path)
+    return ModelEntry(name, str(rel), entry["sha256"], meta, root)

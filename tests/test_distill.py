@@ -1,0 +1,124 @@
+"""Distillation on real fixture data: the loss falls, checkpoints are complete, exports match."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from train.config import apply_overrides, load_config
+from train.distill import distill, load_student
+from train.models import FaceNetConfig, MobileFaceNet, VoiceResNet, count_parameters
+
+TINY = ["train.epochs=4", "train.batch_size=8", "train.workers=1", "split.test_fraction=0.2",
+        "split.val_fraction=0.2", "eval.max_impostor_per_identity=5"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def face_run(fixtures, cache, tmp_path_factory):
+    cfg = load_config(None, "face_distill.yaml", TINY + ["train.lr=0.01"])
+    out = tmp_path_factory.mktemp("face_run")
+    return distill("face", fixtures / "lfw", cfg, out, cache), out
+
+
+@pytest.fixture(scope="module")
+def voice_run(fixtures, cache, tmp_path_factory):
+    cfg = load_config(None, "voice_distill.yaml", TINY + ["train.lr=0.01"])
+    out = tmp_path_factory.mktemp("voice_run")
+    return distill("voice", fixtures / "speechocean762", cfg, out, cache), out
+
+
+@pytest.mark.parametrize("run", ["face_run", "voice_run"])
+def test_tiny_distillation_lowers_the_loss(run, request):
+    summary, out = request.getfixturevalue(run)
+    losses = [h["train_loss"] for h in summary["history"]]
+    assert len(losses) == 4
+    assert losses[-1] < losses[0], losses
+    lines = (out / "history.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("run,modality", [("face_run", "face"), ("voice_run", "voice")])
+def test_checkpoint_holds_config_manifest_and_split(run, modality, request):
+    summary, out = request.getfixturevalue(run)
+    model, ckpt = load_student(out / "student.pt")
+    assert ckpt["modality"] == modality
+    assert ckpt["config"]["train"]["epochs"] == 4  # the override is recorded
+    assert len(ckpt["data"]["manifest_hash"]) == 64
+    assert ckpt["split"] == {"test_fraction": 0.2, "val_fraction": 0.2, "seed": 0}
+    assert len(ckpt["teacher_mean"]) == (128 if modality == "face" else 256)
+    assert not model.training
+
+
+def test_teacher_targets_are_cached(face_run, fixtures, cache, monkeypatch):
+    """A second preparation of the same files must not run the teacher again."""
+    import train.teachers
+    from train.datasets import FaceFolder
+    from train.prepare import prepare_faces
+
+    def boom(*a, **k):
+        raise AssertionError("teacher was called although its targets are cached")
+
+    monkeypatch.setattr(train.teachers.FaceTeacher, "__init__", boom)
+    samples = FaceFolder(fixtures / "lfw").samples
+    # the run prepared its train+val faces (test faces were never touched): prepare those again
+    from train.datasets import holdout_split
+
+    sp = holdout_split([s.identity for s in samples], 0.2, 0.2, 0)
+    used = [s for s in samples if s.identity in set(sp["train"]) | set(sp["val"])]
+    prepared = prepare_faces(used, cache, workers=1)
+    assert prepared.teacher.shape == (len(used) - len(prepared.skipped), 128)
+
+
+@pytest.mark.parametrize("run", ["face_run", "voice_run"])
+def test_onnx_export_matches_pytorch(run, request, tmp_path):
+    from export.students import export_student
+
+    summary, out = request.getfixturevalue(run)
+    result = export_student(out / "student.pt", tmp_path / "student.onnx")
+    assert result["parity_min_cosine"] >= 0.9999
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(tmp_path / "student.onnx"), providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    assert meta["edgepin.precision"] == "fp32"
+    assert json.loads(meta["edgepin.split"])["test_fraction"] == 0.2
+
+
+def test_students_are_small_and_normalised():
+    face = MobileFaceNet(FaceNetConfig(width=1.0))
+    assert count_parameters(face) <= 1_100_000  # MobileFaceNet-class: ~1 M at full width
+    voice = VoiceResNet()
+    assert count_parameters(voice) <= 1_000_000
+    face.eval()
+    voice.eval()
+    with torch.no_grad():
+        e = face(torch.randn(2, 3, 112, 112))
+        v = voice(torch.randn(2, 200, 64))
+    assert e.shape == (2, 128) and v.shape == (2, 256)
+    np.testing.assert_allclose(e.norm(dim=1).numpy(), 1.0, atol=1e-5)
+    np.testing.assert_allclose(v.norm(dim=1).numpy(), 1.0, atol=1e-5)
+    allowed = ("Conv2d", "BatchNorm2d", "BatchNorm1d", "PReLU", "ReLU", "Linear", "Identity",
+               "Sequential", "MobileFaceNet", "VoiceResNet", "_Bottleneck", "_BasicBlock")
+    for model in (face, voice):
+        kinds = {type(m).__name__ for m in model.modules()}
+        assert kinds <= set(allowed), kinds - set(allowed)
+
+
+def test_config_overrides_refuse_unknown_keys():
+    from edge_runtime.errors import ConfigError
+
+    cfg = {"train": {"epochs": 3}}
+    assert apply_overrides(cfg, ["train.epochs=5"])["train"]["epochs"] == 5
+    assert cfg["train"]["epochs"] == 3  # the original is untouched
+    with pytest.raises(ConfigError, match="no key"):
+        apply_overrides(cfg, ["train.epoch=5"])
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        apply_overrides(cfg, ["train.epochs"])

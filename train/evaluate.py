@@ -1,0 +1,204 @@
+"""`edgepin eval face|voice`: verification metrics of a teacher, checkpoint or ONNX model.
+
+The same command measures the teacher, a PyTorch student, and an FP32 or INT8 ONNX file on
+the same held-out identities and the same pairs, so their figures are directly comparable.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.errors import ConfigError, ModelError
+from edge_runtime.features import VoiceFrontEnd, face_tensor
+from edge_runtime.metrics import make_pairs, verification_report
+from train.datasets import FaceFolder, Sample, SpeechFolder, holdout_split, manifest_hash
+
+DEFAULT_SPLIT = {"test_fraction": 0.2, "val_fraction": 0.1, "seed": 0}
+TIMING_SAMPLES = 50
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+class Embedder:
+    """Embeds prepared samples; `time_one` measures one sample at batch 1 (embedding only)."""
+
+    name: str
+    split: dict | None = None
+    front_end: VoiceFrontEnd | None = None
+
+    def embed(self, items: list[Any]) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def time_one(self, item: Any) -> float:
+        """Seconds for one sample at batch 1, after a warm-up call."""
+        self.embed([item])
+        t = time.perf_counter()
+        self.embed([item])
+        return time.perf_counter() - t
+
+
+class _NetEmbedder(Embedder):
+    """A student as PyTorch checkpoint or ONNX file; faces are crops, voices are waveforms."""
+
+    def __init__(self, modality: str, run: Callable[[np.ndarray], np.ndarray], name: str,
+                 split: dict | None, front_end: dict | None) -> None:
+        self.modality, self._run, self.name, self.split = modality, run, name, split
+        self.front_end = VoiceFrontEnd.from_dict(front_end) if modality == "voice" else None
+
+    def embed(self, items: list[Any]) -> np.ndarray:
+        if self.modality == "face":
+            out = [self._run(face_tensor(list(items[i : i + 64]))) for i in range(0, len(items), 64)]
+            return _unit(np.concatenate(out))
+        assert self.front_end is not None
+        return _unit(np.stack([self._run(self.front_end.windows(w)).mean(axis=0) for w in items]))
+
+
+def load_embedder(model: str, modality: str, threads: int = 2) -> Embedder:
+    """`teacher`, a `.pt` student checkpoint or an `.onnx` file."""
+    if model == "teacher":
+        return _TeacherEmbedder(modality)
+    path = Path(model)
+    if not path.is_file():
+        raise ModelError(f"model not found: {path}")
+    if path.suffix == ".onnx":
+        from edge_runtime.backends import load_runner
+
+        runner = load_runner(path, backend="onnxruntime", threads=threads)
+        meta = _onnx_metadata(path)
+        if meta.get("modality") not in (None, modality):
+            raise ModelError(f"{path} is a {meta['modality']} model, not {modality}")
+        name = runner.input_names[0]
+        return _NetEmbedder(modality, lambda x: runner.run({name: x})["embedding"], str(path),
+                            meta.get("split"), meta.get("front_end"))
+    import torch
+
+    from train.distill import load_student
+
+    torch.set_num_threads(threads)
+    net, ckpt = load_student(path)
+    if ckpt["modality"] != modality:
+        raise ModelError(f"{path} is a {ckpt['modality']} checkpoint, not {modality}")
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(x)).numpy()
+
+    return _NetEmbedder(modality, run, str(path), ckpt["split"], ckpt.get("front_end"))
+
+
+def _onnx_metadata(path: Path) -> dict:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    raw = sess.get_modelmeta().custom_metadata_map
+    out = {}
+    for k, v in raw.items():
+        if k.startswith("edgepin."):
+            try:
+                out[k[8:]] = json.loads(v)
+            except json.JSONDecodeError:
+                out[k[8:]] = v
+    return out
+
+
+class _TeacherEmbedder(Embedder):
+    """The teacher; embeddings come from the preparation cache (computed once per file)."""
+
+    def __init__(self, modality: str) -> None:
+        self.modality = modality
+        self.name = "teacher"
+
+    def embed(self, items: list[Any]) -> np.ndarray:
+        return _unit(np.stack(items))
+
+    def timer(self, sample: Sample) -> float:
+        """Seconds for the teacher to embed one sample (dlib chip / Resemblyzer utterance)."""
+        from edge_runtime.audio import load_audio
+        from edge_runtime.face import DlibHogDetector, detect_and_align, dlib_chip, load_image
+        from train.teachers import FaceTeacher, VoiceTeacher
+
+        if self.modality == "face":
+            t = getattr(self, "_t", None) or FaceTeacher()
+            self._t = t
+            image = load_image(sample.path)
+            _, det = detect_and_align(image, DlibHogDetector(), source=str(sample.path))
+            chip = dlib_chip(image, det)
+            t.embed_chip(chip)
+            t0 = time.perf_counter()
+            t.embed_chip(chip)
+            return time.perf_counter() - t0
+        t = getattr(self, "_t", None) or VoiceTeacher()
+        self._t = t
+        wav = load_audio(sample.path)
+        t.embed(wav)
+        t0 = time.perf_counter()
+        t.embed(wav)
+        return time.perf_counter() - t0
+
+
+def evaluate(modality: str, model: str, data: str | Path, *, split: str = "test",
+             split_cfg: dict | None = None, max_impostor_per_identity: int = 20, seed: int = 0,
+             cache_dir: str | Path, plot: str | Path | None = None, threads: int = 2,
+             timing_samples: int = TIMING_SAMPLES) -> dict:
+    """Embed the chosen identities, score all genuine and sampled impostor pairs, report."""
+    from train.prepare import prepare_faces, prepare_voices
+
+    if modality not in ("face", "voice"):
+        raise ConfigError(f"unknown modality {modality!r}: choose face or voice")
+    emb = load_embedder(model, modality, threads)
+    reader = FaceFolder(data) if modality == "face" else SpeechFolder(data)
+    sc = split_cfg or emb.split or DEFAULT_SPLIT
+    if split == "test":
+        chosen = set(holdout_split(reader.identities(), sc["test_fraction"], sc["val_fraction"],
+                                   sc["seed"])["test"])
+        split_desc = {"name": "test", "rule": "identities held out by holdout_split", **sc}
+    elif split == "all":
+        chosen = set(reader.identities())
+        split_desc = {"name": "all", "rule": "every identity (a dataset never trained on)"}
+    else:
+        raise ConfigError(f"unknown split {split!r}: choose test or all")
+    samples = [s for s in reader.samples if s.identity in chosen]
+    teacher = model == "teacher"
+    if modality == "face":
+        prepared = prepare_faces(samples, cache_dir, with_teacher=teacher)
+        items = list(prepared.teacher) if teacher else list(prepared.crops)
+    else:
+        fe = emb.front_end or VoiceFrontEnd()
+        prepared = prepare_voices(samples, cache_dir, fe, with_teacher=teacher)
+        items = list(prepared.utterance_teacher) if teacher else prepared.audio
+    ids = prepared.identities
+    e = emb.embed(items)
+    gp, ip = make_pairs(ids, max_impostor_per_identity=max_impostor_per_identity, seed=seed)
+    gen = np.sum(e[gp[:, 0]] * e[gp[:, 1]], axis=1)
+    imp = np.sum(e[ip[:, 0]] * e[ip[:, 1]], axis=1)
+    report: dict[str, Any] = {
+        "modality": modality, "model": emb.name, "data": str(data),
+        "data_manifest": manifest_hash(reader.samples, Path(data)),
+        "split": {**split_desc, "n_identities": len(set(ids)), "n_samples": len(ids),
+                  "skipped": len(prepared.skipped)},
+        "scoring": "cosine of L2-normalised embeddings",
+        **verification_report(gen, imp, fars=(1e-2, 1e-3)),
+    }
+    n_time = min(timing_samples, len(items))
+    if teacher:
+        times = [emb.timer(s) for s in prepared.samples[:n_time]]  # type: ignore[attr-defined]
+    else:
+        times = [emb.time_one(it) for it in items[:n_time]]
+    report["ms_per_sample"] = float(np.median(times) * 1000)
+    report["timing"] = {"samples": n_time, "batch": 1, "threads": threads, "statistic": "median"}
+    if modality == "voice":
+        report["mean_utterance_s"] = float(np.mean([len(a) / 16000 for a in prepared.audio]))
+    if plot:
+        from edge_runtime.plots import plot_roc_det
+
+        plot_roc_det({emb.name: (gen, imp)}, Path(plot), title=f"{modality} verification: {data}")
+        report["plot"] = str(plot)
+    return report
