@@ -69,3 +69,30 @@ def export_student(checkpoint: str | Path, out: str | Path, *, opset: int = DEFA
         raise ModelError(f"{out}: ONNX/PyTorch parity {cos:.6f} < 0.9999")
     return {"onnx": str(out), "modality": modality, "parity_min_cosine": cos,
             "bytes": out.stat().st_size, "opset": opset}
+
+
+def ship_student(checkpoint: str | Path, models_dir: str | Path, *, evaluation: dict | None = None,
+                 opset: int = DEFAULT_OPSET) -> dict:
+    """Export a trained student into the deployable `models/` folder and register it.
+
+    The manifest entry records what a model card needs: sha256 (by register_model), the
+    experiment config, the data manifest hash and split, parameter count, eval figures.
+    """
+    from edge_runtime.bundle import register_model
+    from train.distill import load_student
+    from train.models import count_parameters
+
+    model, ckpt = load_student(checkpoint)
+    modality = ckpt["modality"]
+    models_dir = Path(models_dir)
+    out = models_dir / f"{modality}.onnx"
+    summary = export_student(checkpoint, out, opset=opset)
+    register_model(
+        models_dir, modality, out.name, precision="fp32", modality=modality,
+        input="face" if modality == "face" else "feats", output="embedding",
+        dim=int(ckpt["config"]["model"]["embedding_dim"]), parameters=count_parameters(model),
+        opset=opset, config=ckpt["config"], data=ckpt["data"], split=ckpt["split"],
+        front_end=ckpt["front_end"], epoch=ckpt["epoch"], validation=ckpt["metrics"],
+        evaluation=evaluation or {}, parity_min_cosine=summary["parity_min_cosine"],
+    )
+    return summary

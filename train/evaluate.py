@@ -147,8 +147,12 @@ class _TeacherEmbedder(Embedder):
 def evaluate(modality: str, model: str, data: str | Path, *, split: str = "test",
              split_cfg: dict | None = None, max_impostor_per_identity: int = 20, seed: int = 0,
              cache_dir: str | Path, plot: str | Path | None = None, threads: int = 2,
-             timing_samples: int = TIMING_SAMPLES) -> dict:
-    """Embed the chosen identities, score all genuine and sampled impostor pairs, report."""
+             timing_samples: int = TIMING_SAMPLES, keep_scores: bool = False) -> dict:
+    """Embed the chosen identities, score all genuine and sampled impostor pairs, report.
+
+    With `keep_scores` the report also holds the raw genuine/impostor score arrays under
+    "scores" (for plots comparing several models on the same pairs).
+    """
     from train.prepare import prepare_faces, prepare_voices
 
     if modality not in ("face", "voice"):
@@ -201,4 +205,6 @@ def evaluate(modality: str, model: str, data: str | Path, *, split: str = "test"
 
         plot_roc_det({emb.name: (gen, imp)}, Path(plot), title=f"{modality} verification: {data}")
         report["plot"] = str(plot)
+    if keep_scores:
+        report["scores"] = (gen, imp)
     return report

@@ -1,0 +1,84 @@
+"""Student vs teacher, same command, same held-out data, same run -> benchmarks/students.md.
+
+Runs `train.evaluate.evaluate` (what `edgepin eval` runs) for the teacher and for each student
+ONNX file on: LFW held-out identities (face), speechocean762 held-out speakers (voice), FSDD
+(8 kHz, never trained on; voice). Speed: median ms per sample, batch 1, 2 threads, onnxruntime
+FP32 for students (INT8 rows are added when models/*.int8.onnx exist).
+
+    python benchmarks/students.py --models models --data ../shared/data --cache ~/.cache/edgepin
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from benchmarks.machine import markdown_header
+from edge_runtime.plots import plot_roc_det
+from train.evaluate import evaluate
+
+TARGETS = {"face": {"eer_gap_pt": 1.0, "speedup": 25.0}, "voice": {"eer_gap_pt": 1.0, "speedup": 15.0}}
+
+
+def run(models: Path, data: Path, cache: Path, out: Path, timing_samples: int) -> list[dict]:
+    jobs = [("face", data / "lfw", "test", "LFW held-out identities"),
+            ("voice", data / "speechocean762", "test", "speechocean762 held-out speakers"),
+            ("voice", data / "fsdd", "all", "FSDD, 8 kHz resampled, all 6 speakers (never trained on)")]
+    rows = []
+    for modality, root, split, label in jobs:
+        candidates = [("teacher", "teacher"), ("student FP32", str(models / f"{modality}.onnx"))]
+        int8 = models / f"{modality}.int8.onnx"
+        if int8.is_file():
+            candidates.append(("student INT8", str(int8)))
+        curves = {}
+        for name, model in candidates:
+            r = evaluate(modality, model, root, split=split, cache_dir=cache,
+                         timing_samples=timing_samples, keep_scores=True)
+            curves[name] = r.pop("scores")
+            rows.append({"modality": modality, "data": label, "model": name, **r})
+            print(json.dumps({k: rows[-1][k] for k in ("modality", "data", "model", "eer", "ms_per_sample")}))
+        png = out.parent / f"students_{modality}_{root.name}.png"
+        plot_roc_det(curves, png, title=f"{modality}: {label}")
+        rows[-1]["plot"] = str(png)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| modality | data | model | identities | genuine / impostor pairs | EER % | AUC | "
+            "TAR@FAR=1e-2 % | ms/sample | speed-up vs teacher | EER gap vs teacher (pt) |")
+    lines = [head, "|" + "---|" * 11]
+    teacher: dict[str, dict] = {}
+    for r in rows:
+        key = r["data"]
+        if r["model"] == "teacher":
+            teacher[key] = r
+        t = teacher[key]
+        tar = r["tar@far=0.01"]["tar"]
+        lines.append(
+            f"| {r['modality']} | {r['data']} | {r['model']} | {r['split']['n_identities']} | "
+            f"{r['n_genuine']} / {r['n_impostor']} | {100 * r['eer']:.2f} | {r['auc']:.4f} | "
+            f"{'n/a' if tar is None else f'{100 * tar:.1f}'} | {r['ms_per_sample']:.2f} | "
+            f"{t['ms_per_sample'] / r['ms_per_sample']:.1f}x | {100 * (r['eer'] - t['eer']):+.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--models", type=Path, default=Path("models"))
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "edgepin")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/students.md"))
+    ap.add_argument("--timing-samples", type=int, default=100)
+    args = ap.parse_args()
+    rows = run(args.models, args.data, args.cache, args.out, args.timing_samples)
+    (args.out.with_suffix(".json")).write_text(json.dumps(rows, indent=2, default=str))
+    text = markdown_header("Students vs teachers (issue 3)", "see the data column; held-out identities "
+                           "from holdout_split(test_fraction=0.2, val_fraction=0.1, seed=0)")
+    text += "\n" + table(rows) + "\n"
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
