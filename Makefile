@@ -29,7 +29,7 @@ $(DEV_VENV)/.stamp: pyproject.toml Makefile
 	touch $@
 
 demo: $(DEVICE_VENV)/.stamp
-	$(DEVICE_VENV)/bin/edgepin info
+	$(DEVICE_VENV)/bin/edgepin demo
 
 test: $(DEV_VENV)/.stamp
 	$(DEV_VENV)/bin/ruff check .

@@ -36,7 +36,7 @@ def run(models: Path, data: Path, cache: Path, out: Path, timing_samples: int) -
             r = evaluate(modality, model, root, split=split, cache_dir=cache,
                          timing_samples=timing_samples, keep_scores=True)
             curves[name] = r.pop("scores")
-            rows.append({"modality": modality, "data": label, "model": name, **r})
+            rows.append({**r, "modality": modality, "data": label, "model": name, "path": r["model"]})
             print(json.dumps({k: rows[-1][k] for k in ("modality", "data", "model", "eer", "ms_per_sample")}))
         png = out.parent / f"students_{modality}_{root.name}.png"
         plot_roc_det(curves, png, title=f"{modality}: {label}")

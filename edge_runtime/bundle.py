@@ -108,5 +108,6 @@ def register_model(root: str | Path, name: str, file: str | Path, **meta: Any) -
     with os.fdopen(fd, "w") as out:
         json.dump(data, out, indent=2, sort_keys=True)
         out.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the manifest is not secret
     os.replace(tmp, path)
     return ModelEntry(name, str(rel), entry["sha256"], meta, root)

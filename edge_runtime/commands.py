@@ -63,3 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("info", help="what this machine can run (backends, camera, audio)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=_info)
+
+    from edge_runtime import commands_runtime
+
+    commands_runtime.register(subparsers)

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 
 from edge_runtime.errors import DependencyError
+from train.pins.commands import add_crossmodal_eval_args
+from train.pins.commands import register as register_pins
 
 
 def default_cache_dir() -> Path:
@@ -37,12 +39,21 @@ def _distill(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, f"{args.modality}_distill.yaml", args.set)
     summary = distill(args.modality, args.data, cfg, args.out, args.cache or default_cache_dir())
     best = summary["best"] or {}
-    print(json.dumps({"out": summary["out"], "best_epoch": best.get("epoch"),
-                      "best": best.get("metrics")}, indent=2))
+    result = {"out": summary["out"], "best_epoch": best.get("epoch"), "best": best.get("metrics")}
+    if best and importlib.util.find_spec("onnx") is not None:
+        from export.students import export_student
+
+        result["onnx"] = export_student(Path(args.out) / "student.pt",
+                                        Path(args.out) / f"{args.modality}.onnx")
+    print(json.dumps(result, indent=2))
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
+    if args.modality == "crossmodal":
+        from train.pins.commands import eval_crossmodal
+
+        return eval_crossmodal(args)
     if args.model != "teacher" and not args.model.endswith(".onnx"):
         _need_torch("eval")
     from train.evaluate import evaluate
@@ -92,7 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_distill)
 
     p = subparsers.add_parser("eval", help="verification metrics (EER, AUC, TAR@FAR, speed)")
-    p.add_argument("modality", choices=["face", "voice"])
+    p.add_argument("modality", choices=["face", "voice", "crossmodal"])
     p.add_argument("--model", required=True, help="'teacher', a student .pt checkpoint or an .onnx")
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test", choices=["test", "all"],
@@ -108,4 +119,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", help="cache folder (default ~/.cache/edgepin)")
     p.add_argument("--plot", help="write ROC/DET curves to this PNG")
     p.add_argument("--json", action="store_true")
+    add_crossmodal_eval_args(p)
     p.set_defaults(handler=_eval)
+    register_pins(subparsers)

@@ -1,0 +1,111 @@
+"""`edgepin calibrate`: operating points for a models folder from real data.
+
+Cheap to import (no torch, no numpy work at import): the heavy modules load in the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from edge_runtime.errors import ConfigError
+
+
+def _cache_dir(value: Path | None) -> Path:
+    if value is not None:
+        return value
+    env = os.environ.get("EDGEPIN_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "edgepin"
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from calibration.calibrate import calibrate
+    from calibration.report import acceptance_statement, render_markdown
+    from calibration.score_sets import SetConfig
+
+    if args.n_face < 1 or args.n_voice < 1:
+        raise ConfigError(f"--n-face and --n-voice must be >= 1, got {args.n_face}, {args.n_voice}")
+    if args.bootstrap < 1 or args.min_per_class < 2:
+        raise ConfigError("--bootstrap must be >= 1 and --min-per-class >= 2")
+    if any(not 0 < f < 1 for f in args.far):
+        raise ConfigError(f"--far values must be in (0, 1), got {args.far}")
+    cfg = SetConfig(n_face=args.n_face, n_voice=args.n_voice, split=args.split,
+                    min_speech_s=args.min_speech, grid_min_speech_s=args.grid_min_speech,
+                    seed=args.seed, workers=args.workers)
+    report = calibrate(args.models, args.data, args.out, cache_dir=_cache_dir(args.cache),
+                       precision=args.precision, sets_cfg=cfg, targets=args.far,
+                       n_bootstrap=args.bootstrap, seed=args.seed,
+                       min_per_class=args.min_per_class, det_png=args.plot,
+                       threads=args.threads)
+    command = "edgepin " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
+        if sys.argv and sys.argv[0].endswith("edgepin") else ""
+    out = Path(args.out)
+    json_path = out.parent / f"{out.stem}.report.json"
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    if args.report is not None:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(render_markdown(report, command))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    names = ", ".join(f"{n} {h[:12]}" for n, h in sorted(report["model_hashes"].items()))
+    print(f"wrote {out} ({'PROVISIONAL' if report['provisional'] else 'not provisional'}) "
+          f"for models: {names}")
+    for p in report["thresholds"]:
+        subset = "+".join(p["modalities"])
+        if p["threshold"] is None:
+            print(f"  {subset:<11} FAR {p['target_far']:<6g} {p['reason']}")
+        else:
+            print(f"  {subset:<11} FAR {p['target_far']:<6g} LLR > {p['threshold']:.3f}  "
+                  f"achieved FAR {p['achieved_far']:.4f}  FRR {p['frr']:.4f}")
+    print(f"  held-out FAR inside bootstrap intervals: "
+          f"{'yes' if report['held_out_check_passed'] else 'NO'}")
+    print("  " + acceptance_statement(report["joint"]))
+    if not report["cross_modal"]:
+        print("  " + report["sets"].get("cross_modal_note", "cross-modal unavailable"))
+    print(f"  report {json_path}" + (f", {args.report}" if args.report else "")
+          + "; plots " + ", ".join(report["plots"].values()))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `edgepin calibrate` to the parser."""
+    p = subparsers.add_parser(
+        "calibrate", help="operating points (calibration, fusion, thresholds) from real data",
+        description="Score held-out LFW faces, speechocean762 voices and GRID clips through the "
+                    "models, calibrate to LLRs, fuse, set thresholds at target FARs on a held-out "
+                    "half and check them on the other; write the versioned operating-point file "
+                    "the runtime loads (keyed by the models' sha256), a JSON report and plots.")
+    p.add_argument("--models", type=Path, required=True, help="models folder (manifest.json)")
+    p.add_argument("--data", type=Path, required=True,
+                   help="folder holding lfw/, speechocean762/ and grid/")
+    p.add_argument("--out", type=Path, required=True, help="operating_points.yaml to write")
+    p.add_argument("--plot", type=Path, default=None,
+                   help="DET png (default OUT-stem.det.png; other plots go next to OUT)")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.add_argument("--report", type=Path, default=None, help="also write a markdown report")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="face-crop cache (default $EDGEPIN_CACHE or ~/.cache/edgepin)")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="int8 calibrates face_int8/voice_int8 (a separate file: name it so)")
+    p.add_argument("--split", choices=("test", "all"), default="test",
+                   help="test: identities each student held out; all: every identity")
+    p.add_argument("--n-face", type=int, default=2, help="face photos per template")
+    p.add_argument("--n-voice", type=int, default=3, help="utterances per template")
+    p.add_argument("--far", type=float, nargs="+", default=[1e-2, 1e-3, 1e-4],
+                   help="target false accept rates")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--min-per-class", type=int, default=10,
+                   help="fewest genuine and impostor trials a calibration may use")
+    p.add_argument("--min-speech", type=float, default=1.0,
+                   help="voiced seconds an utterance needs")
+    p.add_argument("--grid-min-speech", type=float, default=0.5,
+                   help="voiced seconds a GRID clip half needs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="onnxruntime threads")
+    p.add_argument("--workers", type=int, default=2, help="face-alignment processes")
+    p.set_defaults(handler=_calibrate)

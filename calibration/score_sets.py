@@ -1,0 +1,375 @@
+"""Genuine and impostor score sets from real data, through the deployed models as the device runs them.
+
+Everything goes through ``edge_runtime``: the models are opened as a ``ModelBundle`` (same
+front-end, same INT8/FP32 choice, same cross-modal heads and FAA input space), voices through
+the ``Enroller``'s VAD and speech checks, GRID faces through the ``Collector``'s detector and
+quality gate, and every template is ``gallery.make_template`` of N enrolment embeddings. So
+the thresholds are measured on exactly the scores a device computes.
+
+Sets (each row of a ``TrialScores`` is one probe against one template, NaN = modality absent):
+
+* ``lfw`` (face), ``speechocean`` (voice): held-out identities, N samples enrol, the rest probe;
+  identities with <= N samples are never enrolled and only probe (impostor-only).
+* ``artificial`` (face+voice): LFW person k and speechocean speaker k (index pairing within
+  the held-out sets) treated as one "person". They are DIFFERENT people: this set teaches the
+  fusion how two independent scores combine; it says nothing about real face-voice links.
+  Each face (voice) comparison appears in exactly one row of the lfw/speechocean/artificial
+  sets, so no score is counted twice.
+* Every held-out identity is in half 0 or half 1; trials never cross halves (fit on one,
+  threshold and check on the other).
+* ``grid`` (REAL face+voice, 7 people; built by ``calibration.grid_sets``): one half of a clip enrols, the other probes;
+  ``grid-mixed``: face of A + voice of B against A's and B's templates (attacks);
+  ``grid-cross``: PIN cosine / FAA probability of a live face and a live voice (genuine when
+  both come from the same clip half), only when the bundle has the cross-modal heads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calibration.scores import TrialScores
+from edge_runtime.audio import TARGET_SR, load_audio
+from edge_runtime.bundle import MANIFEST, load_manifest
+from edge_runtime.errors import DatasetError, EdgepinError
+from edge_runtime.gallery import make_template
+from edge_runtime.models import ModelBundle
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPLIT = {"test_fraction": 0.2, "val_fraction": 0.1, "seed": 0}
+FACE_BATCH = 64
+
+
+@dataclass(frozen=True)
+class SetConfig:
+    """What to build: N enrolment samples per modality, which identities, the speech gates."""
+
+    n_face: int = 2
+    n_voice: int = 3
+    split: str = "test"  # "test": held-out identities of the model's split; "all": everyone
+    min_speech_s: float = 1.0  # voiced seconds per LFW/speechocean utterance (enrolment default)
+    grid_min_speech_s: float = 0.5  # a GRID half holds ~0.5-1 s of speech (as `edgepin demo`)
+    grid_reverse: bool = True  # also enrol from the second half and probe with the first
+    seed: int = 0
+    workers: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Embedded:
+    """One modality's usable samples, embedded: row i is ``identities[i]`` from ``sources[i]``."""
+
+    identities: list[str]
+    emb: np.ndarray
+    sources: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class ScoreSets:
+    """Named trial tables (``"lfw/0"``, ``"artificial/1"``, ``"grid"``, ...) and what made them."""
+
+    parts: dict[str, TrialScores]
+    info: dict[str, Any]
+    data_sha256: str
+    people: dict[str, np.ndarray] = field(default_factory=dict)  # (probe, template) per row
+
+    def join(self, names: Sequence[str]) -> TrialScores:
+        """The named parts that exist, concatenated (a missing part is simply absent)."""
+        got = [self.parts[n] for n in names if n in self.parts]
+        if not got:
+            raise DatasetError(f"none of the score sets {list(names)} was built")
+        return TrialScores.concat(got)
+
+    def half(self, h: int) -> TrialScores:
+        return self.join(self.half_names(h))
+
+    def half_names(self, h: int) -> list[str]:
+        return [n for k in ("lfw", "speechocean", "artificial") if (n := f"{k}/{h}") in self.parts]
+
+    def half_people(self, h: int) -> np.ndarray:
+        """(probe person, template person) of every row of ``half(h)``, in the same order."""
+        return np.concatenate([self.people[n] for n in self.half_names(h)])
+
+
+# ------------------------------------------------------------------------------ the models
+@contextmanager
+def open_bundle(models: str | Path, precision: str = "fp32", threads: int = 2
+                ) -> Iterator[ModelBundle]:
+    """The bundle as the device loads it, minus its current operating-point file.
+
+    A calibration usually runs because the models changed, so the old file is stale and
+    ``ModelBundle.load`` would (rightly) refuse it: the models are opened from a private
+    folder of links to the same files (hashes are still verified against the manifest).
+    """
+    root = Path(models)
+    entries = load_manifest(root)
+    with tempfile.TemporaryDirectory(prefix="edgepin-calibrate-") as tmp:
+        for e in entries.values():
+            link = Path(tmp) / e.file
+            link.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(e.path.resolve(), link)
+        (Path(tmp) / MANIFEST).write_bytes((root / MANIFEST).read_bytes())
+        bundle = ModelBundle.load(tmp, precision=precision, threads=threads)
+        bundle.root = root
+        try:
+            yield bundle
+        finally:
+            bundle.close()
+
+
+def model_split(bundle: ModelBundle, modality: str) -> dict[str, Any]:
+    """The identity split the student was trained with (ONNX metadata), else the default."""
+    session = getattr(bundle.runners[modality], "session", None)
+    raw = dict(session.get_modelmeta().custom_metadata_map).get("edgepin.split") if session else None
+    raw = raw or bundle.entries[modality].meta.get("split")
+    try:
+        split = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+    except (TypeError, ValueError):
+        split = {}
+    return {k: split.get(k, v) for k, v in DEFAULT_SPLIT.items()}
+
+
+def _chosen(reader: Any, split: str, split_cfg: Mapping[str, Any]) -> list:
+    from train.datasets import holdout_split
+
+    ids = reader.identities()
+    if split == "all":
+        keep = set(ids)
+    elif split == "test":
+        keep = set(holdout_split(ids, split_cfg["test_fraction"], split_cfg["val_fraction"],
+                                 split_cfg["seed"])["test"])
+    else:
+        raise DatasetError(f"unknown split {split!r}: choose test or all")
+    return [s for s in reader.samples if s.identity in keep]
+
+
+# --------------------------------------------------------------------------- embeddings
+def embed_faces(bundle: ModelBundle, samples: Sequence[Any], cache_dir: str | Path,
+                workers: int = 2) -> Embedded:
+    """LFW-style photos: detected and aligned once (cached), embedded by the face model."""
+    from train.prepare import prepare_faces
+
+    prepared = prepare_faces(samples, cache_dir, with_teacher=False, workers=workers)
+    crops = list(prepared.crops)
+    emb = np.concatenate([bundle.embed_faces(crops[i: i + FACE_BATCH])
+                          for i in range(0, len(crops), FACE_BATCH)])
+    return Embedded(prepared.identities, emb, [str(s.path) for s in prepared.samples],
+                    [(str(p), r) for p, r in prepared.skipped])
+
+
+def embed_voices(bundle: ModelBundle, samples: Sequence[Any], enroller: Any) -> Embedded:
+    """Utterances through the device's audio checks, VAD and voice model (one embedding each)."""
+    ids, embs, sources, skipped = [], [], [], []
+    for s in samples:
+        try:
+            wav = load_audio(s.path, TARGET_SR)
+        except EdgepinError as exc:
+            skipped.append((str(s.path), str(exc)))
+            continue
+        got, reports = enroller.voice_from_audio(wav, str(s.path))
+        if not got:
+            skipped.append((str(s.path), reports[0].reason))
+            continue
+        ids.append(s.identity)
+        embs.append(got[0])
+        sources.append(str(s.path))
+    if not embs:
+        raise DatasetError(f"no usable utterance among {len(samples)} ({skipped[:1]})")
+    return Embedded(ids, np.stack(embs).astype(np.float32), sources, skipped)
+
+
+# ------------------------------------------------------------------- enrolment and trials
+def enrol(e: Embedded, n: int) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
+    """Templates of identities with > n samples (first n, in file order) and every probe row.
+
+    Identities with <= n samples are not enrolled: all their samples are impostor-only probes.
+    """
+    if n < 1:
+        raise DatasetError(f"enrolment needs at least 1 sample per template, got {n}")
+    rows: dict[str, list[int]] = defaultdict(list)
+    for i, ident in enumerate(e.identities):
+        rows[ident].append(i)
+    templates, probes = {}, {}
+    for ident, r in sorted(rows.items()):
+        if len(r) > n:
+            templates[ident] = make_template(e.emb[r[:n]])
+            probes[ident] = r[n:]
+        else:
+            probes[ident] = r
+    return templates, probes
+
+
+def _half(identity: str, seed: int) -> int:
+    return hashlib.sha256(f"{seed}\x00{identity}".encode()).digest()[0] % 2
+
+
+def pair_rows(probe_ids: list[str], probe_emb: np.ndarray, t_ids: list[str],
+              t_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine of every probe with every template (flattened) and the genuine flags."""
+    if not probe_ids or not t_ids:
+        return np.zeros(0), np.zeros(0, bool)
+    s = (probe_emb @ t_emb.T).astype(np.float64).ravel()
+    gen = (np.asarray(probe_ids, object)[:, None] == np.asarray(t_ids, object)[None, :]).ravel()
+    return s, gen
+
+
+def pair_identities(face_t: Mapping[str, Any], face_p: Mapping[str, list[int]],
+                    voice_t: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """ARTIFICIAL persons: enrolled speakers by name paired by index with the enrolled LFW
+    people that have the most probe images (ties by name), so each pair has probes of both."""
+    faces = sorted(face_t, key=lambda i: (-len(face_p[i]), i))
+    return list(zip(faces, sorted(voice_t), strict=False))
+
+
+def held_out_trials(face: Embedded, voice: Embedded, n_face: int, n_voice: int, seed: int
+                    ) -> tuple[dict[str, TrialScores], dict[str, np.ndarray], dict[str, Any]]:
+    """The lfw / speechocean / artificial sets of both halves (see the module docstring), and
+    per row the (probe person, template person) labels a person-level bootstrap resamples."""
+    ft, fp = enrol(face, n_face)
+    vt, vp = enrol(voice, n_voice)
+    pairs = pair_identities(ft, fp, vt)
+    half = {f: k % 2 for k, (f, _) in enumerate(pairs)} | {v: k % 2 for k, (_, v) in
+                                                          enumerate(pairs)}
+    person = {f: f"{f}+{v}" for f, v in pairs} | {v: f"{f}+{v}" for f, v in pairs}
+    for ident in list(fp) + list(vp):
+        half.setdefault(ident, _half(ident, seed))
+    parts: dict[str, TrialScores] = {}
+    people: dict[str, np.ndarray] = {}
+
+    def rows(e: Embedded, probe: list[int], t_ids: list[str], t: Mapping[str, np.ndarray],
+             probe_ids: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ids = probe_ids if probe_ids is not None else [e.identities[r] for r in probe]
+        t_emb = np.stack([t[i] for i in t_ids]) if t_ids else np.zeros((0, 1))
+        sc, gen = pair_rows(ids, e.emb[probe], t_ids, t_emb)
+        pp = [person.get(e.identities[r], e.identities[r]) for r in probe]
+        tp = [person.get(i, i) for i in t_ids]
+        lab = np.stack([np.repeat(np.asarray(pp, object), len(tp)),
+                        np.tile(np.asarray(tp, object), len(pp))], 1) if sc.size else \
+            np.zeros((0, 2), object)
+        return sc, gen, lab
+
+    for h in (0, 1):
+        persons = [(f, v) for f, v in pairs if half[f] == h]
+        paired_f = {f for f, _ in persons}
+        paired_v = {v for _, v in persons}
+        ft_ids = sorted(i for i in ft if half[i] == h)
+        vt_ids = sorted(i for i in vt if half[i] == h)
+        jf, jv, jk = [], [], []  # joint probes: face row, voice row, person index
+        face_only = [r for i in fp if half[i] == h and i not in paired_f for r in fp[i]]
+        voice_only = [r for i in vp if half[i] == h and i not in paired_v for r in vp[i]]
+        for k, (f, v) in enumerate(persons):
+            m = min(len(fp[f]), len(vp[v]))
+            jf += fp[f][:m]
+            jv += vp[v][:m]
+            jk += [k] * m
+            face_only += fp[f][m:]
+            voice_only += vp[v][m:]
+        groups: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {
+            "face": [rows(face, face_only, ft_ids, ft)],
+            "voice": [rows(voice, voice_only, vt_ids, vt)]}
+        if jk:
+            pf = {str(k): ft[f] for k, (f, _) in enumerate(persons)}
+            pv = {str(k): vt[v] for k, (_, v) in enumerate(persons)}
+            ks = [str(k) for k in jk]
+            sf, g, lab = rows(face, jf, sorted(pf, key=int), pf, ks)
+            sv, _, _ = rows(voice, jv, sorted(pv, key=int), pv, ks)
+            names = {str(k): f"{f}+{v}" for k, (f, v) in enumerate(persons)}
+            lab[:, 1] = [names[x] for x in np.tile(sorted(pf, key=int), len(jk))]
+            parts[f"artificial/{h}"] = TrialScores({"face": sf, "voice": sv}, g)
+            people[f"artificial/{h}"] = lab
+            # joint probes against the unpaired templates: single-modality impostor rows
+            groups["face"].append(rows(face, jf, [i for i in ft_ids if i not in paired_f], ft))
+            groups["voice"].append(rows(voice, jv, [i for i in vt_ids if i not in paired_v], vt))
+        for name, m in (("lfw", "face"), ("speechocean", "voice")):
+            t = TrialScores.concat([TrialScores({m: sc}, gen) for sc, gen, _ in groups[m]])
+            if np.asarray(t.genuine).size:
+                parts[f"{name}/{h}"] = t
+                people[f"{name}/{h}"] = np.concatenate([lab for _, _, lab in groups[m]])
+    info = {
+        "face_enrolled": len(ft), "face_probe_identities": len(fp),
+        "voice_enrolled": len(vt), "voice_probe_identities": len(vp),
+        "artificial_pairs": [{"face": f, "voice": v, "half": half[f]} for f, v in pairs],
+        "halves": {str(h): {"face_identities": sorted(i for i in fp if half[i] == h),
+                            "voice_identities": sorted(i for i in vp if half[i] == h)}
+                   for h in (0, 1)},
+    }
+    return parts, people, info
+
+
+# ------------------------------------------------------------------------------- all sets
+def _need(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise DatasetError(f"calibration data: {what} folder {path} does not exist")
+    return path
+
+
+def _counts(t: TrialScores) -> dict[str, Any]:
+    gen = np.asarray(t.genuine, bool)
+    return {"modalities": list(t.modalities), "n_genuine": int(gen.sum()),
+            "n_impostor": int((~gen).sum())}
+
+
+def build_score_sets(bundle: ModelBundle, data: str | Path, cache_dir: str | Path,
+                     cfg: SetConfig | None = None) -> ScoreSets:
+    """Every score set of the module docstring from ``data/{lfw,speechocean762,grid}``."""
+    from edge_runtime.enroll import Enroller
+    from edge_runtime.face import DlibHogDetector
+    from edge_runtime.vad import SpeechGate
+    from train.datasets import ClipFolder, FaceFolder, SpeechFolder, manifest_hash
+
+    cfg = cfg or SetConfig()
+    root = Path(data)
+    lfw = FaceFolder(_need(root / "lfw", "LFW faces"))
+    so = SpeechFolder(_need(root / "speechocean762", "speechocean762 voices"))
+    grid = ClipFolder(_need(root / "grid", "GRID clips"))
+    splits = {m: model_split(bundle, m) for m in ("face", "voice")}
+    face_samples = _chosen(lfw, cfg.split, splits["face"])
+    voice_samples = _chosen(so, cfg.split, splits["voice"])
+    detector, gate = DlibHogDetector(), SpeechGate("auto")
+    face = embed_faces(bundle, face_samples, cache_dir, cfg.workers)
+    voice = embed_voices(bundle, voice_samples,
+                         Enroller(bundle, detector, gate, min_speech_s=cfg.min_speech_s))
+    parts, people, info = held_out_trials(face, voice, cfg.n_face, cfg.n_voice, cfg.seed)
+    from calibration.grid_sets import grid_halves, grid_trials
+
+    halves, grid_skipped = grid_halves(
+        bundle, grid.samples, Enroller(bundle, detector, gate, min_speech_s=cfg.grid_min_speech_s))
+    for enrol_half in ((0, 1) if cfg.grid_reverse else (0,)):
+        parts.update(grid_trials(bundle, halves, enrol_half))
+    if not any(k.startswith("grid/") for k in parts):
+        raise DatasetError(f"GRID: fewer than 2 clips usable in {root / 'grid'}: {grid_skipped}")
+    manifests = {"lfw": manifest_hash(face_samples, root / "lfw"),
+                 "speechocean762": manifest_hash(voice_samples, root / "speechocean762"),
+                 "grid": manifest_hash(grid.samples, root / "grid")}
+    protocol = {"config": cfg.to_dict(), "splits": splits, "data": manifests,
+                "vad": gate.backend}
+    digest = hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()
+    info.update({
+        "protocol": protocol,
+        "samples": {"face": len(face.identities), "voice": len(voice.identities),
+                    "grid_halves": len(halves)},
+        "skipped": {"face": len(face.skipped), "voice": len(voice.skipped),
+                    "grid": grid_skipped, "voice_examples": voice.skipped[:3]},
+        "parts": {k: _counts(v) for k, v in sorted(parts.items())},
+        "cross_modal": list(bundle.cross_modal) or None,
+        "vad_note": gate.note,
+    })
+    if not bundle.cross_modal:
+        info["cross_modal_note"] = ("cross-modal unavailable: the manifest has no pin_face/"
+                                    "pin_voice/faa models, so no PIN or FAA scores were made")
+    return ScoreSets(parts, info, digest, people)

@@ -1,0 +1,379 @@
+"""`edgepin bench`: latency of every stage of an attempt, and end to end, on this machine.
+
+Each stage is timed ``runs`` times after ``warmup`` untimed calls, on real media (a bundled
+GRID clip: its frames, its detected face, its voiced speech), and reported as p50/p95/p99.
+Every model variant the machine can run appears side by side (FP32 / INT8 x onnxruntime /
+TensorRT); what cannot run here is listed with the reason. End to end is what the user
+waits for: from the end of the capture window (frames already detected on the fly, audio
+already through the VAD) to the decision. The teachers are timed in a subprocess as the
+reference row (the voice teacher needs torch, which this package never imports).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime import __version__
+from edge_runtime.backends import available_backends
+from edge_runtime.bundle import load_manifest
+from edge_runtime.decision import Evidence, Matches, decide
+from edge_runtime.errors import EdgepinError, MediaError
+from edge_runtime.face import DlibHogDetector, align_face, choose_face
+from edge_runtime.face_quality import face_quality
+from edge_runtime.gallery import Gallery
+from edge_runtime.gallery_handle import GalleryHandle
+from edge_runtime.models import ModelBundle
+from edge_runtime.pipeline import PipelineConfig, Verifier
+from edge_runtime.vad import SpeechGate
+from edge_runtime.video import decode_clip, iter_frames
+
+
+@dataclass
+class Timer:
+    runs: int
+    warmup: int
+
+    def __call__(self, fn: Callable[[], Any]) -> np.ndarray:
+        for _ in range(self.warmup):
+            fn()
+        out = np.empty(self.runs)
+        for i in range(self.runs):
+            t0 = time.perf_counter()
+            fn()
+            out[i] = 1e3 * (time.perf_counter() - t0)
+        return out
+
+
+def _row(stage: str, variant: str, ms: np.ndarray, **extra: Any) -> dict[str, Any]:
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    return {"stage": stage, "variant": variant, "n": int(ms.size), "p50_ms": round(float(p50), 3),
+            "p95_ms": round(float(p95), 3), "p99_ms": round(float(p99), 3),
+            "mean_ms": round(float(ms.mean()), 3), **extra}
+
+
+def machine() -> dict[str, Any]:
+    """CPU, cores, OS and library versions: a latency without them means nothing."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+        "python": platform.python_version(), "edgepin": __version__,
+        "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()],
+        "versions": {n: v(n) for n in ("onnxruntime", "numpy", "opencv-python-headless",
+                                       "dlib-bin", "av", "soxr", "tensorrt", "torch",
+                                       "resemblyzer")},
+    }
+
+
+def _variants(root: Path) -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
+    manifest = load_manifest(root)
+    have_int8 = "face_int8" in manifest and "voice_int8" in manifest
+    variants, skipped = [("fp32", "onnxruntime")], []
+    if have_int8:
+        variants.append(("int8", "onnxruntime"))
+    else:
+        skipped.append({"what": "int8", "reason": "no face_int8/voice_int8 in the manifest"})
+    if "tensorrt" in available_backends():
+        variants += [(p, "tensorrt") for p, _ in list(variants)]
+    else:
+        skipped.append({"what": "tensorrt", "reason": "TensorRT + cuda-python not installed "
+                                                      "here (no NVIDIA GPU on this machine)"})
+    return variants, skipped
+
+
+def run_bench(models: str | Path | None = None, *, runs: int = 200, warmup: int = 20,
+              clip: str | Path | None = None, out_dir: str | Path | None = None,
+              teachers: bool = True, gallery_sizes: tuple[int, ...] = (1, 100, 1000, 10000),
+              threads: int = 1) -> dict[str, Any]:
+    """Time everything; write bench.json and bench.png into ``out_dir`` when given."""
+    from edge_runtime.demo import default_clips_dir, default_models_dir
+
+    if runs < 1 or warmup < 0:
+        raise EdgepinError(f"bench needs runs >= 1 and warmup >= 0, got {runs}, {warmup}")
+    root = Path(models) if models is not None else default_models_dir()
+    clip_path = Path(clip) if clip is not None else sorted(default_clips_dir().glob("*.mpg"))[0]
+    timer = Timer(runs, warmup)
+    rows: list[dict[str, Any]] = []
+    hist: dict[str, np.ndarray] = {}
+    variants, skipped = _variants(root)
+
+    # ---- media front-end stages (model independent)
+    ms = timer(FrameDecoder(clip_path))
+    rows.append(_row("decode (1 video frame)", "pyav", ms))
+    hist["decode"] = ms
+    full = decode_clip(clip_path)
+    detector, gate = DlibHogDetector(), SpeechGate("auto")
+    image = full.frames[len(full.frames) // 2].image
+    dets = detector.detect(image)
+    if not dets:
+        raise MediaError(f"{clip_path}: no face in the middle frame; pick another --clip")
+    det = choose_face(dets, image.shape)
+    ms = timer(lambda: detector.detect(image))
+    rows.append(_row("detect (dlib HOG + 5 landmarks)", f"{image.shape[1]}x{image.shape[0]}", ms))
+    hist["detect"] = ms
+    ms = timer(lambda: align_face(image, det.landmarks, 112))
+    rows.append(_row("align", "112x112", ms))
+    ms = timer(lambda: face_quality(image, det))
+    rows.append(_row("quality gate", "", ms))
+    assert full.audio is not None
+    one_s = full.audio[16000:32000]
+    ms = timer(lambda: gate.speech_probs(one_s))
+    rows.append(_row("VAD (1 s of audio)", gate.backend, ms))
+    hist["vad 1 s"] = ms
+    segments = gate.speech_segments(full.audio)
+    speech = gate.extract_speech(full.audio, segments)
+    crop = align_face(image, det.landmarks, 112)
+
+    # ---- per model variant
+    for precision, backend in variants:
+        name = f"{precision} {backend}"
+        try:
+            bundle = ModelBundle.load(root, precision=precision, backend=backend, threads=threads)
+        except EdgepinError as exc:
+            skipped.append({"what": name, "reason": str(exc)})
+            continue
+        with bundle:
+            vrows, vhist, vskip = _variant_rows(bundle, name, timer, crop, speech, gallery_sizes,
+                                                detector, gate, full, image)
+        rows += vrows
+        hist.update(vhist)
+        skipped += vskip
+    if teachers:
+        trows, tskip = teacher_rows(runs, warmup, clip_path)
+        rows += trows
+        skipped += tskip
+    report = {
+        "machine": machine(), "models": str(root), "clip": str(clip_path),
+        "runs": runs, "warmup": warmup, "rows": rows, "skipped": skipped,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "teacher_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+                                     / 1024, 1) if teachers else None,
+        "goal": "end to end p95 <= 40 ms on this 2-core CPU",
+    }
+    if out_dir is not None:
+        from edge_runtime.plots import plot_latency
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+        plot_latency(hist, out / "bench.png")
+        report["files"] = [str(out / "bench.json"), str(out / "bench.png")]
+    return report
+
+
+def _variant_rows(bundle: ModelBundle, name: str, timer: Timer, crop: np.ndarray,
+                  speech: np.ndarray, gallery_sizes: tuple[int, ...], detector: Any,
+                  gate: SpeechGate, full: Any, image: np.ndarray
+                  ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], list[dict[str, str]]]:
+    """Model stages, search and end to end for one (precision, backend)."""
+    rows, hist, skipped = [], {}, []
+    precision = bundle.precision
+    ms = timer(lambda: bundle.embed_faces([crop]))
+    rows.append(_row("face embed", name, ms))
+    hist[f"face embed {precision}"] = ms
+    feats = bundle.voice_windows(speech)
+    ms = timer(lambda: bundle.voice_windows(speech))
+    rows.append(_row("voice front-end (log-mel)", f"{speech.size / 16000:.1f} s speech", ms))
+    ms = timer(lambda: bundle.embed_voice(windows=feats))
+    rows.append(_row("voice embed", f"{name}, {feats.shape[0]} windows", ms))
+    hist[f"voice embed {precision}"] = ms
+    f_emb, v_emb = bundle.embed_faces([crop])[0], bundle.embed_voice(windows=feats)
+    if bundle.cross_modal:
+        ms = timer(lambda: bundle.cross_scores(f_emb, v_emb))
+        rows.append(_row("cross-modal", f"{name} ({', '.join(bundle.cross_modal)})", ms))
+    else:
+        skipped.append({"what": f"cross-modal {name}", "reason": "no pin/faa heads in the manifest"})
+    ev = Evidence(Matches.of({"alice": 0.9}), Matches.of({"alice": 0.8}),
+                  bundle.cross_scores(f_emb, v_emb))
+    ms = timer(lambda: decide(ev, bundle.thresholds, bundle.operating_points, 1e-3))
+    rows.append(_row("fusion + decision rule", name, ms))
+    for n in gallery_sizes:
+        g = _synthetic_gallery(n, bundle)
+        try:
+            ms = timer(lambda g=g: _search(g, bundle, f_emb, v_emb))
+        finally:
+            _close_gallery(g)
+        rows.append(_row(f"gallery search + decision ({n} people)", name, ms))
+        hist[f"search {n}"] = ms
+    ms = _end_to_end(timer, bundle, detector, gate, full, image)
+    rows.append(_row("END TO END (capture end -> decision)", name, ms))
+    hist[f"end to end {precision}"] = ms
+    return rows, hist, skipped
+
+
+class FrameDecoder:
+    """Decodes a clip one frame per call, restarting at its end: PyAV has no cheap random
+    access, so one frame's share of a sequential decode is what a camera file costs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._it = iter_frames(path)
+
+    def __call__(self) -> None:
+        try:
+            next(self._it)
+        except StopIteration:
+            self._it = iter_frames(self.path)
+            next(self._it)
+
+
+def _synthetic_gallery(n: int, bundle: ModelBundle) -> GalleryHandle:
+    """A throw-away gallery of ``n`` random identities (search cost, not accuracy)."""
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="edgepin-bench-")
+    gallery = Gallery.open(Path(tmp) / "gallery.db", os.urandom(32))
+    rng = np.random.default_rng(n)
+    with gallery.batch():
+        for i in range(n):
+            t = {m: rng.standard_normal(d).astype(np.float32) for m, d in (("face", 128), ("voice", 256))}
+            gallery.enroll(f"person{i:05d}", t, {"face": 1, "voice": 1}, bundle.hashes)
+    return GalleryHandle.wrap(gallery)
+
+
+def _close_gallery(handle: GalleryHandle) -> None:
+    import shutil
+
+    g = handle.get()
+    folder = g.path.parent
+    g.close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _search(handle: GalleryHandle, bundle: ModelBundle, f: np.ndarray, v: np.ndarray) -> None:
+    g = handle.get()
+    names, fm = g.templates("face", bundle.hashes["face"], skip_stale=True)
+    _, vm = g.templates("voice", bundle.hashes["voice"], skip_stale=True)
+    ev = Evidence(Matches(names, fm @ f), Matches(names, vm @ v))
+    decide(ev, bundle.thresholds, bundle.operating_points, 1e-3)
+
+
+def _end_to_end(timer: Timer, bundle: ModelBundle, detector: Any, gate: SpeechGate,
+                clip: Any, image: np.ndarray) -> np.ndarray:
+    """Verifier.decide on evidence gathered the loop's way; collection is untimed (it happens
+    while the person speaks: detection, alignment, VAD, and the best face's embedding), the
+    decision is timed (what they wait for)."""
+    from edge_runtime.video import Frame
+
+    handle = _synthetic_gallery(100, bundle)
+    config = PipelineConfig(min_speech_s=0.5)
+    verifier = Verifier(bundle, handle, config, detector, gate)
+    out = np.empty(timer.runs)
+    for i in range(-timer.warmup, timer.runs):
+        col = verifier.new_attempt("bench")  # capture-time work, untimed: detect + embed
+        col.add_frame(Frame(0.0, image))
+        col.add_audio(clip.audio)
+        t0 = time.perf_counter()
+        verifier.decide(col)
+        if i >= 0:
+            out[i] = 1e3 * (time.perf_counter() - t0)
+    verifier.close()
+    _close_gallery(handle)
+    return out
+
+
+TEACHER_SCRIPT = r"""
+import json, sys, time
+import numpy as np
+runs, warmup, clip, which = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+from edge_runtime.video import decode_clip
+from edge_runtime.face import DlibHogDetector
+c = decode_clip(clip)
+img = c.frames[len(c.frames) // 2].image
+det = DlibHogDetector().detect(img)[0]
+wav = c.audio
+out, skipped = {}, []
+def timed(fn):
+    for _ in range(warmup): fn()
+    ms = []
+    for _ in range(runs):
+        t0 = time.perf_counter(); fn(); ms.append(1e3 * (time.perf_counter() - t0))
+    return ms
+try:
+    if "face" not in which: raise LookupError("not requested")
+    from train.teachers import FaceTeacher
+    ft = FaceTeacher()
+    out["face teacher (dlib ResNet)"] = timed(lambda: ft.embed(img, det))
+except Exception as e:
+    skipped.append({"what": "face teacher", "reason": f"{type(e).__name__}: {e}"})
+try:
+    if "voice" not in which: raise LookupError("not requested")
+    import torch
+    # one thread, the students' budget too: on this shared 2-core CPU torch's default pool
+    # made one 3 s utterance take ~4 s instead of ~70 ms (oversubscription)
+    torch.set_num_threads(1)
+    from train.teachers import VoiceTeacher
+    vt = VoiceTeacher()
+    out["voice teacher (Resemblyzer)"] = timed(lambda: vt.embed(wav))
+except Exception as e:
+    skipped.append({"what": "voice teacher", "reason": f"{type(e).__name__}: {e}"})
+print(json.dumps({"ms": out, "skipped": skipped}))
+"""
+
+
+def teacher_rows(runs: int, warmup: int, clip: Path, which: tuple[str, ...] = ("face", "voice")
+                 ) -> tuple[list[dict], list[dict]]:
+    """The teachers' reference rows, timed in a child process (torch stays out of here)."""
+    import importlib.util
+
+    if importlib.util.find_spec("train") is None:
+        return [], [{"what": "teachers", "reason": "the training package is not installed"}]
+    try:
+        proc = subprocess.run([sys.executable, "-c", TEACHER_SCRIPT, str(runs), str(warmup),
+                               str(clip), *which], capture_output=True, text=True, timeout=1800,
+                              check=False)
+        data = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, json.JSONDecodeError, IndexError) as exc:
+        return [], [{"what": "teachers", "reason": f"teacher timing failed: {exc}"}]
+    rows = [_row(stage, "teacher (reference, CPU)", np.asarray(ms))
+            for stage, ms in data["ms"].items()]
+    return rows, data["skipped"]
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    m = report["machine"]
+    table = Table(title=f"edgepin bench: {m['cpu']} ({m['cores']} cores), {m['date']}, "
+                        f"{report['runs']} runs after {report['warmup']} warm-up")
+    for col in ("stage", "variant", "p50 ms", "p95 ms", "p99 ms"):
+        table.add_column(col)
+    for r in report["rows"]:
+        table.add_row(r["stage"], r["variant"], f"{r['p50_ms']:.2f}", f"{r['p95_ms']:.2f}",
+                      f"{r['p99_ms']:.2f}")
+    console.print(table)
+    console.print(f"peak RSS {report['peak_rss_mb']} MB; {report['goal']}", highlight=False)
+    for s in report["skipped"]:
+        console.print(f"skipped {s['what']}: {s['reason']}", highlight=False, markup=False)
+    for f in report.get("files", []):
+        console.print(f"wrote {f}", highlight=False)

@@ -1,0 +1,295 @@
+"""Device subcommands: `enroll`, `gallery list|remove|export`, `run`, `demo`, `bench`.
+
+Cheap to import (the CLI parser is built on every `edgepin` call): the runtime modules load
+inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.errors import ConfigError
+
+
+def single_thread_blas() -> None:
+    """One BLAS thread for the device commands.
+
+    The runtime's matrix products are small (a log-mel filterbank, a gallery matvec), and
+    OpenBLAS's thread pool only fights the loop, capture and onnxruntime for the cores:
+    measured on this 2-core CPU under load, a 10 000 x 256 matvec took 16 ms with the pool
+    and 0.6 ms on one thread, the voice front-end 16 ms vs 1.3 ms. The environment variable
+    works when numpy is not loaded yet (the normal `edgepin` case); threadpoolctl, when
+    installed, covers an already loaded numpy.
+    """
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(1, user_api="blas")
+
+
+# ------------------------------------------------------------------------------ options
+def _models_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
+    p.add_argument("--models", type=Path, default=None,
+                   help="models folder with manifest.json (default: models/ of this checkout)")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    p.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    if not demo:
+        p.add_argument("--engines", type=Path, default=None,
+                       help="TensorRT engine cache (default: MODELS/engines)")
+        p.add_argument("--operating-points", type=Path, default=None,
+                       help="default: MODELS/operating_points.yaml when it exists")
+    p.add_argument("--threshold", action="append", metavar="NAME=VALUE",
+                   help="override a PROVISIONAL threshold (face, voice, pin, faa); repeatable")
+
+
+def _gallery_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gallery", type=Path, default=None,
+                   help="gallery file (default: ~/.local/share/edgepin/gallery.db, or "
+                        "$EDGEPIN_HOME/gallery.db)")
+    p.add_argument("--key-file", type=Path, default=None,
+                   help="gallery key (default: $EDGEPIN_GALLERY_KEY, else gallery.key next to "
+                        "the gallery)")
+
+
+def _capture_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--camera", metavar="URI", help="0, /dev/video0, csi://0, rtsp://..., file")
+    p.add_argument("--mic", metavar="DEVICE", default=None, help="sounddevice input index/name")
+    p.add_argument("--face-policy", choices=("largest", "centre", "deny"), default="largest",
+                   help="several faces in view: use the largest / most central, or deny")
+
+
+def _gallery_path(args: argparse.Namespace) -> Path:
+    from edge_runtime.gallery_handle import default_gallery
+
+    return Path(args.gallery) if args.gallery is not None else default_gallery()
+
+
+def _bundle(args: argparse.Namespace) -> Any:
+    from edge_runtime.demo import default_models_dir
+    from edge_runtime.models import ModelBundle, parse_threshold_overrides
+
+    return ModelBundle.load(
+        args.models if args.models is not None else default_models_dir(),
+        precision=args.precision, backend=args.backend, threads=args.threads,
+        engines=getattr(args, "engines", None),
+        operating_points=getattr(args, "operating_points", None),
+        threshold_overrides=parse_threshold_overrides(args.threshold))
+
+
+def _mic(value: str | None) -> int | str | None:
+    return int(value) if value is not None and value.isdigit() else value
+
+
+# ------------------------------------------------------------------------------ enroll
+def _enroll(args: argparse.Namespace) -> int:
+    single_thread_blas()
+    from edge_runtime.enroll import Enroller
+    from edge_runtime.face import DlibHogDetector
+    from edge_runtime.gallery import Gallery
+    from edge_runtime.gallery_handle import resolve_key
+    from edge_runtime.vad import SpeechGate
+
+    live = args.camera is not None
+    if live and (args.face or args.voice or args.video):
+        raise ConfigError("enrol either live (--camera/--mic) or from files, not both")
+    if not live and not (args.face or args.voice or args.video):
+        raise ConfigError("give --face IMG, --voice WAV or --video CLIP (or --camera for live)")
+    path = _gallery_path(args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = resolve_key(args.key_file, path, create=args.create_key)
+    with _bundle(args) as bundle, Gallery.open(path, key) as gallery:
+        enroller = Enroller(bundle, DlibHogDetector(), SpeechGate("auto"),
+                            face_policy=args.face_policy, min_speech_s=args.min_speech)
+        if live:
+            from edge_runtime.capture import open_live
+
+            source = open_live(args.camera, _mic(args.mic))
+            result = enroller.enroll_live(gallery, args.name, source,
+                                          prompt=lambda m: print(m, flush=True),
+                                          replace=not args.no_replace)
+        else:
+            result = enroller.enroll_files(gallery, args.name, faces=args.face or (),
+                                           voices=args.voice or (), videos=args.video or (),
+                                           replace=not args.no_replace)
+    for s in result.samples:
+        if not s.ok:
+            print(f"refused {s.modality} sample: {s.reason}", file=sys.stderr)
+    print(f"{result.summary()} (gallery {path})")
+    return 0
+
+
+# ----------------------------------------------------------------------------- gallery
+def _gallery(args: argparse.Namespace) -> int:
+    from edge_runtime.gallery import Gallery
+    from edge_runtime.gallery_handle import resolve_key
+
+    path = _gallery_path(args)
+    key = resolve_key(args.key_file, path)
+    with Gallery.open(path, key, create=False) as gallery:
+        if args.gallery_command == "list":
+            entries = gallery.list()
+            if args.json:
+                print(json.dumps([{"name": e.name, "modalities": list(e.modalities),
+                                   "n_samples": dict(e.n_samples), "created": e.created,
+                                   "updated": e.updated} for e in entries], indent=2))
+            else:
+                for e in entries:
+                    mods = ", ".join(f"{m} ({e.n_samples[m] or '?'})" for m in e.modalities)
+                    print(f"{e.name}\t{mods}\tupdated {e.updated}")
+                print(f"{len(entries)} identities in {path}")
+        elif args.gallery_command == "remove":
+            if not gallery.remove(args.name):
+                raise ConfigError(f"{args.name!r} is not enrolled in {path}")
+            print(f"removed {args.name} from {path}")
+        else:
+            gallery.export(args.out, include_templates=args.include_templates)
+            print(f"exported {gallery.count()} identities to {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------- run
+def _run(args: argparse.Namespace) -> int:
+    single_thread_blas()
+    from edge_runtime.runtime_cli import run_command
+
+    return run_command(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    single_thread_blas()
+    from edge_runtime.demo import print_report, run_demo
+    from edge_runtime.models import parse_threshold_overrides
+
+    report = run_demo(args.models, args.clips, people=args.people,
+                      mixed_per_person=args.mixed, realtime=args.realtime,
+                      min_speech_s=args.min_speech, precision=args.precision,
+                      backend=args.backend, threads=args.threads,
+                      threshold_overrides=parse_threshold_overrides(args.threshold))
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print_report(report)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    single_thread_blas()
+    from edge_runtime.bench import print_summary, run_bench
+
+    report = run_bench(args.models, runs=args.runs, warmup=args.warmup, clip=args.clip,
+                       out_dir=args.out, teachers=not args.no_teachers,
+                       gallery_sizes=tuple(args.gallery_sizes), threads=args.threads)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_summary(report)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the runtime commands to the `edgepin` parser."""
+    p = subparsers.add_parser("enroll", help="enrol a person from files or live capture")
+    p.add_argument("name")
+    p.add_argument("--face", nargs="+", metavar="IMG", help="face photos")
+    p.add_argument("--voice", nargs="+", metavar="WAV", help="voice recordings")
+    p.add_argument("--video", nargs="+", metavar="CLIP", help="talking-face clips (both)")
+    p.add_argument("--create-key", action="store_true",
+                   help="create the gallery key file (0600) if no key exists yet")
+    p.add_argument("--no-replace", action="store_true", help="refuse if NAME is enrolled")
+    p.add_argument("--min-speech", type=float, default=1.0, help="voiced seconds per recording")
+    _capture_options(p)
+    _gallery_options(p)
+    _models_options(p)
+    p.set_defaults(handler=_enroll)
+
+    p = subparsers.add_parser("gallery", help="list, remove or export enrolled people")
+    sub = p.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
+    q = sub.add_parser("list", help="enrolled identities (no biometric data)")
+    q.add_argument("--json", action="store_true")
+    _gallery_options(q)
+    q = sub.add_parser("remove", help="delete every template of NAME")
+    q.add_argument("name")
+    _gallery_options(q)
+    q = sub.add_parser("export", help="JSON inventory (templates stay encrypted)")
+    q.add_argument("out", type=Path)
+    q.add_argument("--include-templates", action="store_true")
+    _gallery_options(q)
+    for q in sub.choices.values():
+        q.set_defaults(handler=_gallery)
+
+    p = subparsers.add_parser("run", help="the access-control loop (camera+mic or replay)")
+    _capture_options(p)
+    p.add_argument("--replay", metavar="CLIP", help="replay a talking-face clip")
+    p.add_argument("--face", metavar="IMG", help="with --voice: a photo + a recording")
+    p.add_argument("--voice", metavar="WAV")
+    p.add_argument("--fast", action="store_true", help="replay as fast as possible")
+    p.add_argument("--once", action="store_true", help="one attempt, then exit (0 granted, "
+                                                       "1 denied, 2 error)")
+    p.add_argument("--json", action="store_true", help="print each decision as one JSON object")
+    p.add_argument("--min-speech", type=float, default=None,
+                   help="voiced seconds needed (default 2; 0.5 for replayed files)")
+    p.add_argument("--target-far", type=float, default=1e-2,
+                   help="operating point to decide at (must be measured in the operating-point file)")
+    p.add_argument("--missing-modality", choices=("deny", "single"), default="deny",
+                   help="no usable face or voice: deny, or decide on the one present")
+    p.add_argument("--cooldown", type=float, default=3.0)
+    p.add_argument("--lockout", type=int, default=5, help="failures that lock (0: never)")
+    p.add_argument("--lockout-window", type=float, default=60.0)
+    p.add_argument("--lockout-time", type=float, default=60.0)
+    p.add_argument("--actuator-cmd", metavar="CMD", help="run on grant (no shell)")
+    p.add_argument("--actuator-url", metavar="URL", help="POST the grant as JSON to URL")
+    p.add_argument("--actuator-gpio", metavar="MODULE:FUNC",
+                   help="call FUNC(True/False) to pulse a GPIO line")
+    p.add_argument("--audit", type=Path, default=None, help="default: audit.db by the gallery")
+    p.add_argument("--no-status", action="store_true", help="no live status line")
+    _gallery_options(p)
+    _models_options(p)
+    p.set_defaults(handler=_run)
+
+    p = subparsers.add_parser("demo", help="enrol the bundled GRID people and replay attempts")
+    p.add_argument("--clips", type=Path, default=None, help="default: tests/fixtures/grid")
+    p.add_argument("--people", type=int, default=None, help="use the first N clips")
+    p.add_argument("--mixed", type=int, default=1, help="mixed attacks per person")
+    p.add_argument("--realtime", action="store_true", help="replay at real-time pace")
+    p.add_argument("--min-speech", type=float, default=0.5)
+    p.add_argument("--json", action="store_true")
+    _models_options(p, demo=True)
+    p.set_defaults(handler=_demo)
+
+    p = subparsers.add_parser("bench", help="per-stage and end-to-end latency")
+    p.add_argument("--models", type=Path, default=None)
+    p.add_argument("--runs", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--clip", type=Path, default=None, help="default: a bundled GRID clip")
+    p.add_argument("--out", type=Path, default=None, help="write bench.json + bench.png here")
+    p.add_argument("--gallery-sizes", type=int, nargs="+", default=[1, 100, 1000, 10000])
+    p.add_argument("--no-teachers", action="store_true")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_bench)
+
+
+def import_function(spec: str) -> Any:
+    """``package.module:function`` -> the function (pluggable GPIO actuator)."""
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise ConfigError(f"--actuator-gpio {spec!r}: expected MODULE:FUNCTION")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"--actuator-gpio {spec!r}: {exc}") from exc
+    if not callable(fn):
+        raise ConfigError(f"--actuator-gpio {spec!r} is not callable")
+    return fn
+

@@ -1,0 +1,341 @@
+"""The models a device runs, loaded from the `models/` folder through its manifest.
+
+One ``ModelBundle`` holds the face and voice students (FP32 or INT8, onnxruntime or TensorRT),
+the cross-modal heads when the manifest has them, the voice front-end the voice model was
+trained with, and the thresholds: the operating points of ``operating_points.yaml`` when that
+file exists (and belongs to exactly these models), else PROVISIONAL per-score thresholds that
+every report marks as such. The pre- and post-processing is the same for every backend.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.backends import Runner, TensorSpec, load_runner
+from edge_runtime.bundle import ModelEntry, load_manifest
+from edge_runtime.engine_meta import ENGINE_NAME, read_sidecar
+from edge_runtime.errors import ConfigError, EdgepinError, ModelError
+from edge_runtime.features import VoiceFrontEnd, face_tensor
+from edge_runtime.operating_points import OperatingPoints, load_operating_points
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "int8")
+OPERATING_POINTS_FILE = "operating_points.yaml"
+# Score names, shared with calibration: cosine to the enrolled template (face, voice), cosine
+# of the live face and live voice in the PIN space (pin), FAA match probability (faa).
+SCORES = ("face", "voice", "pin", "faa")
+CROSS_SCORES = ("pin", "faa")
+
+# Used only when neither operating_points.yaml nor a manifest threshold exists. They are
+# cosine / probability cut-offs, not FAR-calibrated: every decision made with them says
+# "PROVISIONAL". Override per score with --threshold NAME=VALUE.
+PROVISIONAL_DEFAULTS: Mapping[str, float] = {"face": 0.5, "voice": 0.6, "pin": 0.3, "faa": 0.5}
+MANIFEST_THRESHOLD_KEY = "provisional_threshold"
+
+_EMBED_SPECS = {
+    "face": ({"face": TensorSpec("face", np.float32, (-1, 3, 112, 112))}, {"embedding": np.float32}),
+    "voice": ({"feats": TensorSpec("feats", np.float32, (-1, -1, -1))}, {"embedding": np.float32}),
+    "pin_face": ({"face_emb": np.float32}, {"pin": np.float32}),
+    "pin_voice": ({"voice_emb": np.float32}, {"pin": np.float32}),
+    "faa": ({"face_emb": np.float32, "voice_emb": np.float32}, {"match_prob": np.float32}),
+}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Per-score thresholds (accept iff score > threshold) and where each one came from."""
+
+    values: Mapping[str, float]
+    sources: Mapping[str, str] = field(default_factory=dict)
+    provisional: bool = True
+
+    def with_overrides(self, overrides: Mapping[str, float]) -> Thresholds:
+        unknown = sorted(set(overrides) - set(SCORES))
+        if unknown:
+            raise ConfigError(f"unknown threshold name(s) {unknown}; known: {', '.join(SCORES)}")
+        values = {**self.values, **{k: float(v) for k, v in overrides.items()}}
+        sources = {**self.sources, **{k: "command line" for k in overrides}}
+        return replace(self, values=values, sources=sources)
+
+
+def parse_threshold_overrides(items: list[str] | None) -> dict[str, float]:
+    """``["face=0.8", "voice=0.7"]`` -> {"face": 0.8, "voice": 0.7} (CLI --threshold)."""
+    out: dict[str, float] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not sep or name.strip() not in SCORES or not math.isfinite(number):
+            raise ConfigError(
+                f"--threshold {item!r}: expected NAME=NUMBER with NAME in {', '.join(SCORES)}"
+            )
+        out[name.strip()] = number
+    return out
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+def find_engine(engines_root: Path, onnx_sha256: str) -> Path:
+    """The cached engine (``<root>/<digest>/model.engine``) built from this ONNX file."""
+    candidates = sorted(Path(engines_root).glob(f"*/{ENGINE_NAME}")) if engines_root.is_dir() else []
+    for path in candidates:
+        try:
+            key = read_sidecar(path)["key"]
+        except EdgepinError:
+            continue
+        if key.onnx_sha256 == onnx_sha256:
+            return path
+    raise ModelError(
+        f"no TensorRT engine built from ONNX {onnx_sha256[:12]}... under {engines_root}: build it "
+        f"with `edgepin export`, or run with --backend onnxruntime"
+    )
+
+
+class ModelBundle:
+    """Runners for face/voice (+ pin_face, pin_voice, faa when present) and their thresholds.
+
+    Use ``ModelBundle.load(root, ...)``. ``hashes`` maps each score modality ("face",
+    "voice") to the sha256 of the model file that produced it: gallery templates are keyed by
+    it, so templates made by another model are never compared with these embeddings.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        runners: Mapping[str, Runner],
+        entries: Mapping[str, ModelEntry],
+        *,
+        precision: str,
+        backend: str,
+        front_end: VoiceFrontEnd,
+        thresholds: Thresholds,
+        operating_points: OperatingPoints | None,
+        faa_inputs: str,
+        notes: list[str],
+    ) -> None:
+        self.root = root
+        self.runners = dict(runners)
+        self.entries = dict(entries)
+        self.precision = precision
+        self.backend = backend
+        self.front_end = front_end
+        self.thresholds = thresholds
+        self.operating_points = operating_points
+        self.faa_inputs = faa_inputs
+        self.notes = notes
+        self.hashes = {m: self.entries[m].sha256 for m in ("face", "voice")}
+        self.model_hashes = {e.name: e.sha256 for e in self.entries.values()}
+
+    # --------------------------------------------------------------------------- loading
+    @classmethod
+    def load(
+        cls,
+        root: str | Path,
+        *,
+        precision: str = "fp32",
+        backend: str = "onnxruntime",
+        threads: int = 1,
+        engines: str | Path | None = None,
+        operating_points: str | Path | None = None,
+        threshold_overrides: Mapping[str, float] | None = None,
+    ) -> ModelBundle:
+        """Open every model of the bundle; fail early, naming the file, on anything stale.
+
+        ``operating_points`` None looks for ``root/operating_points.yaml``; a file that exists
+        must belong to exactly the loaded models (stale files are refused, never ignored).
+        """
+        root = Path(root)
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if backend not in ("onnxruntime", "tensorrt"):
+            raise ConfigError(f"backend must be onnxruntime or tensorrt, got {backend!r}")
+        manifest = load_manifest(root)
+        notes: list[str] = []
+        entries: dict[str, ModelEntry] = {}
+        for modality in ("face", "voice"):
+            name = modality if precision == "fp32" else f"{modality}_int8"
+            if name not in manifest:
+                have = ", ".join(sorted(manifest)) or "nothing"
+                raise ModelError(
+                    f"{root}: the manifest has no {name!r} model (it has {have}); "
+                    + ("export the INT8 models or use --precision fp32" if precision == "int8"
+                       else "is this an edgepin models folder?")
+                )
+            entries[modality] = manifest[name]
+        heads = [h for h in ("pin_face", "pin_voice", "faa") if h in manifest]
+        for head in heads:
+            entries[head] = manifest[head]
+        if "pin_face" in entries and "pin_voice" not in entries or (
+            "pin_voice" in entries and "pin_face" not in entries
+        ):
+            raise ModelError(f"{root}: the manifest has only one of pin_face/pin_voice")
+        if not heads:
+            notes.append(
+                "cross-modal check unavailable (no pin/faa models in the manifest): liveness "
+                "means face and voice each match the SAME enrolled identity"
+            )
+        engines_root = Path(engines) if engines is not None else root / "engines"
+        runners: dict[str, Runner] = {}
+        try:
+            for key, entry in entries.items():
+                path = entry.verified_path()
+                if backend == "tensorrt":
+                    path = find_engine(engines_root, entry.sha256)
+                ins, outs = _EMBED_SPECS[key]
+                runners[key] = load_runner(path, backend=backend, threads=threads,
+                                           expect_inputs=ins, expect_outputs=outs)
+        except BaseException:
+            for r in runners.values():
+                r.close()
+            raise
+        front_end = _voice_front_end(runners["voice"], entries["voice"])
+        faa_inputs = str(entries["faa"].meta.get("inputs_space", "student")) if "faa" in entries else ""
+        if faa_inputs not in ("", "student", "pin"):
+            raise ModelError(f"{root}: faa inputs_space must be 'student' or 'pin', got {faa_inputs!r}")
+        if faa_inputs == "pin" and "pin_face" not in entries:
+            raise ModelError(f"{root}: faa takes PIN embeddings but the manifest has no pin heads")
+        op_path = Path(operating_points) if operating_points is not None else root / OPERATING_POINTS_FILE
+        op = None
+        if op_path.exists() or operating_points is not None:
+            op = load_operating_points(op_path, {e.name: e.sha256 for e in entries.values()})
+            thresholds = Thresholds({}, {}, provisional=op.provisional)
+            uncovered = [c for c, head in (("pin", "pin_face"), ("faa", "faa"))
+                         if head in entries and c not in op.fuser.calibrations]
+            if uncovered:
+                notes.append(f"operating points {op_path} do not calibrate {', '.join(uncovered)}:"
+                             " its liveness threshold is PROVISIONAL ("
+                             + ", ".join(f"{c} > {PROVISIONAL_DEFAULTS[c]:g}" for c in uncovered)
+                             + ")")
+            if op.provisional:
+                notes.append(f"operating points {op_path} are marked PROVISIONAL by calibration")
+        else:
+            thresholds = _provisional(entries)
+            notes.append(
+                f"PROVISIONAL thresholds (no {OPERATING_POINTS_FILE} in {root}): "
+                + ", ".join(f"{k} > {v:g} ({thresholds.sources[k]})"
+                            for k, v in thresholds.values.items())
+            )
+        if threshold_overrides:
+            thresholds = thresholds.with_overrides(threshold_overrides)
+            if op is not None:
+                notes.append("--threshold overrides apply to the cross-modal liveness check only; "
+                             "identity decisions use the operating points")
+        return cls(root, runners, entries, precision=precision, backend=backend,
+                   front_end=front_end, thresholds=thresholds, operating_points=op,
+                   faa_inputs=faa_inputs, notes=notes)
+
+    def close(self) -> None:
+        for r in self.runners.values():
+            r.close()
+
+    def __enter__(self) -> ModelBundle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------- inference
+    @property
+    def cross_modal(self) -> tuple[str, ...]:
+        """Cross-modal scores this bundle can compute ("pin", "faa"), empty when none."""
+        out = []
+        if "pin_face" in self.runners:
+            out.append("pin")
+        if "faa" in self.runners:
+            out.append("faa")
+        return tuple(out)
+
+    def embed_faces(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Aligned 112x112 crops -> (N, 128) L2-normalised float32 embeddings."""
+        if not crops:
+            raise ConfigError("embed_faces needs at least one aligned crop")
+        out = self.runners["face"].run({"face": face_tensor(list(crops))})["embedding"]
+        return _l2(out)
+
+    def voice_windows(self, wav16k: np.ndarray) -> np.ndarray:
+        """The ``feats`` windows of an utterance (front-end only: timed apart in the bench)."""
+        return self.front_end.windows(wav16k)
+
+    def embed_voice(self, wav16k: np.ndarray | None = None, *,
+                    windows: np.ndarray | None = None) -> np.ndarray:
+        """Utterance -> (256,) embedding: L2-normalised mean of its window embeddings."""
+        feats = self.voice_windows(wav16k) if windows is None else windows
+        out = _l2(self.runners["voice"].run({"feats": feats})["embedding"])
+        return _l2(out.mean(axis=0))
+
+    def cross_scores(self, face_emb: np.ndarray, voice_emb: np.ndarray) -> dict[str, float]:
+        """Live face vs live voice: {"pin": cosine, "faa": probability} for the heads present."""
+        f = np.asarray(face_emb, dtype=np.float32).reshape(1, -1)
+        v = np.asarray(voice_emb, dtype=np.float32).reshape(1, -1)
+        out: dict[str, float] = {}
+        pf = pv = None
+        if "pin_face" in self.runners:
+            pf = _l2(self.runners["pin_face"].run({"face_emb": f})["pin"])
+            pv = _l2(self.runners["pin_voice"].run({"voice_emb": v})["pin"])
+            out["pin"] = float(np.sum(pf * pv))
+        if "faa" in self.runners:
+            feed = {"face_emb": pf, "voice_emb": pv} if self.faa_inputs == "pin" else \
+                {"face_emb": f, "voice_emb": v}
+            prob = self.runners["faa"].run(feed)["match_prob"]
+            out["faa"] = float(np.asarray(prob).reshape(-1)[0])
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """What was loaded, for reports and `--json` output."""
+        return {
+            "root": str(self.root),
+            "precision": self.precision,
+            "backend": self.backend,
+            "models": {k: {"file": e.file, "sha256": e.sha256} for k, e in self.entries.items()},
+            "cross_modal": list(self.cross_modal) or None,
+            "operating_points": self.operating_points.source if self.operating_points else None,
+            "provisional": self.thresholds.provisional,
+            "thresholds": dict(self.thresholds.values),
+            "notes": list(self.notes),
+        }
+
+
+def _voice_front_end(runner: Runner, entry: ModelEntry) -> VoiceFrontEnd:
+    """The front-end recorded with the voice model (ONNX metadata, else the manifest)."""
+    meta: dict[str, str] = {}
+    session = getattr(runner, "session", None)
+    if session is not None:
+        meta = dict(session.get_modelmeta().custom_metadata_map)
+    raw: Any = meta.get("edgepin.front_end") or entry.meta.get("front_end")
+    if raw is None:
+        log.warning("voice model %s records no front-end; using the default", entry.file)
+        return VoiceFrontEnd()
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else raw
+        return VoiceFrontEnd.from_dict(data)
+    except (ValueError, KeyError, TypeError, ConfigError) as exc:
+        raise ModelError(f"voice model {entry.file}: unreadable front-end settings ({exc})") from exc
+
+
+def _provisional(entries: Mapping[str, ModelEntry]) -> Thresholds:
+    """Manifest-recorded thresholds (e.g. a student's validation EER threshold) or defaults."""
+    values, sources = {}, {}
+    owner = {"face": "face", "voice": "voice", "pin": "pin_face", "faa": "faa"}
+    for score, default in PROVISIONAL_DEFAULTS.items():
+        entry = entries.get(owner[score])
+        recorded = entry.meta.get(MANIFEST_THRESHOLD_KEY) if entry is not None else None
+        if isinstance(recorded, int | float) and math.isfinite(recorded):
+            values[score], sources[score] = float(recorded), f"manifest {entry.name}"
+        else:
+            values[score], sources[score] = default, "built-in default"
+    return Thresholds(values, sources, provisional=True)

@@ -1,0 +1,52 @@
+"""`edgepin bench` with few runs: every stage timed, files written, what is missing said."""
+
+from __future__ import annotations
+
+import json
+
+from runtime_models import test_models  # noqa: F401 (pytest fixture)
+
+from edge_runtime.bench import run_bench, teacher_rows
+from edge_runtime.cli import main
+
+STAGES = ["decode (1 video frame)", "detect (dlib HOG + 5 landmarks)", "align", "quality gate",
+          "VAD (1 s of audio)", "face embed", "voice front-end (log-mel)", "voice embed",
+          "fusion + decision rule", "gallery search + decision (1 people)",
+          "gallery search + decision (100 people)", "END TO END (capture end -> decision)"]
+
+
+def test_bench_rows_files_and_reasons(test_models, fixtures, tmp_path):  # noqa: F811
+    report = run_bench(test_models, runs=5, warmup=1, clip=fixtures / "grid/lbax4n.mpg",
+                       out_dir=tmp_path, teachers=False, gallery_sizes=(1, 100))
+    assert [r["stage"] for r in report["rows"]] == STAGES
+    for r in report["rows"]:
+        assert r["n"] == 5 and 0 <= r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
+    assert report["rows"][5]["variant"] == "fp32 onnxruntime"
+    skipped = {s["what"]: s["reason"] for s in report["skipped"]}
+    assert skipped["int8"] == "no face_int8/voice_int8 in the manifest"
+    assert "TensorRT" in skipped["tensorrt"]
+    assert skipped["cross-modal fp32 onnxruntime"] == "no pin/faa heads in the manifest"
+    assert report["peak_rss_mb"] > 50
+    m = report["machine"]
+    assert m["cores"] >= 1 and m["versions"]["onnxruntime"] and "UTC" in m["date"]
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["rows"] == report["rows"]
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_teachers_are_timed_in_a_child_process(fixtures):
+    # the face teacher only: the voice one loads torch (~20 s on this CPU); same code path
+    rows, skipped = teacher_rows(2, 0, fixtures / "grid/lbax4n.mpg", which=("face",))
+    [row] = rows
+    assert row["stage"] == "face teacher (dlib ResNet)" and row["n"] == 2
+    assert row["variant"] == "teacher (reference, CPU)" and row["p50_ms"] > 0
+    assert skipped == [{"what": "voice teacher", "reason": "LookupError: not requested"}]
+
+
+def test_bench_cli(test_models, tmp_path, capsys):  # noqa: F811
+    assert main(["bench", "--models", str(test_models), "--runs", "2", "--warmup", "0",
+                 "--gallery-sizes", "1", "--no-teachers", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["runs"] == 2 and doc["rows"][-1]["stage"].startswith("END TO END")
+    assert main(["bench", "--models", str(test_models), "--runs", "0"]) == 2
+    assert "runs >= 1" in capsys.readouterr().err

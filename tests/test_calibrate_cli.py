@@ -1,0 +1,192 @@
+"""`edgepin calibrate` end to end on the real fixtures, and the runtime's refusal of its file
+once a model changes.
+
+The models are the runtime tests' small ONNX bundle (tests/runtime_models.py: fixed random
+projections with the deployed interfaces, including pin_face/pin_voice/faa): the figures they
+produce are meaningless and never asserted as accuracy; what is checked is the protocol
+(which trials exist, how many, keyed by which model hashes) and the file the runtime loads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from runtime_models import build_bundle, face_model
+
+from calibration.calibrate import joint_comparison, person_far_interval
+from calibration.score_sets import Embedded, held_out_trials
+from calibration.scores import TrialScores, fit_calibrations, fit_fuser
+from edge_runtime.bundle import load_manifest, register_model, sha256_file
+from edge_runtime.cli import main
+from edge_runtime.models import ModelBundle
+from edge_runtime.operating_points import OperatingPoints, load_operating_points
+
+CROSS = {"face", "voice", "pin_face", "pin_voice", "faa"}
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory, fixtures):
+    root = tmp_path_factory.mktemp("calib")
+    models = build_bundle(root / "models", cross=True)
+    out = models / "operating_points.yaml"
+    argv = ["calibrate", "--models", str(models), "--data", str(fixtures), "--out", str(out),
+            "--split", "all", "--n-voice", "1", "--min-per-class", "2", "--far", "0.25", "0.01",
+            "--bootstrap", "50", "--workers", "1", "--threads", "1",
+            "--cache", str(root / "cache"), "--report", str(root / "op.md")]
+    rc = main(argv)
+    return rc, models, out, root
+
+
+def test_calibrate_writes_a_file_the_runtime_accepts(calibrated):
+    rc, models, out, root = calibrated
+    assert rc == 0
+    files = {n: sha256_file(models / f"{n}.onnx") for n in CROSS}
+    op = load_operating_points(out, files)  # refuses on any hash mismatch
+    assert dict(op.model_hashes) == files
+    assert set(op.fuser.calibrations) == {"face", "voice", "pin", "faa"}
+    assert op.fuser.calibrations["faa"].transform == "logit"
+    assert {"+".join(sorted(s)) for s in op.fuser.subsets} == {"face", "voice", "face+voice"}
+    # 0.01 needs >= 300 impostors: refused with the count, never a number
+    low = [p for p in op.thresholds if p.target_far == 0.01]
+    assert low and all(p.threshold is None and "not measurable with" in p.reason for p in low)
+    with ModelBundle.load(models) as bundle:  # the default path of the runtime
+        assert isinstance(bundle.operating_points, OperatingPoints)
+
+
+def test_report_counts_follow_the_protocol(calibrated):
+    _, _, out, root = calibrated
+    report = json.loads((out.parent / "operating_points.report.json").read_text())
+    parts = report["sets"]["parts"]
+    # 4 speakers x 3 utterances, 1 enrols -> 2 probes each; paired with 4 of the 6 LFW people
+    # (4 photos, 2 enrol -> 2 probes each); pairs alternate halves: 2 persons per half, each
+    # with 2 joint probes -> 4 genuine and 4 impostor (vs the other person) per half.
+    for h in (0, 1):
+        assert parts[f"artificial/{h}"] == {"modalities": ["face", "voice"], "n_genuine": 4,
+                                            "n_impostor": 4}
+    # 7 GRID clips, each direction: 7 genuine, 42 impostor, 7*6 mixed attacks per claim
+    for d in ("fwd", "rev"):
+        assert parts[f"grid/{d}"]["n_genuine"] == 7 and parts[f"grid/{d}"]["n_impostor"] == 42
+        for owner in ("face-owner", "voice-owner"):
+            assert parts[f"grid-mixed-{owner}/{d}"] == {"modalities": ["face", "voice"],
+                                                        "n_genuine": 0, "n_impostor": 42}
+        assert parts[f"grid-cross/{d}"]["modalities"] == ["faa", "pin"]
+        assert parts[f"grid-cross/{d}"]["n_genuine"] == 7
+    assert report["cross_modal"]["pin"]["n_genuine"] == 14
+    assert len(report["sets"]["artificial_pairs"]) == 4
+    for png in report["plots"].values():
+        assert Path(png).stat().st_size > 1000
+    md = (root / "op.md").read_text()
+    assert "ARTIFICIAL" in md and "GRID" in md and "fused EER" in md
+    assert "not measurable with" in md
+
+
+def test_stale_operating_points_refused_through_the_cli(calibrated, fixtures, capsys):
+    _, models, out, root = calibrated
+    stale = root / "stale_models"
+    stale.mkdir()
+    for e in load_manifest(models).values():
+        (stale / e.file).write_bytes(e.path.read_bytes())
+    (stale / "manifest.json").write_bytes((models / "manifest.json").read_bytes())
+    (stale / "operating_points.yaml").write_bytes(out.read_bytes())
+    face_model(stale / "face.onnx", seed=9)  # a retrained face model
+    register_model(stale, "face", "face.onnx", dim=128, precision="fp32")
+    photo = next((fixtures / "lfw" / "Tony_Blair").glob("*.jpg"))
+    rc = main(["enroll", "someone", "--models", str(stale), "--face", str(photo),
+               "--gallery", str(root / "g.db"), "--key-file", str(root / "g.key"),
+               "--create-key"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "is stale" in err and "face" in err and "edgepin calibrate" in err
+    assert not (root / "g.db").exists()  # refused before any gallery was touched
+
+
+def test_missing_data_folder_is_named(tmp_path, calibrated, fixtures, capsys):
+    _, models, _, _ = calibrated
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "lfw").symlink_to(fixtures / "lfw")
+    (data / "speechocean762").symlink_to(fixtures / "speechocean762")
+    rc = main(["calibrate", "--models", str(models), "--data", str(data),
+               "--out", str(tmp_path / "op.yaml")])
+    assert rc == 2
+    assert f"GRID clips folder {data / 'grid'} does not exist" in capsys.readouterr().err
+
+
+def _embedded(n_ids: int, per_id: int, dim: int, rng: np.random.Generator, prefix: str
+              ) -> Embedded:
+    ids = [f"{prefix}{i:02d}" for i in range(n_ids) for _ in range(per_id)]
+    centres = rng.standard_normal((n_ids, dim))
+    emb = np.repeat(centres, per_id, axis=0) + 0.5 * rng.standard_normal((len(ids), dim))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    return Embedded(ids, emb.astype(np.float32), [f"{x}/{k}" for k, x in enumerate(ids)])
+
+
+def test_every_comparison_is_counted_once_and_halves_never_mix():
+    rng = np.random.default_rng(0)
+    face = _embedded(9, 5, 16, rng, "f")
+    face = Embedded(face.identities + ["lonely"], np.vstack([face.emb, face.emb[:1]]),
+                    face.sources + ["lonely/0"])  # one photo: probes only, never enrolled
+    voice = _embedded(4, 6, 8, rng, "v")
+    parts, people, info = held_out_trials(face, voice, n_face=2, n_voice=3, seed=0)
+    halves = info["halves"]
+    for name, t in parts.items():  # people labels line up with the rows: same person = genuine
+        lab = people[name]
+        assert lab.shape == (np.asarray(t.genuine).size, 2)
+        np.testing.assert_array_equal(lab[:, 0] == lab[:, 1], t.genuine)
+    assert not set(halves["0"]["face_identities"]) & set(halves["1"]["face_identities"])
+    for h in (0, 1):
+        fids = halves[str(h)]["face_identities"]
+        vids = halves[str(h)]["voice_identities"]
+        n_ft = sum(1 for i in fids if i != "lonely")
+        face_probes = sum(3 if i != "lonely" else 1 for i in fids)
+        voice_probes = 3 * len(vids)
+        t = TrialScores.concat([parts[k] for k in (f"lfw/{h}", f"speechocean/{h}",
+                                                   f"artificial/{h}") if k in parts])
+        assert t.counts(["face"]) == (3 * n_ft, face_probes * n_ft - 3 * n_ft)
+        assert t.counts(["voice"]) == (voice_probes, voice_probes * (len(vids) - 1))
+        # 2 persons per half, 3 joint probes each (min of 3 face and 3 voice probes)
+        assert parts[f"artificial/{h}"].counts(["face", "voice"]) == (6, 6)
+
+
+def test_fusion_of_two_independent_scores_beats_each_on_the_joint_set():
+    rng = np.random.default_rng(1)
+    n_g, n_i = 400, 4000
+    gen = np.r_[np.ones(n_g, bool), np.zeros(n_i, bool)]
+    face = np.where(gen, 1.5, 0.0) + rng.standard_normal(n_g + n_i)
+    voice = np.where(gen, 1.5, 0.0) + rng.standard_normal(n_g + n_i)
+    t = TrialScores({"face": face, "voice": voice}, gen)
+    cal = fit_calibrations(t)
+    op = OperatingPoints({"face": "0" * 64}, "0" * 64, fit_fuser(t, cal), ())
+    res = joint_comparison(op, t)
+    # d' = 1.5 each -> EER ~ Phi(-0.75) = 22.7%; fused d' = 1.5 * sqrt(2) -> EER ~ 14.4%
+    assert 0.19 < res["face"]["eer"] < 0.27 and 0.19 < res["voice"]["eer"] < 0.27
+    assert 0.11 < res["face+voice"]["eer"] < 0.18
+    assert res["acceptance"]["fused_below_best_single"]
+    assert res["acceptance"]["eer_reduction"] == pytest.approx(
+        min(res["face"]["eer"], res["voice"]["eer"]) - res["face+voice"]["eer"])
+    assert yaml.safe_dump(res)  # plain, serialisable values
+
+
+def test_person_level_interval_sees_what_trial_resampling_cannot():
+    # 20 probe people x 10 templates x 10 trials; every false accept comes from ONE person
+    rng = np.random.default_rng(2)
+    probe = np.repeat([f"p{i}" for i in range(20)], 100)
+    tmpl = np.tile(np.repeat([f"t{j}" for j in range(10)], 10), 20)
+    llr = rng.uniform(-5, -1, probe.size)
+    llr[:20] = 3.0  # person p0, 20 of its trials above the threshold 0
+    people = np.stack([probe, tmpl], 1)
+    lo, hi = person_far_interval(llr, people, 0.0, n_bootstrap=400, seed=0, confidence=0.95)
+    far = 20 / probe.size
+    assert lo == 0.0  # a resample without p0 (p ~ (19/20)^20 = 0.36) has no false accept
+    assert hi > 2 * far  # p0 drawn twice or more
+    # the binomial trial-level interval around 1% with 2000 trials would be ~[0.6%, 1.5%]
+    llr2 = llr.copy()
+    llr2[:20] = -3.0
+    spread = [100 * p + 10 * (p % 10) for p in range(20)]  # 1 per probe, 2 per template
+    llr2[spread] = 3.0  # the same 20 false accepts spread over all the people
+    lo2, hi2 = person_far_interval(llr2, people, 0.0, n_bootstrap=400, seed=0, confidence=0.95)
+    assert 0.0 < lo2 < far < hi2 and (hi2 - lo2) < (hi - lo) / 2

@@ -1,0 +1,254 @@
+"""The access-control loop end to end on real media (LFW photos, speechocean762 and GRID).
+
+Genuine attempts replay the very samples a person was enrolled with, so the embeddings match
+whatever the (test) models' quality; a mixed attempt shows one enrolled person's face with
+another enrolled person's recording, which the same-identity rule must refuse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import numpy as np
+import pytest
+import soundfile as sf
+from runtime_models import detector, gate, test_models  # noqa: F401 (pytest fixtures)
+
+from edge_runtime.actuators import CommandActuator, GpioActuator, HttpActuator
+from edge_runtime.audio import load_audio
+from edge_runtime.audit import AuditLog
+from edge_runtime.capture import ReplaySource
+from edge_runtime.capture.base import AudioChunk, Batch
+from edge_runtime.enroll import Enroller
+from edge_runtime.face import load_image
+from edge_runtime.gallery import Gallery
+from edge_runtime.gallery_handle import GalleryHandle
+from edge_runtime.loop import AccessLoop, Lockout, LoopConfig, State
+from edge_runtime.models import ModelBundle
+from edge_runtime.pipeline import PipelineConfig, Verifier
+from edge_runtime.status_line import StatusLine, render
+from edge_runtime.video import Frame
+
+ANN = ("lfw/Tony_Blair/Tony_Blair_0001.jpg", "speechocean762/SPEAKER0120/001200015.flac")
+BOB = ("lfw/Serena_Williams/Serena_Williams_0001.jpg", "speechocean762/SPEAKER0036/000360034.flac")
+FAST = LoopConfig(decide_at_end=True, cooldown_s=0.0, lockout_failures=0)
+
+
+@pytest.fixture(scope="module")
+def short(fixtures, tmp_path_factory):
+    """The first 2 s of each recording (1.3 s voiced): shorter attempts, faster tests."""
+    folder = tmp_path_factory.mktemp("short")
+    out = {}
+    for name, (face, voice) in (("ann", ANN), ("bob", BOB)):
+        path = folder / f"{name}.wav"
+        sf.write(path, load_audio(fixtures / voice)[:32000], 16000)
+        out[name] = (fixtures / face, path)
+    return out
+
+
+@pytest.fixture
+def door(test_models, detector, gate, short, tmp_path):  # noqa: F811
+    """A bundle, a gallery with ann and bob enrolled from files, an audit log."""
+    bundle = ModelBundle.load(test_models)
+    gallery = Gallery.open(tmp_path / "gallery.db", os.urandom(32))
+    audit = AuditLog.open(tmp_path / "audit.db")
+    enroller = Enroller(bundle, detector, gate, min_speech_s=0.5)
+    for name, (face, voice) in short.items():
+        enroller.enroll_files(gallery, name, faces=[face], voices=[voice])
+    verifier = Verifier(bundle, GalleryHandle.wrap(gallery), PipelineConfig(min_speech_s=0.5),
+                        detector, gate)
+    yield verifier, audit
+    audit.close()
+    gallery.close()
+    bundle.close()
+
+
+def attempt(short, face_of, voice_of):
+    return ReplaySource.from_image_audio(short[face_of][0], short[voice_of][1], fps=5,
+                                         realtime=False)
+
+
+def test_genuine_attempt_is_granted_actuated_and_audited(door, short, tmp_path):
+    verifier, audit = door
+    out = tmp_path / "door_opened"
+    code = "import os, sys; open(sys.argv[1], 'w').write(os.environ['EDGEPIN_IDENTITY'])"
+    loop = AccessLoop(verifier, FAST, audit=audit,
+                      actuator=CommandActuator([sys.executable, "-c", code, str(out)]))
+    [result] = loop.run(attempt(short, 'ann', 'ann'), once=True)
+    assert result.granted and result.identity == "ann", result.reason
+    assert result.scores["face"] > 0.99 and result.scores["voice"] > 0.99
+    assert "cross-modal check unavailable" in result.reason and result.provisional
+    assert result.actuator == "ok" and out.read_text() == "ann"
+    for stage in ("detect_mean", "vad_total", "face_embed_capture_mean", "voice_embed", "search",
+                  "decision"):
+        assert result.latencies_ms[stage] >= 0
+    [row] = audit.tail(1)
+    assert (row.decision, row.identity) == ("granted", "ann")
+    assert set(row.scores) == {"face", "voice"} and "decision" in row.latencies_ms
+    assert loop.state == State.COOLDOWN
+
+
+def test_face_of_one_person_with_voice_of_another_is_denied(door, short, tmp_path):
+    verifier, audit = door
+    out = tmp_path / "door_opened"
+    loop = AccessLoop(verifier, FAST, audit=audit,
+                      actuator=CommandActuator([sys.executable, "-c", "open('x', 'w')"]))
+    [result] = loop.run(attempt(short, 'ann', 'bob'), once=True)
+    assert not result.granted and result.identity is None
+    assert "face and voice match different people (face: ann" in result.reason
+    assert "voice: bob" in result.reason
+    assert result.actuator is None and not out.exists()
+    [row] = audit.tail(1)
+    assert row.decision == "denied" and row.reason == result.reason
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    bodies: list = []
+    status = 200
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        n = int(self.headers["Content-Length"])
+        type(self).bodies.append(json.loads(self.rfile.read(n)))
+        self.send_response(type(self).status)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_http_actuator_posts_the_grant_and_a_failure_never_stops_the_loop(door, short):
+    verifier, audit = door
+    server = HTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/open"
+        loop = AccessLoop(verifier, FAST, audit=audit, actuator=HttpActuator(url))
+        [ok] = loop.run(attempt(short, 'ann', 'ann'), once=True)
+        assert ok.granted and ok.actuator == "ok"
+        assert _Recorder.bodies[-1]["identity"] == "ann" and _Recorder.bodies[-1]["granted"]
+        assert set(_Recorder.bodies[-1]["scores"]) == {"face", "voice"}
+        _Recorder.status = 500
+        [failed] = loop.run(attempt(short, 'ann', 'ann'), once=True)
+        assert failed.granted and failed.actuator.startswith("failed: ")
+        assert "answered 500" in failed.actuator
+        assert "actuator failed" in audit.tail(1)[0].reason
+    finally:
+        _Recorder.status = 200
+        server.shutdown()
+        server.server_close()
+
+
+def test_gpio_actuator_pulses_the_line_through_the_plugged_function(door, short):
+    verifier, _ = door
+    calls = []
+    gpio = GpioActuator(calls.append, pulse_s=0.05)
+    [result] = AccessLoop(verifier, FAST, actuator=gpio).run(attempt(short, 'bob', 'bob'), once=True)
+    gpio.wait()
+    assert result.granted and result.identity == "bob"
+    assert calls == [True, False]
+
+
+def test_lockout_after_repeated_failures_then_release(door, short):
+    verifier, audit = door
+    now = [1000.0]
+    lockout = Lockout(failures=2, window_s=60.0, duration_s=30.0, clock=lambda: now[0])
+    loop = AccessLoop(verifier, FAST, audit=audit, lockout=lockout)
+    for _ in range(2):
+        [r] = loop.run(attempt(short, 'ann', 'bob'), once=True)
+        assert not r.granted and r.scores
+        now[0] += 1.0
+    [locked] = loop.run(attempt(short, 'ann', 'ann'), once=True)
+    assert not locked.granted
+    assert locked.reason == "locked out after 2 failed attempts within 60 s; try again in 29 s"
+    assert audit.tail(1)[0].reason == locked.reason
+    now[0] += 30.0
+    [again] = loop.run(attempt(short, 'ann', 'ann'), once=True)
+    assert again.granted
+
+
+def test_live_mode_decides_once_enough_speech_then_cools_down(door, short):
+    verifier, _ = door
+    verifier.config = PipelineConfig(min_speech_s=0.3)
+    config = LoopConfig(decide_at_end=False, cooldown_s=0.2, lockout_failures=0)
+    results = AccessLoop(verifier, config).run(attempt(short, "ann", "ann"), max_attempts=2)
+    assert len(results) == 2  # 1.3 s of speech: two attempts separated by the cool-down
+    first, second = results
+    assert 0.3 <= first.speech_s < 0.7  # decided as soon as 0.3 s of speech, not at the end
+    assert second.t - first.t >= 0.2 and 0.3 <= second.speech_s < 0.7
+    assert first.face_match == second.face_match == "ann"
+
+
+def test_person_who_walks_away_without_speaking_makes_no_attempt(door, short):
+    verifier, audit = door
+    face = load_image(short["ann"][0])
+    blank = np.zeros((64, 64, 3), np.uint8)  # an empty corridor (small: cheap to search)
+    silence = np.zeros(3200, dtype=np.float32)
+    loop = AccessLoop(verifier, LoopConfig(face_lost_s=0.5, lockout_failures=0), audit=audit)
+    out = []
+    for i in range(10):  # 1 s with a face, then 1 s of empty frames, all silent
+        t = i * 0.2
+        out += loop.step(Batch([Frame(t, face if i < 5 else blank)], AudioChunk(t, silence)))
+        if i == 2:
+            assert loop.state == State.PRESENT
+    assert out == [] and loop.state == State.IDLE
+    assert audit.tail(5) == []
+
+
+def test_status_line_text(door, short):
+    verifier, _ = door
+    status = StatusLine(enabled=False)
+    loop = AccessLoop(verifier, FAST, status=status)
+    [result] = loop.run(attempt(short, 'bob', 'bob'), once=True)
+    assert status.text.startswith("state: cool-down | last: GRANTED bob (face 1.00 voice 1.00)")
+    assert "ms: detect" in status.text and "bob.wav: ended, frames 10 (dropped 0)" in status.text
+    text = render("collecting", None, {}, speech_s=1.24)
+    assert text == "state: collecting (speech 1.2 s)"
+    assert result.granted
+
+
+def test_cli_run_once_json_and_exit_status(test_models, detector, gate, fixtures,  # noqa: F811
+                                           tmp_path, capsys):
+    from edge_runtime.cli import main
+    from edge_runtime.keys import create_key
+
+    key_file = tmp_path / "gallery.key"
+    with ModelBundle.load(test_models) as bundle, \
+            Gallery.open(tmp_path / "gallery.db", create_key(key_file)) as gallery:
+        enroller = Enroller(bundle, detector, gate, min_speech_s=0.5)
+        for name, (face, voice) in (("ann", ANN), ("bob", BOB)):
+            enroller.enroll_files(gallery, name, faces=[fixtures / face],
+                                  voices=[fixtures / voice])
+    common = ["run", "--once", "--json", "--fast", "--models", str(test_models),
+              "--gallery", str(tmp_path / "gallery.db"), "--key-file", str(key_file)]
+    assert main([*common, "--face", str(fixtures / ANN[0]), "--voice", str(fixtures / ANN[1])]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["granted"] and doc["identity"] == "ann" and doc["scores"]["face"] > 0.99
+    assert {"granted", "identity", "scores", "reason", "latencies_ms"} <= set(doc)
+    assert main([*common, "--face", str(fixtures / ANN[0]), "--voice", str(fixtures / BOB[1])]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert not doc["granted"] and "face and voice match different people" in doc["reason"]
+    with AuditLog.open(tmp_path / "audit.db", create=False) as audit:  # beside the gallery
+        assert [r.decision for r in audit.tail(5)] == ["granted", "denied"]
+
+
+def test_face_embedding_made_during_capture_equals_the_one_made_at_decision(door, short):
+    from edge_runtime.pipeline import Collector
+
+    verifier, _ = door
+    face, wav = load_image(short["ann"][0]), load_audio(short["ann"][1])
+    results = []
+    for col in (verifier.new_attempt("live"),  # embeds the best face while capturing
+                Collector(verifier.detector, verifier.gate.stream(), verifier.config, "late")):
+        col.add_frame(Frame(0.0, face))
+        col.add_audio(wav)
+        results.append(verifier.decide(col))
+    early, late = results
+    assert "face_embed_capture_mean" in early.latencies_ms and "face_embed" not in early.latencies_ms
+    assert "face_embed" in late.latencies_ms and "face_embed_capture_mean" not in late.latencies_ms
+    assert early.granted and late.granted
+    assert early.scores["face"] == pytest.approx(late.scores["face"], abs=1e-6)

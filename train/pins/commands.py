@@ -1,0 +1,114 @@
+"""`edgepin train pins|fuse` and `edgepin eval crossmodal` (hooked into train/commands.py).
+
+No torch at import time: the handlers import the trainers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+DEFAULT_CONFIGS = {"pins": "pins_edge.yaml", "fuse": "fuse_edge.yaml"}
+
+
+def _train(args: argparse.Namespace) -> int:
+    from train.commands import _need_torch, default_cache_dir
+
+    _need_torch("train")
+    from train.config import load_config
+
+    cfg = load_config(args.config, DEFAULT_CONFIGS[args.stage], args.set)
+    cache = args.cache or default_cache_dir()
+    if args.stage == "pins" and cfg.get("mode", "edge") == "full":
+        from train.pins.full import train_full
+
+        summary = train_full(args.data, cfg, args.out, cache_dir=cache)
+    elif args.stage == "pins":
+        from train.pins.train import train_pins
+
+        summary = train_pins(args.data, cfg, args.out, students_dir=args.students,
+                             cache_dir=cache, export_dir=args.export)
+    else:
+        from train.pins.train import train_fuse
+
+        summary = train_fuse(args.data, cfg, args.out, pins=args.pins or args.out,
+                             students_dir=args.students, cache_dir=cache,
+                             export_dir=args.export)
+    best = summary.get("best") or {}
+    print(json.dumps({"out": summary["out"], "best_epoch": best.get("epoch"),
+                      "val_eer": best.get("val_eer"), "val_auc": best.get("val_auc"),
+                      "exported": summary.get("exported")}, indent=2))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `train pins|fuse`."""
+    p = subparsers.add_parser("train", help="cross-modal training: PIN heads, then the FAA head")
+    p.add_argument("stage", choices=["pins", "fuse"])
+    p.add_argument("--data", required=True,
+                   help="data root; the config's data paths are relative to it")
+    p.add_argument("--config", help="YAML (default train/configs/pins_edge.yaml / fuse_edge.yaml;"
+                                    " a config with mode: full trains end to end)")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, history, summary")
+    p.add_argument("--students", default="models",
+                   help="folder with the frozen face/voice students (edge mode; default models)")
+    p.add_argument("--export", help="models folder for the ONNX files and manifest "
+                                    "(default: --out)")
+    p.add_argument("--pins", help="fuse: run folder (or pins.pt) of the PIN heads "
+                                  "(default: --out)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. train.epochs=5 split.grid.fold=1")
+    p.add_argument("--cache", help="embedding/crop cache folder (default ~/.cache/edgepin)")
+    p.set_defaults(handler=_train)
+
+
+def add_crossmodal_eval_args(p: argparse.ArgumentParser) -> None:
+    """Options of `edgepin eval crossmodal` (ignored by face/voice)."""
+    g = p.add_argument_group("crossmodal")
+    g.add_argument("--students", help="crossmodal: folder of the face/voice students "
+                                      "(default: --model)")
+    g.add_argument("--n-way", type=int, default=10,
+                   help="crossmodal: N of 1:N matching (capped at the identities of a split)")
+    g.add_argument("--trials", type=int, default=2000, help="crossmodal: matching trials")
+    g.add_argument("--max-genuine-per-identity", type=int, default=200)
+
+
+def eval_crossmodal(args: argparse.Namespace) -> int:
+    """Handler of `edgepin eval crossmodal --model DIR --data ROOT`."""
+    from edge_runtime.errors import ConfigError
+    from train.commands import default_cache_dir
+
+    if args.split != "test":
+        raise ConfigError("eval crossmodal uses the splits recorded with the model; "
+                          f"--split {args.split} does not apply")
+    from train.pins.evaluate import evaluate_crossmodal
+
+    report = evaluate_crossmodal(
+        args.model, args.data, students_dir=args.students, cache_dir=args.cache or
+        default_cache_dir(), n_way=args.n_way, trials=args.trials, seed=args.seed,
+        max_genuine_per_identity=args.max_genuine_per_identity,
+        max_impostor_per_identity=args.max_impostor_per_identity, plot=args.plot,
+        threads=args.threads)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"cross-modal: {report['model']}", caption=report["note"])
+    for col in ("data", "split", "ids", "scorer", "AUC", "EER", "1:2 V→F", "1:2 F→V", "1:N V→F",
+                "1:N F→V", "mAP V→F", "mAP F→V"):
+        table.add_column(col)
+    for r in report["rows"]:
+        n = r["n_way"]
+        for s in ("cosine", "faa"):
+            m = r[s]
+            table.add_row(r["data"], r["split"], str(r["n_identities"]), s, f"{m['auc']:.3f}",
+                          f"{100 * m['eer']:.1f}%", f"{m['match_1_2_v2f']:.3f}",
+                          f"{m['match_1_2_f2v']:.3f}",
+                          f"{m[f'match_1_{n}_v2f']:.3f} (N={n})",
+                          f"{m[f'match_1_{n}_f2v']:.3f}", f"{m['map_v2f']:.3f}",
+                          f"{m['map_f2v']:.3f}")
+    console = Console()
+    Console(width=max(console.width, 150)).print(table)  # 12 columns: do not squeeze to 80
+    return 0

@@ -1,0 +1,209 @@
+"""`edgepin eval crossmodal`: cosine-in-PIN-space and FAA scoring, side by side, per split.
+
+For every split (real/artificial x seen-heard/unseen-unheard) both scorers fill one
+voice x face score matrix; every metric is read off those matrices with the tested
+implementations in `edge_runtime.metrics`:
+- verification: all genuine (voice, face) pairs of one identity (capped per identity) and a
+  seeded sample of impostor pairs -> AUC, EER;
+- 1:2 matching V->F (a voice, pick its face of two) and F->V; 1:N V->F and F->V with N
+  configurable (capped at the number of identities in the split; chance = 1/N);
+- retrieval mAP V->F and F->V.
+The models are run exactly as shipped: the ONNX files of the manifest, with onnxruntime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.errors import ConfigError, ModelError
+from edge_runtime.metrics import matching_1_to_n_accuracy, retrieval_map, verification_report
+from train.pins.data import EVAL_SPLITS, SPLIT_NAMES, CrossModalSet
+
+SCORERS = ("cosine", "faa")
+
+
+def crossmodal_pairs(voice_ids: Sequence[str], face_ids: Sequence[str], *,
+                     max_genuine_per_identity: int, max_impostor_per_identity: int, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(genuine, impostor) (voice index, face index) pairs, each (n, 2) int64, sorted, unique.
+
+    Genuine: every same-identity combination, sampled down to the per-identity cap.
+    Impostor: per identity, up to the cap drawn from (its voices x other faces) and
+    (other voices x its faces). Identities visited in sorted order: depends only on inputs.
+    """
+    v = np.asarray(list(voice_ids), dtype=object)
+    f = np.asarray(list(face_ids), dtype=object)
+    rng = np.random.default_rng(seed)
+    gen, imp = [], []
+    for ident in sorted(set(v.tolist()) | set(f.tolist())):
+        vi, fi = np.flatnonzero(v == ident), np.flatnonzero(f == ident)
+        vo, fo = np.flatnonzero(v != ident), np.flatnonzero(f != ident)
+        if vi.size and fi.size:
+            a, b = (x.ravel() for x in np.meshgrid(vi, fi, indexing="ij"))
+            if a.size > max_genuine_per_identity:
+                pick = rng.choice(a.size, size=max_genuine_per_identity, replace=False)
+                a, b = a[pick], b[pick]
+            gen.append(np.stack([a, b], axis=1))
+        n1, n2 = vi.size * fo.size, vo.size * fi.size
+        if n1 + n2 == 0 or max_impostor_per_identity == 0:
+            continue
+        flat = rng.choice(n1 + n2, size=min(max_impostor_per_identity, n1 + n2), replace=False)
+        one, two = flat[flat < n1], flat[flat >= n1] - n1
+        imp.append(np.stack([vi[one // max(fo.size, 1)], fo[one % max(fo.size, 1)]], axis=1))
+        imp.append(np.stack([vo[two // max(fi.size, 1)], fi[two % max(fi.size, 1)]], axis=1))
+
+    def canon(chunks: list[np.ndarray]) -> np.ndarray:
+        if not chunks:
+            return np.empty((0, 2), dtype=np.int64)
+        return np.unique(np.concatenate(chunks).astype(np.int64), axis=0)
+
+    return canon(gen), canon(imp)
+
+
+def split_metrics(scores: dict[str, np.ndarray], voice_ids: Sequence[str],
+                  face_ids: Sequence[str], *, n_way: int, trials: int, seed: int,
+                  max_genuine_per_identity: int, max_impostor_per_identity: int) -> dict:
+    """Every metric of one split for each scorer's (n_voices, n_faces) score matrix."""
+    vid, fid = list(voice_ids), list(face_ids)
+    n_ids = len(set(vid) & set(fid))
+    if n_ids < 2:
+        raise ConfigError(f"cross-modal metrics need >= 2 identities with both a face and a "
+                          f"voice, found {n_ids}")
+    gp, ip = crossmodal_pairs(vid, fid, max_genuine_per_identity=max_genuine_per_identity,
+                              max_impostor_per_identity=max_impostor_per_identity, seed=seed)
+    n = min(n_way, n_ids)
+    out: dict[str, Any] = {"n_identities": n_ids, "n_faces": len(fid), "n_voices": len(vid),
+                           "n_way": n, "n_way_requested": n_way, "chance_1_to_n": 1.0 / n,
+                           "trials": trials}
+    for name, s in scores.items():
+        if s.shape != (len(vid), len(fid)):
+            raise ValueError(f"{name} scores {s.shape} != ({len(vid)}, {len(fid)})")
+        rep = verification_report(s[gp[:, 0], gp[:, 1]], s[ip[:, 0], ip[:, 1]], fars=(1e-2,))
+        out[name] = {
+            "auc": rep["auc"], "eer": rep["eer"], "n_genuine": rep["n_genuine"],
+            "n_impostor": rep["n_impostor"],
+            "match_1_2_v2f": matching_1_to_n_accuracy(s, vid, fid, 2, trials, seed),
+            "match_1_2_f2v": matching_1_to_n_accuracy(s.T, fid, vid, 2, trials, seed),
+            f"match_1_{n}_v2f": matching_1_to_n_accuracy(s, vid, fid, n, trials, seed),
+            f"match_1_{n}_f2v": matching_1_to_n_accuracy(s.T, fid, vid, n, trials, seed),
+            "map_v2f": retrieval_map(s, vid, fid),
+            "map_f2v": retrieval_map(s.T, fid, vid),
+        }
+        out[name]["_scores"] = (s[gp[:, 0], gp[:, 1]], s[ip[:, 0], ip[:, 1]])
+    return out
+
+
+class OnnxCrossModal:
+    """The shipped cross-modal models (pin_face, pin_voice, faa) run with onnxruntime."""
+
+    def __init__(self, model_dir: str | Path, threads: int = 2) -> None:
+        from edge_runtime.backends import load_runner
+        from edge_runtime.bundle import load_manifest
+
+        self.root = Path(model_dir)
+        entries = load_manifest(self.root)
+        missing = [n for n in ("pin_face", "pin_voice", "faa") if n not in entries]
+        if missing:
+            raise ModelError(f"{self.root}: manifest has no {missing} entry (run edgepin train "
+                             "pins and fuse with --export to this folder)")
+        self.meta = {n: entries[n].meta for n in ("pin_face", "pin_voice", "faa")}
+        self.run = {n: load_runner(entries[n].verified_path(), backend="onnxruntime",
+                                   threads=threads) for n in ("pin_face", "pin_voice", "faa")}
+
+    def pins(self, face_emb: np.ndarray, voice_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (self.run["pin_face"].run({"face_emb": face_emb})["pin"],
+                self.run["pin_voice"].run({"voice_emb": voice_emb})["pin"])
+
+    def faa_matrix(self, face_emb: np.ndarray, voice_emb: np.ndarray, chunk: int = 8192
+                   ) -> np.ndarray:
+        """(n_voices, n_faces) match probabilities of every pair."""
+        vi, fi = (x.ravel() for x in np.meshgrid(np.arange(len(voice_emb)),
+                                                 np.arange(len(face_emb)), indexing="ij"))
+        out = np.empty(vi.size, dtype=np.float32)
+        for a in range(0, vi.size, chunk):
+            b = min(vi.size, a + chunk)
+            res = self.run["faa"].run({"face_emb": face_emb[fi[a:b]],
+                                       "voice_emb": voice_emb[vi[a:b]]})["match_prob"]
+            out[a:b] = np.asarray(res).reshape(-1)
+        return out.reshape(len(voice_emb), len(face_emb))
+
+
+def evaluate_set(cms: CrossModalSet, pins: Any, *, n_way: int, trials: int, seed: int,
+                 max_genuine_per_identity: int, max_impostor_per_identity: int) -> list[dict]:
+    """Rows (one per split present) of metrics for both scorers; `pins` has .pins/.faa_matrix."""
+    rows = []
+    for data, role in EVAL_SPLITS:
+        sub = cms.where(data=data, role=role)
+        ids = set(sub.face.identity.tolist()) & set(sub.voice.identity.tolist())
+        if len(ids) < 2:
+            continue
+        fp, vp = pins.pins(sub.face.emb, sub.voice.emb)
+        scores = {"cosine": (vp @ fp.T).astype(np.float64),
+                  "faa": pins.faa_matrix(sub.face.emb, sub.voice.emb).astype(np.float64)}
+        m = split_metrics(scores, sub.voice.identity.tolist(), sub.face.identity.tolist(),
+                          n_way=n_way, trials=trials, seed=seed,
+                          max_genuine_per_identity=max_genuine_per_identity,
+                          max_impostor_per_identity=max_impostor_per_identity)
+        rows.append({"data": data, "split": SPLIT_NAMES[role], **m})
+    return rows
+
+
+def evaluate_crossmodal(model_dir: str | Path, data_root: str | Path, *,
+                        students_dir: str | Path | None, cache_dir: str | Path, n_way: int = 10,
+                        trials: int = 2000, seed: int = 0, max_genuine_per_identity: int = 200,
+                        max_impostor_per_identity: int = 200, plot: str | Path | None = None,
+                        threads: int = 2, keep_scores: bool = False) -> dict:
+    """Rebuild the model's recorded splits on `data_root` and report every split.
+
+    keep_scores: leave each row's {scorer: (genuine, impostor)} arrays under "scores"."""
+    from train.pins.features import StudentFeatures, build_edge_set, resolve_students
+
+    models = OnnxCrossModal(model_dir, threads)
+    meta = models.meta["pin_face"]
+    cfg = meta.get("config")
+    if not isinstance(cfg, dict):
+        raise ModelError(f"{model_dir}: pin_face manifest entry records no training config")
+    students = resolve_students(students_dir or model_dir)
+    want = meta.get("students", {})
+    for k in ("face_sha256", "voice_sha256"):
+        if want.get(k) and want[k] != getattr(students, k):
+            raise ModelError(f"{model_dir} was trained on the {k[:5]} student {want[k][:12]}…, "
+                             f"but {getattr(students, k[:5])} is {getattr(students, k)[:12]}…: "
+                             "pass --students with the folder it was trained on")
+    feats = StudentFeatures(students, cache_dir, threads=threads,
+                            crops_with_teacher=bool(cfg["data"].get("crops_with_teacher", False)))
+    try:
+        cms = build_edge_set(data_root, cfg, feats)
+    finally:
+        feats.close()
+    rows = evaluate_set(cms, models, n_way=n_way, trials=trials, seed=seed,
+                        max_genuine_per_identity=max_genuine_per_identity,
+                        max_impostor_per_identity=max_impostor_per_identity)
+    report: dict[str, Any] = {
+        "model": str(model_dir), "data": str(data_root), "students": students.meta(),
+        "splits": cms.splits, "counts": cms.counts(),
+        "note": "rows with data=artificial pair DIFFERENT people (LFW face x speechocean762 "
+                "voice, same labelled gender): they measure attribute (mostly gender) "
+                "matching, not identity. Only data=real rows (GRID) are real face-voice pairs.",
+        "scoring": {"cosine": "cosine of the two PIN embeddings",
+                    "faa": "FAA match_prob (faa.onnx, inputs = student embeddings)"},
+        "rows": rows,
+    }
+    if plot:
+        from edge_runtime.plots import plot_roc_det
+
+        curves = {}
+        for r in rows:
+            for s in SCORERS:
+                curves[f"{r['data']} {r['split']} {s}"] = r[s]["_scores"]
+        plot_roc_det(curves, Path(plot), title="cross-modal verification (face vs voice)")
+        report["plot"] = str(plot)
+    for r in rows:
+        scores = {s: r[s].pop("_scores") for s in SCORERS}
+        if keep_scores:
+            r["scores"] = scores
+    return report
