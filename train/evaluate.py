@@ -64,6 +64,10 @@ class _NetEmbedder(Embedder):
 def load_embedder(model: str, modality: str, threads: int = 2) -> Embedder:
     """`teacher`, a `.pt` student checkpoint or an `.onnx` file."""
     if model == "teacher":
+        if modality == "voice":
+            import torch
+
+            torch.set_num_threads(threads)  # Resemblyzer runs in this process for timing
         return _TeacherEmbedder(modality)
     path = Path(model)
     if not path.is_file():

@@ -90,8 +90,13 @@ def _voice_chunk(
 ) -> list[dict[str, np.ndarray] | str]:
     teacher = None
     if with_teacher:
+        import torch
+
         from train.teachers import VoiceTeacher
 
+        # One intra-op thread per worker: parallelism comes from the workers, and torch's
+        # spinning thread pool is many times slower on a loaded CPU.
+        torch.set_num_threads(1)
         teacher = VoiceTeacher()
     n = front_end.window_samples
     hop = front_end.hop_frames * front_end.mel.hop_length
