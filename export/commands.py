@@ -1,0 +1,128 @@
+"""`edgepin export`: INT8 QDQ students, lint and accuracy-gate reports, TensorRT engines/scripts.
+
+Cheap to import (no torch, onnx or onnxruntime here): the pipeline loads inside the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+TARGET_CHOICES = ("cpu", "orin", "xavier", "nano", "gpu")
+
+
+def _data_root() -> Path:
+    """Where the real datasets live (EDGEPIN_DATA overrides; /work/shared/data layout)."""
+    return Path(os.environ.get("EDGEPIN_DATA", "/work/shared/data"))
+
+
+def _existing(path: Path | None) -> Path | None:
+    """A default data folder counts only if it exists; an explicit one is checked later."""
+    return path if path is not None and path.is_dir() else None
+
+
+def _export(args: argparse.Namespace) -> int:
+    from export.pipeline import ExportOptions, run_export
+    from export.quantize import DEFAULT_EXCLUDED
+    from train.commands import default_cache_dir
+
+    data_faces = Path(args.data_faces) if args.data_faces else _existing(_data_root() / "lfw")
+    data_voices = (Path(args.data_voices) if args.data_voices
+                   else _existing(_data_root() / "speechocean762"))
+    opts = ExportOptions(
+        target=args.target, models=Path(args.models), out=Path(args.out),
+        cache_dir=Path(args.cache) if args.cache else default_cache_dir(),
+        data_faces=data_faces, data_voices=data_voices,
+        calib=Path(args.calib) if args.calib else None,
+        modalities=tuple(args.only) if args.only else ("face", "voice"),
+        n_calib=args.n_calib, min_calib=args.min_calib,
+        exclude=tuple(DEFAULT_EXCLUDED) + tuple(args.exclude or ()),
+        calibrate_method=("minmax", *args.calibrate_method), keep_float=tuple(args.keep_float or ()),
+        min_p1=args.min_cos_p1,
+        max_eer_delta_pt=args.max_eer_rise_pt, dla=not args.no_dla, threads=args.threads,
+        quiet=args.json,
+    )
+    report = run_export(opts)
+    trt_note = report["tensorrt"].get("note")
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        _print_summary(report)
+    if trt_note:  # the one line saying whether engines were built (stderr under --json)
+        print(trt_note, file=sys.stderr if args.json else sys.stdout)
+    return 0 if report["ok"] else 1
+
+
+def _print_summary(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"edgepin export --target {report['target']['name']}")
+    for col in ("model", "calib", "lint", "cos min / p1 / median", "EER fp32 -> int8",
+                "gate", "int8 file"):
+        table.add_column(col)
+    for m, r in report["models"].items():
+        a, g = r["agreement"], r["gate"]
+        table.add_row(
+            m, str(r["calibration"]["n"]), "ok" if r["lint"]["ok"] else "FAIL",
+            f"{a['cos_min']:.4f} / {a['cos_p1']:.4f} / {a['cos_median']:.4f}",
+            f"{g['eer_fp32']:.2%} -> {g['eer_int8']:.2%} ({g['eer_delta_pt']:+.2f} pt)",
+            "[green]pass[/]" if g["ok"] else "[red]FAIL[/]: " + "; ".join(g["failures"]),
+            r["int8"]["path"])
+    console = Console()
+    console.print(table)
+    for m, r in report["models"].items():
+        for row in (r.get("sensitivity") or [])[:5]:
+            console.print(f"  {m} sensitivity: quantizing only {row['op_type']} "
+                          f"({row['n_quantized']} nodes) gives cos p1 {row['cos_p1']:.4f}")
+        for row in (r.get("layer_errors") or [])[:3]:
+            console.print(f"  {m} layer error jumps by {row['jump']:+.3f} at {row['node']} "
+                          f"(relative error {row['rel_error']:.3f}; --keep-float candidate)")
+    sz = report["sizes"]
+    console.print(f"deployable models {', '.join(sz['deployable'])}: "
+                  f"{sz['deployable_bytes'] / 2**20:.2f} MiB (limit {sz['limit_bytes'] / 2**20:.0f}"
+                  f" MiB: {'ok' if sz['within_limit'] else 'OVER'}); report: "
+                  f"{Path(report['options']['out']) / 'export_report.json'}")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `export` to the `edgepin` parser."""
+    p = subparsers.add_parser(
+        "export", help="INT8 QDQ students + accuracy gate + TensorRT engines or build scripts")
+    p.add_argument("--target", required=True, choices=TARGET_CHOICES)
+    p.add_argument("--models", default="models",
+                   help="folder with face/voice .onnx (+ manifest.json) or .pt checkpoints")
+    p.add_argument("--out", required=True, help="output folder (may be the models folder)")
+    p.add_argument("--data-faces", help="face dataset <identity>/<image> for calibration and "
+                   "the held-out gate (default $EDGEPIN_DATA/lfw, EDGEPIN_DATA=/work/shared/data)")
+    p.add_argument("--data-voices", help="speech dataset <speaker>/<utt> (default "
+                   "$EDGEPIN_DATA/speechocean762)")
+    p.add_argument("--calib", help="calibration-set folder: reused when they match, built "
+                   "there otherwise (default <cache>/calibration)")
+    p.add_argument("--cache", help="crop/audio cache folder (default ~/.cache/edgepin)")
+    p.add_argument("--only", nargs="+", choices=["face", "voice"], help="export only these")
+    p.add_argument("--n-calib", type=int, default=640, help="calibration samples per model")
+    p.add_argument("--min-calib", type=int, default=500,
+                   help="refuse calibration sets smaller than this")
+    p.add_argument("--exclude", nargs="+", metavar="OP",
+                   help="op types kept in float IN ADDITION to export.quantize.DEFAULT_EXCLUDED "
+                   "(prefix face: or voice: for one model); choose them from the sensitivity "
+                   "report of a failed gate")
+    p.add_argument("--keep-float", nargs="+", metavar="NODE",
+                   help="nodes left in float: 'first' (first quantized Conv/Gemm), 'last:N' "
+                   "(the last N, e.g. the embedding head), 'depthwise' or node names; prefix "
+                   "face: or voice: for one model (e.g. voice:first)")
+    p.add_argument("--calibrate-method", nargs="+", default=[], metavar="METHOD",
+                   help="minmax (default), percentile or entropy; prefix face: or voice: for "
+                   "one model (e.g. face:percentile)")
+    p.add_argument("--min-cos-p1", type=float, default=0.99,
+                   help="gate: 1st percentile of FP32-vs-INT8 cosine must reach this")
+    p.add_argument("--max-eer-rise-pt", type=float, default=0.3,
+                   help="gate: largest allowed EER increase, in percentage points")
+    p.add_argument("--no-dla", action="store_true", help="no DLA engine variant")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", action="store_true", help="print the JSON report only")
+    p.set_defaults(handler=_export)
