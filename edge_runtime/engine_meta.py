@@ -27,6 +27,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+from edge_runtime.bundle import sha256_file
 from edge_runtime.errors import EdgepinError, ModelError
 
 SIDECAR_FORMAT = "edgepin-engine/1"
@@ -39,14 +40,6 @@ def _trt_version(text: str) -> Version:
         return Version(text)
     except InvalidVersion as exc:
         raise ModelError(f"unparseable TensorRT version {text!r}") from exc
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _norm_profiles(profiles: Mapping[str, Sequence[Sequence[int]]]) -> dict[str, tuple[Shape, ...]]:

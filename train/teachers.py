@@ -7,23 +7,19 @@ hash) that keys the embedding cache, so a different teacher never reuses stale t
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.bundle import sha256_file
 from edge_runtime.errors import DependencyError
 from edge_runtime.face import FaceDetection, dlib_chip
 
 
 def _short_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
+    return sha256_file(path)[:12]
 
 
 class FaceTeacher:
