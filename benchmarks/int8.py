@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from calibration.int8_sets import load_calibration_set  # noqa: E402
 from edge_runtime.bundle import load_manifest  # noqa: E402
 from edge_runtime.features import VoiceFrontEnd  # noqa: E402
+from edge_runtime.sysinfo import cpu_identity  # noqa: E402
 from export.pipeline import agreement, cosine_stats, heldout_inputs, onnx_metadata  # noqa: E402
 from export.quantize import DEFAULT_EXCLUDED  # noqa: E402
 
@@ -90,16 +91,7 @@ def cpu_form(fp32: Path, calib: Path, name: str, out: Path, quant: dict[str, Any
 def machine() -> dict[str, Any]:
     import onnxruntime
 
-    cpu = "unknown"
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == "unknown":
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    cpu, flags = cpu_identity()
     isa = sorted(f for f in flags if f in {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "fma"})
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "isa": isa,
             "vnni": any("vnni" in f for f in flags), "python": platform.python_version(),
@@ -273,9 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     png = out.with_suffix(".png")
     plot(results, cosines, png)
-    out.write_text(markdown(results, report, sizes, machine(), png))
+    mach = machine()
+    out.write_text(markdown(results, report, sizes, mach, png))
     (out.with_suffix(".json")).write_text(json.dumps(
-        {"results": results, "sizes": sizes, "machine": machine()}, indent=2) + "\n")
+        {"results": results, "sizes": sizes, "machine": mach}, indent=2) + "\n")
     print(f"wrote {out}, {png}")
     return 0
 

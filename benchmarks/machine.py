@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import os
 import platform
 
+from edge_runtime.sysinfo import cpu_identity, dist_version
+
 
 def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
+    return dist_version(name) or "absent"
 
 
 def machine_info() -> dict[str, str]:
     """CPU model, core count, memory, OS, Python and the inference library versions."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu, _ = cpu_identity()
     mem = ""
     try:
         with open("/proc/meminfo") as f:

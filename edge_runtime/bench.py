@@ -37,6 +37,7 @@ from edge_runtime.gallery import Gallery
 from edge_runtime.gallery_handle import GalleryHandle
 from edge_runtime.models import ModelBundle
 from edge_runtime.pipeline import PipelineConfig, Verifier
+from edge_runtime.sysinfo import cpu_identity, dist_version
 from edge_runtime.vad import SpeechGate
 from edge_runtime.video import decode_clip, iter_frames
 
@@ -66,22 +67,8 @@ def _row(stage: str, variant: str, ms: np.ndarray, **extra: Any) -> dict[str, An
 
 def machine() -> dict[str, Any]:
     """CPU, cores, OS and library versions: a latency without them means nothing."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    from importlib.metadata import PackageNotFoundError, version
-
-    def v(name: str) -> str | None:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-
+    cpu, _ = cpu_identity()
+    v = dist_version
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
@@ -300,45 +287,6 @@ def _end_to_end(timer: Timer, bundle: ModelBundle, detector: Any, gate: SpeechGa
     return out
 
 
-TEACHER_SCRIPT = r"""
-import json, sys, time
-import numpy as np
-runs, warmup, clip, which = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
-from edge_runtime.video import decode_clip
-from edge_runtime.face import DlibHogDetector
-c = decode_clip(clip)
-img = c.frames[len(c.frames) // 2].image
-det = DlibHogDetector().detect(img)[0]
-wav = c.audio
-out, skipped = {}, []
-def timed(fn):
-    for _ in range(warmup): fn()
-    ms = []
-    for _ in range(runs):
-        t0 = time.perf_counter(); fn(); ms.append(1e3 * (time.perf_counter() - t0))
-    return ms
-try:
-    if "face" not in which: raise LookupError("not requested")
-    from train.teachers import FaceTeacher
-    ft = FaceTeacher()
-    out["face teacher (dlib ResNet)"] = timed(lambda: ft.embed(img, det))
-except Exception as e:
-    skipped.append({"what": "face teacher", "reason": f"{type(e).__name__}: {e}"})
-try:
-    if "voice" not in which: raise LookupError("not requested")
-    import torch
-    # one thread, the students' budget too: on this shared 2-core CPU torch's default pool
-    # made one 3 s utterance take ~4 s instead of ~70 ms (oversubscription)
-    torch.set_num_threads(1)
-    from train.teachers import VoiceTeacher
-    vt = VoiceTeacher()
-    out["voice teacher (Resemblyzer)"] = timed(lambda: vt.embed(wav))
-except Exception as e:
-    skipped.append({"what": "voice teacher", "reason": f"{type(e).__name__}: {e}"})
-print(json.dumps({"ms": out, "skipped": skipped}))
-"""
-
-
 def teacher_rows(runs: int, warmup: int, clip: Path, which: tuple[str, ...] = ("face", "voice")
                  ) -> tuple[list[dict], list[dict]]:
     """The teachers' reference rows, timed in a child process (torch stays out of here)."""
@@ -347,9 +295,9 @@ def teacher_rows(runs: int, warmup: int, clip: Path, which: tuple[str, ...] = ("
     if importlib.util.find_spec("train") is None:
         return [], [{"what": "teachers", "reason": "the training package is not installed"}]
     try:
-        proc = subprocess.run([sys.executable, "-c", TEACHER_SCRIPT, str(runs), str(warmup),
-                               str(clip), *which], capture_output=True, text=True, timeout=1800,
-                              check=False)
+        proc = subprocess.run([sys.executable, "-m", "train.teacher_timing", str(runs),
+                               str(warmup), str(clip), *which], capture_output=True, text=True,
+                              timeout=1800, check=False)
         data = json.loads(proc.stdout.strip().splitlines()[-1])
     except (subprocess.TimeoutExpired, json.JSONDecodeError, IndexError) as exc:
         return [], [{"what": "teachers", "reason": f"teacher timing failed: {exc}"}]

@@ -18,11 +18,35 @@ from typing import Any
 from edge_runtime import __version__
 
 
-def _dist_version(name: str) -> str | None:
+def dist_version(name: str) -> str | None:
+    """Installed version of a distribution, None when it is absent."""
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def cpu_identity() -> tuple[str, set[str]]:
+    """CPU model name and feature flags (from /proc/cpuinfo; flags empty elsewhere).
+
+    Every benchmark table records these: a latency, or an INT8 kernel result that depends
+    on VNNI, means nothing without the CPU it was measured on.
+    """
+    model, flags = None, None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if model is None and line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                elif flags is None and line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                if model is not None and flags is not None:
+                    break
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine()
+    flags = flags or set()
+    return model, flags
 
 
 def onnxruntime_info() -> dict[str, Any]:
@@ -128,7 +152,7 @@ def camera_info() -> dict[str, Any]:
 
 def teachers_info() -> dict[str, Any]:
     """Whether the pretrained teachers are installed (checked without importing torch)."""
-    face: dict[str, Any] = {"dlib": _dist_version("dlib-bin") or _dist_version("dlib")}
+    face: dict[str, Any] = {"dlib": dist_version("dlib-bin") or dist_version("dlib")}
     spec = importlib.util.find_spec("face_recognition_models")
     if spec and spec.origin:
         models = Path(spec.origin).parent / "models"
@@ -138,8 +162,8 @@ def teachers_info() -> dict[str, Any]:
         face["resnet_model"] = face["shape_predictor_5"] = False
     face["installed"] = bool(face["dlib"] and face["resnet_model"] and face["shape_predictor_5"])
     voice = {
-        "resemblyzer": _dist_version("resemblyzer"),
-        "torch": _dist_version("torch"),
+        "resemblyzer": dist_version("resemblyzer"),
+        "torch": dist_version("torch"),
     }
     voice["installed"] = bool(voice["resemblyzer"] and voice["torch"])
     return {"face": face, "voice": voice}
