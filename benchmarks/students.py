@@ -18,8 +18,6 @@ from benchmarks.machine import markdown_header
 from edge_runtime.plots import plot_roc_det
 from train.evaluate import evaluate
 
-TARGETS = {"face": {"eer_gap_pt": 1.0, "speedup": 25.0}, "voice": {"eer_gap_pt": 1.0, "speedup": 15.0}}
-
 
 def run(models: Path, data: Path, cache: Path, out: Path, timing_samples: int) -> list[dict]:
     jobs = [("face", data / "lfw", "test", "LFW held-out identities"),
