@@ -34,7 +34,7 @@ from edge_runtime.bundle import load_manifest  # noqa: E402
 from edge_runtime.features import VoiceFrontEnd  # noqa: E402
 from edge_runtime.sysinfo import cpu_identity  # noqa: E402
 from export.pipeline import agreement, cosine_stats, heldout_inputs, onnx_metadata  # noqa: E402
-from export.quantize import DEFAULT_EXCLUDED  # noqa: E402
+from export.quantize import DEFAULT_EXCLUDED, get_target  # noqa: E402
 
 INPUT = {"face": "face", "voice": "feats"}
 
@@ -198,17 +198,16 @@ def markdown(results: dict[str, Any], report: dict[str, Any], sizes: dict[str, A
     lines += ["", f"Deployable set ({', '.join(sizes['deployable'])}): "
               f"{sizes['deployable_bytes'] / 2**20:.2f} MiB, target <= 4 MiB: "
               f"{'met' if sizes['within_limit'] else 'NOT met'}."]
-    if sizes.get("int8_weights"):
+    if sizes.get("int8_weights") and not get_target(t).int8_weights:
         tot = sum(sizes["int8_weights"].values())
         lines.append(f"The `{t}` INT8 files keep float weights behind Q/DQ pairs (the form "
                      "TensorRT 8.x parsers need); the same quantization with int8-stored weights "
                      f"(`--target cpu`) is {', '.join(f'{m} {b / 2**20:.2f} MiB' for m, b in sizes['int8_weights'].items())}"
                      f" = {tot / 2**20:.2f} MiB for both students.")
-        heads = sum(sizes["files"].get(f"{h}.onnx", 0) for h in ("pin_face", "pin_voice", "faa"))
-        lines.append(f"With int8-stored weights and the FP32 heads ({heads / 2**20:.2f} MiB) the "
-                     f"deployable set would be {(tot + heads) / 2**20:.2f} MiB. TensorRT >= 10 "
-                     "accepts int8 weight initializers behind DequantizeLinear; TensorRT 8.x "
-                     "(JetPack 4/5) wants the float form.")
+    elif sizes.get("int8_weights"):
+        lines.append(f"The `{t}` INT8 files store int8 weights behind DequantizeLinear (TensorRT "
+                     ">= 10 takes pre-quantized weights); TensorRT 8.x targets (`xavier`, `nano`) "
+                     "get float weights behind Q/DQ pairs instead, about 4x larger.")
     lines += ["", f"![INT8 vs FP32]({png.name})", ""]
     return "\n".join(lines)
 

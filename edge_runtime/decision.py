@@ -1,11 +1,19 @@
 """The decision rule: who is this, is it really them, and why (not).
 
-Access is granted only when (1) the face and the voice each point to the SAME enrolled
-identity (nearest template of each), (2) that identity's scores pass the operating point
-(fused LLR over the threshold at the target FAR) or, without one, every PROVISIONAL per-score
-threshold, and (3) the live voice matches the live face (cross-modal PIN cosine / FAA
-probability over its threshold) when the bundle has the cross-modal heads. A face of A shown
-with the voice of B fails (1) or (2) even without the cross-modal heads, and (3) with them.
+The candidate is the enrolled identity with the best combined face+voice score. Access is
+granted only when (1) neither modality points confidently to SOMEONE ELSE (its nearest template
+is another person whom that modality alone would accept), (2) the candidate's scores pass the
+operating point (fused LLR over the threshold at the target FAR, and each modality's own
+calibrated LLR for the candidate above 0, i.e. each modality on its own favours "same
+person") or, without an operating point, every PROVISIONAL per-score threshold, and (3) the
+live voice matches the live face (cross-modal PIN cosine / FAA probability over its threshold)
+when the bundle has the cross-modal heads.
+
+Rule (1) is deliberately not "both nearest templates are the same person": with a large
+gallery a genuine voice often has a slightly nearer stranger, and demanding rank-1 voice
+identification would lock real users out; what must never pass is a voice (or face) that is
+positively recognised as another enrolled person. A face of A shown with the voice of B fails
+(1) or (2) even without the cross-modal heads, and (3) with them.
 Pure numpy: unit-testable with hand-made scores.
 """
 
@@ -107,6 +115,26 @@ def _cross_check(name: str, score: float, thresholds: Thresholds, op: OperatingP
     return score > thr, f"{thr:.2f} PROVISIONAL"
 
 
+def _accepts_alone(m: str, score: float, thresholds: Thresholds, op: OperatingPoints | None,
+                   target_far: float) -> bool:
+    """Would modality ``m`` on its own accept this score at the target FAR?"""
+    if op is None or m not in op.fuser.calibrations:
+        return score > thresholds.values[m]
+    try:
+        return op.decide({m: score}, target_far).accepted
+    except ConfigError:  # no single-modality threshold at this FAR: the Bayes point
+        return float(op.fuser.calibrations[m].llr([score])[0]) > 0.0
+
+
+def _runner_up(matches: Matches, candidate: str) -> tuple[str | None, float]:
+    """Nearest identity other than ``candidate`` (None when nobody else is enrolled)."""
+    best, score = None, -math.inf
+    for name, value in zip(matches.names, matches.scores, strict=True):
+        if name != candidate and value > score:
+            best, score = name, float(value)
+    return best, score
+
+
 def decide(ev: Evidence, thresholds: Thresholds, op: OperatingPoints | None,
            target_far: float) -> Outcome:
     """Apply the rule above; every denial says which check failed, with the numbers."""
@@ -138,9 +166,16 @@ def decide(ev: Evidence, thresholds: Thresholds, op: OperatingPoints | None,
         liveness = f"not checked: {present[0]} only ({missing})"
 
     failures: list[str] = []
-    if both and face_match != voice_match:
-        failures.append(f"face and voice match different people (face: {face_match} "
-                        f"{face_best:.2f}, voice: {voice_match} {voice_best:.2f})")
+    if both:
+        for m in present:
+            other, other_score = _runner_up(getattr(ev, m), candidate)
+            if (other is not None and other_score > scores[m]  # type: ignore[operator]
+                    and _accepts_alone(m, other_score, thresholds, op, target_far)):
+                failures.append(
+                    f"face and voice match different people (face: {face_match} "
+                    f"{face_best:.2f}, voice: {voice_match} {voice_best:.2f}; the {m} alone "
+                    f"would accept {other})")
+                break
     if op is not None:
         # a cross-modal score the calibration never saw is left out of the fusion (it is
         # still checked below); face/voice without a calibration is an error (stale file)
@@ -149,6 +184,13 @@ def decide(ev: Evidence, thresholds: Thresholds, op: OperatingPoints | None,
         if not d.accepted:
             failures.append(f"not recognised as {candidate}: fused LLR {d.llr:.2f} <= "
                             f"{d.threshold:.2f} ({subset_name(d.modalities)} at FAR {target_far:g})")
+        if both:  # a mixed attack: one strong modality must not carry a contradicting one
+            for m in present:
+                cal = op.fuser.calibrations.get(m)
+                llr = float(cal.llr([scores[m]])[0]) if cal is not None else math.inf
+                if llr <= 0.0:
+                    failures.append(f"{m} does not support {candidate} ({scores[m]:.2f}, "
+                                    f"calibrated LLR {llr:.2f} <= 0)")
     else:
         for m in present:
             thr = thresholds.values[m]

@@ -17,8 +17,11 @@ standard-op graph optimisations), as onnxruntime recommends; if symbolic shape i
 Choices, each checked by ``export.qdq_lint``:
   * ``ActivationSymmetric``/``WeightSymmetric``: TensorRT only implements zero-point 0.
   * ``QuantizeBias=False``: TensorRT wants float biases and fuses them itself.
-  * ``AddQDQPairToWeight`` for TensorRT targets: weights stay float behind a Q->DQ pair, the
-    form TensorRT 8.x parsers accept (ORT's own comment: "QDQ BERT model for TensorRT").
+  * weights: TensorRT >= 10 (orin, gpu) and onnxruntime (cpu) take int8 weight initializers
+    straight into DequantizeLinear ("pre-quantized weights", TensorRT's explicit-quantization
+    guide), a quarter of the float size; for TensorRT 8.x targets (nano, xavier)
+    ``AddQDQPairToWeight`` keeps float weights behind a Q->DQ pair, the form those parsers were
+    built for (ORT's own comment: "QDQ BERT model for TensorRT").
   * ``DedicatedQDQPair``: TensorRT cannot share one Q/DQ pair between consumers.
   * numerically fragile ops (softmax, normalisation, the L2 norm of the embedding, sigmoid) are
     kept in float: they are excluded from quantization, and any Q/DQ the quantizer still leaves
@@ -66,6 +69,7 @@ class Target:
     dla_cores: int
     fast_int8: bool
     notes: str
+    int8_weights: bool = True  # False: float weights behind Q->DQ (TensorRT 8.x parsers)
 
     @property
     def uses_tensorrt(self) -> bool:
@@ -76,6 +80,7 @@ TARGETS: dict[str, Target] = {
     "nano": Target(
         "nano", "Jetson Nano (Maxwell, sm_53)", "4.6.x (last JetPack for Nano, L4T R32.7)",
         "8.2.1", "10.2", "5.3", max_opset=13, export_opset=13, dla_cores=0, fast_int8=False,
+        int8_weights=False,
         notes="JetPack 4.6 ships TensorRT 8.2, not 8.5: its parser stops at opset 13 "
         "(onnx-tensorrt release/8.2-GA). Maxwell has neither DP4A nor tensor cores, so INT8 is "
         "no faster than FP16 there; build FP16 engines for the Nano.",
@@ -83,6 +88,7 @@ TARGETS: dict[str, Target] = {
     "xavier": Target(
         "xavier", "Jetson AGX Xavier / Xavier NX (Volta, sm_72)", "5.1.x (L4T R35)",
         "8.5.2", "11.4", "7.2", max_opset=17, export_opset=17, dla_cores=2, fast_int8=True,
+        int8_weights=False,
         notes="TensorRT 8.5 parses up to opset 17 (onnx-tensorrt release/8.5-GA). Two DLA cores; "
         "DLA needs implicit INT8 (calibration cache) and static shapes.",
     ),
@@ -277,7 +283,7 @@ def quantize_qdq(
         "WeightSymmetric": True,
         "QuantizeBias": False,
         "DedicatedQDQPair": True,
-        "AddQDQPairToWeight": tgt.uses_tensorrt,
+        "AddQDQPairToWeight": not tgt.int8_weights,
     }
     if calibrate_method != "minmax":
         extra["CalibTensorRangeSymmetric"] = True

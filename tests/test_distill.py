@@ -122,3 +122,31 @@ def test_config_overrides_refuse_unknown_keys():
         apply_overrides(cfg, ["train.epoch=5"])
     with pytest.raises(ConfigError, match="key.sub=value"):
         apply_overrides(cfg, ["train.epochs"])
+
+
+@pytest.mark.parametrize("act, fused", [("relu", "ReLU"), ("prelu", "PReLU")])
+def test_face_activation_is_configurable(act, fused):
+    face = MobileFaceNet(FaceNetConfig(width=0.25, activation=act))
+    kinds = {type(m).__name__ for m in face.modules()}
+    assert fused in kinds and ({"ReLU", "PReLU"} - {fused}).isdisjoint(kinds)
+    with pytest.raises(ValueError, match="unknown activation"):
+        MobileFaceNet(FaceNetConfig(width=0.25, activation="gelu"))
+
+
+def test_checkpoints_without_activation_key_load_as_prelu():
+    from train.tasks import build_model
+
+    cfg = {"modality": "face", "model": {"embedding_dim": 128, "width": 0.25}}
+    kinds = {type(m).__name__ for m in build_model(cfg).modules()}
+    assert "PReLU" in kinds and "ReLU" not in kinds
+
+
+@pytest.mark.parametrize("stride, n_mels", [(1, 64), (2, 64), (2, 40), (2, 80)])
+def test_voice_stem_stride_keeps_the_pooling_size_right(stride, n_mels):
+    from train.models import VoiceNetConfig
+
+    net = VoiceResNet(VoiceNetConfig(n_mels=n_mels, stem_stride=stride)).eval()
+    with torch.no_grad():
+        out = net(torch.randn(3, 200, n_mels))
+    assert out.shape == (3, 256)
+    np.testing.assert_allclose(out.norm(dim=1).numpy(), 1.0, atol=1e-5)

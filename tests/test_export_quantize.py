@@ -151,6 +151,13 @@ def test_targets_table():
     for t in TARGETS.values():
         assert t.export_opset <= t.max_opset
     assert not TARGETS["cpu"].uses_tensorrt and TARGETS["xavier"].uses_tensorrt
+    # pre-quantized int8 weights only where the parser takes them (TensorRT >= 10, ORT)
+    from packaging.version import Version
+
+    for t in TARGETS.values():
+        if t.tensorrt is not None:
+            assert t.int8_weights == (Version(t.tensorrt) >= Version("10"))
+    assert TARGETS["cpu"].int8_weights and TARGETS["gpu"].int8_weights
 
 
 def test_static_batch_graph_is_calibrated_at_its_batch(tmp_path):

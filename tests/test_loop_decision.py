@@ -34,8 +34,22 @@ def test_same_person_both_modalities_granted_and_marked_provisional():
 def test_face_of_one_voice_of_another_is_denied_even_when_both_pass_thresholds():
     out = decide(ev({"ann": 0.9, "bob": 0.2}, {"ann": 0.61, "bob": 0.95}), PROV, None, 1e-3)
     assert not out.granted
-    assert "face and voice match different people (face: ann 0.90, voice: bob 0.95)" in out.reason
+    assert out.reason.startswith(
+        "face and voice match different people (face: ann 0.90, voice: bob 0.95; the voice "
+        "alone would accept bob)")
     assert (out.face_match, out.voice_match) == ("ann", "bob")
+
+
+def test_a_slightly_nearer_stranger_does_not_lock_out_a_genuine_voice():
+    # bob's 0.58 is nearer than ann's 0.56 but below the voice threshold (0.60): the voice does
+    # not positively recognise bob, so it is not a contradiction; ann's 0.56 still fails 0.60
+    out = decide(ev({"ann": 0.9, "bob": 0.2}, {"ann": 0.56, "bob": 0.58}), PROV, None, 1e-3)
+    assert not out.granted and out.reason == "voice does not match ann (0.56 <= 0.60)"
+    out = decide(ev({"ann": 0.9, "bob": 0.2}, {"ann": 0.65, "bob": 0.58}), PROV, None, 1e-3)
+    assert out.granted and (out.face_match, out.voice_match) == ("ann", "ann")
+    low = Thresholds({"face": 0.5, "voice": 0.5}, {}, provisional=True)
+    out = decide(ev({"ann": 0.9, "bob": 0.2}, {"ann": 0.56, "bob": 0.58}), low, None, 1e-3)
+    assert not out.granted and "the voice alone would accept bob" in out.reason
 
 
 def test_below_threshold_names_the_modality_and_numbers():
@@ -96,7 +110,13 @@ def test_operating_points_decide_on_the_fused_llr():
     # 4 + (8*0.4-4) = 3.2 > 3 still; with 0.3: 4 - 1.6 = 2.4 <= 3
     out = decide(ev({"ann": 0.9}, {"ann": 0.3}), no_prov, op, 1e-3)
     assert not out.granted
-    assert out.reason == "not recognised as ann: fused LLR 2.40 <= 3.00 (face+voice at FAR 0.001)"
+    assert out.reason == ("not recognised as ann: fused LLR 2.40 <= 3.00 (face+voice at FAR "
+                          "0.001); voice does not support ann (0.30, calibrated LLR -1.60 <= 0)")
+    # a very strong face must not carry a voice that, on its own, says "someone else":
+    # fused (10*1.5-5) + (8*0.45-4) = 10 - 0.4 = 9.6 > 3, but the voice LLR is -0.4
+    out = decide(ev({"ann": 1.5}, {"ann": 0.45}), no_prov, op, 1e-3)
+    assert not out.granted
+    assert out.reason == "voice does not support ann (0.45, calibrated LLR -0.40 <= 0)"
     # no threshold stored for this FAR: a clear refusal, never a guessed threshold
     with pytest.raises(ConfigError, match="no threshold for face\\+voice at FAR 0.01"):
         decide(ev({"ann": 0.9}, {"ann": 0.8}), no_prov, op, 1e-2)

@@ -30,10 +30,18 @@ def build_model(cfg: dict) -> nn.Module:
     """The student backbone described by an experiment config."""
     m = cfg["model"]
     if cfg["modality"] == "face":
-        return MobileFaceNet(FaceNetConfig(embedding_dim=m["embedding_dim"], width=m["width"]))
+        return MobileFaceNet(
+            FaceNetConfig(
+                embedding_dim=m["embedding_dim"],
+                width=m["width"],
+                # checkpoints from before the option existed were PReLU networks
+                activation=m.get("activation", "prelu"),
+            )
+        )
     fe = cfg["front_end"]
     return VoiceResNet(VoiceNetConfig(embedding_dim=m["embedding_dim"], n_mels=fe["n_mels"],
-                                      channels=list(m["channels"]), blocks=list(m["blocks"])))
+                                      channels=list(m["channels"]), blocks=list(m["blocks"]),
+                                      stem_stride=int(m.get("stem_stride", 1))))
 
 
 def voice_front_end(cfg: dict) -> VoiceFrontEnd:
