@@ -61,6 +61,29 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# issue 3's acceptance: (data label, max EER gap in points, min speed-up), FP32 students
+TARGETS = {"face": ("LFW held-out identities", 1.0, 25.0),
+           "voice": ("speechocean762 held-out speakers", 1.0, 15.0)}
+
+
+def verdict(rows: list[dict]) -> str:
+    """Met / missed, and by how much, for each target, from the rows of this run."""
+    lines = ["## Targets (issue 3: student FP32 vs teacher, same run)", ""]
+    for modality, (label, max_gap, min_speed) in TARGETS.items():
+        pick = {r["model"]: r for r in rows if r["modality"] == modality and r["data"] == label}
+        if "teacher" not in pick or "student FP32" not in pick:
+            lines.append(f"- {modality}: not measured in this run")
+            continue
+        t, s = pick["teacher"], pick["student FP32"]
+        gap = 100 * (s["eer"] - t["eer"])
+        speed = t["ms_per_sample"] / s["ms_per_sample"]
+        g = "met" if gap <= max_gap else f"MISSED by {gap - max_gap:.2f} pt"
+        v = "met" if speed >= min_speed else f"MISSED by {min_speed - speed:.1f}x"
+        lines.append(f"- {modality} ({label}): EER gap {gap:+.2f} pt (target <= {max_gap:.1f} pt): "
+                     f"{g}; speed-up {speed:.1f}x (target >= {min_speed:.0f}x): {v}")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--models", type=Path, default=Path("models"))
@@ -68,12 +91,16 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "edgepin")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/students.md"))
     ap.add_argument("--timing-samples", type=int, default=100)
+    ap.add_argument("--notes", type=Path, help="markdown appended verbatim (what was tried)")
     args = ap.parse_args()
     rows = run(args.models, args.data, args.cache, args.out, args.timing_samples)
     (args.out.with_suffix(".json")).write_text(json.dumps(rows, indent=2, default=str))
     text = markdown_header("Students vs teachers (issue 3)", "see the data column; held-out identities "
                            "from holdout_split(test_fraction=0.2, val_fraction=0.1, seed=0)")
-    text += "\n" + table(rows) + "\n"
+    text += "\n" + table(rows) + "\n\n" + verdict(rows)
+    text += "".join(f"\n![{Path(r['plot']).stem}]({Path(r['plot']).name})\n" for r in rows if "plot" in r)
+    if args.notes:
+        text += "\n" + args.notes.read_text()
     args.out.write_text(text)
     print(text)
 

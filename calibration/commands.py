@@ -35,6 +35,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--far values must be in (0, 1), got {args.far}")
     cfg = SetConfig(n_face=args.n_face, n_voice=args.n_voice, split=args.split,
                     min_speech_s=args.min_speech, grid_min_speech_s=args.grid_min_speech,
+                    voice_probe_s=args.voice_probe if args.voice_probe > 0 else None,
                     seed=args.seed, workers=args.workers)
     report = calibrate(args.models, args.data, args.out, cache_dir=_cache_dir(args.cache),
                        precision=args.precision, sets_cfg=cfg, targets=args.far,
@@ -105,6 +106,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="voiced seconds an utterance needs")
     p.add_argument("--grid-min-speech", type=float, default=0.5,
                    help="voiced seconds a GRID clip half needs")
+    p.add_argument("--voice-probe", type=float, default=2.0, metavar="SECONDS",
+                   help="voice probes keep their first SECONDS of voiced speech, what the live "
+                        "loop decides on (0: whole utterances); templates use whole utterances")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="onnxruntime threads")
     p.add_argument("--workers", type=int, default=2, help="face-alignment processes")

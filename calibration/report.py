@@ -114,7 +114,11 @@ def render_markdown(r: Mapping[str, Any], command: str = "") -> str:
               f"N samples (N = {cfg['n_face']} face photos, {cfg['n_voice']} utterances); the other"
               " samples probe; people with <= N samples only probe (impostor-only). Voices pass "
               f"the device's audio checks and VAD (>= {cfg['min_speech_s']} s voiced, VAD "
-              f"{proto['vad']}); LFW faces are dlib-aligned (no quality gate, still photos).",
+              f"{proto['vad']}); voice probes keep "
+              + (f"their first {cfg['voice_probe_s']:g} s of voiced speech (what the live loop "
+                 "decides on; templates use whole utterances)"
+                 if cfg.get("voice_probe_s") else "whole utterances")
+              + "; LFW faces are dlib-aligned (no quality gate, still photos).",
               "- Two halves of the held-out people: calibration + fusion fitted on half 0, "
               "thresholds set on half 1, FAR re-measured on half 0 (and the mirror run).",
               f"- ARTIFICIAL joint set: {len(info['artificial_pairs'])} speechocean762 speakers "

@@ -61,6 +61,11 @@ class SetConfig:
     split: str = "test"  # "test": held-out identities of the model's split; "all": everyone
     min_speech_s: float = 1.0  # voiced seconds per LFW/speechocean utterance (enrolment default)
     grid_min_speech_s: float = 0.5  # a GRID half holds ~0.5-1 s of speech (as `edgepin demo`)
+    # A live probe holds what the loop had when it decided: its first ~2 s of voiced speech
+    # (PipelineConfig.min_speech_s), not a whole 3-6 s utterance; scores (and their LLRs) depend
+    # on probe length, so probes are cut to this. Templates keep whole utterances, as enrolment
+    # does. None: whole utterances.
+    voice_probe_s: float | None = 2.0
     grid_reverse: bool = True  # also enrol from the second half and probe with the first
     seed: int = 0
     workers: int = 2
@@ -77,6 +82,10 @@ class Embedded:
     emb: np.ndarray
     sources: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    probe_emb: np.ndarray | None = None  # row i as a probe (voices cut to the live length)
+
+    def probes(self, rows: Sequence[int]) -> np.ndarray:
+        return (self.emb if self.probe_emb is None else self.probe_emb)[list(rows)]
 
 
 @dataclass
@@ -172,9 +181,11 @@ def embed_faces(bundle: ModelBundle, samples: Sequence[Any], cache_dir: str | Pa
                     [(str(p), r) for p, r in prepared.skipped])
 
 
-def embed_voices(bundle: ModelBundle, samples: Sequence[Any], enroller: Any) -> Embedded:
-    """Utterances through the device's audio checks, VAD and voice model (one embedding each)."""
-    ids, embs, sources, skipped = [], [], [], []
+def embed_voices(bundle: ModelBundle, samples: Sequence[Any], enroller: Any,
+                 probe_s: float | None = None) -> Embedded:
+    """Utterances through the device's audio checks, VAD and voice model (one embedding each,
+    plus, with ``probe_s``, one of the first ``probe_s`` voiced seconds for use as a probe)."""
+    ids, embs, probes, sources, skipped = [], [], [], [], []
     for s in samples:
         try:
             wav = load_audio(s.path, TARGET_SR)
@@ -185,12 +196,16 @@ def embed_voices(bundle: ModelBundle, samples: Sequence[Any], enroller: Any) -> 
         if not got:
             skipped.append((str(s.path), reports[0].reason))
             continue
+        if probe_s is not None:
+            short, _ = enroller.voice_from_audio(wav, str(s.path), max_speech_s=probe_s)
+            probes.append(short[0])
         ids.append(s.identity)
         embs.append(got[0])
         sources.append(str(s.path))
     if not embs:
         raise DatasetError(f"no usable utterance among {len(samples)} ({skipped[:1]})")
-    return Embedded(ids, np.stack(embs).astype(np.float32), sources, skipped)
+    return Embedded(ids, np.stack(embs).astype(np.float32), sources, skipped,
+                    np.stack(probes).astype(np.float32) if probes else None)
 
 
 # ------------------------------------------------------------------- enrolment and trials
@@ -255,7 +270,7 @@ def held_out_trials(face: Embedded, voice: Embedded, n_face: int, n_voice: int, 
              probe_ids: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ids = probe_ids if probe_ids is not None else [e.identities[r] for r in probe]
         t_emb = np.stack([t[i] for i in t_ids]) if t_ids else np.zeros((0, 1))
-        sc, gen = pair_rows(ids, e.emb[probe], t_ids, t_emb)
+        sc, gen = pair_rows(ids, e.probes(probe), t_ids, t_emb)
         pp = [person.get(e.identities[r], e.identities[r]) for r in probe]
         tp = [person.get(i, i) for i in t_ids]
         lab = np.stack([np.repeat(np.asarray(pp, object), len(tp)),
@@ -343,7 +358,8 @@ def build_score_sets(bundle: ModelBundle, data: str | Path, cache_dir: str | Pat
     detector, gate = DlibHogDetector(), SpeechGate("auto")
     face = embed_faces(bundle, face_samples, cache_dir, cfg.workers)
     voice = embed_voices(bundle, voice_samples,
-                         Enroller(bundle, detector, gate, min_speech_s=cfg.min_speech_s))
+                         Enroller(bundle, detector, gate, min_speech_s=cfg.min_speech_s),
+                         probe_s=cfg.voice_probe_s)
     parts, people, info = held_out_trials(face, voice, cfg.n_face, cfg.n_voice, cfg.seed)
     from calibration.grid_sets import grid_halves, grid_trials
 

@@ -95,9 +95,13 @@ class Enroller:
             return [], [SampleReport(str(path), "face", False, str(exc))]
         return self.faces_from_frames([Frame(0.0, image)], str(path), limit=1)
 
-    def voice_from_audio(self, wav: np.ndarray | None, source: str
+    def voice_from_audio(self, wav: np.ndarray | None, source: str, *,
+                         max_speech_s: float | None = None
                          ) -> tuple[list[np.ndarray], list[SampleReport]]:
-        """One voice embedding from the voiced part of a recording, or the reason why not."""
+        """One voice embedding from the voiced part of a recording, or the reason why not.
+
+        ``max_speech_s`` keeps only the first seconds of voiced speech: what a live probe holds
+        when the loop decides (used to score probes the way the device makes them)."""
         try:
             if wav is None or wav.size == 0:
                 raise MediaError(f"{source}: no audio")
@@ -109,7 +113,10 @@ class Enroller:
             if voiced < self.config.min_speech_s:
                 raise MediaError(f"{source}: not enough speech ({voiced:.2f} s voiced < "
                                  f"{self.config.min_speech_s:g} s)")
-            emb = self.bundle.embed_voice(self.gate.extract_speech(wav, segments))
+            speech = self.gate.extract_speech(wav, segments)
+            if max_speech_s is not None:
+                speech = speech[: max(1, round(max_speech_s * TARGET_SR))]
+            emb = self.bundle.embed_voice(speech)
         except EdgepinError as exc:
             return [], [SampleReport(source, "voice", False, str(exc))]
         return [emb], [SampleReport(source, "voice", True, f"{voiced:.1f} s of speech")]

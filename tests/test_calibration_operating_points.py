@@ -163,3 +163,31 @@ def test_held_out_check_plots_and_model_hashing(op, tmp_path):
     assert hash_model_files({"face": model}) == {"face": FACE}
     with pytest.raises(ModelError, match="not found"):
         hash_model_files({"voice": tmp_path / "voice.onnx"})
+
+
+def test_voice_probes_use_their_probe_embedding_and_templates_the_whole_utterance():
+    from calibration.score_sets import Embedded, held_out_trials
+
+    rng = np.random.default_rng(0)
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    people = [f"p{i}" for i in range(4)]
+    ids = [p for p in people for _ in range(4)]
+    face = Embedded([f"f{i}" for i in range(4) for _ in range(3)],
+                    unit(rng.normal(size=(12, 8))), [str(i) for i in range(12)])
+    whole = unit(rng.normal(size=(16, 8)))
+    probe = unit(rng.normal(size=(16, 8)))
+    voice = Embedded(ids, whole, [str(i) for i in range(16)], probe_emb=probe)
+    parts, _, _ = held_out_trials(face, voice, 2, 3, seed=0)
+    # each speaker: 3 utterances enrol (whole-utterance template), the 4th probes (probe_emb)
+    got = np.sort(np.concatenate([np.asarray(p.scores["voice"]) for k, p in parts.items()
+                                  if k.startswith(("speechocean", "artificial"))]))
+    templates = unit(np.stack([whole[4 * k: 4 * k + 3].mean(0) for k in range(4)]))
+    want_probe = np.sort((probe[3::4] @ templates.T).ravel())
+    want_whole = np.sort((whole[3::4] @ templates.T).ravel())
+    # trials never cross halves, so only some pairs exist: each must be a probe_emb score
+    assert got.size >= 4
+    assert np.all(np.min(np.abs(got[:, None] - want_probe[None]), axis=1) < 1e-5)
+    assert not np.all(np.min(np.abs(got[:, None] - want_whole[None]), axis=1) < 1e-5)
