@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "int8")
 OPERATING_POINTS_FILE = "operating_points.yaml"
+
+
+def operating_points_file(precision: str) -> str:
+    """Default operating-point file name of a precision (``edgepin calibrate --precision``)."""
+    return OPERATING_POINTS_FILE if precision == "fp32" else f"operating_points.{precision}.yaml"
 # Score names, shared with calibration: cosine to the enrolled template (face, voice), cosine
 # of the live face and live voice in the PIN space (pin), FAA match probability (faa).
 SCORES = ("face", "voice", "pin", "faa")
@@ -156,8 +161,9 @@ class ModelBundle:
     ) -> ModelBundle:
         """Open every model of the bundle; fail early, naming the file, on anything stale.
 
-        ``operating_points`` None looks for ``root/operating_points.yaml``; a file that exists
-        must belong to exactly the loaded models (stale files are refused, never ignored).
+        ``operating_points`` None looks for ``root/operating_points.yaml`` (FP32) or
+        ``root/operating_points.int8.yaml`` (INT8: its scores differ, so do its thresholds); a
+        file that exists must belong to exactly the loaded models (stale files are refused).
         """
         root = Path(root)
         if precision not in PRECISIONS:
@@ -209,7 +215,8 @@ class ModelBundle:
             raise ModelError(f"{root}: faa inputs_space must be 'student' or 'pin', got {faa_inputs!r}")
         if faa_inputs == "pin" and "pin_face" not in entries:
             raise ModelError(f"{root}: faa takes PIN embeddings but the manifest has no pin heads")
-        op_path = Path(operating_points) if operating_points is not None else root / OPERATING_POINTS_FILE
+        op_path = (Path(operating_points) if operating_points is not None
+                   else root / operating_points_file(precision))
         op = None
         if op_path.exists() or operating_points is not None:
             op = load_operating_points(op_path, {e.name: e.sha256 for e in entries.values()})
@@ -226,7 +233,7 @@ class ModelBundle:
         else:
             thresholds = _provisional(entries)
             notes.append(
-                f"PROVISIONAL thresholds (no {OPERATING_POINTS_FILE} in {root}): "
+                f"PROVISIONAL thresholds (no {operating_points_file(precision)} in {root}): "
                 + ", ".join(f"{k} > {v:g} ({thresholds.sources[k]})"
                             for k, v in thresholds.values.items())
             )

@@ -8,8 +8,11 @@ FACE = "LFW held-out identities"
 VOICE = "speechocean762 held-out speakers"
 
 
-def row(modality, data, model, eer, ms):
-    return {"modality": modality, "data": data, "model": model, "eer": eer, "ms_per_sample": ms}
+def row(modality, data, model, eer, ms, paired=None):
+    r = {"modality": modality, "data": data, "model": model, "eer": eer, "ms_per_sample": ms}
+    if paired is not None:
+        r["paired_timing"] = {"speedup_median_of_ratios": paired}
+    return r
 
 
 def test_verdict_says_which_target_is_missed_and_by_how_much():
@@ -25,3 +28,8 @@ def test_verdict_says_which_target_is_missed_and_by_how_much():
 def test_verdict_without_rows_says_not_measured():
     text = verdict([row("face", FACE, "teacher", 0.02, 100.0)])
     assert "- face: not measured in this run" in text and "- voice: not measured in this run" in text
+
+
+def test_verdict_prefers_the_paired_speedup():
+    rows = [row("face", FACE, "teacher", 0.02, 100.0), row("face", FACE, "student FP32", 0.02, 10.0, 30.0)]
+    assert "speed-up 30.0x (target >= 25x): met" in verdict(rows)

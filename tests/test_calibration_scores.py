@@ -111,6 +111,26 @@ def test_fusion_of_independent_modalities_adds_llrs():
     assert both.bias == pytest.approx(0.0, abs=0.05)
 
 
+def test_fusion_of_few_separable_trials_is_shrunk_towards_the_sum():
+    # 30 genuine / 300 impostor, well separated: an unshrunk fit inflates the weights (it can
+    # always lower the training loss by scaling separable LLRs up); the shipped fit stays near
+    # the sum of LLRs, and a strong data signal still moves it (the large-sample test above)
+    from calibration.scores import DEFAULT_L2
+    from edge_runtime.operating_points import Calibration
+
+    rng = np.random.default_rng(3)
+    y = np.r_[np.ones(30, bool), np.zeros(300, bool)]
+    face = np.where(y, 3.0, -3.0) + rng.normal(0, 1.0, y.size)
+    voice = np.where(y, 2.0, -2.0) + rng.normal(0, 1.0, y.size)
+    trials = TrialScores({"face": face, "voice": voice}, y)
+    ident = {m: Calibration(1.0, 0.0) for m in ("face", "voice")}
+    both = frozenset({"face", "voice"})
+    free = fit_fuser(trials, ident, subsets=[both], l2=DEFAULT_L2).subsets[both].weights
+    shrunk = fit_fuser(trials, ident, subsets=[both]).subsets[both].weights
+    assert min(free.values()) > 2.0
+    assert all(0.7 < w < 1.6 for w in shrunk.values()), shrunk
+
+
 def test_missing_modality_rule():
     trials = _joint(4000, seed=6)
     fuser = fit_fuser(trials, fit_calibrations(trials))

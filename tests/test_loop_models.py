@@ -90,3 +90,29 @@ def test_matching_operating_points_replace_the_provisional_thresholds(test_model
         assert b.operating_points is not None and not b.thresholds.provisional
         assert not any("PROVISIONAL" in n for n in b.notes)
         assert b.describe()["operating_points"].endswith("operating_points.yaml")
+
+
+def test_int8_models_use_their_own_operating_points_file(test_models, tmp_path):  # noqa: F811
+    # INT8 scores differ from FP32 ones, so do their thresholds: an INT8 bundle never picks up
+    # operating_points.yaml (made for the FP32 models) but operating_points.int8.yaml
+    copy = tmp_path / "m"
+    shutil.copytree(test_models, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())["models"]
+    for m in ("face", "voice"):
+        shutil.copy(copy / manifest[m]["file"], copy / f"{m}.int8.onnx")
+        register_model(copy, f"{m}_int8", f"{m}.int8.onnx", **manifest[m]["meta"])
+    fuser = Fuser({"face": Calibration(10, -5), "voice": Calibration(8, -4)},
+                  {frozenset({"face", "voice"}): SubsetFusion({"face": 1, "voice": 1}, 0)})
+    point = ThresholdPoint(("face", "voice"), 1e-3, 2.0, 1e-3, 0.1, None, None, None, 50, 500,
+                           0, 0.95, 0)
+    with ModelBundle.load(copy) as b:
+        save_operating_points(OperatingPoints(b.model_hashes, "3" * 64, fuser, (point,),
+                                              provisional=False), copy / "operating_points.yaml")
+    with ModelBundle.load(copy, precision="int8") as b:
+        assert b.operating_points is None and b.thresholds.provisional
+        assert any("no operating_points.int8.yaml" in n for n in b.notes)
+        save_operating_points(OperatingPoints(b.model_hashes, "3" * 64, fuser, (point,),
+                                              provisional=False), copy / "operating_points.int8.yaml")
+    with ModelBundle.load(copy, precision="int8") as b:
+        assert b.operating_points is not None and not b.thresholds.provisional
+        assert b.describe()["operating_points"].endswith("operating_points.int8.yaml")

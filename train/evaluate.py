@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.errors import ConfigError, ModelError
+from edge_runtime.errors import ConfigError, DatasetError, ModelError
 from edge_runtime.features import VoiceFrontEnd, face_tensor
 from edge_runtime.metrics import make_pairs, verification_report
 from train.datasets import FaceFolder, Sample, SpeechFolder, holdout_split, manifest_hash
@@ -149,6 +149,61 @@ class _TeacherEmbedder(Embedder):
         return time.perf_counter() - t0
 
 
+def select_samples(modality: str, data: str | Path, split: str, split_cfg: dict
+                   ) -> tuple[FaceFolder | SpeechFolder, list[Sample], dict]:
+    """The reader, the samples of the chosen identities and the split's description."""
+    reader = FaceFolder(data) if modality == "face" else SpeechFolder(data)
+    sc = split_cfg
+    if split == "test":
+        chosen = set(holdout_split(reader.identities(), sc["test_fraction"], sc["val_fraction"],
+                                   sc["seed"])["test"])
+        split_desc = {"name": "test", "rule": "identities held out by holdout_split", **sc}
+    elif split == "all":
+        chosen = set(reader.identities())
+        split_desc = {"name": "all", "rule": "every identity (a dataset never trained on)"}
+    else:
+        raise ConfigError(f"unknown split {split!r}: choose test or all")
+    return reader, [s for s in reader.samples if s.identity in chosen], split_desc
+
+
+def paired_timing(modality: str, student: str, data: str | Path, *, split: str = "test",
+                  cache_dir: str | Path, threads: int = 2, n: int = TIMING_SAMPLES,
+                  pause_s: float = 0.25) -> dict:
+    """Teacher and student timed alternately on the same samples (batch 1, embedding only).
+
+    On a shared or throttled machine the speed changes from minute to minute; alternating
+    sample by sample gives both models the same conditions, so their ratio is fair. A pause
+    separates the two: torch's OpenMP workers and onnxruntime's thread pool keep spinning for a
+    while after a call, and would otherwise steal the cores from the other model.
+    """
+    from train.prepare import prepare_faces, prepare_voices
+
+    st = load_embedder(student, modality, threads)
+    te = load_embedder("teacher", modality, threads)
+    _, samples, _ = select_samples(modality, data, split, st.split or DEFAULT_SPLIT)
+    if modality == "face":
+        prep = prepare_faces(samples[: n + 16], cache_dir, with_teacher=False)
+        items: list[Any] = list(prep.crops)
+    else:
+        prep = prepare_voices(samples[: n + 16], cache_dir, st.front_end or VoiceFrontEnd(),
+                              with_teacher=False)
+        items = list(prep.audio)
+    pairs = list(zip(prep.samples, items, strict=True))[:n]
+    if not pairs:
+        raise DatasetError(f"no usable {modality} sample in {data} to time")
+    t_teacher, t_student = [], []
+    for sample, item in pairs:
+        t_teacher.append(te.timer(sample))  # type: ignore[attr-defined]
+        time.sleep(pause_s)
+        t_student.append(st.time_one(item))
+        time.sleep(pause_s)
+    a, b = np.asarray(t_teacher), np.asarray(t_student)
+    return {"samples": len(pairs), "teacher_ms": float(np.median(a) * 1000),
+            "student_ms": float(np.median(b) * 1000), "speedup_median_of_ratios":
+            float(np.median(a / b)), "batch": 1, "threads": threads, "statistic": "median",
+            "order": f"alternating teacher, student per sample, {pause_s:g} s pause between"}
+
+
 def evaluate(modality: str, model: str, data: str | Path, *, split: str = "test",
              split_cfg: dict | None = None, max_impostor_per_identity: int = 20, seed: int = 0,
              cache_dir: str | Path, plot: str | Path | None = None, threads: int = 2,
@@ -163,18 +218,8 @@ def evaluate(modality: str, model: str, data: str | Path, *, split: str = "test"
     if modality not in ("face", "voice"):
         raise ConfigError(f"unknown modality {modality!r}: choose face or voice")
     emb = load_embedder(model, modality, threads)
-    reader = FaceFolder(data) if modality == "face" else SpeechFolder(data)
-    sc = split_cfg or emb.split or DEFAULT_SPLIT
-    if split == "test":
-        chosen = set(holdout_split(reader.identities(), sc["test_fraction"], sc["val_fraction"],
-                                   sc["seed"])["test"])
-        split_desc = {"name": "test", "rule": "identities held out by holdout_split", **sc}
-    elif split == "all":
-        chosen = set(reader.identities())
-        split_desc = {"name": "all", "rule": "every identity (a dataset never trained on)"}
-    else:
-        raise ConfigError(f"unknown split {split!r}: choose test or all")
-    samples = [s for s in reader.samples if s.identity in chosen]
+    reader, samples, split_desc = select_samples(modality, data, split,
+                                                 split_cfg or emb.split or DEFAULT_SPLIT)
     teacher = model == "teacher"
     if modality == "face":
         prepared = prepare_faces(samples, cache_dir, with_teacher=teacher)
