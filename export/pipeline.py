@@ -375,6 +375,8 @@ def export_student_int8(modality: str, opts: ExportOptions, target: Target, st: 
         rep["int8"] = {"path": str(rejected), "registered": False}
         return rep
     (out / f"{modality}.int8.reference.onnx").unlink(missing_ok=True)
+    # a file rejected by an earlier run would otherwise sit next to the one that passed
+    (out / f"{modality}.int8.rejected.onnx").unlink(missing_ok=True)
     final = out / f"{modality}.int8.onnx"
     candidate.replace(final)
     rep["int8"] = {"path": str(final), "sha256": sha256_file(final),

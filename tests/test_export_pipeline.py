@@ -191,6 +191,11 @@ def test_failed_gate_rejects_int8_and_reports_sensitivity(orin: dict, work: dict
     fed = {n.op_type for n in graph.node if any(i in dq for i in n.input)}
     assert "Conv" in fed and not fed & extra
     assert "Conv" in {r["op_type"] for r in rows} and {r["op_type"] for r in rows} <= fed
+    # a later run whose gate passes removes the rejected file: no stale INT8 next to the real one
+    code = main(_cli(work, out, "--target", "cpu", "--only", "face", "--min-cos-p1", "0",
+                     "--max-eer-rise-pt", "100", "--json"))
+    assert code == 0 and (out / "face.int8.onnx").is_file()
+    assert not (out / "face.int8.rejected.onnx").exists()
 
 
 def test_no_calibration_set_and_no_data_is_a_clear_error(work: dict, orin: dict, tmp_path: Path,
