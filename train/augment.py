@@ -52,6 +52,18 @@ class VoiceAugment:
     gain_db: float = 6.0
     noise_p: float = 0.5
     snr_db: tuple[float, float] = (10.0, 40.0)
+    # A live probe may hold less than one window of speech (the loop can decide on 0.5 s); the
+    # front-end then tiles it to a full window. Training on such tiled short crops matches it.
+    short_p: float = 0.0
+    short_s: tuple[float, float] = (0.5, 1.5)
+
+    def shorten(self, wav: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
+        """With probability ``short_p``, a random ``short_s``-long piece of the crop."""
+        if rng.random() >= self.short_p:
+            return wav
+        n = min(len(wav), int(rng.uniform(*self.short_s) * sr))
+        s = int(rng.integers(0, len(wav) - n + 1))
+        return wav[s : s + n]
 
     def crop(self, wav: np.ndarray, start: int, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
         """A window of n samples near `start`, shifted by up to `jitter_s`."""

@@ -128,6 +128,8 @@ class VoiceTask:
                                         workers=cfg["train"]["workers"])
         aug = dict(cfg["augment"])
         aug["snr_db"] = tuple(aug["snr_db"])
+        if "short_s" in aug:
+            aug["short_s"] = tuple(aug["short_s"])
         return cls(sets["train"], sets["val"], fe, VoiceAugment(**aug))
 
     def __post_init__(self) -> None:
@@ -146,6 +148,7 @@ class VoiceTask:
         for u, w in self.items[idx]:
             wav = self.train.audio[u]
             crop = self.augment.crop(wav, int(self.train.window_starts[u][w]), n, 16000, rng)
+            crop = self.augment.shorten(crop, 16000, rng)
             feats.append(self.front_end.windows(self.augment(crop, rng))[0])
             targets.append(self.train.window_teacher[u][w])
         targets_c = _unit(np.stack(targets) - self.teacher_mean)
