@@ -188,19 +188,15 @@ def embed_voices(bundle: ModelBundle, samples: Sequence[Any], enroller: Any,
     ids, embs, probes, sources, skipped = [], [], [], [], []
     for s in samples:
         try:
-            wav = load_audio(s.path, TARGET_SR)
+            speech, _ = enroller.speech_from_audio(load_audio(s.path, TARGET_SR), str(s.path))
+            emb = bundle.embed_voice(speech)
+            if probe_s is not None:  # one VAD pass: the probe is the start of the same speech
+                probes.append(bundle.embed_voice(speech[: max(1, round(probe_s * TARGET_SR))]))
         except EdgepinError as exc:
             skipped.append((str(s.path), str(exc)))
             continue
-        got, reports = enroller.voice_from_audio(wav, str(s.path))
-        if not got:
-            skipped.append((str(s.path), reports[0].reason))
-            continue
-        if probe_s is not None:
-            short, _ = enroller.voice_from_audio(wav, str(s.path), max_speech_s=probe_s)
-            probes.append(short[0])
         ids.append(s.identity)
-        embs.append(got[0])
+        embs.append(emb)
         sources.append(str(s.path))
     if not embs:
         raise DatasetError(f"no usable utterance among {len(samples)} ({skipped[:1]})")

@@ -95,27 +95,25 @@ class Enroller:
             return [], [SampleReport(str(path), "face", False, str(exc))]
         return self.faces_from_frames([Frame(0.0, image)], str(path), limit=1)
 
-    def voice_from_audio(self, wav: np.ndarray | None, source: str, *,
-                         max_speech_s: float | None = None
-                         ) -> tuple[list[np.ndarray], list[SampleReport]]:
-        """One voice embedding from the voiced part of a recording, or the reason why not.
+    def speech_from_audio(self, wav: np.ndarray | None, source: str) -> tuple[np.ndarray, float]:
+        """The voiced part of a recording that passed the audio and speech checks, and its
+        voiced seconds; a MediaError/AudioError naming ``source`` otherwise."""
+        if wav is None or wav.size == 0:
+            raise MediaError(f"{source}: no audio")
+        check_audio(wav, TARGET_SR, source=source, min_seconds=self.config.min_speech_s,
+                    min_rms_dbfs=self.config.min_rms_dbfs, max_clipped=self.config.max_clipped)
+        segments = self.gate.speech_segments(wav)
+        voiced = sum(b - a for a, b in segments)
+        if voiced < self.config.min_speech_s:
+            raise MediaError(f"{source}: not enough speech ({voiced:.2f} s voiced < "
+                             f"{self.config.min_speech_s:g} s)")
+        return self.gate.extract_speech(wav, segments), voiced
 
-        ``max_speech_s`` keeps only the first seconds of voiced speech: what a live probe holds
-        when the loop decides (used to score probes the way the device makes them)."""
+    def voice_from_audio(self, wav: np.ndarray | None, source: str
+                         ) -> tuple[list[np.ndarray], list[SampleReport]]:
+        """One voice embedding from the voiced part of a recording, or the reason why not."""
         try:
-            if wav is None or wav.size == 0:
-                raise MediaError(f"{source}: no audio")
-            check_audio(wav, TARGET_SR, source=source, min_seconds=self.config.min_speech_s,
-                        min_rms_dbfs=self.config.min_rms_dbfs,
-                        max_clipped=self.config.max_clipped)
-            segments = self.gate.speech_segments(wav)
-            voiced = sum(b - a for a, b in segments)
-            if voiced < self.config.min_speech_s:
-                raise MediaError(f"{source}: not enough speech ({voiced:.2f} s voiced < "
-                                 f"{self.config.min_speech_s:g} s)")
-            speech = self.gate.extract_speech(wav, segments)
-            if max_speech_s is not None:
-                speech = speech[: max(1, round(max_speech_s * TARGET_SR))]
+            speech, voiced = self.speech_from_audio(wav, source)
             emb = self.bundle.embed_voice(speech)
         except EdgepinError as exc:
             return [], [SampleReport(source, "voice", False, str(exc))]

@@ -161,14 +161,16 @@ def test_cli_enroll_then_gallery_list_export_remove(test_models, fixtures, tmp_p
 
 def test_voice_probe_keeps_only_the_first_seconds_of_speech(enroller, fixtures, monkeypatch):
     # what `edgepin calibrate` uses to score probes as long as the live loop's: the model sees
-    # exactly max_speech_s of voiced audio, and a shorter probe gives a different embedding
-    from edge_runtime.audio import TARGET_SR, load_audio
+    # exactly probe_s of voiced audio, and a shorter probe gives a different embedding
+    from calibration.score_sets import embed_voices
+    from edge_runtime.audio import TARGET_SR
+    from train.datasets import Sample
 
-    wav = load_audio(next((fixtures / "speechocean762").rglob("*.flac")), TARGET_SR)
+    path = next((fixtures / "speechocean762").rglob("*.flac"))
     seen: list[int] = []
     real = enroller.bundle.embed_voice
     monkeypatch.setattr(enroller.bundle, "embed_voice", lambda x: (seen.append(len(x)), real(x))[1])
-    [full], _ = enroller.voice_from_audio(wav, "u")
-    [short], reports = enroller.voice_from_audio(wav, "u", max_speech_s=1.0)
-    assert seen[0] > TARGET_SR and seen[1] == TARGET_SR and reports[0].ok
+    got = embed_voices(enroller.bundle, [Sample("u", path, modality="voice")], enroller, probe_s=1.0)
+    assert seen[0] > TARGET_SR and seen[1] == TARGET_SR and not got.skipped
+    full, short = got.emb[0], got.probe_emb[0]
     assert float(full @ short) < 0.9999
