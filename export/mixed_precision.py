@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
-from onnx import numpy_helper
 
 from edge_runtime.errors import ConfigError
-from export.quantize import dequantized_weight
+from export.quantize import input_to_float, prune_qdq
 
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -63,34 +62,10 @@ def keep_float(qdq_path: Path, spec: Sequence[str]) -> list[str]:
     producer = {o: n for n in graph.node for o in n.output}
     inits = {i.name: i for i in graph.initializer}
     for node in graph.node:
-        if node.name not in targets:
-            continue
-        for idx, name in enumerate(node.input):
-            dq = producer.get(name)
-            if dq is None or dq.op_type != "DequantizeLinear":
-                continue
-            q = producer.get(dq.input[0])
-            if q is not None and q.op_type == "QuantizeLinear":
-                node.input[idx] = q.input[0]
-            elif dq.input[0] in inits:
-                fname = f"{dq.input[0]}_float"
-                if fname not in inits:
-                    inits[fname] = numpy_helper.from_array(dequantized_weight(dq, inits), fname)
-                    graph.initializer.append(inits[fname])
-                node.input[idx] = fname
-    outputs = {o.name for o in graph.output}
-    while True:
-        used = {i for n in graph.node for i in n.input} | outputs
-        keep = [n for n in graph.node
-                if n.op_type not in ("QuantizeLinear", "DequantizeLinear") or n.output[0] in used]
-        if len(keep) == len(graph.node):
-            break
-        del graph.node[:]
-        graph.node.extend(keep)
-    used = {i for n in graph.node for i in n.input} | outputs
-    kept_inits = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept_inits)
+        if node.name in targets:
+            for idx in range(len(node.input)):
+                input_to_float(graph, node, idx, producer, inits)
+    prune_qdq(graph)
     onnx.checker.check_model(model)
     onnx.save(model, str(qdq_path))
     return sorted(targets)

@@ -154,6 +154,51 @@ def dequantized_weight(dq: onnx.NodeProto, inits: Mapping[str, onnx.TensorProto]
     return w * scale
 
 
+def input_to_float(graph: onnx.GraphProto, node: onnx.NodeProto, idx: int,
+                   producer: Mapping[str, onnx.NodeProto], inits: dict[str, onnx.TensorProto]
+                   ) -> bool:
+    """Feed ``node.input[idx]`` from the float tensor behind its DequantizeLinear.
+
+    A Q->DQ pair is bypassed; an int8 initializer gets a dequantized float copy (added once).
+    Returns False when there is nothing to rewire (no DQ, or a DQ of a computed int8 tensor).
+    """
+    from onnx import numpy_helper
+
+    dq = producer.get(node.input[idx])
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return False
+    q = producer.get(dq.input[0])
+    if q is not None and q.op_type == "QuantizeLinear":
+        node.input[idx] = q.input[0]
+    elif dq.input[0] in inits:
+        fname = f"{dq.input[0]}_float"
+        if fname not in inits:
+            inits[fname] = numpy_helper.from_array(dequantized_weight(dq, inits), fname)
+            graph.initializer.append(inits[fname])
+        node.input[idx] = fname
+    else:
+        return False
+    return True
+
+
+def prune_qdq(graph: onnx.GraphProto) -> None:
+    """Drop Q/DQ nodes nobody reads (repeatedly: removing a DQ can orphan its Q), then unused
+    initializers."""
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {i for n in graph.node for i in n.input} | outputs
+        keep = [n for n in graph.node
+                if n.op_type not in ("QuantizeLinear", "DequantizeLinear") or n.output[0] in used]
+        if len(keep) == len(graph.node):
+            break
+        del graph.node[:]
+        graph.node.extend(keep)
+    used = {i for n in graph.node for i in n.input} | outputs
+    kept_inits = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept_inits)
+
+
 def _clean_graph(model: onnx.ModelProto, excluded: Sequence[str]) -> int:
     """Return excluded ops' inputs and non-weight constants (biases, factors) to float.
 
@@ -162,8 +207,6 @@ def _clean_graph(model: onnx.ModelProto, excluded: Sequence[str]) -> int:
     3-D tensor); both are rewired to the float tensor. Orphaned Q/DQ nodes, initializers and
     unused opset imports are then removed. Returns how many inputs were rewired.
     """
-    from onnx import numpy_helper
-
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output}
     inits = {i.name: i for i in graph.initializer}
@@ -180,34 +223,8 @@ def _clean_graph(model: onnx.ModelProto, excluded: Sequence[str]) -> int:
             is_weight = node.op_type in _WEIGHTED and idx == 1
             if node.op_type not in excluded_set and not (constant and not is_weight):
                 continue
-            if source is not None:
-                node.input[idx] = source
-            elif dq.input[0] in inits:  # int8 initializer: store the dequantized float copy
-                fname = f"{dq.input[0]}_float"
-                if fname not in inits:
-                    inits[fname] = numpy_helper.from_array(dequantized_weight(dq, inits), fname)
-                    graph.initializer.append(inits[fname])
-                node.input[idx] = fname
-            else:
-                continue
-            rewired += 1
-    # Drop Q/DQ nodes nobody reads any more (repeat: removing a DQ can orphan its Q).
-    outputs = {o.name for o in graph.output}
-    changed = True
-    while changed:
-        used = {i for n in graph.node for i in n.input} | outputs
-        keep = [
-            n for n in graph.node
-            if n.op_type not in ("QuantizeLinear", "DequantizeLinear") or n.output[0] in used
-        ]
-        changed = len(keep) != len(graph.node)
-        if changed:
-            del graph.node[:]
-            graph.node.extend(keep)
-    used = {i for n in graph.node for i in n.input} | outputs
-    keep_inits = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep_inits)
+            rewired += input_to_float(graph, node, idx, producer, inits)
+    prune_qdq(graph)
     domains = {n.domain for n in graph.node} | {""}
     keep_imports = [o for o in model.opset_import if o.domain in domains or o.domain == "ai.onnx"]
     del model.opset_import[:]
