@@ -68,6 +68,14 @@ def _train_identities(identities: list[str], split: Mapping[str, Any]) -> list[s
                          float(split["val_fraction"]), int(split["seed"]))["train"]
 
 
+def _train_pool(reader: Any, spec: CalibSpec) -> tuple[list, dict[str, Any], np.random.Generator]:
+    """The reader's samples of training identities, the split that chose them, a seeded rng."""
+    split = spec.split_cfg()
+    train_ids = set(_train_identities(reader.identities(), split))
+    pool = [s for s in reader.samples if s.identity in train_ids]
+    return pool, split, np.random.default_rng(spec.seed)
+
+
 def _spread(samples: list, n: int, rng: np.random.Generator) -> list:
     """Up to ``n`` samples, round-robin over identities (every person once before repeats)."""
     by_id: dict[str, list] = {}
@@ -101,10 +109,7 @@ def face_calibration(
 
     data = Path(data)
     reader = FaceFolder(data)
-    split = spec.split_cfg()
-    train_ids = set(_train_identities(reader.identities(), split))
-    pool = [s for s in reader.samples if s.identity in train_ids]
-    rng = np.random.default_rng(spec.seed)
+    pool, split, rng = _train_pool(reader, spec)
     # ~5% of LFW images have no detectable face: draw a margin, keep the first n that align.
     chosen = _spread(pool, int(spec.n * 1.1) + 8, rng)
     if not chosen:
@@ -169,10 +174,7 @@ def voice_calibration(
 
     data = Path(data)
     reader = SpeechFolder(data)
-    split = spec.split_cfg()
-    train_ids = set(_train_identities(reader.identities(), split))
-    pool = [s for s in reader.samples if s.identity in train_ids]
-    rng = np.random.default_rng(spec.seed)
+    pool, split, rng = _train_pool(reader, spec)
     chosen = _spread(pool, spec.n, rng)
     if not chosen:
         raise DatasetError(f"voice calibration: no training-speaker utterances in {data}")
