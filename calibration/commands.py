@@ -31,17 +31,21 @@ def _calibrate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--n-face and --n-voice must be >= 1, got {args.n_face}, {args.n_voice}")
     if args.bootstrap < 1 or args.min_per_class < 2:
         raise ConfigError("--bootstrap must be >= 1 and --min-per-class >= 2")
+    if args.max_probes < 0 or args.coverage_splits < 0 or args.coverage_bootstrap < 1:
+        raise ConfigError("--max-probes and --coverage-splits must be >= 0 and "
+                          "--coverage-bootstrap >= 1")
     if any(not 0 < f < 1 for f in args.far):
         raise ConfigError(f"--far values must be in (0, 1), got {args.far}")
     cfg = SetConfig(n_face=args.n_face, n_voice=args.n_voice, split=args.split,
                     min_speech_s=args.min_speech, grid_min_speech_s=args.grid_min_speech,
                     voice_probe_s=args.voice_probe if args.voice_probe > 0 else None,
-                    seed=args.seed, workers=args.workers)
+                    max_probes=args.max_probes or None, seed=args.seed, workers=args.workers)
     report = calibrate(args.models, args.data, args.out, cache_dir=_cache_dir(args.cache),
                        precision=args.precision, sets_cfg=cfg, targets=args.far,
                        n_bootstrap=args.bootstrap, seed=args.seed,
                        min_per_class=args.min_per_class, det_png=args.plot,
-                       threads=args.threads)
+                       threads=args.threads, coverage_splits=args.coverage_splits,
+                       coverage_bootstrap=args.coverage_bootstrap)
     command = "edgepin " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
         if sys.argv and sys.argv[0].endswith("edgepin") else ""
     out = Path(args.out)
@@ -63,8 +67,14 @@ def _calibrate(args: argparse.Namespace) -> int:
         else:
             print(f"  {subset:<11} FAR {p['target_far']:<6g} LLR > {p['threshold']:.3f}  "
                   f"achieved FAR {p['achieved_far']:.4f}  FRR {p['frr']:.4f}")
-    print(f"  held-out FAR inside bootstrap intervals: "
+    print(f"  held-out FAR inside its prediction interval (shipped split): "
           f"{'yes' if report['held_out_check_passed'] else 'NO'}")
+    if report["coverage"]:
+        cov = report["coverage"]
+        worst = min(cov["points"], key=lambda p: p["coverage"])
+        print(f"  coverage over {cov['splits']} random splits: lowest {worst['coverage']:.0%} "
+              f"({worst['modalities']} @ {worst['target_far']:g}); "
+              f"{'consistent' if cov['consistent'] else 'NOT consistent'} with 95% intervals")
     print("  " + acceptance_statement(report["joint"]))
     if not report["cross_modal"]:
         print("  " + report["sets"].get("cross_modal_note", "cross-modal unavailable"))
@@ -93,8 +103,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="face-crop cache (default $EDGEPIN_CACHE or ~/.cache/edgepin)")
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="int8 calibrates face_int8/voice_int8 (a separate file: name it so)")
-    p.add_argument("--split", choices=("test", "all"), default="test",
-                   help="test: identities each student held out; all: every identity")
+    p.add_argument("--split", choices=("heldout", "test", "all"), default="heldout",
+                   help="heldout: identities each student never trained on (its test and val "
+                        "people); test: its test people only; all: every identity")
+    p.add_argument("--max-probes", type=int, default=10,
+                   help="probes per person, so a person with 50 photos weighs as 10 (0: all)")
+    p.add_argument("--coverage-splits", type=int, default=40,
+                   help="random re-splits of the held-out people to test the intervals' "
+                        "coverage (0: skip)")
+    p.add_argument("--coverage-bootstrap", type=int, default=200,
+                   help="bootstrap resamples per point in each coverage split")
     p.add_argument("--n-face", type=int, default=2, help="face photos per template")
     p.add_argument("--n-voice", type=int, default=3, help="utterances per template")
     p.add_argument("--far", type=float, nargs="+", default=[1e-2, 1e-3, 1e-4],

@@ -33,6 +33,7 @@ class LiveHalf:
     voice_template: np.ndarray
     face_probe: np.ndarray
     voice_probe: np.ndarray
+    voice_seconds: float  # voiced speech in this half (its voice probe's length)
 
 
 def grid_halves(bundle: ModelBundle, clips: Sequence[Any], enroller: Any
@@ -50,13 +51,18 @@ def grid_halves(bundle: ModelBundle, clips: Sequence[Any], enroller: Any
         for h, part in enumerate(clip.split(clip.start + clip.duration / 2)):
             source = f"{sample.path} [{part.start:.1f}-{part.start + part.duration:.1f} s]"
             crops, freps = enroller.faces_from_frames(part.frames, source)
-            voice, vreps = enroller.voice_from_audio(part.audio, source)
-            if not crops or not voice:
-                skipped.append((source, "; ".join(r.reason for r in freps + vreps if not r.ok)))
+            try:
+                speech, voiced = enroller.speech_from_audio(part.audio, source)
+            except EdgepinError as exc:
+                skipped.append((source, str(exc)))
                 continue
+            if not crops:
+                skipped.append((source, "; ".join(r.reason for r in freps if not r.ok)))
+                continue
+            voice = bundle.embed_voice(speech)
             faces = bundle.embed_faces(crops)  # ranked best quality first
             out.append(LiveHalf(sample.identity, h, make_template(faces),
-                                make_template(np.stack(voice)), faces[0], voice[0]))
+                                make_template(voice[None]), faces[0], voice, float(voiced)))
     return out, skipped
 
 
@@ -75,9 +81,11 @@ def grid_trials(bundle: ModelBundle, halves: Sequence[LiveHalf], enrol_half: int
     vt = np.stack([enr[i].voice_template for i in ids])
     fp = np.stack([prb[i].face_probe for i in ids])
     vp = np.stack([prb[i].voice_probe for i in ids])
+    secs = np.asarray([prb[i].voice_seconds for i in ids])
     sf, gen = pair_rows(ids, fp, ids, ft)
     sv, _ = pair_rows(ids, vp, ids, vt)
-    parts = {f"grid/{tag}": TrialScores({"face": sf, "voice": sv}, gen)}
+    parts = {f"grid/{tag}": TrialScores({"face": sf, "voice": sv}, gen,
+                                        {"voice": np.repeat(secs, len(ids))})}
     pairs = [(a, b) for a in range(len(ids)) for b in range(len(ids)) if a != b]
     for owner, pick in (("face-owner", 0), ("voice-owner", 1)):  # whose identity is claimed
         claimed = [ab[pick] for ab in pairs]
@@ -85,7 +93,7 @@ def grid_trials(bundle: ModelBundle, halves: Sequence[LiveHalf], enrol_half: int
         v_mix = np.asarray([vp[b] @ vt[c] for (_, b), c in zip(pairs, claimed, strict=True)])
         parts[f"grid-mixed-{owner}/{tag}"] = TrialScores(
             {"face": f_mix.astype(np.float64), "voice": v_mix.astype(np.float64)},
-            np.zeros(len(pairs), bool))
+            np.zeros(len(pairs), bool), {"voice": np.asarray([secs[b] for _, b in pairs])})
     if bundle.cross_modal:
         cross: dict[str, list[float]] = defaultdict(list)
         same = []

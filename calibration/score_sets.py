@@ -8,8 +8,9 @@ the thresholds are measured on exactly the scores a device computes.
 
 Sets (each row of a ``TrialScores`` is one probe against one template, NaN = modality absent):
 
-* ``lfw`` (face), ``speechocean`` (voice): held-out identities, N samples enrol, the rest probe;
-  identities with <= N samples are never enrolled and only probe (impostor-only).
+* ``lfw`` (face), ``speechocean`` (voice): held-out identities, N samples enrol, the rest probe
+  (at most ``max_probes`` per person); identities with < N samples are never enrolled and only
+  probe (impostor-only), identities with exactly N are enrolled and never probe.
 * ``artificial`` (face+voice): LFW person k and speechocean speaker k (index pairing within
   the held-out sets) treated as one "person". They are DIFFERENT people: this set teaches the
   fusion how two independent scores combine; it says nothing about real face-voice links.
@@ -58,7 +59,10 @@ class SetConfig:
 
     n_face: int = 2
     n_voice: int = 3
-    split: str = "test"  # "test": held-out identities of the model's split; "all": everyone
+    # "heldout": every identity the student never trained on (its test AND val people: val only
+    # picked the checkpoint); "test": its test people only; "all": everyone.
+    split: str = "heldout"
+    max_probes: int | None = 10  # probes per person (a person with 50 photos weighs as 10)
     min_speech_s: float = 1.0  # voiced seconds per LFW/speechocean utterance (enrolment default)
     grid_min_speech_s: float = 0.5  # a GRID half holds ~0.5-1 s of speech (as `edgepin demo`)
     # A live probe holds what the loop had when it decided: its first ~2 s of voiced speech
@@ -66,6 +70,9 @@ class SetConfig:
     # on probe length, so probes are cut to this. Templates keep whole utterances, as enrolment
     # does. None: whole utterances.
     voice_probe_s: float | None = 2.0
+    # Shorter probes too (a device configured to decide on less speech, GRID's ~1 s halves):
+    # the voice calibration is also fitted at these lengths, so a short probe's LLR says less.
+    voice_probe_lengths: tuple[float, ...] = (0.75, 1.0, 1.4)
     grid_reverse: bool = True  # also enrol from the second half and probe with the first
     seed: int = 0
     workers: int = 2
@@ -83,9 +90,17 @@ class Embedded:
     sources: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     probe_emb: np.ndarray | None = None  # row i as a probe (voices cut to the live length)
+    probe_by_s: dict[float, np.ndarray] = field(default_factory=dict)  # cut to other lengths
 
     def probes(self, rows: Sequence[int]) -> np.ndarray:
         return (self.emb if self.probe_emb is None else self.probe_emb)[list(rows)]
+
+    def with_probe_length(self, seconds: float) -> Embedded:
+        """The same samples, probing with their first ``seconds`` of speech."""
+        if seconds not in self.probe_by_s:
+            raise DatasetError(f"no probe embeddings of {seconds:g} s were computed")
+        return Embedded(self.identities, self.emb, self.sources, self.skipped,
+                        self.probe_by_s[seconds])
 
 
 @dataclass
@@ -96,6 +111,30 @@ class ScoreSets:
     info: dict[str, Any]
     data_sha256: str
     people: dict[str, np.ndarray] = field(default_factory=dict)  # (probe, template) per row
+    embedded: dict[str, Embedded] = field(default_factory=dict)  # "face", "voice"
+    config: SetConfig | None = None
+    seed: int = 0  # of the split into halves
+
+    def _trials(self, seed: int, voice: Embedded | None = None) -> ScoreSets:
+        if self.config is None or set(self.embedded) != {"face", "voice"}:
+            raise DatasetError("these score sets keep no embeddings to re-split")
+        cfg = self.config
+        parts, people, info = held_out_trials(self.embedded["face"],
+                                              voice or self.embedded["voice"], cfg.n_face,
+                                              cfg.n_voice, seed, cfg.max_probes)
+        return ScoreSets(parts, info, self.data_sha256, people, dict(self.embedded), cfg, seed)
+
+    def resplit(self, seed: int) -> ScoreSets:
+        """The held-out sets (lfw, speechocean, artificial) on another random split of the
+        same people into halves: for studying how much a result depends on the split."""
+        return self._trials(seed)
+
+    def voice_probe_lengths(self) -> list[float]:
+        return sorted(self.embedded["voice"].probe_by_s) if "voice" in self.embedded else []
+
+    def with_voice_probes(self, seconds: float) -> ScoreSets:
+        """The held-out sets of the same split with voice probes cut to ``seconds``."""
+        return self._trials(self.seed, self.embedded["voice"].with_probe_length(seconds))
 
     def join(self, names: Sequence[str]) -> TrialScores:
         """The named parts that exist, concatenated (a missing part is simply absent)."""
@@ -159,11 +198,12 @@ def _chosen(reader: Any, split: str, split_cfg: Mapping[str, Any]) -> list:
     ids = reader.identities()
     if split == "all":
         keep = set(ids)
-    elif split == "test":
-        keep = set(holdout_split(ids, split_cfg["test_fraction"], split_cfg["val_fraction"],
-                                 split_cfg["seed"])["test"])
+    elif split in ("test", "heldout"):
+        parts = holdout_split(ids, split_cfg["test_fraction"], split_cfg["val_fraction"],
+                              split_cfg["seed"])
+        keep = set(parts["test"]) | (set(parts["val"]) if split == "heldout" else set())
     else:
-        raise DatasetError(f"unknown split {split!r}: choose test or all")
+        raise DatasetError(f"unknown split {split!r}: choose heldout, test or all")
     return [s for s in reader.samples if s.identity in keep]
 
 
@@ -182,46 +222,61 @@ def embed_faces(bundle: ModelBundle, samples: Sequence[Any], cache_dir: str | Pa
 
 
 def embed_voices(bundle: ModelBundle, samples: Sequence[Any], enroller: Any,
-                 probe_s: float | None = None) -> Embedded:
+                 probe_s: float | None = None, other_lengths: Sequence[float] = ()
+                 ) -> Embedded:
     """Utterances through the device's audio checks, VAD and voice model (one embedding each,
-    plus, with ``probe_s``, one of the first ``probe_s`` voiced seconds for use as a probe)."""
-    ids, embs, probes, sources, skipped = [], [], [], [], []
+    plus, with ``probe_s``, one of the first ``probe_s`` voiced seconds for use as a probe,
+    and one per ``other_lengths`` for calibrating shorter probes)."""
+    lengths = ([probe_s] if probe_s is not None else []) + list(other_lengths)
+    ids, embs, sources, skipped = [], [], [], []
+    probes: dict[float, list[np.ndarray]] = {x: [] for x in lengths}
     for s in samples:
         try:
             speech, _ = enroller.speech_from_audio(load_audio(s.path, TARGET_SR), str(s.path))
             emb = bundle.embed_voice(speech)
-            if probe_s is not None:  # one VAD pass: the probe is the start of the same speech
-                probes.append(bundle.embed_voice(speech[: max(1, round(probe_s * TARGET_SR))]))
+            cut = {x: bundle.embed_voice(speech[: max(1, round(x * TARGET_SR))])
+                   for x in lengths}  # one VAD pass: a probe is the start of the same speech
         except EdgepinError as exc:
             skipped.append((str(s.path), str(exc)))
             continue
         ids.append(s.identity)
         embs.append(emb)
         sources.append(str(s.path))
+        for x, e in cut.items():
+            probes[x].append(e)
     if not embs:
         raise DatasetError(f"no usable utterance among {len(samples)} ({skipped[:1]})")
+    stacked = {x: np.stack(v).astype(np.float32) for x, v in probes.items()}
     return Embedded(ids, np.stack(embs).astype(np.float32), sources, skipped,
-                    np.stack(probes).astype(np.float32) if probes else None)
+                    stacked.get(probe_s) if probe_s is not None else None,
+                    {x: v for x, v in stacked.items() if x != probe_s})
 
 
 # ------------------------------------------------------------------- enrolment and trials
-def enrol(e: Embedded, n: int) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
-    """Templates of identities with > n samples (first n, in file order) and every probe row.
+def enrol(e: Embedded, n: int, max_probes: int | None = None
+          ) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
+    """Templates of identities with >= n samples (first n, in file order) and the probe rows.
 
-    Identities with <= n samples are not enrolled: all their samples are impostor-only probes.
+    Identities with < n samples are not enrolled: all their samples are impostor-only probes.
+    An identity with exactly n samples is enrolled with no probe of its own: it is still a
+    target for impostors, and a few "lamb" templates (faces that many strangers resemble)
+    carry most false accepts, so the more templates, the steadier the FAR. ``max_probes``
+    keeps at most that many probes per identity (the first in file order): a person with 50
+    photos would otherwise weigh 50 times a person with one.
     """
     if n < 1:
         raise DatasetError(f"enrolment needs at least 1 sample per template, got {n}")
+    if max_probes is not None and max_probes < 1:
+        raise DatasetError(f"max_probes must be >= 1 or None, got {max_probes}")
     rows: dict[str, list[int]] = defaultdict(list)
     for i, ident in enumerate(e.identities):
         rows[ident].append(i)
     templates, probes = {}, {}
     for ident, r in sorted(rows.items()):
-        if len(r) > n:
+        if len(r) >= n:
             templates[ident] = make_template(e.emb[r[:n]])
-            probes[ident] = r[n:]
-        else:
-            probes[ident] = r
+            r = r[n:]
+        probes[ident] = r[:max_probes]
     return templates, probes
 
 
@@ -242,20 +297,24 @@ def pair_rows(probe_ids: list[str], probe_emb: np.ndarray, t_ids: list[str],
 def pair_identities(face_t: Mapping[str, Any], face_p: Mapping[str, list[int]],
                     voice_t: Mapping[str, Any]) -> list[tuple[str, str]]:
     """ARTIFICIAL persons: enrolled speakers by name paired by index with the enrolled LFW
-    people that have the most probe images (ties by name), so each pair has probes of both."""
+    people that have the most probe images (ties by name), so each pair has probes of both
+    whenever enough such people exist."""
     faces = sorted(face_t, key=lambda i: (-len(face_p[i]), i))
     return list(zip(faces, sorted(voice_t), strict=False))
 
 
-def held_out_trials(face: Embedded, voice: Embedded, n_face: int, n_voice: int, seed: int
+def held_out_trials(face: Embedded, voice: Embedded, n_face: int, n_voice: int, seed: int,
+                    max_probes: int | None = None
                     ) -> tuple[dict[str, TrialScores], dict[str, np.ndarray], dict[str, Any]]:
     """The lfw / speechocean / artificial sets of both halves (see the module docstring), and
-    per row the (probe person, template person) labels a person-level bootstrap resamples."""
-    ft, fp = enrol(face, n_face)
-    vt, vp = enrol(voice, n_voice)
-    pairs = pair_identities(ft, fp, vt)
-    half = {f: k % 2 for k, (f, _) in enumerate(pairs)} | {v: k % 2 for k, (_, v) in
-                                                          enumerate(pairs)}
+    per row the (probe person, template person) labels a person-level bootstrap resamples.
+    ``seed`` alone decides who is in which half (a new seed is a new random split)."""
+    ft, fp = enrol(face, n_face, max_probes)
+    vt, vp = enrol(voice, n_voice, max_probes)
+    pairs = [(f, v) for f, v in pair_identities(ft, fp, vt) if fp[f] and vp[v]]
+    side = np.random.default_rng(seed).permutation(len(pairs)) % 2  # balanced, seeded
+    half = {f: int(side[k]) for k, (f, _) in enumerate(pairs)} | {
+        v: int(side[k]) for k, (_, v) in enumerate(pairs)}
     person = {f: f"{f}+{v}" for f, v in pairs} | {v: f"{f}+{v}" for f, v in pairs}
     for ident in list(fp) + list(vp):
         half.setdefault(ident, _half(ident, seed))
@@ -355,8 +414,10 @@ def build_score_sets(bundle: ModelBundle, data: str | Path, cache_dir: str | Pat
     face = embed_faces(bundle, face_samples, cache_dir, cfg.workers)
     voice = embed_voices(bundle, voice_samples,
                          Enroller(bundle, detector, gate, min_speech_s=cfg.min_speech_s),
-                         probe_s=cfg.voice_probe_s)
-    parts, people, info = held_out_trials(face, voice, cfg.n_face, cfg.n_voice, cfg.seed)
+                         probe_s=cfg.voice_probe_s,
+                         other_lengths=cfg.voice_probe_lengths if cfg.voice_probe_s else ())
+    parts, people, info = held_out_trials(face, voice, cfg.n_face, cfg.n_voice, cfg.seed,
+                                          cfg.max_probes)
     from calibration.grid_sets import grid_halves, grid_trials
 
     halves, grid_skipped = grid_halves(
@@ -375,6 +436,8 @@ def build_score_sets(bundle: ModelBundle, data: str | Path, cache_dir: str | Pat
         "protocol": protocol,
         "samples": {"face": len(face.identities), "voice": len(voice.identities),
                     "grid_halves": len(halves)},
+        "grid_probe_seconds": [{"clip": x.identity, "half": x.half,
+                                "voice_seconds": round(x.voice_seconds, 3)} for x in halves],
         "skipped": {"face": len(face.skipped), "voice": len(voice.skipped),
                     "grid": grid_skipped, "voice_examples": voice.skipped[:3]},
         "parts": {k: _counts(v) for k, v in sorted(parts.items())},
@@ -384,4 +447,4 @@ def build_score_sets(bundle: ModelBundle, data: str | Path, cache_dir: str | Pat
     if not bundle.cross_modal:
         info["cross_modal_note"] = ("cross-modal unavailable: the manifest has no pin_face/"
                                     "pin_voice/faa models, so no PIN or FAA scores were made")
-    return ScoreSets(parts, info, digest, people)
+    return ScoreSets(parts, info, digest, people, {"face": face, "voice": voice}, cfg, cfg.seed)

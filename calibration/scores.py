@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -179,16 +179,21 @@ class TrialScores:
 
     Single-modality sets (LFW faces, speechocean voices) and joint sets (GRID face+voice)
     concatenate into one table, so every fitter picks the trials that have what it needs.
+    ``seconds``: per modality, the speech length of each trial's probe, where it is known and
+    the calibration depends on it (GRID's short live probes).
     """
 
     scores: Mapping[str, np.ndarray]
     genuine: np.ndarray
+    seconds: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = np.asarray(self.genuine).size
-        for m, v in self.scores.items():
-            if np.asarray(v).shape != (n,):
-                raise ConfigError(f"modality {m!r} has {np.asarray(v).shape} scores for {n} trials")
+        for what, table in (("scores", self.scores), ("probe lengths", self.seconds)):
+            for m, v in table.items():
+                if np.asarray(v).shape != (n,):
+                    raise ConfigError(f"modality {m!r} has {np.asarray(v).shape} {what} for {n} "
+                                      "trials")
 
     @classmethod
     def from_sets(cls, modality: str, genuine: Any, impostor: Any) -> TrialScores:
@@ -206,7 +211,9 @@ class TrialScores:
                 else np.full(np.asarray(p.genuine).size, np.nan) for p in parts
             ]) for m in names
         }
-        return cls(scores, np.concatenate([np.asarray(p.genuine, bool) for p in parts]))
+        seconds = {m: np.concatenate([np.asarray(p.seconds[m], np.float64) for p in parts])
+                   for m in names if all(m in p.seconds for p in parts)}
+        return cls(scores, np.concatenate([np.asarray(p.genuine, bool) for p in parts]), seconds)
 
     @property
     def modalities(self) -> tuple[str, ...]:

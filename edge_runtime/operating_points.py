@@ -19,7 +19,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import yaml
 
 from edge_runtime.errors import ConfigError, ModelError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: a calibration may depend on the probe's speech length (by_seconds)
 FILE_FORMAT = "edgepin-operating-points"
 REGENERATE = "edgepin calibrate --models DIR --data ... --out {path}"
 _PROB_EPS = 1e-6
@@ -40,15 +40,42 @@ class Calibration:
 
     ``transform`` is "identity" for cosine-like scores or "logit" for scores that are already
     probabilities (e.g. a cross-modal classifier), whose logit is the natural linear scale.
+
+    ``by_seconds``: rows (seconds, slope, offset), sorted, for a score whose meaning depends on
+    how much speech the probe held (0.7 s of speech says less than 2 s, so the same cosine is
+    weaker evidence). Slope and offset are interpolated linearly in log(seconds) and held at the
+    ends. ``slope``/``offset`` are those of the reference length (what the live loop decides
+    on) and apply when no length is given.
     """
 
     slope: float
     offset: float
     transform: str = "identity"
+    by_seconds: tuple[tuple[float, float, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.transform not in ("identity", "logit"):
             raise ConfigError(f"unknown calibration transform {self.transform!r}")
+        secs = [r[0] for r in self.by_seconds]
+        if any(len(r) != 3 for r in self.by_seconds) or any(x <= 0 for x in secs) or \
+                any(b <= a for a, b in zip(secs, secs[1:], strict=False)):
+            raise ConfigError(f"by_seconds rows must be (seconds > 0, slope, offset) with "
+                              f"increasing seconds, got {self.by_seconds}")
+
+    def _params(self, seconds: Any) -> tuple[Any, Any]:
+        if seconds is None or not self.by_seconds:
+            return self.slope, self.offset
+        table = np.asarray(self.by_seconds, dtype=np.float64)
+        x = np.log(np.maximum(np.asarray(seconds, dtype=np.float64), 1e-3))
+        logs = np.log(table[:, 0])
+        return np.interp(x, logs, table[:, 1]), np.interp(x, logs, table[:, 2])
+
+    def at(self, seconds: float | None) -> Calibration:
+        """This calibration for a probe of ``seconds`` of speech (None: the reference)."""
+        if seconds is None or not self.by_seconds:
+            return self
+        slope, offset = self._params(float(seconds))
+        return Calibration(float(slope), float(offset), self.transform)
 
     def features(self, scores: Any) -> np.ndarray:
         s = np.asarray(scores, dtype=np.float64)
@@ -57,9 +84,11 @@ class Calibration:
             return np.log(p) - np.log1p(-p)
         return s
 
-    def llr(self, scores: Any) -> np.ndarray:
-        """Natural-log LLR of each score (vectorised)."""
-        return self.slope * self.features(scores) + self.offset
+    def llr(self, scores: Any, seconds: Any = None) -> np.ndarray:
+        """Natural-log LLR of each score (vectorised; ``seconds``: speech length of each probe,
+        used when the calibration has a ``by_seconds`` table)."""
+        slope, offset = self._params(seconds)
+        return slope * self.features(scores) + offset
 
 
 @dataclass(frozen=True)
@@ -115,13 +144,20 @@ class Fuser:
         subset = self.subset_for(present)
         return float(self.score_many({m: [present[m]] for m in subset}, subset)[0])
 
-    def score_many(self, scores: Mapping[str, Any], subset: Iterable[str]) -> np.ndarray:
-        """Fused LLRs of many trials that all have every modality of ``subset``."""
+    def score_many(self, scores: Mapping[str, Any], subset: Iterable[str],
+                   seconds: Mapping[str, Any] | None = None) -> np.ndarray:
+        """Fused LLRs of many trials that all have every modality of ``subset`` (``seconds``:
+        per modality, the speech length of each probe, where a calibration depends on it)."""
         fusion = self.subsets[frozenset(subset)]
         total = np.full(np.asarray(scores[next(iter(fusion.weights))]).shape, fusion.bias)
         for m, w in fusion.weights.items():
-            total = total + w * self.calibrations[m].llr(scores[m])
+            total = total + w * self.calibrations[m].llr(scores[m], (seconds or {}).get(m))
         return total
+
+    def at(self, seconds: Mapping[str, float | None]) -> Fuser:
+        """This fuser for one probe whose modalities hold ``seconds`` of signal each."""
+        cals = {m: c.at(seconds.get(m)) for m, c in self.calibrations.items()}
+        return Fuser(cals, self.subsets)
 
 
 @dataclass(frozen=True)
@@ -194,6 +230,11 @@ class OperatingPoints:
             f"{target_far:g}; available: {', '.join(f'{s}@{f:g}' for s, f in have) or 'none'}"
         )
 
+    def at(self, seconds: Mapping[str, float | None]) -> OperatingPoints:
+        """These operating points for one probe: length-dependent calibrations are fixed to
+        the probe's speech length (e.g. ``{"voice": 1.4}``); thresholds are unchanged."""
+        return replace(self, fuser=self.fuser.at(seconds))
+
     def decide(self, scores: Mapping[str, float | None], target_far: float) -> Decision:
         """Fuse the present scores and compare with the matching subset's threshold."""
         present = [m for m, v in scores.items() if v is not None and math.isfinite(float(v))]
@@ -214,7 +255,9 @@ def _body(op: OperatingPoints) -> dict[str, Any]:
         "data_manifest_sha256": op.data_manifest_sha256,
         "prior": float(op.prior),
         "calibration": {
-            m: {"slope": float(c.slope), "offset": float(c.offset), "transform": c.transform}
+            m: {"slope": float(c.slope), "offset": float(c.offset), "transform": c.transform,
+                **({"by_seconds": [[float(x) for x in r] for r in c.by_seconds]}
+                   if c.by_seconds else {})}
             for m, c in sorted(op.fuser.calibrations.items())
         },
         "fusion": [
@@ -274,7 +317,8 @@ def _pair(v: Any) -> tuple[float, float] | None:
 
 def _from_body(doc: Mapping[str, Any], source: str) -> OperatingPoints:
     calibrations = {
-        str(m): Calibration(float(c["slope"]), float(c["offset"]), str(c.get("transform", "identity")))
+        str(m): Calibration(float(c["slope"]), float(c["offset"]), str(c.get("transform", "identity")),
+                            tuple(tuple(float(x) for x in r) for r in c.get("by_seconds") or ()))
         for m, c in doc["calibration"].items()
     }
     subsets = {}

@@ -359,8 +359,10 @@ class Verifier:
                 voice_missing=voice_missing,
             )
             t = lap("search", t)
-            outcome = decide(evidence, self.bundle.thresholds, self.bundle.operating_points,
-                             cfg.target_far)
+            op = self.bundle.operating_points
+            if op is not None and voice_emb is not None:  # the voice LLR depends on its length
+                op = op.at({"voice": len(speech) / TARGET_SR})
+            outcome = decide(evidence, self.bundle.thresholds, op, cfg.target_far)
             lap("fusion", t)
         except EdgepinError as exc:
             if isinstance(exc, GalleryError):

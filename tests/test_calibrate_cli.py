@@ -17,7 +17,8 @@ import pytest
 import yaml
 from runtime_models import build_bundle, face_model
 
-from calibration.calibrate import joint_comparison, person_far_interval
+from calibration.calibrate import joint_comparison
+from calibration.people import person_far_interval
 from calibration.score_sets import Embedded, held_out_trials
 from calibration.scores import TrialScores, fit_calibrations, fit_fuser
 from edge_runtime.bundle import load_manifest, register_model, sha256_file
@@ -35,7 +36,7 @@ def calibrated(tmp_path_factory, fixtures):
     out = models / "operating_points.yaml"
     argv = ["calibrate", "--models", str(models), "--data", str(fixtures), "--out", str(out),
             "--split", "all", "--n-voice", "1", "--min-per-class", "2", "--far", "0.25", "0.01",
-            "--bootstrap", "50", "--workers", "1", "--threads", "1",
+            "--bootstrap", "50", "--workers", "1", "--threads", "1", "--coverage-splits", "3",
             "--cache", str(root / "cache"), "--report", str(root / "op.md")]
     rc = main(argv)
     return rc, models, out, root
@@ -79,8 +80,17 @@ def test_report_counts_follow_the_protocol(calibrated):
     assert len(report["sets"]["artificial_pairs"]) == 4
     for png in report["plots"].values():
         assert Path(png).stat().st_size > 1000
+    assert report["coverage"]["splits"] == 3
+    assert all(p["n"] == 3 for p in report["coverage"]["points"])
+    lengths = [row[0] for row in report["calibration"]["voice"]["by_seconds"]]
+    assert lengths == [0.75, 1.0, 1.4, 2.0]  # the probe lengths the voice is calibrated at
+    assert [q["seconds"] for q in report["voice_by_length"]] == [0.75, 1.0, 1.4]
+    # GRID voice probes carry their speech length into the calibration
+    assert all(0.5 <= c["voice_seconds"] <= 1.6 for c in report["sets"]["grid_probe_seconds"])
     md = (root / "op.md").read_text()
     assert "ARTIFICIAL" in md and "GRID" in md and "fused EER" in md
+    assert "Coverage over 3 random splits" in md and "prediction interval" in md
+    assert "Voice calibration by probe length" in md
     assert "not measurable with" in md
 
 

@@ -22,6 +22,7 @@ from calibration.operating_points import (
 from calibration.scores import TrialScores
 from edge_runtime.errors import ConfigError, ModelError
 from edge_runtime.operating_points import (
+    SCHEMA_VERSION,
     _checksum,
     load_operating_points,
     save_operating_points,
@@ -123,8 +124,9 @@ def test_newer_schema_edits_and_corruption_are_refused(op, tmp_path):
     path = save_operating_points(op, tmp_path / "op.yaml")
     good = path.read_text()
 
-    _rewrite(path, lambda d: d.update(schema_version=2), fix_checksum=True)
-    with pytest.raises(ConfigError, match="schema version 2, newer than this edgepin supports"):
+    _rewrite(path, lambda d: d.update(schema_version=SCHEMA_VERSION + 1), fix_checksum=True)
+    with pytest.raises(ConfigError, match=f"schema version {SCHEMA_VERSION + 1}, newer than this "
+                                          "edgepin supports"):
         load_operating_points(path, HASHES)
 
     path.write_text(good)
@@ -191,3 +193,22 @@ def test_voice_probes_use_their_probe_embedding_and_templates_the_whole_utteranc
     assert got.size >= 4
     assert np.all(np.min(np.abs(got[:, None] - want_probe[None]), axis=1) < 1e-5)
     assert not np.all(np.min(np.abs(got[:, None] - want_whole[None]), axis=1) < 1e-5)
+
+
+def test_a_probe_length_table_survives_the_file_and_version_1_files_still_load(op, tmp_path):
+    import dataclasses
+
+    from edge_runtime.operating_points import Fuser
+
+    voice = op.fuser.calibrations["voice"]
+    table = ((0.75, voice.slope / 2, voice.offset / 2), (2.0, voice.slope, voice.offset))
+    cals = {**op.fuser.calibrations, "voice": dataclasses.replace(voice, by_seconds=table)}
+    with_table = dataclasses.replace(op, fuser=Fuser(cals, op.fuser.subsets))
+    path = save_operating_points(with_table, tmp_path / "op.yaml")
+    back = load_operating_points(path, HASHES)
+    np.testing.assert_allclose(back.fuser.calibrations["voice"].by_seconds, table)
+    assert back.fuser.calibrations["face"].by_seconds == ()
+    # a file written before probe lengths existed (schema 1) is still read, length-blind
+    old = save_operating_points(op, tmp_path / "old.yaml")
+    _rewrite(old, lambda d: d.update(schema_version=1), fix_checksum=True)
+    assert load_operating_points(old, HASHES).fuser.calibrations["voice"].by_seconds == ()

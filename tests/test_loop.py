@@ -252,3 +252,29 @@ def test_face_embedding_made_during_capture_equals_the_one_made_at_decision(door
     assert "face_embed" in late.latencies_ms and "face_embed_capture_mean" not in late.latencies_ms
     assert early.granted and late.granted
     assert early.scores["face"] == pytest.approx(late.scores["face"], abs=1e-6)
+
+
+def test_the_voice_llr_is_calibrated_for_the_speech_the_attempt_held(door, short):
+    from edge_runtime.operating_points import (
+        Calibration,
+        Fuser,
+        OperatingPoints,
+        SubsetFusion,
+        ThresholdPoint,
+    )
+
+    verifier, _ = door
+    voice = Calibration(10.0, -5.0, by_seconds=((0.5, 1.0, 0.0), (2.0, 10.0, -5.0)))
+    fuser = Fuser({"face": Calibration(1.0, 0.0), "voice": voice},
+                  {frozenset({"face", "voice"}): SubsetFusion({"face": 1.0, "voice": 1.0}, 0.0)})
+    point = ThresholdPoint(("face", "voice"), 1e-2, 5.5, 1e-2, 0.1, None, None, None,
+                           100, 1000, 0, 0.95, 0)
+    verifier.bundle.operating_points = OperatingPoints({}, "0" * 64, fuser, (point,),
+                                                       provisional=False)
+    [result] = AccessLoop(verifier, FAST).run(attempt(short, "ann", "ann"), once=True)
+    # the same scores from 2 s of speech would pass (1 + 10 * 0.99 - 5 = 5.9 > 5.5); these
+    # clips hold ~1.3 s, whose calibrated voice LLR is weaker
+    assert 1.0 < result.speech_s < 1.9 and result.scores["voice"] > 0.99
+    want = result.scores["face"] + voice.at(result.speech_s).llr([result.scores["voice"]])[0]
+    assert not result.granted
+    assert f"fused LLR {want:.2f} <= 5.50" in result.reason

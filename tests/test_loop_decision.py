@@ -151,3 +151,27 @@ def test_operating_points_without_a_cross_modal_calibration_still_check_it():
     out = decide(ev({"ann": 0.9}, {"ann": 0.8}, {"faa": 0.2}), no_prov, op, 1e-3)
     assert not out.granted
     assert out.reason == "live voice does not match live face (faa 0.20 <= 0.50 PROVISIONAL)"
+
+
+def test_a_length_dependent_voice_calibration_is_fixed_to_the_probe_length():
+    table = ((0.5, 2.0, -1.0), (2.0, 8.0, -4.0))  # 0.5 s of speech: a weaker LLR per cosine
+    voice = Calibration(8.0, -4.0, by_seconds=table)
+    assert voice.at(None) is voice and voice.at(2.0).slope == pytest.approx(8.0)
+    assert voice.at(0.3).slope == pytest.approx(2.0)  # held at the ends
+    assert voice.at(9.0).offset == pytest.approx(-4.0)
+    mid = voice.at(1.0)  # halfway in log length between 0.5 s and 2 s
+    assert (mid.slope, mid.offset) == (pytest.approx(5.0), pytest.approx(-2.5))
+    np.testing.assert_allclose(voice.llr([0.9, 0.9, 0.9], [0.5, 1.0, 2.0]),
+                               [0.8, 2.0, 3.2])
+    assert voice.llr([0.9])[0] == pytest.approx(3.2)  # no length given: the reference
+    op = _op(threshold=3.0)
+    op = OperatingPoints(op.model_hashes, op.data_manifest_sha256,
+                         Fuser({**op.fuser.calibrations, "voice": voice}, op.fuser.subsets),
+                         op.thresholds, provisional=False)
+    no_prov = Thresholds({}, {}, provisional=False)
+    e = ev({"ann": 0.77}, {"ann": 0.55})  # face LLR 2.7; voice 0.4 at 2 s, 0.25 at 1 s
+    assert decide(e, no_prov, op.at({"voice": 2.0}), 1e-3).granted  # fused 3.1 > 3
+    out = decide(e, no_prov, op.at({"voice": 1.0}), 1e-3)  # the same cosine from 1 s of speech
+    assert not out.granted and out.reason.startswith("not recognised as ann: fused LLR 2.95 <=")
+    with pytest.raises(ConfigError, match="increasing seconds"):
+        Calibration(1.0, 0.0, by_seconds=((2.0, 1.0, 0.0), (1.0, 1.0, 0.0)))
