@@ -31,6 +31,7 @@ import numpy as np
 
 from calibration.held_out import CROSS, coverage_study, fit_half, held_out_checks
 from calibration.operating_points import hash_model_files, plot_operating_points
+from calibration.people import paired_eer_difference_interval
 from calibration.score_sets import ScoreSets, SetConfig, build_score_sets, open_bundle
 from calibration.scores import TrialScores, cllr, min_cllr
 from calibration.thresholds import DEFAULT_BOOTSTRAP, DEFAULT_TARGETS
@@ -66,8 +67,12 @@ def _rates(g: np.ndarray, i: np.ndarray, llr: tuple[np.ndarray, np.ndarray] | No
     return out
 
 
-def joint_comparison(op: OperatingPoints, t: TrialScores) -> dict[str, Any]:
-    """Face alone, voice alone and fused on the SAME joint trials (a fair comparison)."""
+def joint_comparison(op: OperatingPoints, t: TrialScores, people: np.ndarray | None = None,
+                     *, n_bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
+                     confidence: float = 0.95) -> dict[str, Any]:
+    """Face alone, voice alone and fused on the SAME joint trials (a fair comparison); with
+    ``people`` (probe, template person per trial) also the person-level interval of the EER
+    reduction."""
     gm, im = _gi(t, ("face", "voice"))
     if not gm.any() or not im.any():
         return {}
@@ -85,6 +90,12 @@ def joint_comparison(op: OperatingPoints, t: TrialScores) -> dict[str, Any]:
     out["acceptance"] = {"better_single": best, "better_single_eer": out[best]["eer"],
                          "fused_eer": out["face+voice"]["eer"], "eer_reduction": gain,
                          "fused_below_best_single": bool(gain > 0)}
+    if people is not None:
+        ok = gm | im
+        out["acceptance"]["eer_reduction_ci"] = paired_eer_difference_interval(
+            np.asarray(t.scores[best])[ok], fused[ok], np.asarray(t.genuine, bool)[ok],
+            np.asarray(people)[ok], n_bootstrap=n_bootstrap, seed=seed, confidence=confidence)
+        out["acceptance"]["confidence"] = confidence
     return out
 
 
@@ -208,6 +219,7 @@ def calibrate(
     mirror = fit_half(sets, 1, hashes, kw, notes)
     checks = (held_out_checks(op, sets, 1, "shipped: fit 0, thresholds 1, checked on 0")
               + held_out_checks(mirror, sets, 0, "mirror: fit 1, thresholds 0, checked on 1"))
+    op = _with_prediction_intervals(op, checks)
     coverage = _coverage(sets, coverage_splits, hashes, {**kw, "n_bootstrap": coverage_bootstrap})
     joint_fused = [p for p in op.thresholds if p.modalities == ("face", "voice") and p.measurable]
     shipped = [r for r in checks if r["run"].startswith("shipped")]
@@ -236,8 +248,9 @@ def calibrate(
         "held_out_check_passed_trial_level": bool(checks) and all(r["far_in_ci"] for r in checks),
         "coverage": coverage,
         "joint": {
-            "artificial_held_out": joint_comparison(op, sets.parts["artificial/1"])
-            if "artificial/1" in sets.parts else {},
+            "artificial_held_out": joint_comparison(
+                op, sets.parts["artificial/1"], sets.people.get("artificial/1"),
+                n_bootstrap=n_bootstrap, seed=seed) if "artificial/1" in sets.parts else {},
             "grid_forward": joint_comparison(op, grid_fwd) if grid_fwd is not None else {},
             "grid_both_directions": joint_comparison(op, grid_all),
         },
@@ -256,6 +269,17 @@ def calibrate(
     save_operating_points(op, out)
     load_operating_points(out, hashes)  # the file the runtime will read accepts these models
     return _finite(report)
+
+
+def _with_prediction_intervals(op: OperatingPoints, checks: list[dict[str, Any]]
+                               ) -> OperatingPoints:
+    """Store each shipped threshold's person-level prediction interval in the file."""
+    pi = {(c["modalities"], c["target_far"]): tuple(c["far_pi_people"]) for c in checks
+          if c["run"].startswith("shipped")}
+    points = tuple(dataclasses.replace(p, far_pi_people=pi.get((subset_name(p.modalities),
+                                                                p.target_far)))
+                   for p in op.thresholds)
+    return dataclasses.replace(op, thresholds=points)
 
 
 def _coverage(sets: ScoreSets, splits: int, hashes: dict[str, str], kw: dict[str, Any]

@@ -148,3 +148,38 @@ def person_far_interval(impostor_llr: Any, people: Any, threshold: float, *,
     """``PersonTrials.far_interval`` of one set of impostor trials."""
     return PersonTrials(impostor_llr, people).far_interval(
         threshold, n_bootstrap=n_bootstrap, seed=seed, confidence=confidence)
+
+
+def paired_eer_difference_interval(scores_a: Any, scores_b: Any, genuine: Any, people: Any, *,
+                                   n_bootstrap: int, seed: int, confidence: float
+                                   ) -> tuple[float, float]:
+    """Interval of EER(a) - EER(b) on the same trials over resampled people.
+
+    One resample of the people (each drawn person brings its trials as probe and as template:
+    a trial's weight is the product of its two people's counts) serves both scores, so what
+    the two share cancels and the interval is that of the difference itself.
+    """
+    from edge_runtime.metrics import eer
+
+    _check(n_bootstrap, confidence)
+    a = np.asarray(scores_a, np.float64)
+    b = np.asarray(scores_b, np.float64)
+    gen = np.asarray(genuine, bool)
+    lab = np.asarray(people)
+    if not (a.shape == b.shape == gen.shape == (lab.shape[0],)) or lab.shape[1:] != (2,):
+        raise ConfigError("need two scores, a genuine flag and a (probe, template) person pair "
+                          "per trial")
+    names, codes = _factorize(np.concatenate([lab[:, 0], lab[:, 1]]))
+    pi, ti = codes[: a.size], codes[a.size:]
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_bootstrap):
+        c = rng.multinomial(names.size, np.full(names.size, 1.0 / names.size))
+        idx = np.repeat(np.arange(a.size), c[pi] * c[ti])
+        g = gen[idx]
+        if g.all() or not g.any():
+            continue
+        diffs.append(eer(a[idx][g], a[idx][~g])[0] - eer(b[idx][g], b[idx][~g])[0])
+    if not diffs:
+        raise ConfigError("no resample held both genuine and impostor trials")
+    return _interval(np.asarray(diffs), confidence)

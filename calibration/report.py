@@ -82,6 +82,12 @@ def acceptance_statement(joint: Mapping[str, Any]) -> str:
              f"modality ({a['better_single']}, {_pct(a['better_single_eer'])}), "
              f"difference {100 * a['eer_reduction']:+.2f} points, on {n_g} genuine and "
              f"{j['face']['n_impostor']} impostor trials")
+        if a.get("eer_reduction_ci") is not None:
+            lo, hi = a["eer_reduction_ci"]
+            s += (f" ({100 * a.get('confidence', 0.95):.0f}% person-level interval of the "
+                  f"difference [{100 * lo:+.2f}, {100 * hi:+.2f}] points: "
+                  + ("the fusion is better beyond the sampling of people" if lo > 0 else
+                     "not distinguishable from no gain with these people") + ")")
         if name.startswith("grid"):
             s += (f"; one genuine trial moves the FRR by {step:.1f} points, so a difference "
                   f"smaller than that is not evidence either way")
@@ -196,12 +202,14 @@ def render_markdown(r: Mapping[str, Any], command: str = "") -> str:
     for p in r["thresholds"]:
         name = "+".join(p["modalities"])
         if p["threshold"] is None:
-            rows.append([name, f"{p['target_far']:g}", p["reason"], "", ""])
+            rows.append([name, f"{p['target_far']:g}", p["reason"], "", "", ""])
         else:
             rows.append([name, f"{p['target_far']:g}", _num(p["threshold"]) + _ci(p["threshold_ci"]),
                          _pct(p["achieved_far"], 3) + _ci(p["far_ci"], lambda v: _pct(v, 3)),
+                         _ci(p.get("far_pi_people"), lambda v: _pct(v, 3)) or "-",
                          _pct(p["frr"]) + _ci(p["frr_ci"], _pct)])
-    lines += _table(["subset", "target FAR", "threshold", "achieved FAR", "FRR"], rows)
+    lines += _table(["subset", "target FAR", "threshold", "achieved FAR [trials resampled]",
+                     "FAR on other people (prediction interval)", "FRR"], rows)
     lines += ["## Held-out check: FAR of each threshold on the other half", ""]
     pct3 = lambda v: _pct(v, 3)  # noqa: E731
     yn = lambda v: "yes" if v else "NO"  # noqa: E731

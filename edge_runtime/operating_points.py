@@ -185,6 +185,10 @@ class ThresholdPoint:
     confidence: float
     seed: int
     reason: str | None = None
+    # The FAR another group of PEOPLE shows with this threshold (person-level prediction
+    # interval): impostor trials share people, so ``far_ci`` (trials resampled) is narrower
+    # than what a new population sees. None when not computed.
+    far_pi_people: tuple[float, float] | None = None
 
     @property
     def measurable(self) -> bool:
@@ -341,6 +345,7 @@ def _from_body(doc: Mapping[str, Any], source: str) -> OperatingPoints:
             frr_ci=_pair(t["frr_ci"]), n_genuine=int(t["n_genuine"]),
             n_impostor=int(t["n_impostor"]), n_bootstrap=int(t["n_bootstrap"]),
             confidence=float(t["confidence"]), seed=int(t["seed"]), reason=t.get("reason"),
+            far_pi_people=_pair(t.get("far_pi_people")),
         ))
     return OperatingPoints(
         model_hashes={str(k): str(v) for k, v in doc["model_hashes"].items()},

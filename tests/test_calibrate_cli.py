@@ -80,6 +80,14 @@ def test_report_counts_follow_the_protocol(calibrated):
     assert len(report["sets"]["artificial_pairs"]) == 4
     for png in report["plots"].values():
         assert Path(png).stat().st_size > 1000
+    lo, hi = report["joint"]["artificial_held_out"]["acceptance"]["eer_reduction_ci"]
+    assert lo <= hi
+    op = yaml.safe_load(out.read_text())  # the file stores the person-level interval too
+    shipped = {(c["modalities"], c["target_far"]): c["far_pi_people"]
+               for c in report["held_out_check"] if c["run"].startswith("shipped")}
+    assert shipped and all(
+        t["far_pi_people"] == pytest.approx(shipped[("+".join(t["modalities"]), t["target_far"])])
+        for t in op["thresholds"] if t["threshold"] is not None)
     assert report["coverage"]["splits"] == 3
     assert all(p["n"] == 3 for p in report["coverage"]["points"])
     lengths = [row[0] for row in report["calibration"]["voice"]["by_seconds"]]

@@ -175,3 +175,24 @@ def test_voice_calibration_gets_a_table_of_probe_lengths_and_short_probes_weigh_
     plain = fit_half(sets, 0, {"face": "0" * 64}, kw, "", by_length=False)
     assert plain.fuser.calibrations["voice"].by_seconds == ()
     assert plain.thresholds == fit_half(sets, 0, {"face": "0" * 64}, kw, "").thresholds
+
+
+def test_paired_eer_difference_interval_sees_a_real_gain_and_none_where_there_is_none():
+    from calibration.people import paired_eer_difference_interval
+
+    rng = np.random.default_rng(7)
+    names = [f"p{i}" for i in range(30)]
+    probe = np.repeat(names, 30 * 3)
+    tmpl = np.tile(np.repeat(names, 3), 30)
+    gen = probe == tmpl
+    person = {n: rng.normal(0, 0.5) for n in names}  # shared by both scores: cancels
+    base = np.array([person[p] for p in probe]) + np.where(gen, 1.0, 0.0)
+    weak = base + rng.normal(0, 1.0, base.size)
+    strong = base + np.where(gen, 1.5, 0.0) + rng.normal(0, 1.0, base.size)
+    people = np.stack([probe, tmpl], 1)
+    kw = dict(n_bootstrap=200, seed=0, confidence=0.95)
+    lo, hi = paired_eer_difference_interval(weak, strong, gen, people, **kw)
+    assert 0 < lo < hi  # strong has the lower EER on every resample of the people
+    assert paired_eer_difference_interval(weak, weak, gen, people, **kw) == (0.0, 0.0)
+    with pytest.raises(ConfigError, match="person pair per trial"):
+        paired_eer_difference_interval(weak, strong[:-1], gen, people, **kw)
