@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from calibration.score_sets import pair_rows
 from calibration.scores import TrialScores
+from calibration.trials import pair_rows
 from edge_runtime.errors import EdgepinError
 from edge_runtime.gallery import make_template
 from edge_runtime.models import ModelBundle

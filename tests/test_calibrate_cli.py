@@ -19,8 +19,8 @@ from runtime_models import build_bundle, face_model
 
 from calibration.calibrate import joint_comparison
 from calibration.people import person_far_interval
-from calibration.score_sets import Embedded, held_out_trials
 from calibration.scores import TrialScores, fit_calibrations, fit_fuser
+from calibration.trials import Embedded, held_out_trials
 from edge_runtime.bundle import load_manifest, register_model, sha256_file
 from edge_runtime.cli import main
 from edge_runtime.models import ModelBundle

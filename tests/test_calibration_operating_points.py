@@ -168,7 +168,7 @@ def test_held_out_check_plots_and_model_hashing(op, tmp_path):
 
 
 def test_voice_probes_use_their_probe_embedding_and_templates_the_whole_utterance():
-    from calibration.score_sets import Embedded, held_out_trials
+    from calibration.trials import Embedded, held_out_trials
 
     rng = np.random.default_rng(0)
 

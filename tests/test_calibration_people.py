@@ -13,8 +13,9 @@ from scipy.stats import binom
 
 from calibration.held_out import coverage_study, misses_p_value
 from calibration.people import PersonTrials, person_far_interval
-from calibration.score_sets import Embedded, ScoreSets, SetConfig, enrol, held_out_trials
+from calibration.score_sets import ScoreSets, SetConfig
 from calibration.thresholds import threshold_point
+from calibration.trials import Embedded, enrol, held_out_trials
 from edge_runtime.errors import ConfigError, DatasetError
 
 
