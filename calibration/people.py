@@ -6,11 +6,11 @@ the SAME people, which is far narrower than what another group of people shows. 
 people and template people are resampled independently with replacement (a two-way
 bootstrap), each person bringing all of its trials.
 
-Two intervals:
+Two intervals (methods of ``PersonTrials``):
 
-* ``person_far_interval``: FAR of one FIXED threshold on resampled people (how uncertain the
+* ``far_interval``: FAR of one FIXED threshold on resampled people (how uncertain the
   FAR of the threshold is on this population);
-* ``person_far_prediction_interval``: the FAR that a threshold SET on one group of people
+* ``prediction_interval``: the FAR that a threshold SET on one group of people
   (at a target FAR) shows on ANOTHER, independent group of the same size: the threshold is
   re-chosen on one resample and measured on a second, independent one. That is exactly the
   held-out-half check, so it is the interval the check compares against (its width is about
@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from calibration.thresholds import check_bootstrap, percentile_interval
 from edge_runtime.errors import ConfigError
 
 _CHUNK = 64  # resamples handled at once
@@ -113,34 +114,21 @@ class PersonTrials:
     def far_interval(self, threshold: float, *, n_bootstrap: int, seed: int,
                      confidence: float) -> tuple[float, float]:
         """Interval of the FAR of a fixed ``threshold`` over resampled probe and template people."""
-        _check(n_bootstrap, confidence)
+        check_bootstrap(n_bootstrap, confidence)
         fars = self._fars(np.random.default_rng(seed), n_bootstrap,
                           lambda wp, _: np.full(wp.shape[0], float(threshold)))
-        return _interval(fars, confidence)
+        return percentile_interval(fars, confidence)
 
     def prediction_interval(self, target_far: float, *, n_bootstrap: int, seed: int,
                             confidence: float) -> tuple[float, float]:
         """Interval of the FAR that a threshold set at ``target_far`` on one group of people
         shows on another, independent group of the same size (both drawn from these people)."""
-        _check(n_bootstrap, confidence)
+        check_bootstrap(n_bootstrap, confidence)
         if not 0 < target_far < 1:
             raise ConfigError(f"target FAR must be in (0, 1), got {target_far}")
         fars = self._fars(np.random.default_rng(seed), n_bootstrap,
                           lambda wp, wt: self.thresholds_at(wp, wt, target_far))
-        return _interval(fars, confidence)
-
-
-def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
-    values = values[np.isfinite(values)]
-    alpha = 100 * (1 - confidence) / 2
-    lo, hi = np.percentile(values, [alpha, 100 - alpha])
-    return float(lo), float(hi)
-
-
-def _check(n_bootstrap: int, confidence: float) -> None:
-    if n_bootstrap < 1 or not 0 < confidence < 1:
-        raise ConfigError(f"need n_bootstrap >= 1 and 0 < confidence < 1, got {n_bootstrap} "
-                          f"and {confidence}")
+        return percentile_interval(fars, confidence)
 
 
 def person_far_interval(impostor_llr: Any, people: Any, threshold: float, *,
@@ -161,7 +149,7 @@ def paired_eer_difference_interval(scores_a: Any, scores_b: Any, genuine: Any, p
     """
     from edge_runtime.metrics import eer
 
-    _check(n_bootstrap, confidence)
+    check_bootstrap(n_bootstrap, confidence)
     a = np.asarray(scores_a, np.float64)
     b = np.asarray(scores_b, np.float64)
     gen = np.asarray(genuine, bool)
@@ -182,4 +170,4 @@ def paired_eer_difference_interval(scores_a: Any, scores_b: Any, genuine: Any, p
         diffs.append(eer(a[idx][g], a[idx][~g])[0] - eer(b[idx][g], b[idx][~g])[0])
     if not diffs:
         raise ConfigError("no resample held both genuine and impostor trials")
-    return _interval(np.asarray(diffs), confidence)
+    return percentile_interval(np.asarray(diffs), confidence)

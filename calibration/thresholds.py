@@ -58,10 +58,19 @@ def bootstrap_kth_highest(
     return index
 
 
-def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Percentile bootstrap interval of the finite ``values``."""
+    values = np.asarray(values, dtype=np.float64)
     alpha = 100 * (1 - confidence) / 2
-    lo, hi = np.percentile(values, [alpha, 100 - alpha])
+    lo, hi = np.percentile(values[np.isfinite(values)], [alpha, 100 - alpha])
     return float(lo), float(hi)
+
+
+def check_bootstrap(n_bootstrap: int, confidence: float) -> None:
+    """Refuse a bootstrap that cannot give an interval."""
+    if n_bootstrap < 1 or not 0 < confidence < 1:
+        raise ConfigError(f"need n_bootstrap >= 1 and 0 < confidence < 1, got "
+                          f"{n_bootstrap} and {confidence}")
 
 
 def threshold_point(
@@ -82,9 +91,7 @@ def threshold_point(
     """
     g = np.sort(_vec(genuine, "genuine"))
     desc = np.sort(_vec(impostor, "impostor"))[::-1]
-    if n_bootstrap < 1 or not 0 < confidence < 1:
-        raise ConfigError(f"need n_bootstrap >= 1 and 0 < confidence < 1, got "
-                          f"{n_bootstrap} and {confidence}")
+    check_bootstrap(n_bootstrap, confidence)
     n_g, n_i = g.size, desc.size
     common = dict(modalities=tuple(sorted(modalities)), target_far=float(target_far),
                   n_genuine=n_g, n_impostor=n_i, n_bootstrap=int(n_bootstrap),
@@ -108,8 +115,9 @@ def threshold_point(
     far_star = rng.binomial(n_i, achieved, size=n_bootstrap) / n_i
     return ThresholdPoint(
         threshold=threshold, achieved_far=achieved, frr=frr,
-        threshold_ci=_interval(t_star, confidence), far_ci=_interval(far_star, confidence),
-        frr_ci=_interval(frr_star, confidence), reason=None, **common,
+        threshold_ci=percentile_interval(t_star, confidence),
+        far_ci=percentile_interval(far_star, confidence),
+        frr_ci=percentile_interval(frr_star, confidence), reason=None, **common,
     )
 
 
