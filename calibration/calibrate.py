@@ -123,12 +123,10 @@ def voice_length_quality(op: OperatingPoints, sets: ScoreSets, half: int = 1
         return []
     out = []
     for x in sets.voice_probe_lengths():
-        t = sets.with_voice_probes(x).join([f"speechocean/{half}", f"artificial/{half}"])
-        g, i = _gi(t, ("voice",))
-        s = np.asarray(t.scores["voice"])
-        fit, ref = cal.llr(s, np.full(s.size, x)), cal.llr(s)
-        out.append({"seconds": x, **_rates(s[g], s[i], (fit[g], fit[i])),
-                    "cllr_reference_calibration": cllr(ref[g], ref[i])})
+        g, i = sets.voice_scores(x, half)
+        at = cal.at(x)
+        out.append({"seconds": x, **_rates(g, i, (at.llr(g), at.llr(i))),
+                    "cllr_reference_calibration": cllr(cal.llr(g), cal.llr(i))})
     return out
 
 

@@ -51,10 +51,7 @@ def fit_half(sets: ScoreSets, fit_half: int, hashes: dict[str, str], kw: dict[st
         return op
     rows = [(float(ref), base.slope, base.offset)]
     for x in sets.voice_probe_lengths():
-        t = sets.with_voice_probes(x).join([f"speechocean/{fit_half}", f"artificial/{fit_half}"])
-        ok, gen = t.mask(["voice"]), np.asarray(t.genuine, bool)
-        s = np.asarray(t.scores["voice"])
-        c = fit_calibration(s[ok & gen], s[ok & ~gen], op.prior, base.transform)
+        c = fit_calibration(*sets.voice_scores(x, fit_half), op.prior, base.transform)
         rows.append((float(x), c.slope, c.offset))
     voice = Calibration(base.slope, base.offset, base.transform, tuple(sorted(rows)))
     fuser = Fuser({**op.fuser.calibrations, "voice": voice}, op.fuser.subsets)

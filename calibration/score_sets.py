@@ -84,6 +84,7 @@ class ScoreSets:
     embedded: dict[str, Embedded] = field(default_factory=dict)  # "face", "voice"
     config: SetConfig | None = None
     seed: int = 0  # of the split into halves
+    _by_length: dict[float, ScoreSets] = field(default_factory=dict, repr=False, compare=False)
 
     def _trials(self, seed: int, voice: Embedded | None = None) -> ScoreSets:
         if self.config is None or set(self.embedded) != {"face", "voice"}:
@@ -103,8 +104,19 @@ class ScoreSets:
         return sorted(self.embedded["voice"].probe_by_s) if "voice" in self.embedded else []
 
     def with_voice_probes(self, seconds: float) -> ScoreSets:
-        """The held-out sets of the same split with voice probes cut to ``seconds``."""
-        return self._trials(self.seed, self.embedded["voice"].with_probe_length(seconds))
+        """The held-out sets of the same split with voice probes cut to ``seconds`` (built once
+        per length: the fits of both halves and the report all read them)."""
+        if seconds not in self._by_length:
+            self._by_length[seconds] = self._trials(
+                self.seed, self.embedded["voice"].with_probe_length(seconds))
+        return self._by_length[seconds]
+
+    def voice_scores(self, seconds: float, half: int) -> tuple[np.ndarray, np.ndarray]:
+        """Genuine and impostor voice scores of ``half`` with probes cut to ``seconds``."""
+        t = self.with_voice_probes(seconds).join([f"speechocean/{half}", f"artificial/{half}"])
+        ok, gen = t.mask(["voice"]), np.asarray(t.genuine, bool)
+        s = np.asarray(t.scores["voice"])
+        return s[ok & gen], s[ok & ~gen]
 
     def join(self, names: Sequence[str]) -> TrialScores:
         """The named parts that exist, concatenated (a missing part is simply absent)."""
