@@ -31,10 +31,11 @@ sys.path.insert(0, str(ROOT))
 
 from calibration.int8_sets import load_calibration_set  # noqa: E402
 from edge_runtime.bundle import load_manifest  # noqa: E402
-from edge_runtime.features import VoiceFrontEnd  # noqa: E402
+from edge_runtime.frontend.features import VoiceFrontEnd  # noqa: E402
 from edge_runtime.sysinfo import cpu_identity  # noqa: E402
-from export.pipeline import agreement, cosine_stats, heldout_inputs, onnx_metadata  # noqa: E402
+from export.pipeline import agreement, cosine_stats, heldout_inputs  # noqa: E402
 from export.quantize import DEFAULT_EXCLUDED, get_target  # noqa: E402
+from export.stages import onnx_metadata  # noqa: E402
 
 INPUT = {"face": "face", "voice": "feats"}
 

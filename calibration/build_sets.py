@@ -5,7 +5,7 @@ device will feed the model, and must not contain the people the accuracy gate te
 
 * faces: LFW images of TRAINING identities only (``holdout_split(...)["train"]`` with the
   model's own split), detected and aligned by ``train.prepare.prepare_faces`` and turned into
-  the ``face`` input by ``edge_runtime.features.face_tensor``, one image per identity first so
+  the ``face`` input by ``edge_runtime.frontend.features.face_tensor``, one image per identity first so
   the set spans many people rather than many photos of a few;
 * voices: speechocean762 utterances of training speakers cut into deployment-length windows
   by ``VoiceFrontEnd``, half from the voiced part found by the device's VAD (``SpeechGate``),
@@ -37,7 +37,7 @@ from calibration.int8_sets import (
     save_calibration_set,
 )
 from edge_runtime.errors import DatasetError, ModelError
-from edge_runtime.features import VoiceFrontEnd, face_tensor
+from edge_runtime.frontend.features import VoiceFrontEnd, face_tensor
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def _noise(wav: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarr
 
 def _split_speech(wav: np.ndarray, gate: Any) -> tuple[np.ndarray, np.ndarray]:
     """(voiced part, non-speech part) of one recording, by the device's VAD."""
-    from edge_runtime.audio import TARGET_SR
+    from edge_runtime.frontend.audio import TARGET_SR
 
     segments = gate.speech_segments(wav)
     mask = np.zeros(len(wav), dtype=bool)
@@ -168,7 +168,7 @@ def voice_calibration(
     *, vad_backend: str = "auto",
 ) -> VoiceCalibration:
     """``{"feats": (N, T, M)}``: speech, noisy-speech and silence-only windows of train speakers."""
-    from edge_runtime.vad import SpeechGate
+    from edge_runtime.frontend.vad import SpeechGate
     from train.datasets import SpeechFolder
     from train.prepare import prepare_voices
 

@@ -16,7 +16,7 @@ Protocol (every number in the report says which data it comes from):
   for identity: it is the real joint set the fused EER is compared on.
 * PIN / FAA scores can only be calibrated on GRID (the only real face-voice pairs), in-sample:
   they get an LLR calibration, but no FAR threshold (too few impostors); the runtime then
-  applies "calibrated LLR > 0" to them (see ``edge_runtime.decision._cross_check``).
+  applies "calibrated LLR > 0" to them (see ``edge_runtime.access.decision._cross_check``).
 """
 
 from __future__ import annotations

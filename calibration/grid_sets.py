@@ -18,8 +18,8 @@ import numpy as np
 from calibration.scores import TrialScores
 from calibration.trials import pair_rows
 from edge_runtime.errors import EdgepinError
-from edge_runtime.gallery import make_template
 from edge_runtime.models import ModelBundle
+from edge_runtime.store.gallery import make_template
 
 
 @dataclass
@@ -39,7 +39,7 @@ class LiveHalf:
 def grid_halves(bundle: ModelBundle, clips: Sequence[Any], enroller: Any
                 ) -> tuple[list[LiveHalf], list[tuple[str, str]]]:
     """Both halves of every clip through the detector, quality gate, VAD and models."""
-    from edge_runtime.video import decode_clip
+    from edge_runtime.frontend.video import decode_clip
 
     out, skipped = [], []
     for sample in clips:

@@ -129,7 +129,7 @@ def _voice_lengths(r: Mapping[str, Any]) -> list[str]:
 
 
 def render_markdown(r: Mapping[str, Any], command: str = "") -> str:
-    from edge_runtime.pipeline import PipelineConfig
+    from edge_runtime.access.pipeline import PipelineConfig
 
     info = r["sets"]
     proto = info["protocol"]

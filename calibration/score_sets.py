@@ -34,9 +34,9 @@ import numpy as np
 
 from calibration.scores import TrialScores
 from calibration.trials import Embedded, held_out_trials
-from edge_runtime.audio import TARGET_SR, load_audio
 from edge_runtime.bundle import MANIFEST, load_manifest
 from edge_runtime.errors import DatasetError, EdgepinError
+from edge_runtime.frontend.audio import TARGET_SR, load_audio
 from edge_runtime.models import ModelBundle
 
 log = logging.getLogger(__name__)
@@ -250,9 +250,9 @@ def _counts(t: TrialScores) -> dict[str, Any]:
 def build_score_sets(bundle: ModelBundle, data: str | Path, cache_dir: str | Path,
                      cfg: SetConfig | None = None) -> ScoreSets:
     """Every score set of the module docstring from ``data/{lfw,speechocean762,grid}``."""
-    from edge_runtime.enroll import Enroller
-    from edge_runtime.face import DlibHogDetector
-    from edge_runtime.vad import SpeechGate
+    from edge_runtime.access.enroll import Enroller
+    from edge_runtime.frontend.face import DlibHogDetector
+    from edge_runtime.frontend.vad import SpeechGate
     from train.datasets import ClipFolder, FaceFolder, SpeechFolder, manifest_hash
 
     cfg = cfg or SetConfig()

@@ -22,7 +22,7 @@ import numpy as np
 
 from calibration.scores import TrialScores
 from edge_runtime.errors import DatasetError
-from edge_runtime.gallery import make_template
+from edge_runtime.store.gallery import make_template
 
 
 @dataclass

@@ -23,7 +23,7 @@ from edge_runtime.backends import Runner, TensorSpec, load_runner
 from edge_runtime.bundle import ModelEntry, load_manifest
 from edge_runtime.engine_meta import ENGINE_NAME, read_sidecar
 from edge_runtime.errors import ConfigError, EdgepinError, ModelError
-from edge_runtime.features import VoiceFrontEnd, face_tensor
+from edge_runtime.frontend.features import VoiceFrontEnd, face_tensor
 from edge_runtime.operating_points import OperatingPoints, load_operating_points
 
 log = logging.getLogger(__name__)

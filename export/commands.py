@@ -25,9 +25,10 @@ def _existing(path: Path | None) -> Path | None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from export.pipeline import ExportOptions, run_export
+    from export.pipeline import run_export
     from export.quantize import DEFAULT_EXCLUDED
-    from train.commands import default_cache_dir
+    from export.stages import ExportOptions
+    from train.environment import default_cache_dir
 
     data_faces = Path(args.data_faces) if args.data_faces else _existing(_data_root() / "lfw")
     data_voices = (Path(args.data_voices) if args.data_voices

@@ -19,9 +19,7 @@ import datetime as _dt
 import json
 import platform
 import shutil
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,81 +29,13 @@ import onnx
 from calibration.build_sets import CalibSpec, ensure_set
 from edge_runtime.bundle import load_manifest, sha256_file
 from edge_runtime.errors import ModelError
-from export.quantize import DEFAULT_EXCLUDED, Target, get_target
+from export.quantize import Target, get_target
+from export.stages import ExportOptions, Stages, onnx_metadata
 
 MAX_STUDENT_BYTES = 8 * 1024 * 1024
 IMPOSTORS = {"face": 20, "voice": 200}  # per identity, as in the distillation configs
 SENSITIVITY_SAMPLES = 256
 CALIB_BATCH = 16  # export.quantize's calibration batch
-
-
-@dataclass
-class ExportOptions:
-    """Everything `edgepin export` needs; data folders are optional only with ready sets."""
-
-    target: str
-    models: Path
-    out: Path
-    cache_dir: Path
-    data_faces: Path | None = None
-    data_voices: Path | None = None
-    calib: Path | None = None  # default: <cache_dir>/calibration
-    modalities: Sequence[str] = ("face", "voice")
-    n_calib: int = 640  # a multiple of CALIB_BATCH: every calibration batch is full
-    min_calib: int = 500
-    exclude: Sequence[str] = DEFAULT_EXCLUDED
-    calibrate_method: Sequence[str] = ("minmax",)  # last applicable entry wins (face:/voice:)
-    keep_float: Sequence[str] = ()  # nodes left in float: names, "first", "last:N"
-    min_p1: float = 0.99
-    max_eer_delta_pt: float = 0.3
-    split: dict[str, Any] | None = None  # default: the model's own split (ONNX metadata)
-    dla: bool = True
-    threads: int = 2
-    quiet: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class Stages:
-    """Rich, one line per stage on stderr: start, then outcome and duration.
-
-    Plain lines, not a live progress bar: the data preparation called inside a stage shows
-    its own rich progress bar, and rich allows one live display at a time.
-    """
-
-    def __init__(self, quiet: bool) -> None:
-        from rich.console import Console
-
-        self.console = Console(stderr=True, quiet=quiet)
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[dict[str, str]]:
-        """Yields a dict; whatever is put under ``"done"`` is shown when the stage ends."""
-        import time
-
-        info: dict[str, str] = {}
-        self.console.print(f"[bold cyan]>[/] {name} ...")
-        t0 = time.perf_counter()
-        try:
-            yield info
-        except BaseException:
-            self.console.print(f"[bold red]x[/] {name}: failed after "
-                               f"{time.perf_counter() - t0:.1f} s")
-            raise
-        done = f": {info['done']}" if info.get("done") else ""
-        mark = "[bold red]FAILED[/]" if info.get("failed") else "[bold green]ok[/]"
-        self.console.print(f"{mark} {name}{done} ({time.perf_counter() - t0:.1f} s)")
-
-
-def onnx_metadata(path: Path) -> dict[str, Any]:
-    """``edgepin.*`` metadata_props of an ONNX file, JSON values decoded."""
-    out: dict[str, Any] = {}
-    for p in onnx.load(str(path), load_external_data=False).metadata_props:
-        if p.key.startswith("edgepin."):
-            try:
-                out[p.key[8:]] = json.loads(p.value)
-            except json.JSONDecodeError:
-                out[p.key[8:]] = p.value
-    return out
 
 
 def _opset(path: Path) -> int:
@@ -175,7 +105,7 @@ def heldout_inputs(modality: str, data: Path, split: dict, cache_dir: Path,
                    front_end: Any) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Model inputs of the held-out (test) identities, batched: one array per face chunk or
     one array of windows per utterance."""
-    from edge_runtime.features import face_tensor
+    from edge_runtime.frontend.features import face_tensor
     from train.datasets import FaceFolder, SpeechFolder, holdout_split
     from train.prepare import prepare_faces, prepare_voices
 
@@ -226,7 +156,7 @@ def _eval_summary(r: dict[str, Any]) -> dict[str, Any]:
 def _calibration(modality: str, fp32: Path, meta: dict, opts: ExportOptions, split: dict,
                  calib_dir: Path, data: Path | None, stash: dict) -> tuple[dict, dict, bool]:
     from calibration import build_sets
-    from edge_runtime.features import VoiceFrontEnd
+    from edge_runtime.frontend.features import VoiceFrontEnd
 
     spec = CalibSpec(n=opts.n_calib, min_samples=opts.min_calib, split=split)
     key: dict[str, Any] = {"recipe": build_sets.RECIPE, "modality": modality, "split": split,
@@ -325,7 +255,7 @@ def export_student_int8(modality: str, opts: ExportOptions, target: Target, st: 
     with st.stage(f"{modality}: accuracy gate on held-out identities") as s:
         front_end = None
         if modality == "voice":
-            from edge_runtime.features import VoiceFrontEnd
+            from edge_runtime.frontend.features import VoiceFrontEnd
             front_end = VoiceFrontEnd.from_dict(meta.get("front_end") or VoiceFrontEnd().to_dict())
         batches, rep["heldout"] = heldout_inputs(modality, data, split, opts.cache_dir, front_end)
         name = "face" if modality == "face" else "feats"

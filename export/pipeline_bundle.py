@@ -12,8 +12,8 @@ from typing import Any
 from calibration.build_sets import CalibSpec
 from edge_runtime.bundle import load_manifest, register_model, sha256_file
 from edge_runtime.errors import DatasetError, ModelError
-from export.pipeline import ExportOptions, Stages, onnx_metadata
 from export.quantize import Target
+from export.stages import ExportOptions, Stages, onnx_metadata
 
 SIZE_TARGET_BYTES = 4 * 1024 * 1024
 HEADS = ("pin_face", "pin_voice", "faa")
@@ -47,7 +47,7 @@ def head_sets(opts: ExportOptions, report: dict, stash: dict, st: Stages) -> dic
             if "sets" not in cache:
                 windows = stash.get("utterance_windows")
                 if windows is None:  # the voice set was reused: redo its (cached) utterances
-                    from edge_runtime.features import VoiceFrontEnd
+                    from edge_runtime.frontend.features import VoiceFrontEnd
 
                     fe = onnx_metadata(voice).get("front_end")
                     windows = build_sets.voice_calibration(

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.bundle import register_model
-from edge_runtime.features import VoiceFrontEnd
+from edge_runtime.frontend.features import VoiceFrontEnd
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -143,13 +143,13 @@ def cross_models(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def detector():
-    from edge_runtime.face import DlibHogDetector
+    from edge_runtime.frontend.face import DlibHogDetector
 
     return DlibHogDetector()
 
 
 @pytest.fixture(scope="session")
 def gate():
-    from edge_runtime.vad import SpeechGate
+    from edge_runtime.frontend.vad import SpeechGate
 
     return SpeechGate("auto")

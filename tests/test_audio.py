@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge_runtime.audio import (
+from edge_runtime.errors import AudioError, ConfigError, MediaError
+from edge_runtime.frontend.audio import (
     TARGET_SR,
     LogMelConfig,
     audio_quality,
@@ -24,7 +25,6 @@ from edge_runtime.audio import (
     resample,
     to_mono,
 )
-from edge_runtime.errors import AudioError, ConfigError, MediaError
 
 SPEECH = "speechocean762/SPEAKER0036/000360013.flac"
 DIGIT = "fsdd/george/0_george_0.wav"

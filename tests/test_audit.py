@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from edge_runtime.audit import AuditLog, AuditRecord
 from edge_runtime.errors import GalleryError
-from edge_runtime.gallery import Gallery
+from edge_runtime.store.audit import AuditLog, AuditRecord
+from edge_runtime.store.gallery import Gallery
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_runtime.features import VoiceFrontEnd
+from edge_runtime.frontend.features import VoiceFrontEnd
 from train.augment import VoiceAugment
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from runtime_models import test_models  # noqa: F401 (pytest fixture)
 
-from edge_runtime.bench import run_bench, teacher_rows
 from edge_runtime.cli import main
+from edge_runtime.cli.bench import run_bench, teacher_rows
 
 STAGES = ["decode (1 video frame)", "detect (dlib HOG + 5 landmarks)", "align", "quality gate",
           "VAD (1 s of audio)", "face embed", "voice front-end (log-mel)", "voice embed",

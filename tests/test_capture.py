@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from capture_fakes import FAST, FakeCapture, FakeSounddevice, drain, fake_factory, wait_for
 
-from edge_runtime.audio import TARGET_SR, load_audio, resample
 from edge_runtime.capture import (
     BackoffPolicy,
     LiveSource,
@@ -26,7 +25,8 @@ from edge_runtime.capture import (
 )
 from edge_runtime.capture.camera import CameraSource
 from edge_runtime.errors import ConfigError, DependencyError, MediaError
-from edge_runtime.video import decode_clip
+from edge_runtime.frontend.audio import TARGET_SR, load_audio, resample
+from edge_runtime.frontend.video import decode_clip
 
 GRID = "grid/bbaf2n.mpg"
 

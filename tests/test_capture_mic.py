@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from capture_fakes import FAST, FakeSounddevice
 
-from edge_runtime.audio import TARGET_SR, load_audio, resample
 from edge_runtime.capture import (
     BackoffPolicy,
     MicrophoneSource,
@@ -22,6 +21,7 @@ from edge_runtime.capture import (
     import_sounddevice,
 )
 from edge_runtime.errors import DependencyError
+from edge_runtime.frontend.audio import TARGET_SR, load_audio, resample
 
 
 # ------------------------------------------------------------------------ microphone: ring

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from capture_fakes import drain
 
-from edge_runtime.audio import TARGET_SR, load_audio
 from edge_runtime.capture import AVSource, ReplaySource
 from edge_runtime.errors import MediaError
-from edge_runtime.face import load_image
-from edge_runtime.video import decode_clip
+from edge_runtime.frontend.audio import TARGET_SR, load_audio
+from edge_runtime.frontend.face import load_image
+from edge_runtime.frontend.video import decode_clip
 
 GRID = "grid/bbaf2n.mpg"
 

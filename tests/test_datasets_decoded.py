@@ -21,7 +21,6 @@ def _warnings(caplog) -> list[str]:
 
 
 def test_speech_iter_decoded_skips_truncated_wav(fixtures, tmp_path, caplog):
-    pytest.importorskip("edge_runtime.audio", reason="edge_runtime/audio.py not written yet")
     root = tmp_path / "fsdd"
     shutil.copytree(fixtures / "fsdd" / "george", root / "george")
     shutil.copytree(fixtures / "fsdd" / "lucas", root / "lucas")
@@ -47,7 +46,6 @@ def test_speech_iter_decoded_skips_truncated_wav(fixtures, tmp_path, caplog):
 
 
 def test_clip_iter_decoded_skips_video_without_audio(fixtures, tmp_path, caplog):
-    pytest.importorskip("edge_runtime.video", reason="edge_runtime/video.py not written yet")
     av = pytest.importorskip("av")
     root = tmp_path / "clips"
     root.mkdir()
@@ -86,7 +84,6 @@ def _corrupt_jpeg(good: Path, out: Path) -> None:
 
 
 def test_face_iter_decoded_skips_corrupt_image(fixtures, tmp_path):
-    pytest.importorskip("edge_runtime.face", reason="edge_runtime/face.py not written yet")
     root = tmp_path / "lfw"
     shutil.copytree(fixtures / "lfw" / "Tony_Blair", root / "Tony_Blair")
     shutil.copytree(fixtures / "att_faces" / "s1", root / "s1")
@@ -103,8 +100,6 @@ def test_face_iter_decoded_skips_corrupt_image(fixtures, tmp_path):
 
 
 def test_voxceleb1_iter_decoded_both_modalities(fixtures, tmp_path):
-    pytest.importorskip("edge_runtime.audio", reason="edge_runtime/audio.py not written yet")
-    pytest.importorskip("edge_runtime.face", reason="edge_runtime/face.py not written yet")
     wav_dir = tmp_path / "wav" / "id10001" / "vidA"
     wav_dir.mkdir(parents=True)
     shutil.copy(fixtures / "fsdd" / "george" / "0_george_0.wav", wav_dir / "00001.wav")

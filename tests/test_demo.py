@@ -13,7 +13,7 @@ import pytest
 from runtime_models import test_models  # noqa: F401 (pytest fixture)
 
 from edge_runtime.cli import main
-from edge_runtime.demo import print_report, run_demo
+from edge_runtime.cli.demo import print_report, run_demo
 
 
 @pytest.fixture(scope="module")

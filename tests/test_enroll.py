@@ -15,13 +15,13 @@ import pytest
 import soundfile as sf
 from runtime_models import detector, gate, test_models  # noqa: F401 (pytest fixtures)
 
+from edge_runtime.access.enroll import Enroller, EnrollmentError
 from edge_runtime.capture import ReplaySource
 from edge_runtime.cli import main
-from edge_runtime.enroll import Enroller, EnrollmentError
-from edge_runtime.gallery import Gallery
-from edge_runtime.keys import create_key, load_key
+from edge_runtime.frontend.video import decode_clip
 from edge_runtime.models import ModelBundle
-from edge_runtime.video import decode_clip
+from edge_runtime.store.gallery import Gallery
+from edge_runtime.store.keys import create_key, load_key
 
 FACE = "lfw/Tony_Blair/Tony_Blair_0001.jpg"
 VOICE = "speechocean762/SPEAKER0120/001200015.flac"
@@ -93,8 +93,8 @@ def test_clip_and_live_capture(enroller, gallery, fixtures):
 KILLER = r"""
 import os, sys
 import numpy as np
-from edge_runtime.gallery import Gallery
-from edge_runtime.keys import load_key
+from edge_runtime.store.gallery import Gallery
+from edge_runtime.store.keys import load_key
 g = Gallery.open(sys.argv[1], load_key(sys.argv[2]))
 rng = np.random.default_rng(0)
 h = {"face": "a" * 64}
@@ -163,7 +163,7 @@ def test_voice_probe_keeps_only_the_first_seconds_of_speech(enroller, fixtures, 
     # what `edgepin calibrate` uses to score probes as long as the live loop's: the model sees
     # exactly probe_s of voiced audio, and a shorter probe gives a different embedding
     from calibration.score_sets import embed_voices
-    from edge_runtime.audio import TARGET_SR
+    from edge_runtime.frontend.audio import TARGET_SR
     from train.datasets import Sample
 
     path = next((fixtures / "speechocean762").rglob("*.flac"))

@@ -23,7 +23,7 @@ from calibration.int8_sets import read_manifest
 from edge_runtime.bundle import load_manifest
 from edge_runtime.cli import main
 from edge_runtime.errors import ConfigError, DatasetError, ModelError
-from edge_runtime.features import VoiceFrontEnd
+from edge_runtime.frontend.features import VoiceFrontEnd
 from export.device_build import engine_specs, write_scripts
 from export.quantize import TARGETS
 from train.config import load_config

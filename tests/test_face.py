@@ -16,7 +16,7 @@ from edge_runtime.errors import (
     NoFaceError,
     SeveralFacesError,
 )
-from edge_runtime.face import (
+from edge_runtime.frontend.face import (
     ARCFACE_TEMPLATE_112,
     DLIB5_TEMPLATE_112,
     DlibHogDetector,
@@ -31,7 +31,7 @@ from edge_runtime.face import (
     similarity_transform,
     transform_points,
 )
-from edge_runtime.face_quality import FaceQuality, QualityGate, face_quality
+from edge_runtime.frontend.face_quality import FaceQuality, QualityGate, face_quality
 
 # AT&T s1/3 is a near-profile view: dlib's FRONTAL HOG detector does not find it at its default
 # threshold (a known limit, checked below), so it is left out of the "finds a face" set.

@@ -24,7 +24,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge_runtime.errors import GalleryError
-from edge_runtime.gallery import (
+from edge_runtime.store.gallery import (
     GALLERY_APP_ID,
     KNOWN_DIMS,
     SCHEMA_VERSION,
@@ -32,7 +32,7 @@ from edge_runtime.gallery import (
     associated_data,
     make_template,
 )
-from edge_runtime.keys import KEY_ENV, create_key, load_key
+from edge_runtime.store.keys import KEY_ENV, create_key, load_key
 
 H1 = hashlib.sha256(b"face model 1").hexdigest()
 H2 = hashlib.sha256(b"face model 2").hexdigest()
@@ -236,7 +236,7 @@ def test_kill_during_enrolment_leaves_gallery_intact(tmp_path, key):
     child = textwrap.dedent(f"""
         import os, signal, sys
         import numpy as np
-        from edge_runtime.gallery import Gallery
+        from edge_runtime.store.gallery import Gallery
         key = bytes.fromhex({key.hex()!r})
         rng = np.random.default_rng(1)
         def vecs():

@@ -18,20 +18,20 @@ import pytest
 import soundfile as sf
 from runtime_models import detector, gate, test_models  # noqa: F401 (pytest fixtures)
 
-from edge_runtime.actuators import CommandActuator, GpioActuator, HttpActuator
-from edge_runtime.audio import load_audio
-from edge_runtime.audit import AuditLog
+from edge_runtime.access.actuators import CommandActuator, GpioActuator, HttpActuator
+from edge_runtime.access.enroll import Enroller
+from edge_runtime.access.loop import AccessLoop, Lockout, LoopConfig, State
+from edge_runtime.access.pipeline import PipelineConfig, Verifier
+from edge_runtime.access.status_line import StatusLine, render
 from edge_runtime.capture import ReplaySource
 from edge_runtime.capture.base import AudioChunk, Batch
-from edge_runtime.enroll import Enroller
-from edge_runtime.face import load_image
-from edge_runtime.gallery import Gallery
-from edge_runtime.gallery_handle import GalleryHandle
-from edge_runtime.loop import AccessLoop, Lockout, LoopConfig, State
+from edge_runtime.frontend.audio import load_audio
+from edge_runtime.frontend.face import load_image
+from edge_runtime.frontend.video import Frame
 from edge_runtime.models import ModelBundle
-from edge_runtime.pipeline import PipelineConfig, Verifier
-from edge_runtime.status_line import StatusLine, render
-from edge_runtime.video import Frame
+from edge_runtime.store.audit import AuditLog
+from edge_runtime.store.gallery import Gallery
+from edge_runtime.store.gallery_handle import GalleryHandle
 
 ANN = ("lfw/Tony_Blair/Tony_Blair_0001.jpg", "speechocean762/SPEAKER0120/001200015.flac")
 BOB = ("lfw/Serena_Williams/Serena_Williams_0001.jpg", "speechocean762/SPEAKER0036/000360034.flac")
@@ -214,7 +214,7 @@ def test_status_line_text(door, short):
 def test_cli_run_once_json_and_exit_status(test_models, detector, gate, fixtures,  # noqa: F811
                                            tmp_path, capsys):
     from edge_runtime.cli import main
-    from edge_runtime.keys import create_key
+    from edge_runtime.store.keys import create_key
 
     key_file = tmp_path / "gallery.key"
     with ModelBundle.load(test_models) as bundle, \
@@ -237,7 +237,7 @@ def test_cli_run_once_json_and_exit_status(test_models, detector, gate, fixtures
 
 
 def test_face_embedding_made_during_capture_equals_the_one_made_at_decision(door, short):
-    from edge_runtime.pipeline import Collector
+    from edge_runtime.access.pipeline import Collector
 
     verifier, _ = door
     face, wav = load_image(short["ann"][0]), load_audio(short["ann"][1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_runtime.decision import Evidence, Matches, decide
+from edge_runtime.access.decision import Evidence, Matches, decide
 from edge_runtime.errors import ConfigError
 from edge_runtime.models import Thresholds, parse_threshold_overrides
 from edge_runtime.operating_points import (

@@ -11,7 +11,7 @@ from runtime_models import cross_models, test_models  # noqa: F401 (pytest fixtu
 
 from edge_runtime.bundle import register_model
 from edge_runtime.errors import ConfigError, ModelError
-from edge_runtime.features import VoiceFrontEnd
+from edge_runtime.frontend.features import VoiceFrontEnd
 from edge_runtime.models import ModelBundle
 from edge_runtime.operating_points import (
     Calibration,

@@ -16,7 +16,7 @@ import torch
 
 from edge_runtime.bundle import load_manifest
 from edge_runtime.cli import main
-from edge_runtime.features import VoiceFrontEnd
+from edge_runtime.frontend.features import VoiceFrontEnd
 from export.onnx_export import export_onnx
 from export.students import set_metadata
 from train.models import FaceNetConfig, MobileFaceNet, VoiceNetConfig, VoiceResNet

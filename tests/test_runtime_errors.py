@@ -15,18 +15,17 @@ import pytest
 import soundfile as sf
 from runtime_models import detector, gate, test_models  # noqa: F401 (pytest fixtures)
 
-from edge_runtime.audio import load_audio
+from edge_runtime.access.enroll import Enroller
+from edge_runtime.access.loop import AccessLoop, LoopConfig
+from edge_runtime.access.pipeline import PipelineConfig, Verifier
 from edge_runtime.capture import ReplaySource
 from edge_runtime.capture.base import AudioChunk, Batch
 from edge_runtime.cli import main
 from edge_runtime.engine_meta import EngineKey, check_engine, write_sidecar
-from edge_runtime.enroll import Enroller
 from edge_runtime.errors import ModelError
-from edge_runtime.face import load_image
-from edge_runtime.gallery import Gallery
-from edge_runtime.gallery_handle import GalleryHandle
-from edge_runtime.keys import create_key
-from edge_runtime.loop import AccessLoop, LoopConfig
+from edge_runtime.frontend.audio import load_audio
+from edge_runtime.frontend.face import load_image
+from edge_runtime.frontend.video import Frame
 from edge_runtime.models import ModelBundle
 from edge_runtime.operating_points import (
     Calibration,
@@ -35,8 +34,9 @@ from edge_runtime.operating_points import (
     SubsetFusion,
     save_operating_points,
 )
-from edge_runtime.pipeline import PipelineConfig, Verifier
-from edge_runtime.video import Frame
+from edge_runtime.store.gallery import Gallery
+from edge_runtime.store.gallery_handle import GalleryHandle
+from edge_runtime.store.keys import create_key
 
 FACE = "lfw/Tony_Blair/Tony_Blair_0001.jpg"
 OTHER = "lfw/Serena_Williams/Serena_Williams_0001.jpg"
@@ -103,7 +103,7 @@ def test_corrupt_and_truncated_clips(site, test_models, fixtures, tmp_path, caps
 
 class AuditLogOpen:
     def __init__(self, path):
-        from edge_runtime.audit import AuditLog
+        from edge_runtime.store.audit import AuditLog
 
         self.log = AuditLog.open(path, create=False)
 

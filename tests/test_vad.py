@@ -7,10 +7,15 @@ import logging
 import numpy as np
 import pytest
 
-from edge_runtime.audio import TARGET_SR, load_audio
 from edge_runtime.errors import AudioError, ConfigError, ModelError
-from edge_runtime.vad import SegmentRules, SpeechGate, segments_from_probs, silero_model_path
-from edge_runtime.video import decode_clip
+from edge_runtime.frontend.audio import TARGET_SR, load_audio
+from edge_runtime.frontend.vad import (
+    SegmentRules,
+    SpeechGate,
+    segments_from_probs,
+    silero_model_path,
+)
+from edge_runtime.frontend.video import decode_clip
 
 SPEECH = "speechocean762/SPEAKER0036/000360013.flac"  # 3.3 s, one sentence from ~0.55 s
 
@@ -195,7 +200,7 @@ def test_missing_model_is_an_error_or_an_announced_fallback(tmp_path, caplog, sp
     missing = tmp_path / "nowhere" / "silero_vad.onnx"
     with pytest.raises(ModelError, match=str(missing)):
         SpeechGate("silero", model_path=missing)
-    with caplog.at_level(logging.WARNING, logger="edge_runtime.vad"):
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.frontend.vad"):
         gate = SpeechGate("auto", model_path=missing)
     assert gate.backend == "webrtc"
     assert gate.note is not None and str(missing) in gate.note

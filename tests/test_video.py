@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge_runtime.audio import load_audio
 from edge_runtime.errors import MediaError
-from edge_runtime.video import Clip, decode_clip, iter_frames
+from edge_runtime.frontend.audio import load_audio
+from edge_runtime.frontend.video import Clip, decode_clip, iter_frames
 
 GRID = "grid/bbaf2n.mpg"
 

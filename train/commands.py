@@ -9,30 +9,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 from pathlib import Path
 
-from edge_runtime.errors import DependencyError
+from train.environment import default_cache_dir, need_torch
 from train.pins.commands import add_crossmodal_eval_args
 from train.pins.commands import register as register_pins
 
 
-def default_cache_dir() -> Path:
-    """Where teacher targets and crops are cached (EDGEPIN_CACHE overrides)."""
-    env = os.environ.get("EDGEPIN_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "edgepin"
-
-
-def _need_torch(command: str) -> None:
-    if importlib.util.find_spec("torch") is None:
-        raise DependencyError(
-            f"'edgepin {command}' needs the training extras: pip install 'edgepin[train]' "
-            "torch==<a CPU or CUDA build>"
-        )
-
-
 def _distill(args: argparse.Namespace) -> int:
-    _need_torch("distill")
+    need_torch("distill")
     from train.config import load_config
     from train.distill import distill
 
@@ -55,7 +40,7 @@ def _eval(args: argparse.Namespace) -> int:
 
         return eval_crossmodal(args)
     if args.model != "teacher" and not args.model.endswith(".onnx"):
-        _need_torch("eval")
+        need_torch("eval")
     from train.evaluate import evaluate
 
     split_cfg = None

@@ -30,7 +30,7 @@ from train.tasks import FaceTask, VoiceTask, build_model, split_reader, voice_fr
 CHECKPOINT_FORMAT = 1
 
 
-def _setup_distributed(device_pref: str) -> tuple[int, int, torch.device]:
+def setup_distributed(device_pref: str) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -77,7 +77,7 @@ def distill(modality: str, data: str | Path, cfg: dict, out: str | Path, cache_d
         raise ConfigError(f"config is for modality {cfg.get('modality')!r}, not {modality!r}")
     out = Path(out)
     tcfg = cfg["train"]
-    rank, world, device = _setup_distributed(tcfg.get("device", "auto"))
+    rank, world, device = setup_distributed(tcfg.get("device", "auto"))
     torch.set_num_threads(int(tcfg["threads"]))
     seed_everything(int(cfg["seed"]))
     samples, splits = split_reader(modality, data, cfg["split"])

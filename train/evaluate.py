@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.errors import ConfigError, DatasetError, ModelError
-from edge_runtime.features import VoiceFrontEnd, face_tensor
+from edge_runtime.frontend.features import VoiceFrontEnd, face_tensor
 from edge_runtime.metrics import make_pairs, verification_report
 from train.datasets import FaceFolder, Sample, SpeechFolder, holdout_split, manifest_hash
 
@@ -127,8 +127,13 @@ class _TeacherEmbedder(Embedder):
 
     def timer(self, sample: Sample) -> float:
         """Seconds for the teacher to embed one sample (dlib chip / Resemblyzer utterance)."""
-        from edge_runtime.audio import load_audio
-        from edge_runtime.face import DlibHogDetector, detect_and_align, dlib_chip, load_image
+        from edge_runtime.frontend.audio import load_audio
+        from edge_runtime.frontend.face import (
+            DlibHogDetector,
+            detect_and_align,
+            dlib_chip,
+            load_image,
+        )
         from train.teachers import FaceTeacher, VoiceTeacher
 
         if self.modality == "face":

@@ -21,10 +21,10 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
-from edge_runtime.audio import load_audio
 from edge_runtime.errors import DatasetError, MediaError
-from edge_runtime.face import DlibHogDetector, detect_and_align, load_image
-from edge_runtime.features import VoiceFrontEnd, face_grey
+from edge_runtime.frontend.audio import load_audio
+from edge_runtime.frontend.face import DlibHogDetector, detect_and_align, load_image
+from edge_runtime.frontend.features import VoiceFrontEnd, face_grey
 from train.cache import ArrayCache
 from train.datasets import Sample, file_sha256
 

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_runtime.audio import LogMelConfig
-from edge_runtime.features import VoiceFrontEnd, face_tensor
+from edge_runtime.frontend.audio import LogMelConfig
+from edge_runtime.frontend.features import VoiceFrontEnd, face_tensor
 from train.augment import FaceAugment, VoiceAugment
 from train.datasets import FaceFolder, Sample, SpeechFolder, holdout_split
 from train.models import FaceNetConfig, MobileFaceNet, VoiceNetConfig, VoiceResNet

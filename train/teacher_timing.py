@@ -26,8 +26,8 @@ def _timed(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
 
 def main(argv: list[str]) -> dict:
     """Time the requested teachers on the middle frame and the audio of one clip."""
-    from edge_runtime.face import DlibHogDetector
-    from edge_runtime.video import decode_clip
+    from edge_runtime.frontend.face import DlibHogDetector
+    from edge_runtime.frontend.video import decode_clip
 
     runs, warmup, clip, which = int(argv[0]), int(argv[1]), argv[2], argv[3:]
     c = decode_clip(clip)

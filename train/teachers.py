@@ -15,7 +15,7 @@ import numpy as np
 
 from edge_runtime.bundle import sha256_file
 from edge_runtime.errors import DependencyError
-from edge_runtime.face import FaceDetection, dlib_chip
+from edge_runtime.frontend.face import FaceDetection, dlib_chip
 
 
 def _short_hash(path: Path) -> str:

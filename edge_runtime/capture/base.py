@@ -19,9 +19,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from edge_runtime.audio import TARGET_SR
 from edge_runtime.errors import ConfigError
-from edge_runtime.video import Frame
+from edge_runtime.frontend.audio import TARGET_SR
+from edge_runtime.frontend.video import Frame
 
 
 class SourceState(str, Enum):

@@ -20,7 +20,6 @@ from typing import Literal, Protocol
 import cv2
 import numpy as np
 
-from edge_runtime.audio import check_media_file
 from edge_runtime.capture.base import (
     BackoffPolicy,
     Batch,
@@ -32,7 +31,8 @@ from edge_runtime.capture.base import (
     describe_error,
 )
 from edge_runtime.errors import ConfigError, DependencyError
-from edge_runtime.video import Frame
+from edge_runtime.frontend.audio import check_media_file
+from edge_runtime.frontend.video import Frame
 
 CameraKind = Literal["v4l2", "csi", "rtsp", "file"]
 _STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")

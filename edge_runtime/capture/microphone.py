@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import soxr
 
-from edge_runtime.audio import TARGET_SR
 from edge_runtime.capture.base import (
     AudioChunk,
     BackoffPolicy,
@@ -29,6 +28,7 @@ from edge_runtime.capture.base import (
     describe_error,
 )
 from edge_runtime.errors import ConfigError, DependencyError
+from edge_runtime.frontend.audio import TARGET_SR
 
 
 def import_sounddevice() -> types.ModuleType:

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_runtime.audio import TARGET_SR, load_audio
 from edge_runtime.capture.base import (
     AudioChunk,
     Batch,
@@ -23,8 +22,9 @@ from edge_runtime.capture.base import (
     StatusTracker,
 )
 from edge_runtime.errors import ConfigError, MediaError
-from edge_runtime.face import load_image
-from edge_runtime.video import Clip, Frame, decode_clip
+from edge_runtime.frontend.audio import TARGET_SR, load_audio
+from edge_runtime.frontend.face import load_image
+from edge_runtime.frontend.video import Clip, Frame, decode_clip
 
 
 class ReplaySource(SourceBase):

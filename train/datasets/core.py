@@ -227,14 +227,14 @@ def decode_sample(
     """Decode one sample with the device runtime's loaders (imported lazily: they are heavier
     than a folder scan and the readers must import on a machine without them)."""
     if sample.modality == "face":
-        from edge_runtime.face import load_image
+        from edge_runtime.frontend.face import load_image
 
         return load_image(sample.path)
     if sample.modality == "voice":
-        from edge_runtime.audio import load_audio
+        from edge_runtime.frontend.audio import load_audio
 
         return load_audio(sample.path, sr=sr)
-    from edge_runtime.video import decode_clip
+    from edge_runtime.frontend.video import decode_clip
 
     if max_frames is None:  # keep to the brief's decode_clip(path, *, sr, require_audio)
         return decode_clip(sample.path, sr=sr, require_audio=require_audio)

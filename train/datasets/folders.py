@@ -134,7 +134,7 @@ class ClipFolder(_IdentityTree):
     def iter_decoded(
         self, sr: int = 16000, require_audio: bool = True, max_frames: int | None = None
     ) -> Iterator[tuple[Sample, Any]]:
-        """(sample, edge_runtime.video.Clip) pairs; failures (e.g. no audio) go to `skipped`.
+        """(sample, edge_runtime.frontend.video.Clip) pairs; failures (e.g. no audio) go to `skipped`.
 
         `max_frames` caps decoded pictures per clip (memory on long VoxCeleb2 clips).
         """

@@ -12,9 +12,9 @@ DEFAULT_CONFIGS = {"pins": "pins_edge.yaml", "fuse": "fuse_edge.yaml"}
 
 
 def _train(args: argparse.Namespace) -> int:
-    from train.commands import _need_torch, default_cache_dir
+    from train.environment import default_cache_dir, need_torch
 
-    _need_torch("train")
+    need_torch("train")
     from train.config import load_config
 
     cfg = load_config(args.config, DEFAULT_CONFIGS[args.stage], args.set)
@@ -76,7 +76,7 @@ def add_crossmodal_eval_args(p: argparse.ArgumentParser) -> None:
 def eval_crossmodal(args: argparse.Namespace) -> int:
     """Handler of `edgepin eval crossmodal --model DIR --data ROOT`."""
     from edge_runtime.errors import ConfigError
-    from train.commands import default_cache_dir
+    from train.environment import default_cache_dir
 
     if args.split != "test":
         raise ConfigError("eval crossmodal uses the splits recorded with the model; "

@@ -111,7 +111,7 @@ class StudentFeatures:
 
     def voices(self, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
         """(utterance embeddings (K, 256), kept mask (N,)): undecodable files are dropped."""
-        from edge_runtime.audio import load_audio
+        from edge_runtime.frontend.audio import load_audio
 
         out, kept, rows = [], np.zeros(len(samples), dtype=bool), []
         for i, s in enumerate(samples):
@@ -137,9 +137,9 @@ class StudentFeatures:
     def clip(self, path: Path, gcfg: dict) -> dict[str, np.ndarray]:
         """One talking-face clip: face embeddings of every `frame_step`-th frame (with time)
         and voice embeddings of the audio segments of each half (with start/end)."""
-        from edge_runtime.face import DlibHogDetector, detect_and_align
-        from edge_runtime.features import face_grey
-        from edge_runtime.video import decode_clip
+        from edge_runtime.frontend.face import DlibHogDetector, detect_and_align
+        from edge_runtime.frontend.features import face_grey
+        from edge_runtime.frontend.video import decode_clip
 
         version = (f"{self.version}|step{gcfg['frame_step']}|seg{gcfg['voice_segment_s']}"
                    f"/{gcfg['voice_hop_s']}|cut{gcfg['split_time_s']}")

@@ -23,8 +23,8 @@ from rich.console import Console
 from torch import nn
 
 from edge_runtime.errors import ConfigError, MediaError
-from edge_runtime.features import face_tensor
-from train.distill import _setup_distributed, seed_everything
+from edge_runtime.frontend.features import face_tensor
+from train.distill import seed_everything, setup_distributed
 from train.pins.data import heldout_mask, voxceleb_roles
 from train.pins.losses import curriculum_share, pins_loss
 from train.pins.models import FullPins, build_heads, n_params
@@ -63,8 +63,8 @@ def _roles(identities: list[str], groups: list[str], scfg: dict) -> tuple[dict, 
 
 def clip_rows(root: Path, dcfg: dict, scfg: dict) -> RawRows:
     """Talking-face clips: sampled frames (detected, aligned) and the audio of each clip."""
-    from edge_runtime.face import DlibHogDetector, detect_and_align
-    from edge_runtime.features import face_grey
+    from edge_runtime.frontend.face import DlibHogDetector, detect_and_align
+    from edge_runtime.frontend.features import face_grey
     from train.datasets import ClipFolder
 
     reader = ClipFolder(root)
@@ -131,7 +131,7 @@ class _Batcher:
         src = self.rows.voices[j]
         if isinstance(src, np.ndarray):
             return src
-        from edge_runtime.audio import load_audio
+        from edge_runtime.frontend.audio import load_audio
 
         return load_audio(src)
 
@@ -184,7 +184,7 @@ def train_full(data: str | Path, cfg: dict, out: str | Path, *, cache_dir: str |
     """End-to-end PINs; rank 0 validates on held-out identities and writes full.pt."""
     out = Path(out)
     tcfg, dcfg, lcfg, ccfg = cfg["train"], cfg["data"], cfg["loss"], cfg["curriculum"]
-    rank, world, device = _setup_distributed(tcfg.get("device", "auto"))
+    rank, world, device = setup_distributed(tcfg.get("device", "auto"))
     torch.set_num_threads(int(tcfg["threads"]))
     seed_everything(int(cfg["seed"]))
     root = Path(data)

@@ -11,8 +11,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from edge_runtime.access.pipeline import AttemptResult
 from edge_runtime.capture.base import Status
-from edge_runtime.pipeline import AttemptResult
 
 _STAGES = ("detect_mean", "vad_total", "face_embed_capture_mean", "voice_embed", "search",
            "decision")

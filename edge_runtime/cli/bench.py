@@ -27,19 +27,19 @@ from typing import Any
 import numpy as np
 
 from edge_runtime import __version__
+from edge_runtime.access.decision import Evidence, Matches, decide
+from edge_runtime.access.pipeline import PipelineConfig, Verifier
 from edge_runtime.backends import available_backends
 from edge_runtime.bundle import load_manifest
-from edge_runtime.decision import Evidence, Matches, decide
 from edge_runtime.errors import EdgepinError, MediaError
-from edge_runtime.face import DlibHogDetector, align_face, choose_face
-from edge_runtime.face_quality import face_quality
-from edge_runtime.gallery import Gallery
-from edge_runtime.gallery_handle import GalleryHandle
+from edge_runtime.frontend.face import DlibHogDetector, align_face, choose_face
+from edge_runtime.frontend.face_quality import face_quality
+from edge_runtime.frontend.vad import SpeechGate
+from edge_runtime.frontend.video import decode_clip, iter_frames
 from edge_runtime.models import ModelBundle
-from edge_runtime.pipeline import PipelineConfig, Verifier
+from edge_runtime.store.gallery import Gallery
+from edge_runtime.store.gallery_handle import GalleryHandle
 from edge_runtime.sysinfo import cpu_identity, dist_version
-from edge_runtime.vad import SpeechGate
-from edge_runtime.video import decode_clip, iter_frames
 
 # the loop's default operating point (the lowest FAR the shipped thresholds can measure)
 TARGET_FAR = PipelineConfig().target_far
@@ -105,7 +105,7 @@ def run_bench(models: str | Path | None = None, *, runs: int = 200, warmup: int 
               teachers: bool = True, gallery_sizes: tuple[int, ...] = (1, 100, 1000, 10000),
               threads: int = 1) -> dict[str, Any]:
     """Time everything; write bench.json and bench.png into ``out_dir`` when given."""
-    from edge_runtime.demo import default_clips_dir, default_models_dir
+    from edge_runtime.cli.options import default_clips_dir, default_models_dir
 
     if runs < 1 or warmup < 0:
         raise EdgepinError(f"bench needs runs >= 1 and warmup >= 0, got {runs}, {warmup}")
@@ -273,7 +273,7 @@ def _end_to_end(timer: Timer, bundle: ModelBundle, detector: Any, gate: SpeechGa
     """Verifier.decide on evidence gathered the loop's way; collection is untimed (it happens
     while the person speaks: detection, alignment, VAD, and the best face's embedding), the
     decision is timed (what they wait for)."""
-    from edge_runtime.video import Frame
+    from edge_runtime.frontend.video import Frame
 
     handle = _synthetic_gallery(100, bundle)
     config = PipelineConfig(min_speech_s=0.5)

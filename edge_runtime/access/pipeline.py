@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.audio import TARGET_SR, audio_quality
-from edge_runtime.decision import Evidence, Matches, decide
+from edge_runtime.access.decision import Evidence, Matches, decide
 from edge_runtime.errors import (
     ConfigError,
     EdgepinError,
@@ -29,12 +28,13 @@ from edge_runtime.errors import (
     NoFaceError,
     SeveralFacesError,
 )
-from edge_runtime.face import FACE_POLICIES, FaceDetector, align_face, as_rgb, choose_face
-from edge_runtime.face_quality import FaceQuality, QualityGate, face_quality
-from edge_runtime.gallery_handle import GalleryHandle
+from edge_runtime.frontend.audio import TARGET_SR, audio_quality
+from edge_runtime.frontend.face import FACE_POLICIES, FaceDetector, align_face, as_rgb, choose_face
+from edge_runtime.frontend.face_quality import FaceQuality, QualityGate, face_quality
+from edge_runtime.frontend.vad import SpeechGate, SpeechStream
+from edge_runtime.frontend.video import Frame
 from edge_runtime.models import ModelBundle
-from edge_runtime.vad import SpeechGate, SpeechStream
-from edge_runtime.video import Frame
+from edge_runtime.store.gallery_handle import GalleryHandle
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Protocol
 
 import numpy as np
 
-from edge_runtime.audio import TARGET_SR
 from edge_runtime.errors import AudioError, ConfigError, DependencyError, ModelError
+from edge_runtime.frontend.audio import TARGET_SR
 
 log = logging.getLogger(__name__)
 

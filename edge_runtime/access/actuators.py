@@ -17,8 +17,8 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from edge_runtime.access.pipeline import AttemptResult
 from edge_runtime.errors import ConfigError, EdgepinError
-from edge_runtime.pipeline import AttemptResult
 
 
 class ActuatorError(EdgepinError):

@@ -1,7 +1,7 @@
 """The single `edgepin` console script.
 
-Subcommands live next to the code they drive: each package has a `commands` module with a
-`register(subparsers)` function. Those modules must stay cheap to import (no torch at module
+Subcommands live next to the code they drive: each module in COMMAND_MODULES has a
+`register(subparsers)` function (Polygraphy-style tool registration). Those modules must stay cheap to import (no torch at module
 level) so that `edgepin --help` and the device commands work on a machine without the
 training extras; heavy imports happen inside the handlers.
 """
@@ -20,7 +20,8 @@ from edge_runtime.errors import EdgepinError
 # Order is the order in `edgepin --help`. A package whose extras are not installed still
 # registers its commands; the handler raises DependencyError naming the extra to install.
 COMMAND_MODULES = (
-    "edge_runtime.commands",
+    "edge_runtime.cli.info",
+    "edge_runtime.cli.device",
     "train.commands",
     "calibration.commands",
     "export.commands",
@@ -68,6 +69,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     return int(result or 0)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -31,7 +31,7 @@ def load_key(path: str | Path | None = None) -> bytes:
     value = os.environ.get(KEY_ENV, "")
     if not value.strip():
         raise GalleryError(
-            f"no gallery key: pass a key file (mode 0600, made by edge_runtime.keys.create_key) "
+            f"no gallery key: pass a key file (mode 0600, made by edge_runtime.store.keys.create_key) "
             f"or set {KEY_ENV} to a base64-encoded {KEY_BYTES}-byte key"
         )
     return _decode(value, f"environment variable {KEY_ENV}")

@@ -1,4 +1,4 @@
-"""Device-side subcommands (no torch)."""
+"""`edgepin info`: what this machine can run (no torch)."""
 
 from __future__ import annotations
 
@@ -59,11 +59,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the device commands to the `edgepin` parser."""
+    """Add `info` to the `edgepin` parser."""
     p = subparsers.add_parser("info", help="what this machine can run (backends, camera, audio)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=_info)
-
-    from edge_runtime import commands_runtime
-
-    commands_runtime.register(subparsers)

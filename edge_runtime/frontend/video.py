@@ -15,8 +15,14 @@ from pathlib import Path
 import av
 import numpy as np
 
-from edge_runtime.audio import TARGET_SR, av_frame_to_float, check_media_file, resample, to_mono
 from edge_runtime.errors import MediaError
+from edge_runtime.frontend.audio import (
+    TARGET_SR,
+    av_frame_to_float,
+    check_media_file,
+    resample,
+    to_mono,
+)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from edge_runtime.audio import LogMelConfig, fixed_windows, log_mel
+from edge_runtime.frontend.audio import LogMelConfig, fixed_windows, log_mel
 
 FACE_SIZE = 112
 

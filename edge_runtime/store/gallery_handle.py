@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 
 from edge_runtime.errors import GalleryError
-from edge_runtime.gallery import Gallery
-from edge_runtime.keys import KEY_ENV, create_key, load_key
+from edge_runtime.store.gallery import Gallery
+from edge_runtime.store.keys import KEY_ENV, create_key, load_key
 
 GALLERY_FILE = "gallery.db"
 AUDIT_FILE = "audit.db"
@@ -34,7 +34,7 @@ def default_gallery() -> Path:
 
 
 def default_audit(gallery: Path) -> Path:
-    """The audit log lives next to its gallery (a separate file: see edge_runtime.audit)."""
+    """The audit log lives next to its gallery (a separate file: see edge_runtime.store.audit)."""
     return Path(gallery).with_name(AUDIT_FILE)
 
 

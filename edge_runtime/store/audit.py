@@ -23,7 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from edge_runtime.errors import GalleryError
-from edge_runtime.sqlite_store import TIME_FORMAT, open_store, sqlite_error, utc_now
+from edge_runtime.store.sqlite_store import TIME_FORMAT, open_store, sqlite_error, utc_now
 
 AUDIT_APP_ID = 0x45504131  # "EPA1" in the SQLite header
 DECISIONS = frozenset({"granted", "denied"})

@@ -19,13 +19,13 @@ from enum import Enum
 
 import numpy as np
 
-from edge_runtime.actuators import Actuator, ActuatorError
-from edge_runtime.audio import TARGET_SR
-from edge_runtime.audit import AuditLog, AuditRecord
+from edge_runtime.access.actuators import Actuator, ActuatorError
+from edge_runtime.access.pipeline import AttemptResult, Collector, Verifier, denial
+from edge_runtime.access.status_line import StatusLine
 from edge_runtime.capture.base import AudioChunk, AVSource, Batch
 from edge_runtime.errors import ConfigError, EdgepinError
-from edge_runtime.pipeline import AttemptResult, Collector, Verifier, denial
-from edge_runtime.status_line import StatusLine
+from edge_runtime.frontend.audio import TARGET_SR
+from edge_runtime.store.audit import AuditLog, AuditRecord
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge_runtime.face import FaceDetection, align_face, alignment_points
+from edge_runtime.frontend.face import FaceDetection, align_face, alignment_points
 
 # Side of the aligned crop the sharpness is measured on: fixed so that the number does not
 # depend on the recogniser's input size.

@@ -25,31 +25,20 @@ from typing import Any
 
 import numpy as np
 
-import edge_runtime
-from edge_runtime.audit import AuditLog
+from edge_runtime.access.enroll import Enroller
+from edge_runtime.access.loop import AccessLoop, LoopConfig
+from edge_runtime.access.pipeline import AttemptResult, PipelineConfig, Verifier
 from edge_runtime.capture import ReplaySource
-from edge_runtime.enroll import Enroller
+from edge_runtime.cli.options import default_clips_dir, default_models_dir
 from edge_runtime.errors import ConfigError, MediaError, ModelError
-from edge_runtime.face import DlibHogDetector
-from edge_runtime.gallery import Gallery
-from edge_runtime.gallery_handle import GalleryHandle
-from edge_runtime.keys import create_key
-from edge_runtime.loop import AccessLoop, LoopConfig
+from edge_runtime.frontend.face import DlibHogDetector
+from edge_runtime.frontend.vad import SpeechGate
+from edge_runtime.frontend.video import Clip, decode_clip
 from edge_runtime.models import ModelBundle
-from edge_runtime.pipeline import AttemptResult, PipelineConfig, Verifier
-from edge_runtime.vad import SpeechGate
-from edge_runtime.video import Clip, decode_clip
-
-REPO = Path(edge_runtime.__file__).resolve().parents[1]
-
-
-def default_models_dir() -> Path:
-    """``models/`` at the top of a source checkout."""
-    return REPO / "models"
-
-
-def default_clips_dir() -> Path:
-    return REPO / "tests" / "fixtures" / "grid"
+from edge_runtime.store.audit import AuditLog
+from edge_runtime.store.gallery import Gallery
+from edge_runtime.store.gallery_handle import GalleryHandle
+from edge_runtime.store.keys import create_key
 
 
 @dataclass

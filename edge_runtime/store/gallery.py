@@ -25,8 +25,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge_runtime.errors import GalleryError
-from edge_runtime.keys import KEY_BYTES, write_private
-from edge_runtime.sqlite_store import open_store, sqlite_error, utc_now
+from edge_runtime.store.keys import KEY_BYTES, write_private
+from edge_runtime.store.sqlite_store import open_store, sqlite_error, utc_now
 
 # Dimensions of the modalities edgepin produces; any other modality keeps the size it was
 # enrolled with (recorded per row).
@@ -131,7 +131,7 @@ class Gallery:
         if not isinstance(key, bytes) or len(key) != KEY_BYTES:
             raise GalleryError(
                 f"gallery key must be {KEY_BYTES} bytes (AES-256); load it with "
-                "edge_runtime.keys.load_key"
+                "edge_runtime.store.keys.load_key"
             )
         p = Path(path)
         conn = open_store(p, GALLERY_APP_ID, MIGRATIONS, "gallery", create=create, timeout=timeout)

@@ -34,12 +34,13 @@ def build_source(args: argparse.Namespace) -> tuple[Any, bool]:
         # a still photo: 5 identical frames a second are as good as 25, at a fifth the work
         return ReplaySource.from_image_audio(args.face, args.voice, fps=5.0,
                                              realtime=realtime), True
-    mic = int(args.mic) if args.mic is not None and args.mic.isdigit() else args.mic
-    return open_live(args.camera, mic), False
+    from edge_runtime.cli.options import mic_device
+
+    return open_live(args.camera, mic_device(args.mic)), False
 
 
 def _actuator(args: argparse.Namespace) -> Any:
-    from edge_runtime.actuators import CommandActuator, GpioActuator, HttpActuator
+    from edge_runtime.access.actuators import CommandActuator, GpioActuator, HttpActuator
 
     given = [a for a in (args.actuator_cmd, args.actuator_url, args.actuator_gpio) if a]
     if len(given) > 1:
@@ -49,7 +50,7 @@ def _actuator(args: argparse.Namespace) -> Any:
     if args.actuator_url:
         return HttpActuator(args.actuator_url)
     if args.actuator_gpio:
-        from edge_runtime.commands_runtime import import_function
+        from edge_runtime.cli.options import import_function
 
         return GpioActuator(import_function(args.actuator_gpio))
     return None
@@ -64,16 +65,16 @@ def _line(result: Any) -> str:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from edge_runtime.audit import AuditLog
-    from edge_runtime.commands_runtime import _bundle, _gallery_path
-    from edge_runtime.face import DlibHogDetector
-    from edge_runtime.gallery_handle import GalleryHandle, default_audit, resolve_key
-    from edge_runtime.loop import AccessLoop, LoopConfig
-    from edge_runtime.pipeline import PipelineConfig, Verifier, denial
-    from edge_runtime.status_line import StatusLine
-    from edge_runtime.vad import SpeechGate
+    from edge_runtime.access.loop import AccessLoop, LoopConfig
+    from edge_runtime.access.pipeline import PipelineConfig, Verifier, denial
+    from edge_runtime.access.status_line import StatusLine
+    from edge_runtime.cli.options import gallery_path, model_bundle
+    from edge_runtime.frontend.face import DlibHogDetector
+    from edge_runtime.frontend.vad import SpeechGate
+    from edge_runtime.store.audit import AuditLog
+    from edge_runtime.store.gallery_handle import GalleryHandle, default_audit, resolve_key
 
-    path = _gallery_path(args)
+    path = gallery_path(args)
     audit_path = args.audit if args.audit is not None else default_audit(path)
     opened: list[Any] = []
     audit = None
@@ -87,7 +88,7 @@ def run_command(args: argparse.Namespace) -> int:
             opened.append(audit)
             source, finite = build_source(args)
             key = resolve_key(args.key_file, path)
-            bundle = _bundle(args)
+            bundle = model_bundle(args)
             opened.append(bundle)
             gallery = GalleryHandle(path, key)
             opened.append(gallery)
@@ -102,7 +103,7 @@ def run_command(args: argparse.Namespace) -> int:
             actuator = _actuator(args)
         except EdgepinError as exc:
             if audit is not None:
-                from edge_runtime.audit import AuditRecord
+                from edge_runtime.store.audit import AuditRecord
 
                 try:
                     audit.append(AuditRecord("denied", reason=" ".join(str(exc).split()),

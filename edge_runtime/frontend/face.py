@@ -2,7 +2,7 @@
 
 Training and the device must crop faces identically, or a student trained on one crop is
 evaluated on another; so both import this module (numpy + OpenCV + dlib only, never torch).
-Image quality checks live in `edge_runtime.face_quality`.
+Image quality checks live in `edge_runtime.frontend.face_quality`.
 
 Landmark order (dlib's 5-point shape predictor), in IMAGE coordinates of an upright face:
     0: outer corner of the eye on the image's right (the subject's left eye)

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.audio import TARGET_SR, check_audio, load_audio
+from edge_runtime.access.pipeline import Collector, PipelineConfig
 from edge_runtime.capture.base import AVSource
 from edge_runtime.errors import ConfigError, EdgepinError, MediaError
-from edge_runtime.face import FaceDetector, load_image
-from edge_runtime.face_quality import QualityGate
-from edge_runtime.gallery import Gallery, make_template
+from edge_runtime.frontend.audio import TARGET_SR, check_audio, load_audio
+from edge_runtime.frontend.face import FaceDetector, load_image
+from edge_runtime.frontend.face_quality import QualityGate
+from edge_runtime.frontend.vad import SpeechGate
+from edge_runtime.frontend.video import Clip, Frame, decode_clip
 from edge_runtime.models import ModelBundle
-from edge_runtime.pipeline import Collector, PipelineConfig
-from edge_runtime.vad import SpeechGate
-from edge_runtime.video import Clip, Frame, decode_clip
+from edge_runtime.store.gallery import Gallery, make_template
 
 
 class EnrollmentError(MediaError):

@@ -7,34 +7,17 @@ inside the handlers.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Any
 
+from edge_runtime.cli.options import (
+    gallery_path,
+    mic_device,
+    model_bundle,
+    single_thread_blas,
+)
 from edge_runtime.errors import ConfigError
-
-
-def single_thread_blas() -> None:
-    """One BLAS thread for the device commands.
-
-    The runtime's matrix products are small (a log-mel filterbank, a gallery matvec), and
-    OpenBLAS's thread pool only fights the loop, capture and onnxruntime for the cores:
-    measured on this 2-core CPU under load, a 10 000 x 256 matvec took 16 ms with the pool
-    and 0.6 ms on one thread, the voice front-end 16 ms vs 1.3 ms. The environment variable
-    works when numpy is not loaded yet (the normal `edgepin` case); threadpoolctl, when
-    installed, covers an already loaded numpy.
-    """
-    if "numpy" not in sys.modules:
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(1, user_api="blas")
 
 
 # ------------------------------------------------------------------------------ options
@@ -69,52 +52,30 @@ def _capture_options(p: argparse.ArgumentParser) -> None:
                    help="several faces in view: use the largest / most central, or deny")
 
 
-def _gallery_path(args: argparse.Namespace) -> Path:
-    from edge_runtime.gallery_handle import default_gallery
-
-    return Path(args.gallery) if args.gallery is not None else default_gallery()
-
-
-def _bundle(args: argparse.Namespace) -> Any:
-    from edge_runtime.demo import default_models_dir
-    from edge_runtime.models import ModelBundle, parse_threshold_overrides
-
-    return ModelBundle.load(
-        args.models if args.models is not None else default_models_dir(),
-        precision=args.precision, backend=args.backend, threads=args.threads,
-        engines=getattr(args, "engines", None),
-        operating_points=getattr(args, "operating_points", None),
-        threshold_overrides=parse_threshold_overrides(args.threshold))
-
-
-def _mic(value: str | None) -> int | str | None:
-    return int(value) if value is not None and value.isdigit() else value
-
-
 # ------------------------------------------------------------------------------ enroll
 def _enroll(args: argparse.Namespace) -> int:
     single_thread_blas()
-    from edge_runtime.enroll import Enroller
-    from edge_runtime.face import DlibHogDetector
-    from edge_runtime.gallery import Gallery
-    from edge_runtime.gallery_handle import resolve_key
-    from edge_runtime.vad import SpeechGate
+    from edge_runtime.access.enroll import Enroller
+    from edge_runtime.frontend.face import DlibHogDetector
+    from edge_runtime.frontend.vad import SpeechGate
+    from edge_runtime.store.gallery import Gallery
+    from edge_runtime.store.gallery_handle import resolve_key
 
     live = args.camera is not None
     if live and (args.face or args.voice or args.video):
         raise ConfigError("enrol either live (--camera/--mic) or from files, not both")
     if not live and not (args.face or args.voice or args.video):
         raise ConfigError("give --face IMG, --voice WAV or --video CLIP (or --camera for live)")
-    path = _gallery_path(args)
+    path = gallery_path(args)
     path.parent.mkdir(parents=True, exist_ok=True)
     key = resolve_key(args.key_file, path, create=args.create_key)
-    with _bundle(args) as bundle, Gallery.open(path, key) as gallery:
+    with model_bundle(args) as bundle, Gallery.open(path, key) as gallery:
         enroller = Enroller(bundle, DlibHogDetector(), SpeechGate("auto"),
                             face_policy=args.face_policy, min_speech_s=args.min_speech)
         if live:
             from edge_runtime.capture import open_live
 
-            source = open_live(args.camera, _mic(args.mic))
+            source = open_live(args.camera, mic_device(args.mic))
             result = enroller.enroll_live(gallery, args.name, source,
                                           prompt=lambda m: print(m, flush=True),
                                           replace=not args.no_replace)
@@ -131,10 +92,10 @@ def _enroll(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- gallery
 def _gallery(args: argparse.Namespace) -> int:
-    from edge_runtime.gallery import Gallery
-    from edge_runtime.gallery_handle import resolve_key
+    from edge_runtime.store.gallery import Gallery
+    from edge_runtime.store.gallery_handle import resolve_key
 
-    path = _gallery_path(args)
+    path = gallery_path(args)
     key = resolve_key(args.key_file, path)
     with Gallery.open(path, key, create=False) as gallery:
         if args.gallery_command == "list":
@@ -161,14 +122,14 @@ def _gallery(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------- run
 def _run(args: argparse.Namespace) -> int:
     single_thread_blas()
-    from edge_runtime.runtime_cli import run_command
+    from edge_runtime.cli.run import run_command
 
     return run_command(args)
 
 
 def _demo(args: argparse.Namespace) -> int:
     single_thread_blas()
-    from edge_runtime.demo import print_report, run_demo
+    from edge_runtime.cli.demo import print_report, run_demo
     from edge_runtime.models import parse_threshold_overrides
 
     report = run_demo(args.models, args.clips, people=args.people,
@@ -185,7 +146,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     single_thread_blas()
-    from edge_runtime.bench import print_summary, run_bench
+    from edge_runtime.cli.bench import print_summary, run_bench
 
     report = run_bench(args.models, runs=args.runs, warmup=args.warmup, clip=args.clip,
                        out_dir=args.out, teachers=not args.no_teachers,
@@ -278,18 +239,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_bench)
-
-
-def import_function(spec: str) -> Any:
-    """``package.module:function`` -> the function (pluggable GPIO actuator)."""
-    module, sep, name = spec.partition(":")
-    if not sep or not module or not name:
-        raise ConfigError(f"--actuator-gpio {spec!r}: expected MODULE:FUNCTION")
-    try:
-        fn = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"--actuator-gpio {spec!r}: {exc}") from exc
-    if not callable(fn):
-        raise ConfigError(f"--actuator-gpio {spec!r} is not callable")
-    return fn
-

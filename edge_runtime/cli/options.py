@@ -1,0 +1,81 @@
+"""What several commands share: the model bundle and gallery from the options, the BLAS
+thread setting of the device commands, plug-in functions named on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import edge_runtime
+from edge_runtime.errors import ConfigError
+
+REPO = Path(edge_runtime.__file__).resolve().parents[1]
+
+
+def default_models_dir() -> Path:
+    """``models/`` at the top of a source checkout."""
+    return REPO / "models"
+
+
+def default_clips_dir() -> Path:
+    return REPO / "tests" / "fixtures" / "grid"
+
+
+def single_thread_blas() -> None:
+    """One BLAS thread for the device commands.
+
+    The runtime's matrix products are small (a log-mel filterbank, a gallery matvec), and
+    OpenBLAS's thread pool only fights the loop, capture and onnxruntime for the cores:
+    measured on this 2-core CPU under load, a 10 000 x 256 matvec took 16 ms with the pool
+    and 0.6 ms on one thread, the voice front-end 16 ms vs 1.3 ms. The environment variable
+    works when numpy is not loaded yet (the normal `edgepin` case); threadpoolctl, when
+    installed, covers an already loaded numpy.
+    """
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(1, user_api="blas")
+
+
+def gallery_path(args: argparse.Namespace) -> Path:
+    from edge_runtime.store.gallery_handle import default_gallery
+
+    return Path(args.gallery) if args.gallery is not None else default_gallery()
+
+
+def model_bundle(args: argparse.Namespace) -> Any:
+    from edge_runtime.models import ModelBundle, parse_threshold_overrides
+
+    return ModelBundle.load(
+        args.models if args.models is not None else default_models_dir(),
+        precision=args.precision, backend=args.backend, threads=args.threads,
+        engines=getattr(args, "engines", None),
+        operating_points=getattr(args, "operating_points", None),
+        threshold_overrides=parse_threshold_overrides(args.threshold))
+
+
+def mic_device(value: str | None) -> int | str | None:
+    return int(value) if value is not None and value.isdigit() else value
+
+
+def import_function(spec: str) -> Any:
+    """``package.module:function`` -> the function (pluggable GPIO actuator)."""
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise ConfigError(f"--actuator-gpio {spec!r}: expected MODULE:FUNCTION")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"--actuator-gpio {spec!r}: {exc}") from exc
+    if not callable(fn):
+        raise ConfigError(f"--actuator-gpio {spec!r} is not callable")
+    return fn
+
