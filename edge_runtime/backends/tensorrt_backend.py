@@ -315,26 +315,30 @@ class TrtRunner(RunnerBase):
                              f"max {list(io.max_shape)})")
 
     def max_batch(self) -> int | None:
-        """Largest batch (axis 0) the profile takes when every input is batched, else None."""
+        """Largest batch (axis 0) the profile takes for every input (1 for a static batch-1
+        engine such as a DLA one), None for an engine without inputs of rank >= 1."""
         ios = [self._io[n] for n in self._inputs]
-        if not ios or any(io.shape[:1] != (-1,) for io in ios):
+        if not ios or any(not io.max_shape for io in ios):
             return None
         return min(io.max_shape[0] for io in ios)
 
     def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Outputs by name (copies: the pinned buffers are reused by the next call).
 
-        A batch above the profile maximum is run in chunks of the maximum (module docstring).
+        A batch above the profile maximum is run in chunks of the maximum (module docstring);
+        each chunk is checked like any feed.
         """
         if self._stream is None:
             raise ModelError(f"engine {self._name}: runner is closed")
-        check_feed(self._name, self._inputs, feed)
         limit = self.max_batch()
-        sizes = {feed[n].shape[0] for n in self._inputs} if limit is not None else set()
-        if len(sizes) == 1 and (n := sizes.pop()) > limit:
-            parts = [self._run_once({k: v[i:i + limit] for k, v in feed.items()})
-                     for i in range(0, n, limit)]
-            return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+        arrays = [feed.get(n) for n in self._inputs]
+        if limit is not None and all(isinstance(a, np.ndarray) and a.ndim for a in arrays):
+            sizes = {a.shape[0] for a in arrays}
+            if len(sizes) == 1 and (n := sizes.pop()) > limit:
+                parts = [self.run({k: v[i:i + limit] for k, v in feed.items()})
+                         for i in range(0, n, limit)]
+                return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+        check_feed(self._name, self._inputs, feed)
         return self._run_once(feed)
 
     def _run_once(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
