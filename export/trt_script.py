@@ -105,8 +105,9 @@ def write_build_script(
                   f"{shlex.quote(str(export_out if export_out is not None else out_dir))}")
     branches = []
     for pattern, cmd, why in _family_commands(spec):
+        plain = "".join(c for c in why if c not in '"$`\\')  # inside bash double quotes
         body = (cmd if cmd is not None else
-                f"echo {shlex.quote(f'skipped on TensorRT $FOUND: {why}')} >&2; exit {SKIPPED}")
+                f'echo "skipped on TensorRT $FOUND: {plain}" >&2; exit {SKIPPED}')
         if cmd is not None and spec.calibration_cache is not None:
             body = ("python3 -m edge_runtime.engine_meta check-calib "
                     f"--cache={shlex.quote(str(spec.calibration_cache))} "
