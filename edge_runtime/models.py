@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.backends import Runner, TensorSpec, load_runner
+from edge_runtime.backends import Runner, TensorSpec, available_backends, load_runner
 from edge_runtime.backends.tensorrt_backend import import_tensorrt
 from edge_runtime.bundle import ModelEntry, load_manifest
 from edge_runtime.engine_meta import (
@@ -32,7 +32,7 @@ from edge_runtime.engine_meta import (
     machine_identity,
     rebuild_command,
 )
-from edge_runtime.errors import ConfigError, ModelError
+from edge_runtime.errors import ConfigError, DependencyError, ModelError
 from edge_runtime.frontend.features import VoiceFrontEnd, face_tensor
 from edge_runtime.operating_points import OperatingPoints, load_operating_points
 
@@ -233,8 +233,13 @@ class ModelBundle:
                 "means face and voice each match the SAME enrolled identity"
             )
         engines_root = Path(engines) if engines is not None else root / "tensorrt"
-        machine = (machine_identity(import_tensorrt().__version__) if backend == "tensorrt"
-                   else None)
+        machine = None
+        if backend == "tensorrt":
+            if "tensorrt" not in available_backends():
+                raise DependencyError("--backend tensorrt: TensorRT engines need the tensorrt "
+                                      "and cuda-python packages, not both installed here; run "
+                                      "with --backend onnxruntime (or see docs/jetson.md)")
+            machine = machine_identity(import_tensorrt().__version__)
         runners: dict[str, Runner] = {}
         engine_files: dict[str, str] = {}
         try:

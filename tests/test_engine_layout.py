@@ -151,6 +151,7 @@ def on_device(monkeypatch):
     """The runtime's view of the fake Orin; the TensorRT runner replaced by a recorder."""
     trt = types.SimpleNamespace(__version__=TRT)  # stand-in: no TensorRT here
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(models_mod, "available_backends", lambda: ["onnxruntime", "tensorrt"])
     monkeypatch.setattr("edge_runtime.engine_meta.probe_cuda_device", lambda index=0: DEVICE)
     loaded: dict[str, tuple] = {}
     real = models_mod.load_runner
