@@ -326,6 +326,29 @@ def test_executor_reports_every_parser_error_and_build_failure(qdq_face):
         TrtApi("8.5.2").build(_spec(onnx=qdq), trt=trt)
 
 
+def test_python_dla_build_sets_the_calibration_profile_and_checks_the_cache(qdq_face, tmp_path):
+    """Recorded fake tensorrt (no TensorRT here): the profile given to add_optimization_profile
+    is also the calibration profile; a cache of another TensorRT is refused before any call."""
+    _, qdq = qdq_face
+    stripped = strip_qdq(qdq, tmp_path / "face.dla.onnx")
+    cache = write_calibration_cache(qdq, tmp_path / "face.calib", trt_version="10.3.0")
+    spec = _spec(onnx=stripped, dla_core=0, profiles=STATIC, calibration_cache=cache,
+                 timing_cache=None, source_onnx=qdq)
+    trt, calls = _fake_trt(version="10.3.0.30")
+    trt.IInt8EntropyCalibrator2 = type("IInt8EntropyCalibrator2", (), {"__init__": lambda s: None})
+    assert TrtApi("10.3.0").build(spec, trt=trt) == b"ENGINE"
+    made = [(c[0], c[1]) for c in calls]
+    assert ("config", "int8_calibrator=") in made
+    add, cal = made.index(("config", "add_optimization_profile")), made.index(
+        ("config", "set_calibration_profile"))
+    assert cal > add and calls[cal][2][0] is calls[add][2][0]  # the same profile object
+    assert spec.source == qdq  # the sidecar names the QDQ file, not the stripped graph
+    trt, calls = _fake_trt(version="10.7.0")
+    with pytest.raises(ModelError, match="calibrate on random data"):
+        TrtApi("10.7.0").build(spec, trt=trt)
+    assert not any(c[1] == "build_serialized_network" for c in calls)
+
+
 # ---------------------------------------------------------------- trtexec / device script
 
 
