@@ -3,11 +3,15 @@
 A serialized engine is only valid for the exact ONNX it was built from, the TensorRT version
 (major.minor at least), the GPU (compute capability) and the build settings. A stale engine
 either fails to deserialize or, worse, runs a different model than the one that passed the
-accuracy gate. Every engine therefore carries a JSON sidecar (``model.engine`` ->
-``model.engine.json``) recording its ``EngineKey``; ``check_engine`` compares it with the
-machine and says exactly what differs and how to rebuild. Engines are cached in directories
-named by the key's digest (jetson-inference style), so engines for different devices or
-precisions never overwrite each other.
+accuracy gate. Every engine therefore carries a JSON sidecar (``face.int8.engine`` ->
+``face.int8.engine.json``) recording its ``EngineKey``; ``check_engine`` compares it with the
+machine and says exactly what differs and how to rebuild.
+
+One layout, written by ``edgepin export`` (or its device scripts) and read by the runtime:
+``<out>/tensorrt/<target>/<model>.<variant>.engine`` + sidecar. The runtime never trusts a
+file name: ``find_engines`` reads every sidecar under the engines folder and the bundle picks
+the one whose key names the manifest's ONNX (sha256), the precision asked for, and this
+machine's TensorRT (major.minor) and GPU.
 
 Runs on the device: no torch, onnx or tensorrt at import (tensorrt is imported lazily).
 """
@@ -21,7 +25,7 @@ import hashlib
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +35,8 @@ from edge_runtime.bundle import sha256_file
 from edge_runtime.errors import EdgepinError, ModelError
 
 SIDECAR_FORMAT = "edgepin-engine/1"
-ENGINE_NAME = "model.engine"
+ENGINE_SUFFIX = ".engine"
+CALIBRATOR = "EntropyCalibration2"
 Shape = tuple[int, ...]
 
 
@@ -60,6 +65,7 @@ class EngineKey:
     jetpack: str | None
     precision: str
     profiles: dict[str, tuple[Shape, ...]] = field(default_factory=dict)
+    dla_core: int | None = None  # None: the GPU; else the DLA core the engine runs on
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "profiles", _norm_profiles(self.profiles))
@@ -84,7 +90,8 @@ class EngineKey:
         missing = [n for n in names if n not in data]
         if missing:
             raise ModelError(f"engine key is missing fields {missing}")
-        return cls(**{n: data[n] for n in names})
+        dla = data.get("dla_core")
+        return cls(**{n: data[n] for n in names}, dla_core=None if dla is None else int(dla))
 
 
 def sidecar_path(engine_path: Path) -> Path:
@@ -92,13 +99,10 @@ def sidecar_path(engine_path: Path) -> Path:
     return engine_path.with_name(engine_path.name + ".json")
 
 
-def cache_dir(root: Path, key: EngineKey) -> Path:
-    """``<root>/<digest[:16]>/``: one directory per (model, TensorRT, GPU, settings)."""
-    return Path(root) / key.digest()[:16]
-
-
-def cached_engine_path(root: Path, key: EngineKey) -> Path:
-    return cache_dir(root, key) / ENGINE_NAME
+def export_out_of(engine_path: Path) -> Path:
+    """The ``--out`` of the export that laid ``engine_path`` out (``<out>/tensorrt/<target>/``)."""
+    parent = Path(engine_path).parent
+    return parent.parent.parent if parent.parent.name == "tensorrt" else parent
 
 
 def rebuild_command(target: str | None, out: Path) -> str:
@@ -149,7 +153,8 @@ def key_differences(built: EngineKey, current: EngineKey) -> list[str]:
         diffs.append(f"TensorRT: engine built with {vb}, this machine has {vc}")
     for name, label in (("onnx_sha256", "ONNX model (sha256)"), ("gpu_name", "GPU"),
                         ("compute_capability", "compute capability"), ("jetpack", "JetPack/L4T"),
-                        ("precision", "precision"), ("profiles", "shape profiles")):
+                        ("precision", "precision"), ("profiles", "shape profiles"),
+                        ("dla_core", "DLA core")):
         a, b = getattr(built, name), getattr(current, name)
         if a != b:
             if name == "onnx_sha256":
@@ -163,9 +168,9 @@ def check_engine(engine_path: Path, current: EngineKey) -> None:
     engine_path = Path(engine_path)
     if not engine_path.is_file():
         raise ModelError(f"engine {engine_path} does not exist; build it with: "
-                         f"{rebuild_command(None, engine_path.parent)}")
+                         f"{rebuild_command(None, export_out_of(engine_path))}")
     meta = read_sidecar(engine_path)
-    fix = rebuild_command(meta.get("target"), engine_path.parent)
+    fix = rebuild_command(meta.get("target"), export_out_of(engine_path))
     problems = key_differences(meta["key"], current)
     if sha256_file(engine_path) != meta.get("engine_sha256"):
         problems.append("engine file changed since its sidecar was written")
@@ -202,8 +207,19 @@ def probe_cuda_device(index: int = 0) -> dict[str, str]:
 
 def current_key(onnx_path: Path, *, precision: str,
                 profiles: Mapping[str, Sequence[Sequence[int]]],
-                trt_version: str | None = None) -> EngineKey:
-    """The EngineKey of ``onnx_path`` on this machine (imports tensorrt if no version given)."""
+                trt_version: str | None = None, dla_core: int | None = None) -> EngineKey:
+    """The EngineKey of ``onnx_path`` on this machine (imports tensorrt if no version given).
+
+    ``onnx_path`` is the model the engine stands for: the manifest's file, also when the
+    build parsed a derived graph (a DLA build parses the QDQ graph stripped back to float).
+    """
+    machine = machine_identity(trt_version)
+    return EngineKey(onnx_sha256=sha256_file(Path(onnx_path)), precision=precision,
+                     profiles=profiles, dla_core=dla_core, **machine)
+
+
+def machine_identity(trt_version: str | None = None) -> dict[str, str | None]:
+    """This machine's TensorRT version, GPU name, compute capability and JetPack release."""
     from edge_runtime.sysinfo import jetpack_info
 
     if trt_version is None:
@@ -214,9 +230,60 @@ def current_key(onnx_path: Path, *, precision: str,
                              "explicitly") from exc
         trt_version = tensorrt.__version__
     dev = probe_cuda_device()
-    return EngineKey(onnx_sha256=sha256_file(Path(onnx_path)), trt_version=trt_version,
-                     gpu_name=dev["gpu_name"], compute_capability=dev["compute_capability"],
-                     jetpack=jetpack_info(), precision=precision, profiles=profiles)
+    return {"trt_version": str(trt_version), "gpu_name": dev["gpu_name"],
+            "compute_capability": dev["compute_capability"], "jetpack": jetpack_info()}
+
+
+def for_machine(key: EngineKey, machine: Mapping[str, str | None]) -> EngineKey:
+    """``key`` with its machine fields replaced: what the same engine needs to be here."""
+    return replace(key, **{k: machine[k] for k in ("trt_version", "gpu_name",
+                                                   "compute_capability", "jetpack")})
+
+
+def find_engines(root: Path) -> list[tuple[Path, EngineKey]]:
+    """Every engine under ``root`` (any depth) with a readable sidecar, and its key."""
+    root = Path(root)
+    found = []
+    for path in sorted(root.rglob(f"*{ENGINE_SUFFIX}")) if root.is_dir() else []:
+        try:
+            found.append((path, read_sidecar(path)["key"]))
+        except EdgepinError:
+            continue  # an engine of unknown origin is never a candidate
+    return found
+
+
+# ------------------------------------------------------------------ calibration caches
+def trt_version_int(version: Version | str) -> int:
+    """NV_TENSORRT_VERSION as used in calibration-cache headers: 8502 for 8.5.2, 100300 for 10.3.0."""
+    v = _trt_version(str(version))
+    major, minor, patch = (tuple(v.release) + (0, 0, 0))[:3]
+    return major * 10000 + minor * 100 + patch if major >= 10 else major * 1000 + minor * 100 + patch
+
+
+def calibration_header(trt_version: Version | str) -> str:
+    """First line of a calibration cache written for ``trt_version``."""
+    return f"TRT-{trt_version_int(trt_version)}-{CALIBRATOR}"
+
+
+def check_calibration_cache(path: Path, trt_version: Version | str) -> None:
+    """Refuse a calibration cache whose header is not this TensorRT's.
+
+    TensorRT skips a cache it judges incompatible, silently, and then calibrates: with no
+    data (a cache-only calibrator, trtexec without --calib data) that means random data and
+    an INT8 engine with meaningless scales. Refusing here keeps that from ever happening.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"calibration cache {path} does not exist")
+    with path.open("rb") as fh:
+        first = fh.readline().decode("ascii", errors="replace").strip()
+    want = calibration_header(trt_version)
+    if first != want:
+        raise ModelError(f"calibration cache {path} starts with {first!r}, TensorRT "
+                         f"{trt_version} needs {want!r}: TensorRT would ignore it and calibrate "
+                         "on random data. Re-export for this TensorRT version (edgepin export "
+                         "on a machine with it, or export.tensorrt_build.write_calibration_cache"
+                         " with trt_version set)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -227,14 +294,23 @@ def main(argv: Sequence[str] | None = None) -> None:
                       ("check", "check an engine against this machine")):
         p = sub.add_parser(cmd, help=text)
         p.add_argument("--engine", type=Path, required=True)
-        p.add_argument("--onnx", type=Path, required=True, help="the ONNX the engine came from")
+        p.add_argument("--onnx", type=Path, required=True,
+                       help="the manifest ONNX the engine stands for")
         p.add_argument("--precision", required=True)
         p.add_argument("--profiles", required=True, help='JSON: {"input": [min, opt, max]}')
+        p.add_argument("--dla-core", type=int, default=None, help="DLA engines: the core")
         p.add_argument("--trt-version", default=None, help="default: tensorrt.__version__")
         p.add_argument("--target", default=None, help="recorded for the rebuild hint")
+    calib = sub.add_parser("check-calib", help="refuse a calibration cache of another TensorRT")
+    calib.add_argument("--cache", type=Path, required=True)
+    calib.add_argument("--trt-version", required=True)
     args = parser.parse_args(argv)
-    key = current_key(args.onnx, precision=args.precision,
-                      profiles=json.loads(args.profiles), trt_version=args.trt_version)
+    if args.cmd == "check-calib":
+        check_calibration_cache(args.cache, args.trt_version)
+        print(f"{args.cache}: OK for TensorRT {args.trt_version}")
+        return
+    key = current_key(args.onnx, precision=args.precision, profiles=json.loads(args.profiles),
+                      trt_version=args.trt_version, dla_core=args.dla_core)
     if args.cmd == "write":
         print(write_sidecar(args.engine, key, target=args.target))
     else:

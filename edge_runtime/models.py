@@ -1,6 +1,7 @@
 """The models a device runs, loaded from the `models/` folder through its manifest.
 
-One ``ModelBundle`` holds the face and voice students (FP32 or INT8, onnxruntime or TensorRT),
+One ``ModelBundle`` holds the face and voice students (FP32 or INT8 on onnxruntime; FP32, FP16 or
+INT8 engines on TensorRT, found by ``find_engine`` in the layout the export writes),
 the cross-modal heads when the manifest has them, the voice front-end the voice model was
 trained with, and the thresholds: the operating points of ``operating_points.yaml`` when that
 file exists (and belongs to exactly these models), else PROVISIONAL per-score thresholds that
@@ -19,16 +20,31 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.backends import Runner, TensorSpec, load_runner
+from edge_runtime.backends import Runner, TensorSpec, available_backends, load_runner
+from edge_runtime.backends.tensorrt_backend import import_tensorrt
 from edge_runtime.bundle import ModelEntry, load_manifest
-from edge_runtime.engine_meta import ENGINE_NAME, read_sidecar
-from edge_runtime.errors import ConfigError, EdgepinError, ModelError
+from edge_runtime.engine_meta import (
+    EngineKey,
+    export_out_of,
+    find_engines,
+    for_machine,
+    key_differences,
+    machine_identity,
+    rebuild_command,
+)
+from edge_runtime.errors import ConfigError, DependencyError, ModelError
 from edge_runtime.frontend.features import VoiceFrontEnd, face_tensor
 from edge_runtime.operating_points import OperatingPoints, load_operating_points
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "int8")
+# The engine precision (sidecar) each runtime precision runs, never another: an FP16 engine is
+# not an FP32 model. fp16 exists only as TensorRT engines of the FP32 ONNX.
+ENGINE_PRECISIONS: Mapping[str, str] = {"fp32": "fp32", "fp16": "fp16", "int8": "int8-qdq"}
+# Students get engines; the cross-modal heads are two tiny MLPs that run on onnxruntime with
+# every backend (an engine would save microseconds and add three builds per device).
+ENGINE_MODELS = ("face", "voice")
 OPERATING_POINTS_FILE = "operating_points.yaml"
 
 
@@ -95,20 +111,38 @@ def _l2(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
-def find_engine(engines_root: Path, onnx_sha256: str) -> Path:
-    """The cached engine (``<root>/<digest>/model.engine``) built from this ONNX file."""
-    candidates = sorted(Path(engines_root).glob(f"*/{ENGINE_NAME}")) if engines_root.is_dir() else []
-    for path in candidates:
-        try:
-            key = read_sidecar(path)["key"]
-        except EdgepinError:
-            continue
-        if key.onnx_sha256 == onnx_sha256:
-            return path
-    raise ModelError(
-        f"no TensorRT engine built from ONNX {onnx_sha256[:12]}... under {engines_root}: build it "
-        f"with `edgepin export`, or run with --backend onnxruntime"
-    )
+def find_engine(engines_root: Path, onnx_sha256: str, precision: str,
+                machine: Mapping[str, str | None] | None, *, model: str = "model"
+                ) -> tuple[Path, EngineKey]:
+    """The engine under ``engines_root`` built from this ONNX, at this engine precision, for
+    this machine (``machine_identity()``; None: any machine), and the key it must match.
+
+    Keyed by the sidecars, not by file names; a GPU engine is preferred to a DLA one. Refuses,
+    saying what exists, when only other precisions or other machines' engines are there.
+    """
+    root = Path(engines_root)
+    built = [(p, k) for p, k in find_engines(root) if k.onnx_sha256 == onnx_sha256]
+    if not built:
+        raise ModelError(
+            f"no TensorRT engine for {model} (ONNX {onnx_sha256[:12]}...) under {root}: build "
+            "one with `edgepin export --target ...` (or its build_all.sh on the device) and "
+            "point --engines at the export's tensorrt/ folder, or run with --backend onnxruntime")
+    same = [(p, k) for p, k in built if k.precision == precision]
+    if not same:
+        have = ", ".join(f"{p.name} ({k.precision})" for p, k in built)
+        raise ModelError(f"{model}: the engines built from its ONNX under {root} are {have}, "
+                         f"none is {precision}; refusing to run another precision than asked")
+    if machine is None:
+        fits = same
+    else:
+        fits = [(p, k) for p, k in same if not key_differences(k, for_machine(k, machine))]
+    if not fits:
+        why = "; ".join(f"{p}: " + ", ".join(key_differences(k, for_machine(k, machine)))
+                        for p, k in same)
+        raise ModelError(f"{model}: no {precision} engine under {root} fits this machine ({why})."
+                         f" Rebuild with: {rebuild_command(None, export_out_of(same[0][0]))}")
+    path, key = min(fits, key=lambda pk: (pk[1].dla_core is not None, str(pk[0])))
+    return path, (key if machine is None else for_machine(key, machine))
 
 
 class ModelBundle:
@@ -143,6 +177,7 @@ class ModelBundle:
         self.operating_points = operating_points
         self.faa_inputs = faa_inputs
         self.notes = notes
+        self.engines: dict[str, str] = {}  # model -> TensorRT engine file (backend tensorrt)
         self.hashes = {m: self.entries[m].sha256 for m in ("face", "voice")}
         self.model_hashes = {e.name: e.sha256 for e in self.entries.values()}
 
@@ -166,15 +201,17 @@ class ModelBundle:
         file that exists must belong to exactly the loaded models (stale files are refused).
         """
         root = Path(root)
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if backend not in ("onnxruntime", "tensorrt"):
             raise ConfigError(f"backend must be onnxruntime or tensorrt, got {backend!r}")
+        allowed = tuple(ENGINE_PRECISIONS) if backend == "tensorrt" else PRECISIONS
+        if precision not in allowed:
+            raise ConfigError(f"precision must be one of {allowed} with backend {backend}, "
+                              f"got {precision!r}")
         manifest = load_manifest(root)
         notes: list[str] = []
         entries: dict[str, ModelEntry] = {}
         for modality in ("face", "voice"):
-            name = modality if precision == "fp32" else f"{modality}_int8"
+            name = f"{modality}_int8" if precision == "int8" else modality
             if name not in manifest:
                 have = ", ".join(sorted(manifest)) or "nothing"
                 raise ModelError(
@@ -195,20 +232,37 @@ class ModelBundle:
                 "cross-modal check unavailable (no pin/faa models in the manifest): liveness "
                 "means face and voice each match the SAME enrolled identity"
             )
-        engines_root = Path(engines) if engines is not None else root / "engines"
+        engines_root = Path(engines) if engines is not None else root / "tensorrt"
+        machine = None
+        if backend == "tensorrt":
+            if "tensorrt" not in available_backends():
+                raise DependencyError("--backend tensorrt: TensorRT engines need the tensorrt "
+                                      "and cuda-python packages, not both installed here; run "
+                                      "with --backend onnxruntime (or see docs/jetson.md)")
+            machine = machine_identity(import_tensorrt().__version__)
         runners: dict[str, Runner] = {}
+        engine_files: dict[str, str] = {}
         try:
             for key, entry in entries.items():
-                path = entry.verified_path()
-                if backend == "tensorrt":
-                    path = find_engine(engines_root, entry.sha256)
+                path, expected, kind = entry.verified_path(), None, "onnxruntime"
+                if backend == "tensorrt" and key in ENGINE_MODELS:
+                    path, expected = find_engine(engines_root, entry.sha256,
+                                                 ENGINE_PRECISIONS[precision], machine,
+                                                 model=entry.name)
+                    kind = "tensorrt"
+                    engine_files[key] = str(path)
                 ins, outs = _EMBED_SPECS[key]
-                runners[key] = load_runner(path, backend=backend, threads=threads,
-                                           expect_inputs=ins, expect_outputs=outs)
+                runners[key] = load_runner(path, backend=kind, threads=threads,
+                                           expect_inputs=ins, expect_outputs=outs,
+                                           expected_key=expected)
         except BaseException:
             for r in runners.values():
                 r.close()
             raise
+        if backend == "tensorrt":
+            used = ", ".join(f"{k} {v}" for k, v in engine_files.items())
+            notes.append(f"TensorRT engines: {used}" + (
+                f"; {', '.join(heads)} run on onnxruntime (no engines, by design)" if heads else ""))
         front_end = _voice_front_end(runners["voice"], entries["voice"])
         faa_inputs = str(entries["faa"].meta.get("inputs_space", "student")) if "faa" in entries else ""
         if faa_inputs not in ("", "student", "pin"):
@@ -242,9 +296,11 @@ class ModelBundle:
             if op is not None:
                 notes.append("--threshold overrides apply to the cross-modal liveness check only; "
                              "identity decisions use the operating points")
-        return cls(root, runners, entries, precision=precision, backend=backend,
-                   front_end=front_end, thresholds=thresholds, operating_points=op,
-                   faa_inputs=faa_inputs, notes=notes)
+        bundle = cls(root, runners, entries, precision=precision, backend=backend,
+                     front_end=front_end, thresholds=thresholds, operating_points=op,
+                     faa_inputs=faa_inputs, notes=notes)
+        bundle.engines = engine_files
+        return bundle
 
     def close(self) -> None:
         for r in self.runners.values():
@@ -309,6 +365,7 @@ class ModelBundle:
             "precision": self.precision,
             "backend": self.backend,
             "models": {k: {"file": e.file, "sha256": e.sha256} for k, e in self.entries.items()},
+            "engines": dict(self.engines) or None,
             "cross_modal": list(self.cross_modal) or None,
             "operating_points": self.operating_points.source if self.operating_points else None,
             "provisional": self.thresholds.provisional,

@@ -11,26 +11,61 @@ Which engines a target gets (``engine_specs``):
 Profiles: faces batch 1..8 (opt 1: one probe at a time), voice windows batch 1..16 (opt 4:
 a 2-5 s utterance), the window length itself is fixed by the model.
 
+Engines and sidecars land in ONE layout, the one the runtime reads (``edge_runtime.models``):
+``<out>/tensorrt/<target>/<model>.<variant>.engine`` (+ ``.json`` sidecar keyed by the manifest
+ONNX the engine stands for, its precision, TensorRT version and GPU).
+
 Without TensorRT (this workstation) each engine gets a directory with ``build_engine.sh``
-(``export.trt_script``: version check, trtexec, sidecar) and paths relative to it, plus a
-``build_all.sh`` and ``trtexec.txt`` one level up, so the folder can be copied to the device.
+(``export.trt_script``: TensorRT family check, trtexec, sidecar) and paths relative to it,
+plus, one level up, ``trtexec.txt``, one ``build_all.<device>.sh`` per device of the target
+(DLA steps only on devices that have DLA cores: none on the Orin Nano) and ``build_all.sh``,
+which picks the device's script from ``/proc/device-tree/model`` (or its first argument). A
+failed engine never stops the others; the script lists what failed and exits 1.
+
+JetPack 4 (Nano) and JetPack 5 (Xavier) get no TensorRT stage: their TensorRT Python
+bindings are built for the system Python 3.6 / 3.8, and edgepin needs Python >= 3.10, so
+the runtime could never load an engine there (``UNSUPPORTED_JETPACK``, docs/jetson.md). They
+run the INT8 ONNX with onnxruntime.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from packaging.version import Version
 
-from edge_runtime.errors import EdgepinError, ModelError
+from edge_runtime.errors import ModelError
 from export.quantize import Target
 from export.tensorrt_build import BuildSpec, TrtApi, strip_qdq, write_calibration_cache
-from export.trt_script import trtexec_command, write_build_script
+from export.trt_script import SKIPPED, trtexec_command, write_build_script
 
 ASSUMED_GPU_TRT = "10.3.0"  # target `gpu` names no version; scripts are written for this one
+UNSUPPORTED_JETPACK = {
+    "nano": "JetPack 4.6's TensorRT 8.2 Python bindings are built for Python 3.6",
+    "xavier": "JetPack 5's TensorRT 8.5 Python bindings are built for Python 3.8",
+}
+
+
+@dataclass(frozen=True)
+class Device:
+    """One board of a target: its name, how /proc/device-tree/model names it, DLA cores."""
+
+    name: str
+    model_pattern: str  # bash case pattern for /proc/device-tree/model
+    dla_cores: int
+
+
+# DLA: 2 cores on the AGX Orin and the Orin NX 16GB, 1 on the Orin NX 8GB, none on the Orin
+# Nano (Jetson Orin modules data sheets). Only core 0 is used, so every NX has what it needs.
+DEVICES: dict[str, tuple[Device, ...]] = {
+    "orin": (Device("orin-nano", "*Orin\\ Nano*", 0), Device("orin-nx", "*Orin\\ NX*", 1),
+             Device("orin-agx", "*AGX\\ Orin*", 2)),
+    "gpu": (Device("gpu", "*", 0),),
+}
 WORKSPACE_MB = {"nano": 256, "xavier": 512, "orin": 512, "gpu": 2048}
 BATCH = {"face": (1, 1, 8), "voice": (1, 4, 16)}
 
@@ -69,7 +104,8 @@ def engine_specs(target: Target, modality: str, fp32: Path, int8: Path,
         specs.append(("dla", BuildSpec(stripped, "int8-qdq", profiles(modality, sample_shape,
                                                                         static=True),
                                        workspace_mb=ws, dla_core=0, calibration_cache=cache,
-                                       engine=work_dir / f"{modality}.int8.dla0.engine")))
+                                       engine=work_dir / f"{modality}.int8.dla0.engine",
+                                       source_onnx=int8)))
     return specs
 
 
@@ -79,54 +115,117 @@ def _relative(spec: BuildSpec, base: Path) -> BuildSpec:
 
     return BuildSpec(rel(spec.onnx), spec.precision, spec.profiles, spec.workspace_mb,
                      spec.dla_core, spec.gpu_fallback, rel(spec.timing_cache),
-                     spec.strongly_typed, rel(spec.calibration_cache), rel(spec.engine))
+                     spec.strongly_typed, rel(spec.calibration_cache), rel(spec.engine),
+                     rel(spec.source))
+
+
+def devices_of(target: Target) -> tuple[Device, ...]:
+    """The boards of ``target`` (a target without a table is one board, DLA as declared)."""
+    return DEVICES.get(target.name, (Device(target.name, "*", target.dla_cores),))
+
+
+def _device_script(target: Target, device: Device, steps: list[tuple[str, BuildSpec]],
+                   trt_version: Version) -> str:
+    """bash for one board: every engine it can run, failures collected, never stopping."""
+    lines = ["#!/usr/bin/env bash",
+             f"# Build the TensorRT engines of target {target.name} for {device.name} "
+             f"({device.dla_cores} DLA core(s)); planned for TensorRT {trt_version}.",
+             "# One failed engine never stops the others; exit 1 if any failed.",
+             "set -uo pipefail", 'cd "$(dirname "$0")"', "built=(); skipped=(); failed=()"]
+    for step, spec in steps:
+        if spec.dla_core is not None and spec.dla_core >= device.dla_cores:
+            continue  # no such DLA core on this board: never a step here
+        q = shlex.quote(step)
+        lines += [f"bash {q}/build_engine.sh; rc=$?",
+                  f'if [ $rc -eq 0 ]; then built+=({q}); elif [ $rc -eq {SKIPPED} ]; then '
+                  f'skipped+=({q}); else failed+=({q}); fi']
+    lines += [f'echo "{device.name}: built ${{#built[@]}} engine(s): ${{built[*]:-}}; '
+              'skipped (not on this TensorRT): ${skipped[*]:-none}; failed: ${failed[*]:-none}"',
+              'if [ ${#failed[@]} -gt 0 ]; then exit 1; fi']
+    return "\n".join(lines) + "\n"
+
+
+def _dispatcher(target: Target, devices: tuple[Device, ...]) -> str:
+    names = " ".join(d.name for d in devices)
+    cases = "\n".join(f"    {d.model_pattern}) DEVICE={d.name} ;;" for d in devices)
+    return f"""#!/usr/bin/env bash
+# Build every engine of target {target.name} for THIS board: build_all.<device>.sh, the device
+# taken from the first argument, $EDGEPIN_DEVICE or /proc/device-tree/model ({names}).
+set -euo pipefail
+cd "$(dirname "$0")"
+DEVICE="${{1:-${{EDGEPIN_DEVICE:-}}}}"
+MODEL="$(tr -d '\\0' < /proc/device-tree/model 2>/dev/null || true)"
+if [ -z "$DEVICE" ]; then
+  case "$MODEL" in
+{cases}
+  esac
+fi
+if [ -z "$DEVICE" ] || [ ! -f "build_all.$DEVICE.sh" ]; then
+  echo "unknown device '$DEVICE' (board: ${{MODEL:-unknown}}): run build_all.sh DEVICE," \\
+       "DEVICE one of: {names}" >&2
+  exit 2
+fi
+exec bash "build_all.$DEVICE.sh"
+"""
 
 
 def write_scripts(target: Target, jobs: list[tuple[str, str, BuildSpec]], root: Path,
-                  trt_version: Version) -> dict[str, Any]:
-    """One build_engine.sh per (model, variant), build_all.sh and trtexec.txt under ``root``."""
+                  trt_version: Version, export_out: Path | None = None) -> dict[str, Any]:
+    """One build_engine.sh per (model, variant), build_all[.<device>].sh and trtexec.txt."""
     root.mkdir(parents=True, exist_ok=True)
-    scripts, commands = [], {}
+    scripts, commands, steps = [], {}, []
     for modality, variant, spec in jobs:
         d = root / f"{modality}-{variant}"
         d.mkdir(exist_ok=True)
         local = _relative(spec, d)
-        scripts.append(write_build_script(local, d, trt_version=trt_version, target=target.name))
+        scripts.append(write_build_script(local, d, trt_version=trt_version, target=target.name,
+                                          export_out=export_out))
         commands[f"{modality}-{variant}"] = trtexec_command(
             _relative(spec, root), trt_version=trt_version)
-    lines = ["#!/usr/bin/env bash",
-             f"# Build every engine for target {target.name} ({target.devices}), TensorRT "
-             f"{trt_version}. Run on the device.",
-             "set -euo pipefail", 'cd "$(dirname "$0")"']
-    lines += [f"bash {shlex.quote(str(s.relative_to(root)))}" for s in scripts]
+        steps.append((d.name, spec))
+    per_device = {}
+    for device in devices_of(target):
+        path = root / f"build_all.{device.name}.sh"
+        path.write_text(_device_script(target, device, steps, trt_version))
+        path.chmod(0o755)
+        per_device[device.name] = str(path)
     build_all = root / "build_all.sh"
-    build_all.write_text("\n".join(lines) + "\n")
+    build_all.write_text(_dispatcher(target, devices_of(target)))
     build_all.chmod(0o755)
     txt = root / "trtexec.txt"
     txt.write_text(f"# run from {root.name}/ on the device (TensorRT {trt_version})\n"
                    + "\n".join(commands.values()) + "\n")
-    return {"build_all": str(build_all), "scripts": [str(s) for s in scripts],
-            "trtexec": commands, "trtexec_file": str(txt)}
+    return {"build_all": str(build_all), "build_device": per_device,
+            "scripts": [str(s) for s in scripts], "trtexec": commands, "trtexec_file": str(txt)}
 
 
 def build_engines(target: Target, jobs: list[tuple[str, str, BuildSpec]], trt: Any
                   ) -> list[dict[str, Any]]:
-    """Build each engine with the installed TensorRT and write its sidecar (on the device)."""
+    """Build each engine with the installed TensorRT and write its sidecar (on the device).
+
+    DLA engines are skipped where the board has no such DLA core; one failed engine is
+    recorded and the next one built.
+    """
     from edge_runtime.engine_meta import current_key, write_sidecar
 
     api = TrtApi(trt.__version__)
+    dla_cores = int(getattr(trt.Builder(trt.Logger(trt.Logger.WARNING)), "num_DLA_cores", 0))
     done = []
     for modality, variant, spec in jobs:
         row: dict[str, Any] = {"model": modality, "variant": variant, "engine": str(spec.engine)}
+        if spec.dla_core is not None and spec.dla_core >= dla_cores:
+            row.update(ok=None, skipped=f"this device has {dla_cores} DLA core(s)")
+            done.append(row)
+            continue
         try:
             blob = api.build(spec, trt=trt)
             Path(spec.engine).write_bytes(blob)
-            key = current_key(spec.onnx, precision=spec.precision, profiles=spec.profiles,
-                              trt_version=trt.__version__)
+            key = current_key(spec.source, precision=spec.precision, profiles=spec.profiles,
+                              trt_version=trt.__version__, dla_core=spec.dla_core)
             write_sidecar(Path(spec.engine), key, target=target.name)
             row.update(ok=True, bytes=len(blob))
-        except EdgepinError as exc:
-            row.update(ok=False, error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - TensorRT raises assorted types; keep going
+            row.update(ok=False, error=f"{type(exc).__name__}: {exc}")
         done.append(row)
     return done
 
@@ -136,6 +235,12 @@ def tensorrt_stage(target: Target, students: dict[str, dict[str, Any]], out: Pat
     """Engines or build scripts for ``students`` (modality -> {fp32, int8, sample_shape})."""
     if not target.uses_tensorrt:
         return {"available": None, "note": "target cpu: onnxruntime only, no TensorRT engines"}
+    if target.name in UNSUPPORTED_JETPACK:
+        return {"available": None,
+                "note": f"target {target.name}: no TensorRT engines. "
+                        f"{UNSUPPORTED_JETPACK[target.name]} and edgepin needs Python >= 3.10, "
+                        "so its runtime cannot load TensorRT there; run the INT8 ONNX with "
+                        "--backend onnxruntime (docs/jetson.md)"}
     try:
         import tensorrt as trt
     except ImportError as exc:
@@ -150,21 +255,26 @@ def tensorrt_stage(target: Target, students: dict[str, dict[str, Any]], out: Pat
             jobs.append((modality, variant, spec))
     if not jobs:
         raise ModelError(f"target {target.name}: no engine to build")
-    scripts = write_scripts(target, jobs, root, version)
-    report: dict[str, Any] = {"trt_version": str(version), "target_trt": target.tensorrt,
-                              **scripts}
+    scripts = write_scripts(target, jobs, root, version, export_out=out)
+    report: dict[str, Any] = {
+        "trt_version": str(version), "target_trt": target.tensorrt, **scripts,
+        "planned": [{"model": m, "variant": v, "engine": str(spec.engine),
+                     "onnx": str(spec.source), "precision": spec.precision,
+                     "dla_core": spec.dla_core} for m, v, spec in jobs]}
     if trt is None:
         report["available"] = False
         report["note"] = (f"TensorRT is not installed here ({reason}): no engines built; run "
                           f"{scripts['build_all']} on the {target.name} device "
-                          f"(TensorRT {version}; trtexec lines in {scripts['trtexec_file']})")
+                          f"(planned for TensorRT {version}, runs on 8.x/10.x/11.x; trtexec "
+                          f"lines in {scripts['trtexec_file']})")
         return report
     report["available"] = True
     if target.tensorrt and Version(target.tensorrt).release[:2] != version.release[:2]:
         report["warning"] = (f"target {target.name} ships TensorRT {target.tensorrt}, this machine "
                              f"has {version}: engines built here only run on this TensorRT")
     report["engines"] = build_engines(target, jobs, trt)
-    failed = [e for e in report["engines"] if not e["ok"]]
-    report["note"] = (f"built {len(jobs) - len(failed)} of {len(jobs)} TensorRT {version} engines "
-                      f"in {root}" + (f"; failed: {[e['engine'] for e in failed]}" if failed else ""))
+    failed = [e for e in report["engines"] if e["ok"] is False]
+    built = [e for e in report["engines"] if e["ok"]]
+    report["note"] = (f"built {len(built)} of {len(jobs)} TensorRT {version} engines in {root}"
+                      + (f"; failed: {[e['engine'] for e in failed]}" if failed else ""))
     return report

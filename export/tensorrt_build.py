@@ -33,6 +33,11 @@ from typing import Any
 
 from packaging.version import Version
 
+from edge_runtime.engine_meta import (
+    calibration_header,
+    check_calibration_cache,
+    trt_version_int,  # noqa: F401 - re-exported: the export side's name for it
+)
 from edge_runtime.errors import DependencyError, ModelError
 
 PRECISIONS = ("int8-qdq", "fp16", "fp32")
@@ -44,8 +49,9 @@ Step = tuple[Any, ...]
 class BuildSpec:
     """What to build. ``profiles`` maps each input to its (min, opt, max) shapes.
 
-    For a DLA INT8 build ``onnx`` is the float graph from ``strip_qdq`` and
-    ``calibration_cache`` the cache from ``write_calibration_cache``. ``strongly_typed`` None
+    For a DLA INT8 build ``onnx`` is the float graph from ``strip_qdq``, ``source_onnx`` the
+    QDQ graph it came from (the manifest's file) and ``calibration_cache`` the cache from
+    ``write_calibration_cache``. ``strongly_typed`` None
     means: strongly typed wherever the version allows it for this precision.
     """
 
@@ -59,6 +65,12 @@ class BuildSpec:
     strongly_typed: bool | None = None
     calibration_cache: Path | None = None
     engine: Path | None = None
+    source_onnx: Path | None = None  # the manifest model the engine stands for (default: onnx)
+
+    @property
+    def source(self) -> Path:
+        """The ONNX whose sha256 the sidecar records: the runtime looks engines up by it."""
+        return Path(self.source_onnx if self.source_onnx is not None else self.onnx)
 
 
 class TrtApi:
@@ -142,8 +154,13 @@ class TrtApi:
                 steps.append(("set_flag", "GPU_FALLBACK"))
             if spec.precision == "int8-qdq":
                 steps.append(("int8_calibrator", str(spec.calibration_cache)))
-        steps.append(("add_optimization_profile",
-                      {k: tuple(tuple(s) for s in v) for k, v in sorted(spec.profiles.items())}))
+        profile = {k: tuple(tuple(s) for s in v) for k, v in sorted(spec.profiles.items())}
+        steps.append(("add_optimization_profile", profile))
+        if any(s[0] == "int8_calibrator" for s in steps):
+            # Implicit INT8 calibration of a network with a dynamic dimension (the ONNX batch
+            # axis, even when the profile pins it) needs a calibration profile; trtexec sets
+            # one itself, the Python API does not.
+            steps.append(("set_calibration_profile", profile))
         if spec.timing_cache is not None:
             steps.append(("timing_cache", str(spec.timing_cache)))
         steps.append(("build_serialized_network",))
@@ -178,7 +195,7 @@ class _Executor:
         self.trt, self.spec = trt, spec
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.builder = trt.Builder(self.logger)
-        self.network = self.parser = self.config = self.calibrator = None
+        self.network = self.parser = self.config = self.calibrator = self.profile = None
         self.serialized: Any = None
 
     def run(self, steps: list[Step]) -> bytes:
@@ -225,14 +242,18 @@ class _Executor:
         self.config.DLA_core = core
 
     def _int8_calibrator(self, cache_path: str) -> None:
+        check_calibration_cache(Path(cache_path), self.trt.__version__)
         self.calibrator = _cache_calibrator(self.trt, Path(cache_path))
         self.config.int8_calibrator = self.calibrator
 
     def _add_optimization_profile(self, profiles: dict[str, tuple[Shape, ...]]) -> None:
-        profile = self.builder.create_optimization_profile()
+        self.profile = self.builder.create_optimization_profile()
         for name, (lo, opt, hi) in profiles.items():
-            profile.set_shape(name, lo, opt, hi)
-        self.config.add_optimization_profile(profile)
+            self.profile.set_shape(name, lo, opt, hi)
+        self.config.add_optimization_profile(self.profile)
+
+    def _set_calibration_profile(self, profiles: dict[str, tuple[Shape, ...]]) -> None:
+        self.config.set_calibration_profile(self.profile)  # the same shapes as the build
 
     def _timing_cache(self, path: str) -> None:
         p = Path(path)
@@ -276,13 +297,6 @@ def _cache_calibrator(trt: ModuleType, cache_path: Path) -> Any:
             return None
 
     return CacheCalibrator()
-
-
-def trt_version_int(version: Version | str) -> int:
-    """NV_TENSORRT_VERSION as used in calibration-cache headers: 8502 for 8.5.2, 100300 for 10.3.0."""
-    v = Version(str(version))
-    major, minor, patch = (tuple(v.release) + (0, 0, 0))[:3]
-    return major * 10000 + minor * 100 + patch if major >= 10 else major * 1000 + minor * 100 + patch
 
 
 def _qdq_float_names(model: Any) -> tuple[dict[str, str], dict[str, str]]:
@@ -382,7 +396,7 @@ def write_calibration_cache(qdq_onnx: Path, out: Path, *, trt_version: Version |
         scales[name] = max(scales.get(name, 0.0), float(scale.reshape(-1)[0]))
     if not scales:
         raise ModelError(f"{qdq_onnx} has no activation QuantizeLinear: not a QDQ graph")
-    lines = [f"TRT-{trt_version_int(trt_version)}-EntropyCalibration2"]
+    lines = [calibration_header(trt_version)]
     lines += [f"{k}: {struct.pack('>f', v).hex()}" for k, v in sorted(scales.items())]
     Path(out).write_text("\n".join(lines) + "\n")
     return Path(out)

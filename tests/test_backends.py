@@ -256,9 +256,49 @@ def test_buffers_allocated_once_at_max_profile_shape():
 def test_input_outside_profile_is_refused():
     runner, trt, _ = fake_runner("10.3.0", max_batch=4)
     with pytest.raises(ModelError, match="outside the engine profile min \\[1, 4\\] max \\[4, 4\\]"):
-        runner.run({"face": np.zeros((5, 4), np.float32)})
+        runner.run({"face": np.zeros((0, 4), np.float32)})
     with pytest.raises(ModelError, match="float64"):
         runner.run({"face": np.zeros((2, 4), np.float64)})
+
+
+def test_batch_above_the_profile_maximum_runs_in_chunks():
+    """19 crops through a max-8 profile: 8 + 8 + 3, outputs in order (raised before)."""
+    runner, trt, _ = fake_runner("10.3.0", max_batch=8)
+    assert runner.max_batch() == 8
+    x = np.random.default_rng(3).standard_normal((19, 4)).astype(np.float32)
+    np.testing.assert_allclose(runner.run({"face": x})["embedding"], reference(x),
+                               rtol=1e-5, atol=1e-6)
+    shapes = [c[2] for c in trt.calls if c[0] == "set_input_shape"][1:]  # [0]: max at setup
+    assert shapes == [(8, 4), (8, 4), (3, 4)]
+    assert [c[0] for c in trt.calls].count("execute_async_v3") == 3
+    runner85, trt85, _ = fake_runner("8.5.2.2", max_batch=4)  # the binding API too
+    np.testing.assert_allclose(runner85.run({"face": x[:9]})["embedding"], reference(x[:9]),
+                               rtol=1e-5, atol=1e-6)
+    assert [c[0] for c in trt85.calls].count("execute_async_v2") == 3
+
+
+def test_cuda_handle_is_the_handle_not_the_wrappers_address():
+    """cuda-python: int(obj) is the handle, obj.getPtr() the address of it (never wanted)."""
+    from edge_runtime.backends.cuda import handle
+
+    class Stream:  # like cuda.bindings.runtime.cudaStream_t
+        def __int__(self):
+            return 0x7F00
+
+        def getPtr(self):  # noqa: N802 - cuda-python's name
+            return 0x5555
+
+    class OnlyPtr:
+        def getPtr(self):  # noqa: N802
+            return 0x5555
+
+    class Protocol:
+        def __cuda_stream__(self):
+            return (0, 0x7F01)
+
+    assert handle(Stream()) == 0x7F00 and handle(Protocol()) == 0x7F01 and handle(5) == 5
+    with pytest.raises(CudaError, match="not the handle"):
+        handle(OnlyPtr())
 
 
 def test_failed_cuda_call_names_call_and_frees_what_was_allocated():

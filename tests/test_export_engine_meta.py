@@ -11,8 +11,7 @@ import pytest
 
 from edge_runtime.engine_meta import (
     EngineKey,
-    cache_dir,
-    cached_engine_path,
+    check_calibration_cache,
     check_engine,
     current_key,
     key_differences,
@@ -100,11 +99,44 @@ def test_replaced_engine_and_missing_files(tmp_path):
         read_sidecar(bad)
 
 
-def test_cache_layout_is_keyed_by_digest(tmp_path):
-    a = cached_engine_path(tmp_path, _key())
-    b = cached_engine_path(tmp_path, _key(precision="fp16"))
-    assert a.parent == cache_dir(tmp_path, _key()) and a.name == "model.engine"
-    assert a.parent.name == _key().digest()[:16] and a.parent != b.parent
+def test_rebuild_hint_names_the_export_out_of_the_engine_layout(tmp_path):
+    """<out>/tensorrt/<target>/face.int8.engine: the hint names <out>, not the engine folder."""
+    root = tmp_path / "export" / "tensorrt" / "orin"
+    root.mkdir(parents=True)
+    engine = root / "face.int8.engine"
+    engine.write_bytes(b"engine")
+    write_sidecar(engine, _key(), target="orin")
+    with pytest.raises(ModelError) as info:
+        check_engine(engine, _key(gpu_name="Orin"))
+    assert f"Rebuild with: edgepin export --target orin --out {tmp_path / 'export'}" in str(info.value)
+
+
+def test_dla_core_is_part_of_the_key_and_old_sidecars_read_as_gpu(tmp_path):
+    engine = _engine(tmp_path, _key(dla_core=0))
+    assert read_sidecar(engine)["key"].dla_core == 0
+    assert "DLA core: engine has 0, expected None" in key_differences(_key(dla_core=0), _key())
+    data = json.loads(sidecar_path(engine).read_text())
+    del data["key"]["dla_core"]  # a sidecar written before the field existed
+    sidecar_path(engine).write_text(json.dumps(data))
+    assert read_sidecar(engine)["key"].dla_core is None
+
+
+@pytest.mark.parametrize("header,installed,ok", [
+    ("TRT-100300-EntropyCalibration2", "10.3.0.30", True),
+    ("TRT-100300-EntropyCalibration2", "10.7.0", False),
+    ("TRT-8502-EntropyCalibration2", "8.5.2.2", True),
+    ("TRT-8600-EntropyCalibration2", "10.3.0", False),  # what NVIDIA's DLA-SW issue 26 hit
+    ("not a cache", "8.5.2", False),
+])
+def test_calibration_cache_of_another_tensorrt_is_refused(tmp_path, header, installed, ok):
+    """TensorRT would skip such a cache silently and calibrate on random data: refuse it."""
+    cache = tmp_path / "face.calib"
+    cache.write_text(f"{header}\ninput: 3c010204\n")
+    if ok:
+        check_calibration_cache(cache, installed)
+    else:
+        with pytest.raises(ModelError, match="calibrate on random data"):
+            check_calibration_cache(cache, installed)
 
 
 @pytest.mark.skipif(ctypes.util.find_library("cuda") is not None, reason="a CUDA driver exists")

@@ -39,17 +39,18 @@ STATIC = {"face": ((1, 3, 24, 24),) * 3}
 # pages (EXPLICIT_BATCH; set_memory_pool_limit since 8.4, max_workspace_size deprecated),
 # 10.x Builder page (EXPLICIT_BATCH deprecated and ignored, STRONGLY_TYPED), and the 10.x->11.x
 # migration guide (BuilderFlag.FP16/INT8 and IBuilderConfig.int8_calibrator removed).
+# IBuilderConfig.set_calibration_profile: 8.5 and 10.x (deprecated with the calibrators).
 DOCUMENTED = {
     "8.5": {"NetworkDefinitionCreationFlag": {"EXPLICIT_BATCH"},
             "BuilderFlag": {"FP16", "INT8", "GPU_FALLBACK"}, "MemoryPoolType": {"WORKSPACE"},
             "DeviceType": {"GPU", "DLA"},
             "config": {"set_memory_pool_limit", "max_workspace_size", "int8_calibrator",
-                       "default_device_type", "DLA_core"}},
+                       "set_calibration_profile", "default_device_type", "DLA_core"}},
     "10": {"NetworkDefinitionCreationFlag": {"STRONGLY_TYPED"},
            "BuilderFlag": {"FP16", "INT8", "GPU_FALLBACK"}, "MemoryPoolType": {"WORKSPACE"},
            "DeviceType": {"GPU", "DLA"},
-           "config": {"set_memory_pool_limit", "int8_calibrator", "default_device_type",
-                      "DLA_core"}},
+           "config": {"set_memory_pool_limit", "int8_calibrator", "set_calibration_profile",
+                      "default_device_type", "DLA_core"}},
     "11": {"NetworkDefinitionCreationFlag": set(), "BuilderFlag": {"GPU_FALLBACK"},
            "MemoryPoolType": {"WORKSPACE"}, "DeviceType": {"GPU"},
            "config": {"set_memory_pool_limit"}},
@@ -148,6 +149,12 @@ def test_plan_dla_steps_and_restrictions():
     assert steps[3:9] == [("set_flag", "INT8"), ("set_flag", "FP16"),
                           ("default_device_type", "DLA"), ("DLA_core", 1),
                           ("set_flag", "GPU_FALLBACK"), ("int8_calibrator", "face.calib")]
+    # implicit INT8 of a network with a dynamic (batch) axis needs a calibration profile
+    profile = {"face": STATIC["face"]}
+    assert steps[9:11] == [("add_optimization_profile", profile),
+                           ("set_calibration_profile", profile)]
+    gpu = TrtApi("10.3.0").plan(_spec())  # explicit (QDQ) INT8: no calibrator, no profile
+    assert not any(s[0] in ("int8_calibrator", "set_calibration_profile") for s in gpu)
     with pytest.raises(ModelError, match="static shapes"):
         TrtApi("8.5.2").plan(_spec(dla_core=0, calibration_cache=Path("c")))
     with pytest.raises(ModelError, match="calibration_cache"):
@@ -319,6 +326,29 @@ def test_executor_reports_every_parser_error_and_build_failure(qdq_face):
         TrtApi("8.5.2").build(_spec(onnx=qdq), trt=trt)
 
 
+def test_python_dla_build_sets_the_calibration_profile_and_checks_the_cache(qdq_face, tmp_path):
+    """Recorded fake tensorrt (no TensorRT here): the profile given to add_optimization_profile
+    is also the calibration profile; a cache of another TensorRT is refused before any call."""
+    _, qdq = qdq_face
+    stripped = strip_qdq(qdq, tmp_path / "face.dla.onnx")
+    cache = write_calibration_cache(qdq, tmp_path / "face.calib", trt_version="10.3.0")
+    spec = _spec(onnx=stripped, dla_core=0, profiles=STATIC, calibration_cache=cache,
+                 timing_cache=None, source_onnx=qdq)
+    trt, calls = _fake_trt(version="10.3.0.30")
+    trt.IInt8EntropyCalibrator2 = type("IInt8EntropyCalibrator2", (), {"__init__": lambda s: None})
+    assert TrtApi("10.3.0").build(spec, trt=trt) == b"ENGINE"
+    made = [(c[0], c[1]) for c in calls]
+    assert ("config", "int8_calibrator=") in made
+    add, cal = made.index(("config", "add_optimization_profile")), made.index(
+        ("config", "set_calibration_profile"))
+    assert cal > add and calls[cal][2][0] is calls[add][2][0]  # the same profile object
+    assert spec.source == qdq  # the sidecar names the QDQ file, not the stripped graph
+    trt, calls = _fake_trt(version="10.7.0")
+    with pytest.raises(ModelError, match="calibrate on random data"):
+        TrtApi("10.7.0").build(spec, trt=trt)
+    assert not any(c[1] == "build_serialized_network" for c in calls)
+
+
 # ---------------------------------------------------------------- trtexec / device script
 
 
@@ -359,20 +389,50 @@ def _run_script(script, tmp_path, fake_version):
     return proc, bindir / "args"
 
 
-def test_build_script_checks_version_runs_trtexec_then_writes_sidecar(qdq_face, tmp_path):
+def test_build_script_runs_on_any_supported_tensorrt_then_writes_sidecar(qdq_face, tmp_path):
+    """A script planned for 8.5 picks the flags of the TensorRT it finds (10.x, 11.x too)."""
     _, qdq = qdq_face
     engine = tmp_path / "face.engine"
     spec = _spec(onnx=qdq, engine=engine, timing_cache=None)
-    script = write_build_script(spec, tmp_path, trt_version="8.5.2", target="xavier")
+    script = write_build_script(spec, tmp_path, trt_version="8.5.2", target="xavier",
+                                export_out=Path("exp"))
     assert os.access(script, os.X_OK)
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
-    proc, args = _run_script(script, tmp_path, "10.3.0")
-    assert proc.returncode == 2 and "for TensorRT 8.5 but this device has 10.3.0" in proc.stderr
+    proc, args = _run_script(script, tmp_path, "9.2.0")
+    assert proc.returncode == 2 and "TensorRT 9.2.0 is not supported" in proc.stderr
+    assert "edgepin export --target xavier --out exp" in proc.stderr  # the export's --out
     assert not args.exists()  # trtexec never ran
-    proc, args = _run_script(script, tmp_path, "8.5.2.2")
-    assert f"--saveEngine={engine}" in args.read_text().split() and engine.is_file()
-    # the sidecar step runs after trtexec; without a GPU here it must fail loudly, not pass
-    assert proc.returncode == 2 and "libcuda" in proc.stderr
+    # 8.x: weak typing (INT8 + FP16 flags); 10.x: --stronglyTyped; 11.x: typed, no flag at all
+    for found, typed, int8 in (("8.5.2.2", False, True), ("10.7.0", True, False),
+                               ("11.1.0", False, False)):
+        proc, args = _run_script(script, tmp_path, found)
+        flags = args.read_text().split()
+        assert f"--saveEngine={engine}" in flags and engine.is_file()
+        assert ("--stronglyTyped" in flags) == typed and ("--int8" in flags) == int8, found
+        # the sidecar step runs after trtexec; without a GPU here it must fail loudly, not pass
+        assert proc.returncode == 2 and "libcuda" in proc.stderr
+        args.unlink()
+
+
+def test_build_script_skips_an_engine_the_tensorrt_cannot_have(tmp_path):
+    """Weak-typed FP16 does not exist on 11.x: exit 3 (skipped), trtexec never runs."""
+    spec = _spec(precision="fp16", strongly_typed=False, engine=tmp_path / "f.engine")
+    script = write_build_script(spec, tmp_path, trt_version="10.3.0", target="orin")
+    proc, args = _run_script(script, tmp_path, "11.1.0")
+    assert proc.returncode == 3 and "removed weak typing" in proc.stderr and not args.exists()
+
+
+def test_dla_build_script_refuses_a_calibration_cache_of_another_tensorrt(qdq_face, tmp_path):
+    _, qdq = qdq_face
+    cache = write_calibration_cache(qdq, tmp_path / "face.calib", trt_version="10.3.0")
+    spec = _spec(onnx=qdq, dla_core=0, profiles=STATIC, calibration_cache=cache,
+                 engine=tmp_path / "dla.engine", timing_cache=None)
+    script = write_build_script(spec, tmp_path, trt_version="10.3.0", target="orin")
+    proc, args = _run_script(script, tmp_path, "10.7.0")
+    assert proc.returncode == 2 and "calibrate on random data" in proc.stderr
+    assert not args.exists()  # never reaches trtexec
+    proc, args = _run_script(script, tmp_path, "10.3.0.30")
+    assert "--calib=" + str(cache) in args.read_text().split() and "libcuda" in proc.stderr
 
 
 def test_strip_qdq_dequantizes_int8_weight_initializers(qdq_face, tmp_path):

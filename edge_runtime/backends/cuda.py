@@ -70,13 +70,23 @@ def check(result: tuple[Any, ...], call: str, rt: ModuleType) -> Any:
 
 
 def handle(obj: Any) -> int:
-    """A cuda-python handle (stream, pointer) as the integer TensorRT wants."""
+    """A cuda-python handle (stream, pointer) as the integer TensorRT wants.
+
+    ``int(obj)`` is the handle itself; ``obj.getPtr()`` is the address OF the handle inside
+    the wrapper (cuda-python "Tips and Tricks"), never what TensorRT needs, so it is no
+    fallback. Objects with only the ``__cuda_stream__`` protocol give ``(version, handle)``.
+    """
     if isinstance(obj, int):
         return obj
     try:
         return int(obj)
     except TypeError:
-        return int(obj.getPtr())
+        pass
+    protocol = getattr(obj, "__cuda_stream__", None)
+    if callable(protocol):
+        return int(protocol()[1])
+    raise CudaError(f"cannot take the CUDA handle of {type(obj).__name__}: it has no __int__ "
+                    "(getPtr() would be the wrapper's address, not the handle)")
 
 
 class _Owned:

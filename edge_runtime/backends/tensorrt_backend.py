@@ -9,7 +9,9 @@ deserializes. ``TrtRunner`` then:
   profile's maximum shape (per-call allocation costs milliseconds and fragments a Jetson's
   shared memory), and one CUDA stream;
 * per call: copies inputs into the pinned buffers, sets the actual input shapes, enqueues
-  H2D copies, the inference and D2H copies on its stream, synchronizes once.
+  H2D copies, the inference and D2H copies on its stream, synchronizes once. A batch larger
+  than the profile's maximum (enrolment with many crops, a long utterance's windows) runs as
+  consecutive chunks of at most that size, outputs concatenated in order.
 
 TensorRT's execution API changed: 10.x removed the binding-index API; 8.x (JetPack 5 ships
 8.5) is driven through it. Two small adapters hide this:
@@ -25,7 +27,6 @@ thread-safe (one stream, shared buffers): use one runner per thread.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -45,7 +46,14 @@ from edge_runtime.backends.base import (
     check_io,
 )
 from edge_runtime.backends.cuda import CudaError, DeviceBuffer, PinnedBuffer, Stream, load_cudart
-from edge_runtime.engine_meta import EngineKey, check_engine, read_sidecar, sha256_file
+from edge_runtime.engine_meta import (
+    EngineKey,
+    check_engine,
+    for_machine,
+    machine_identity,
+    read_sidecar,
+    sha256_file,
+)
 from edge_runtime.errors import DependencyError, ModelError
 
 APIS = ("tensors", "bindings")
@@ -102,14 +110,8 @@ def machine_key(engine_path: Path, trt_version: str) -> EngineKey:
     hash, precision and profiles can only come from the sidecar (no ONNX at hand), so this
     checks the machine, not which model the engine holds.
     """
-    from edge_runtime.engine_meta import probe_cuda_device
-    from edge_runtime.sysinfo import jetpack_info
-
     built: EngineKey = read_sidecar(engine_path)["key"]
-    dev = probe_cuda_device()
-    return dataclasses.replace(built, trt_version=trt_version, gpu_name=dev["gpu_name"],
-                               compute_capability=dev["compute_capability"],
-                               jetpack=jetpack_info())
+    return for_machine(built, machine_identity(trt_version))
 
 
 class EngineFromPath:
@@ -312,11 +314,34 @@ class TrtRunner(RunnerBase):
                              f"input {io.name!r} (profile min {list(io.min_shape)}, "
                              f"max {list(io.max_shape)})")
 
+    def max_batch(self) -> int | None:
+        """Largest batch (axis 0) the profile takes for every input (1 for a static batch-1
+        engine such as a DLA one), None for an engine without inputs of rank >= 1."""
+        ios = [self._io[n] for n in self._inputs]
+        if not ios or any(not io.max_shape for io in ios):
+            return None
+        return min(io.max_shape[0] for io in ios)
+
     def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Outputs by name (copies: the pinned buffers are reused by the next call)."""
+        """Outputs by name (copies: the pinned buffers are reused by the next call).
+
+        A batch above the profile maximum is run in chunks of the maximum (module docstring);
+        each chunk is checked like any feed.
+        """
         if self._stream is None:
             raise ModelError(f"engine {self._name}: runner is closed")
+        limit = self.max_batch()
+        arrays = [feed.get(n) for n in self._inputs]
+        if limit is not None and all(isinstance(a, np.ndarray) and a.ndim for a in arrays):
+            sizes = {a.shape[0] for a in arrays}
+            if len(sizes) == 1 and (n := sizes.pop()) > limit:
+                parts = [self.run({k: v[i:i + limit] for k, v in feed.items()})
+                         for i in range(0, n, limit)]
+                return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
         check_feed(self._name, self._inputs, feed)
+        return self._run_once(feed)
+
+    def _run_once(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         stream = self._stream
         for name in self._inputs:
             arr, io = feed[name], self._io[name]

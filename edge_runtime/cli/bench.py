@@ -93,7 +93,8 @@ def _variants(root: Path) -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
     else:
         skipped.append({"what": "int8", "reason": "no face_int8/voice_int8 in the manifest"})
     if "tensorrt" in available_backends():
-        variants += [(p, "tensorrt") for p, _ in list(variants)]
+        # the export builds FP16 (not FP32) engines of the FP32 model, INT8 ones of the INT8
+        variants += [("fp16" if p == "fp32" else p, "tensorrt") for p, _ in list(variants)]
     else:
         skipped.append({"what": "tensorrt", "reason": "TensorRT + cuda-python not installed "
                                                       "here (no NVIDIA GPU on this machine)"})

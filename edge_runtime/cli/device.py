@@ -24,12 +24,14 @@ from edge_runtime.errors import ConfigError
 def _models_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     p.add_argument("--models", type=Path, default=None,
                    help="models folder with manifest.json (default: models/ of this checkout)")
-    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    p.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32",
+                   help="fp16: TensorRT only (the FP16 engine of the FP32 model)")
     p.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     if not demo:
         p.add_argument("--engines", type=Path, default=None,
-                       help="TensorRT engine cache (default: MODELS/engines)")
+                       help="folder of the export's TensorRT engines, searched by their "
+                       "sidecars (default: MODELS/tensorrt)")
         p.add_argument("--operating-points", type=Path, default=None,
                        help="default: MODELS/operating_points.yaml when it exists")
     p.add_argument("--threshold", action="append", metavar="NAME=VALUE",

@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
-# Build every engine for target orin (Jetson AGX Orin / Orin NX / Orin Nano (Ampere, sm_87)), TensorRT 10.3.0. Run on the device.
+# Build every engine of target orin for THIS board: build_all.<device>.sh, the device
+# taken from the first argument, $EDGEPIN_DEVICE or /proc/device-tree/model (orin-nano orin-nx orin-agx).
 set -euo pipefail
 cd "$(dirname "$0")"
-bash face-gpu/build_engine.sh
-bash face-fp16/build_engine.sh
-bash face-dla/build_engine.sh
-bash voice-gpu/build_engine.sh
-bash voice-fp16/build_engine.sh
-bash voice-dla/build_engine.sh
+DEVICE="${1:-${EDGEPIN_DEVICE:-}}"
+MODEL="$(tr -d '\0' < /proc/device-tree/model 2>/dev/null || true)"
+if [ -z "$DEVICE" ]; then
+  case "$MODEL" in
+    *Orin\ Nano*) DEVICE=orin-nano ;;
+    *Orin\ NX*) DEVICE=orin-nx ;;
+    *AGX\ Orin*) DEVICE=orin-agx ;;
+  esac
+fi
+if [ -z "$DEVICE" ] || [ ! -f "build_all.$DEVICE.sh" ]; then
+  echo "unknown device '$DEVICE' (board: ${MODEL:-unknown}): run build_all.sh DEVICE," \
+       "DEVICE one of: orin-nano orin-nx orin-agx" >&2
+  exit 2
+fi
+exec bash "build_all.$DEVICE.sh"
