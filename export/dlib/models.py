@@ -9,6 +9,7 @@ race to build the same file and each reader sees a whole one.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -70,6 +71,16 @@ def export_port(spec: PortSpec, out: str | Path, dat: Path | None = None) -> Pat
                        f"({port_version(spec, path)}) by edgepin's pure-Python dlib reader")
     meta = model.metadata_props.add()
     meta.key, meta.value = "edgepin.dlib_port", port_version(spec, path)
+    if layers[-1].kind == "loss_mmod":  # what the runtime's pyramid and NMS need
+        opts, inp = layers[-1].attrs, layers[0].attrs
+        [(w, h, _)] = opts["detector_windows"]  # type: ignore[misc]
+        meta = model.metadata_props.add()
+        meta.key = "edgepin.mmod"
+        meta.value = json.dumps({
+            "mean_rgb": list(inp["mean_rgb"]), "window": [w, h],  # type: ignore[call-overload]
+            "nms_iou": opts["overlaps_nms"][0], "nms_covered": opts["overlaps_nms"][1],  # type: ignore[index]
+            "pyramid_padding": inp["pyramid_padding"],
+            "pyramid_outer_padding": inp["pyramid_outer_padding"]})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".onnx.tmp")
