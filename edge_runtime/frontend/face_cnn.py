@@ -212,11 +212,14 @@ class MmodDetector:
     `max_side`: the frame is shrunk (never enlarged) so its longer side is at most this before
     detection (the network's cost grows with the pixel count; the smallest face it finds is
     about 80 px at the working resolution, so 320 finds faces from a third of a 640x480
-    frame's height up). None: detect at full resolution.
+    frame's height up). None: detect at full resolution. `upsample_below`: an image whose
+    longer side is under this is enlarged 2x first (its faces would be under the window), as
+    the HOG detector retries small images upsampled.
     """
 
     def __init__(self, runner: RunnerLike, cfg: MmodConfig, *, max_side: int | None = 320,
-                 adjust_threshold: float = 0.0, predictor_path: str | Path | None = None) -> None:
+                 upsample_below: int | None = 200, adjust_threshold: float = 0.0,
+                 predictor_path: str | Path | None = None) -> None:
         self._runner = runner
         self._input = runner.input_names[0]
         self._output = runner.output_names[0]
@@ -226,6 +229,7 @@ class MmodDetector:
             raise ModelError(f"dlib 5-point landmark model not found: {pred}")
         self._predictor = dlib.shape_predictor(str(pred))
         self.max_side = max_side
+        self.upsample_below = upsample_below
         self.adjust_threshold = adjust_threshold
 
     def boxes(self, image: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
@@ -238,10 +242,15 @@ class MmodDetector:
         img = as_rgb(image)
         scale = 1.0
         work = img
-        if self.max_side is not None and max(img.shape[:2]) > self.max_side:
-            scale = self.max_side / max(img.shape[:2])
+        longest = max(img.shape[:2])
+        if self.max_side is not None and longest > self.max_side:
+            scale = self.max_side / longest
             size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
             work = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        elif self.upsample_below is not None and longest < self.upsample_below:
+            scale = 2.0  # a small photo (AT&T is 92x112): faces under the 80 px window
+            work = cv2.resize(img, (img.shape[1] * 2, img.shape[0] * 2),
+                              interpolation=cv2.INTER_LINEAR)
         found = []
         for (x0, y0, x1, y1), score in self.boxes(work):
             box = (x0 / scale, y0 / scale, x1 / scale, y1 / scale)
