@@ -10,10 +10,14 @@ from runtime_models import test_models  # noqa: F401 (pytest fixture)
 from edge_runtime.cli import main
 from edge_runtime.cli.bench import run_bench, teacher_rows
 
-STAGES = ["decode (1 video frame)", "detect (dlib HOG + 5 landmarks)", "align", "quality gate",
+STAGES = ["decode (1 video frame)", "detect (dlib HOG + 5 landmarks)",
+          "detect (dlib HOG + 5 landmarks)", "align", "quality gate",
           "VAD (1 s of audio)", "face embed", "voice front-end (log-mel)", "voice embed",
           "fusion + decision rule", "gallery search + decision (1 people)",
-          "gallery search + decision (100 people)", "END TO END (capture end -> decision)"]
+          "gallery search + decision (100 people)",
+          "FRAME TO DECISION 640x480, hog detector (detect, align, embed, decide)",
+          "END TO END (capture end -> decision)"]
+CNN = "detect (dlib CNN as ONNX, max side 320, + 5 landmarks)"
 
 
 def test_bench_rows_files_and_reasons(test_models, fixtures, tmp_path):  # noqa: F811
@@ -22,8 +26,10 @@ def test_bench_rows_files_and_reasons(test_models, fixtures, tmp_path):  # noqa:
     assert [r["stage"] for r in report["rows"]] == STAGES
     for r in report["rows"]:
         assert r["n"] == 5 and 0 <= r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
-    assert report["rows"][5]["variant"] == "fp32 onnxruntime"
+    assert report["rows"][6]["variant"] == "fp32 onnxruntime"
+    assert [r["variant"] for r in report["rows"][1:3]] == ["360x288", "640x480"]
     skipped = {s["what"]: s["reason"] for s in report["skipped"]}
+    assert "no 'face_detector' model" in skipped["CNN face detector"]
     assert skipped["int8"] == "no face_int8/voice_int8 in the manifest"
     assert "TensorRT" in skipped["tensorrt"]
     assert skipped["cross-modal fp32 onnxruntime"] == "no pin/faa heads in the manifest"
@@ -41,12 +47,31 @@ def test_bench_rows_files_and_reasons(test_models, fixtures, tmp_path):  # noqa:
     assert m["date"] in md and "no face_int8/voice_int8 in the manifest" in md
 
 
+def test_bench_times_the_cnn_detector_when_the_bundle_has_it(test_models, fixtures, tmp_path):  # noqa: F811
+    import shutil
+
+    from edge_runtime.bundle import register_model
+
+    models = tmp_path / "models"
+    shutil.copytree(test_models, models)
+    shutil.copy(Path(__file__).resolve().parents[1] / "models/face_detector.onnx", models)
+    register_model(models, "face_detector", "face_detector.onnx")
+    report = run_bench(models, runs=2, warmup=0, clip=fixtures / "grid/lbax4n.mpg",
+                       teachers=False, gallery_sizes=(1,))
+    rows = {(r["stage"], r["variant"]): r for r in report["rows"]}
+    assert (CNN, "360x288, onnxruntime") in rows and (CNN, "640x480, onnxruntime") in rows
+    f2d = [r for r in report["rows"] if r["stage"].startswith("FRAME TO DECISION")]
+    assert [r["stage"].split(", ")[1] for r in f2d] == ["hog detector (detect", "cnn detector (detect"]
+    assert all(r["p50_ms"] > 0 for r in f2d)
+
+
 def test_teachers_are_timed_in_a_child_process(fixtures):
     # the face teacher only: the voice one loads torch (~20 s on this CPU); same code path
     rows, skipped = teacher_rows(2, 0, fixtures / "grid/lbax4n.mpg", which=("face",))
-    [row] = rows
-    assert row["stage"] == "face teacher (dlib ResNet)" and row["n"] == 2
-    assert row["variant"] == "teacher (reference, CPU)" and row["p50_ms"] > 0
+    assert [r["stage"] for r in rows] == ["face teacher (dlib ResNet, ONNX port)",
+                                          "face teacher (dlib ResNet, dlib's own)"]
+    for row in rows:
+        assert row["n"] == 2 and row["variant"] == "teacher (reference, CPU)" and row["p50_ms"] > 0
     assert skipped == [{"what": "voice teacher", "reason": "LookupError: not requested"}]
 
 

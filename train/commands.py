@@ -39,7 +39,7 @@ def _eval(args: argparse.Namespace) -> int:
         from train.pins.commands import eval_crossmodal
 
         return eval_crossmodal(args)
-    if args.model != "teacher" and not args.model.endswith(".onnx"):
+    if args.model not in ("teacher", "teacher-dlib") and not args.model.endswith(".onnx"):
         need_torch("eval")
     from train.evaluate import evaluate
 
@@ -89,7 +89,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("eval", help="verification metrics (EER, AUC, TAR@FAR, speed)")
     p.add_argument("modality", choices=["face", "voice", "crossmodal"])
-    p.add_argument("--model", required=True, help="'teacher', a student .pt checkpoint or an .onnx")
+    p.add_argument("--model", required=True, help="'teacher' (face: dlib's ResNet as ONNX), 'teacher-dlib' (dlib's own "
+                   "code, the reference), a student .pt checkpoint or an .onnx")
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test", choices=["test", "all"],
                    help="test: held-out identities of the model's split; all: every identity")

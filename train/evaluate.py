@@ -62,7 +62,11 @@ class _NetEmbedder(Embedder):
 
 
 def load_embedder(model: str, modality: str, threads: int = 2) -> Embedder:
-    """`teacher`, a `.pt` student checkpoint or an `.onnx` file."""
+    """`teacher`, `teacher-dlib` (face: dlib's own code), a `.pt` checkpoint or an `.onnx` file."""
+    if model == "teacher-dlib":
+        if modality != "face":
+            raise ConfigError("teacher-dlib is the face teacher run by dlib; use 'teacher' for voice")
+        return _TeacherEmbedder(modality, "dlib")
     if model == "teacher":
         if modality == "voice":
             import torch
@@ -116,9 +120,10 @@ def _onnx_metadata(path: Path) -> dict:
 class _TeacherEmbedder(Embedder):
     """The teacher; embeddings come from the preparation cache (computed once per file)."""
 
-    def __init__(self, modality: str) -> None:
+    def __init__(self, modality: str, impl: str = "onnx") -> None:
         self.modality = modality
-        self.name = "teacher"
+        self.impl = impl  # face only: "onnx" (the port, the teacher) or "dlib" (reference)
+        self.name = "teacher" if impl == "onnx" else "teacher-dlib"
         self._teacher: Any = None  # loaded on the first timing call
         self._detector: Any = None
 
@@ -134,11 +139,12 @@ class _TeacherEmbedder(Embedder):
             dlib_chip,
             load_image,
         )
-        from train.teachers import FaceTeacher, VoiceTeacher
+        from train.teachers import DlibFaceTeacher, FaceTeacher, VoiceTeacher
 
         if self.modality == "face":
             if self._teacher is None:
-                self._teacher, self._detector = FaceTeacher(), DlibHogDetector()
+                impl = FaceTeacher if self.impl == "onnx" else DlibFaceTeacher
+                self._teacher, self._detector = impl(), DlibHogDetector()
             image = load_image(sample.path)
             _, det = detect_and_align(image, self._detector, source=str(sample.path))
             chip = dlib_chip(image, det)
@@ -225,9 +231,10 @@ def evaluate(modality: str, model: str, data: str | Path, *, split: str = "test"
     emb = load_embedder(model, modality, threads)
     reader, samples, split_desc = select_samples(modality, data, split,
                                                  split_cfg or emb.split or DEFAULT_SPLIT)
-    teacher = model == "teacher"
+    teacher = model in ("teacher", "teacher-dlib")
     if modality == "face":
-        prepared = prepare_faces(samples, cache_dir, with_teacher=teacher)
+        prepared = prepare_faces(samples, cache_dir, with_teacher=teacher,
+                                 teacher_impl="dlib" if model == "teacher-dlib" else "onnx")
         items = list(prepared.teacher) if teacher else list(prepared.crops)
     else:
         fe = emb.front_end or VoiceFrontEnd()

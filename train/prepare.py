@@ -1,8 +1,9 @@
 """Turn a dataset folder into training arrays: aligned crops / audio plus teacher targets.
 
-The teachers are the expensive part (dlib ~110 ms per face, Resemblyzer tens of ms per
-window on this CPU), so every per-file result goes through `ArrayCache`, keyed by the file's
-sha256, what was computed and the producer version. Work is split over processes in chunks:
+The teachers are the expensive part (the ONNX port of dlib's face ResNet, see
+benchmarks/dlib_onnx.md; Resemblyzer at tens of ms per window on this CPU), so every per-file
+result goes through `ArrayCache`, keyed by the file's sha256, what was computed and the
+producer version. Work is split over processes in chunks:
 each chunk loads its own detector and teacher, so nothing unpicklable crosses processes and
 no module-level state is needed. Workers are spawned, not forked: a fork of a process that
 has started torch's thread pools can deadlock.
@@ -31,6 +32,9 @@ from train.datasets import Sample, file_sha256
 log = logging.getLogger(__name__)
 
 FACE_PREP_VERSION = "align112-dlib5-v1"
+# Which implementation of dlib's face ResNet labels faces: the ONNX port (the teacher) or
+# dlib's own code (the reference the port is checked against).
+FACE_TEACHERS = ("onnx", "dlib")
 
 
 @dataclass
@@ -63,13 +67,14 @@ class VoiceSet:
         return [s.identity for s in self.samples]
 
 
-def _face_chunk(paths: list[str], with_teacher: bool) -> list[dict[str, np.ndarray] | str]:
+def _face_chunk(paths: list[str], with_teacher: bool, cache_dir: str, impl: str = "onnx"
+                ) -> list[dict[str, np.ndarray] | str]:
     detector = DlibHogDetector()
     teacher = None
     if with_teacher:
-        from train.teachers import FaceTeacher
+        from train.teachers import DlibFaceTeacher, FaceTeacher
 
-        teacher = FaceTeacher()
+        teacher = FaceTeacher(cache_dir) if impl == "onnx" else DlibFaceTeacher()
     out: list[dict[str, np.ndarray] | str] = []
     for path in paths:
         try:
@@ -175,15 +180,23 @@ def prepare_faces(
     with_teacher: bool = True,
     workers: int = 2,
     chunk: int = 64,
+    teacher_impl: str = "onnx",
 ) -> FaceSet:
-    """Detect, align and (optionally) embed with the teacher every face image."""
-    from train.teachers import FaceTeacher
+    """Detect, align and (optionally) embed with the teacher every face image.
 
-    version = FACE_PREP_VERSION + ("|" + FaceTeacher.version_string() if with_teacher else "")
+    `teacher_impl` "dlib" labels with dlib's own code instead of the ONNX port (reference runs).
+    """
+    from train.teachers import DlibFaceTeacher, FaceTeacher
+
+    if teacher_impl not in FACE_TEACHERS:
+        raise ValueError(f"teacher_impl must be one of {FACE_TEACHERS}, got {teacher_impl!r}")
+    impl = FaceTeacher if teacher_impl == "onnx" else DlibFaceTeacher
+    version = FACE_PREP_VERSION + ("|" + impl.version_string() if with_teacher else "")
     what = "face+teacher" if with_teacher else "face"
     cache = ArrayCache(Path(cache_dir) / "faces.sqlite")
     try:
-        results = _run_cached(samples, cache, what, version, _face_chunk, (with_teacher,),
+        results = _run_cached(samples, cache, what, version, _face_chunk,
+                              (with_teacher, str(cache_dir), teacher_impl),
                               workers=workers, chunk=chunk, label="faces")
     finally:
         cache.close()

@@ -38,10 +38,13 @@ def main(argv: list[str]) -> dict:
     try:
         if "face" not in which:
             raise LookupError("not requested")
-        from train.teachers import FaceTeacher
+        from train.teachers import DlibFaceTeacher, FaceTeacher
 
-        ft = FaceTeacher()
-        out["face teacher (dlib ResNet)"] = _timed(lambda: ft.embed(img, det), runs, warmup)
+        ft, ref = FaceTeacher(), DlibFaceTeacher()
+        out["face teacher (dlib ResNet, ONNX port)"] = _timed(lambda: ft.embed(img, det), runs,
+                                                              warmup)
+        out["face teacher (dlib ResNet, dlib's own)"] = _timed(lambda: ref.embed(img, det), runs,
+                                                               warmup)
     except Exception as e:  # noqa: BLE001 - any failure becomes a reported skip
         skipped.append({"what": "face teacher", "reason": f"{type(e).__name__}: {e}"})
     try:

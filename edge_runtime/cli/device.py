@@ -28,6 +28,9 @@ def _models_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                    help="fp16: TensorRT only (the FP16 engine of the FP32 model)")
     p.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    p.add_argument("--detector", choices=("auto", "cnn", "hog"), default="auto",
+                   help="face detector: dlib's CNN as a network, dlib HOG, or auto (the CNN on "
+                        "TensorRT, else the faster of the two measured at start)")
     if not demo:
         p.add_argument("--engines", type=Path, default=None,
                        help="folder of the export's TensorRT engines, searched by their "
@@ -58,7 +61,7 @@ def _capture_options(p: argparse.ArgumentParser) -> None:
 def _enroll(args: argparse.Namespace) -> int:
     single_thread_blas()
     from edge_runtime.access.enroll import Enroller
-    from edge_runtime.frontend.face import DlibHogDetector
+    from edge_runtime.cli.options import face_detector
     from edge_runtime.frontend.vad import SpeechGate
     from edge_runtime.store.gallery import Gallery
     from edge_runtime.store.gallery_handle import resolve_key
@@ -72,7 +75,7 @@ def _enroll(args: argparse.Namespace) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     key = resolve_key(args.key_file, path, create=args.create_key)
     with model_bundle(args) as bundle, Gallery.open(path, key) as gallery:
-        enroller = Enroller(bundle, DlibHogDetector(), SpeechGate("auto"),
+        enroller = Enroller(bundle, face_detector(args), SpeechGate("auto"),
                             face_policy=args.face_policy, min_speech_s=args.min_speech)
         if live:
             from edge_runtime.capture import open_live
@@ -138,7 +141,8 @@ def _demo(args: argparse.Namespace) -> int:
                       mixed_per_person=args.mixed, realtime=args.realtime,
                       min_speech_s=args.min_speech, precision=args.precision,
                       backend=args.backend, threads=args.threads,
-                      threshold_overrides=parse_threshold_overrides(args.threshold))
+                      threshold_overrides=parse_threshold_overrides(args.threshold),
+                      detector=args.detector)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

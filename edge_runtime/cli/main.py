@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "train.commands",
     "calibration.commands",
     "export.commands",
+    "export.dlib.commands",
 )
 
 

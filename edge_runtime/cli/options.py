@@ -51,6 +51,21 @@ def gallery_path(args: argparse.Namespace) -> Path:
     return Path(args.gallery) if args.gallery is not None else default_gallery()
 
 
+def face_detector(args: argparse.Namespace, frame_size: tuple[int, int] = (640, 480)) -> Any:
+    """The face detector `--detector` asks for ("auto": see edge_runtime.face_detectors)."""
+    import logging
+
+    from edge_runtime.face_detectors import open_face_detector
+
+    choice = open_face_detector(
+        getattr(args, "detector", "auto"),
+        models=args.models if args.models is not None else default_models_dir(),
+        backend=args.backend, threads=args.threads, engines=getattr(args, "engines", None),
+        frame_size=frame_size)
+    logging.getLogger(__name__).info("face detector: %s (%s)", choice.name, choice.reason)
+    return choice.detector
+
+
 def model_bundle(args: argparse.Namespace) -> Any:
     from edge_runtime.models import ModelBundle, parse_threshold_overrides
 

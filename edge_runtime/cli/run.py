@@ -68,8 +68,7 @@ def run_command(args: argparse.Namespace) -> int:
     from edge_runtime.access.loop import AccessLoop, LoopConfig
     from edge_runtime.access.pipeline import PipelineConfig, Verifier, denial
     from edge_runtime.access.status_line import StatusLine
-    from edge_runtime.cli.options import gallery_path, model_bundle
-    from edge_runtime.frontend.face import DlibHogDetector
+    from edge_runtime.cli.options import face_detector, gallery_path, model_bundle
     from edge_runtime.frontend.vad import SpeechGate
     from edge_runtime.store.audit import AuditLog
     from edge_runtime.store.gallery_handle import GalleryHandle, default_audit, resolve_key
@@ -98,7 +97,7 @@ def run_command(args: argparse.Namespace) -> int:
                 PipelineConfig(face_policy=args.face_policy, min_speech_s=min_speech,
                                missing_modality=args.missing_modality,
                                target_far=args.target_far),
-                DlibHogDetector(), SpeechGate("auto"))
+                face_detector(args), SpeechGate("auto"))
             opened.append(verifier)
             actuator = _actuator(args)
         except EdgepinError as exc:

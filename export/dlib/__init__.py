@@ -1,0 +1,1 @@
+"""dlib's serialised DNN files read in pure Python and rebuilt as ONNX graphs (no dlib code)."""
