@@ -436,10 +436,15 @@ class ViewFaceTask:
         extra = unlabelled_samples(vc.get("unlabelled_roots") or [], vc.get("max_unlabelled"), int(cfg["seed"]))
         train = label_views(labelled + extra, cache_dir, augment, int(vc["per_image"]), teacher=teacher,
                             workers=workers, label="train views")
-        val = label_views([s for s in samples if s.identity in val_ids], cache_dir, augment, 1,
-                          teacher=teacher, workers=workers, label="val faces")
-        log.info("views: %d train images (%d unlabelled) x %d views, %d teacher calls this run",
-                 len(train.samples), len(extra), int(vc["per_image"]), train.computed + val.computed)
+        val_samples = [s for s in samples if s.identity in val_ids]
+        if vc.get("max_val") is not None and int(vc["max_val"]) < len(val_samples):  # smoke runs
+            val_samples = val_samples[: int(vc["max_val"])]  # the first N, in name order
+        val = label_views(val_samples, cache_dir, augment, 1, teacher=teacher, workers=workers,
+                          label="val faces")
+        Console(stderr=True).print(
+            f"views: {len(train.samples)} train images ({sum(is_unlabelled(s.identity) for s in train.samples)} "
+            f"unlabelled, {len(train.skipped)} without a face) x {vc['per_image']} views, "
+            f"{len(val.samples)} val faces; teacher calls this run: {train.computed + val.computed}")
         return cls(train, val, bool(cfg["model"].get("colour", False)))
 
     def __len__(self) -> int:

@@ -52,7 +52,7 @@ class _Bottleneck(nn.Module):
 
 # Stage layouts of the face student: (expansion, channels, repeats, stride) per stage.
 # "mfn" is MobileFaceNet (Chen et al., 2018); "mfn_deep" doubles the 14x14 and 7x7 stages
-# (where identity detail is formed) for 11 more blocks, at about 1.5x the multiply-adds.
+# (where identity detail is formed) for 10 more blocks, at about 1.4x the multiply-adds.
 FACE_STAGES: dict[str, list[tuple[int, int, int, int]]] = {
     "mfn": [(2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 128, 2, 1)],
     "mfn_deep": [(2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 12, 1), (4, 128, 1, 2), (2, 128, 6, 1)],
