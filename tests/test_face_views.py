@@ -129,3 +129,15 @@ def test_resume_continues_from_the_saved_epoch(fixtures, tmp_path, monkeypatch):
     assert all(torch.equal(a[k], b[k]) for k in a)
     lines = (tmp_path / "b" / "history.jsonl").read_text().splitlines()
     assert len(lines) == 2
+
+
+def test_runtime_reads_the_face_models_colour_flag():
+    from edge_runtime.errors import ModelError
+    from edge_runtime.models import face_colour_from_meta
+
+    assert face_colour_from_meta({"edgepin.front_end": '{"face_size": 112, "colour": true}'}, {})
+    assert not face_colour_from_meta({"edgepin.front_end": '{"face_size": 112}'}, {})  # shipped grey
+    assert not face_colour_from_meta({}, {})
+    assert face_colour_from_meta({}, {"front_end": {"face_size": 112, "colour": True}})
+    with pytest.raises(ModelError, match="colour"):
+        face_colour_from_meta({"edgepin.front_end": '{"colour": "yes"}'}, {})

@@ -196,6 +196,8 @@ def distill(modality: str, data: str | Path, cfg: dict, out: str | Path, cache_d
     with Progress(*columns, console=Console(stderr=True), disable=rank != 0) as progress:
         bar = progress.add_task(f"distill {modality}", total=total, info="",
                                 completed=start_epoch * steps_per_epoch)
+        quiet_log = rank == 0 and not progress.console.is_terminal
+        log_every = max(1, min(steps_per_epoch // 4, 100))
         if start_epoch:
             progress.console.print(f"resuming {out} after epoch {start_epoch} of {tcfg['epochs']}")
         for epoch in range(start_epoch, int(tcfg["epochs"])):
@@ -223,6 +225,10 @@ def distill(modality: str, data: str | Path, cfg: dict, out: str | Path, cache_d
                     f"ep {epoch + 1}/{tcfg['epochs']} step {step + 1}/{steps_per_epoch} "
                     f"loss {sums['loss'] / (step + 1):.4f} cos {sums['cos'] / (step + 1):.4f} "
                     f"rel {sums['rel'] / (step + 1):.5f}"))
+                if quiet_log and (step + 1) % log_every == 0:  # detached run: lines in the log
+                    t = progress.tasks[bar]
+                    progress.console.print(f"{t.fields['info']} | {t.completed}/{total} steps, "
+                                           f"{t.time_remaining or 0:.0f} s left")
             if rank != 0:
                 continue
             record = {"epoch": epoch + 1, "seconds": round(time.time() - t0, 1),

@@ -359,6 +359,10 @@ def label_views(samples: Sequence[Sample], cache_dir: str | Path, augment: ViewA
                             computed += 1
                     cache.put_many(rows)
                     progress.advance(bar, done)
+                    if not progress.console.is_terminal:  # detached run: the log gets lines
+                        t = progress.tasks[0]
+                        progress.console.print(f"{label}: {int(t.completed)}/{n_new} views, "
+                                               f"{(t.speed or 0):.1f}/s, {t.time_remaining or 0:.0f} s left")
 
                 if workers <= 1 or len(chunks) == 1:
                     for idx in chunks:
