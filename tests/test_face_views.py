@@ -141,3 +141,14 @@ def test_runtime_reads_the_face_models_colour_flag():
     assert face_colour_from_meta({}, {"front_end": {"face_size": 112, "colour": True}})
     with pytest.raises(ModelError, match="colour"):
         face_colour_from_meta({"edgepin.front_end": '{"colour": "yes"}'}, {})
+
+
+def test_cli_takes_resume_and_a_bad_teacher_is_named(tmp_path, fixtures):
+    from edge_runtime.cli.main import build_parser
+
+    args = build_parser().parse_args(["distill", "face", "--data", "d", "--out", "o", "--resume"])
+    assert args.resume
+    assert not build_parser().parse_args(["distill", "face", "--data", "d", "--out", "o"]).resume
+    with pytest.raises(ConfigError, match="no.such:Teacher"):
+        label_views(FaceFolder(fixtures / "lfw").samples[:1], tmp_path, ViewAugment(), 1,
+                    teacher="no.such:Teacher")

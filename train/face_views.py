@@ -236,22 +236,25 @@ def student_crop(image: np.ndarray, landmarks: np.ndarray, p: ViewParams) -> np.
     return align_face(img, lm, 112)
 
 
-def load_teacher(spec: str) -> ViewTeacher:
-    """`module:Class` -> an instance (a string, so it crosses process boundaries)."""
+def _teacher_class(spec: str) -> Any:
     mod, _, name = spec.partition(":")
     try:
-        return getattr(importlib.import_module(mod), name)()
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"teacher {spec!r} cannot be loaded: {exc}") from exc
+        return getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"views.teacher {spec!r} cannot be loaded (expected module:Class): {exc}") from exc
+
+
+def load_teacher(spec: str) -> ViewTeacher:
+    """`module:Class` -> an instance (a string, so it crosses process boundaries)."""
+    return _teacher_class(spec)()
 
 
 def teacher_version(spec: str) -> str:
     """The teacher's version string without loading its network when it offers that."""
-    mod, _, name = spec.partition(":")
-    cls = getattr(importlib.import_module(mod), name)
+    cls = _teacher_class(spec)
     if hasattr(cls, "version_string"):
         return str(cls.version_string())
-    return str(load_teacher(spec).version)
+    return str(cls().version)
 
 
 def _label_chunk(jobs: list[tuple[str, np.ndarray | None, list[tuple[int, dict]]]],
