@@ -6,6 +6,8 @@ teacher's constructor in the cache test, replaced by one that fails if it is eve
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -100,35 +102,53 @@ class _Stop(Exception):
 
 
 def test_resume_continues_from_the_saved_epoch(fixtures, tmp_path, monkeypatch):
-    """Stopped right after epoch 1's checkpoint, then resumed: the same weights as one run."""
-    cfg = load_config(None, "face_distill_views.yaml", VIEWS_TINY)
+    """Killed in epoch 3 after its history line and last.pt but before its resume.pt, then
+    resumed: it goes on from epoch 2 and ends with the same weights, history and best
+    checkpoint (epoch 1, by a validation EER that rises with every call) as one run."""
+    cfg = load_config(None, "face_distill_views.yaml", VIEWS_TINY + ["train.epochs=3"])
     cache = tmp_path / "cache"
+    real_validate = train.distill.validate
+    calls = []
+
+    def rising_eer(task, model, device, cfg):  # each run's first epoch is its best, not its last
+        calls.append(1)
+        return {**real_validate(task, model, device, cfg), "val_eer_student": 0.01 * len(calls)}
+
+    monkeypatch.setattr(train.distill, "validate", rising_eer)
     straight = distill("face", fixtures / "lfw", cfg, tmp_path / "a", cache)
+    assert straight["best"]["epoch"] == 1
 
     real_save = train.distill.save_resume
 
     def save_then_die(path, state):
+        if state["epoch"] == 3:
+            raise _Stop  # killed before epoch 3's resume.pt
         real_save(path, state)
-        raise _Stop  # the process is killed after epoch 1 was written
 
     monkeypatch.setattr(train.distill, "save_resume", save_then_die)
     with pytest.raises(_Stop):
         distill("face", fixtures / "lfw", cfg, tmp_path / "b", cache)
     monkeypatch.setattr(train.distill, "save_resume", real_save)
-    assert torch.load(tmp_path / "b" / "resume.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(tmp_path / "b" / "resume.pt", weights_only=False)["epoch"] == 2
+    assert len((tmp_path / "b" / "history.jsonl").read_text().splitlines()) == 3  # epoch 3 logged
     with pytest.raises(ConfigError, match="--resume"):
         distill("face", fixtures / "lfw", cfg, tmp_path / "b", cache)  # never overwritten
-    other = load_config(None, "face_distill_views.yaml", VIEWS_TINY + ["train.lr=0.02"])
+    other = load_config(None, "face_distill_views.yaml", VIEWS_TINY + ["train.epochs=3", "train.lr=0.02"])
     with pytest.raises(ConfigError, match="train.lr"):
         distill("face", fixtures / "lfw", other, tmp_path / "b", cache, resume=True)
     resumed = distill("face", fixtures / "lfw", cfg, tmp_path / "b", cache, resume=True)
-    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
-    assert resumed["history"][1]["train_loss"] == straight["history"][1]["train_loss"]
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in straight["history"]]
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["state_dict"]
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    lines = (tmp_path / "b" / "history.jsonl").read_text().splitlines()
-    assert len(lines) == 2
+    lines = [json.loads(x) for x in (tmp_path / "b" / "history.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2, 3]  # the killed epoch's line is not doubled
+    sa = torch.load(tmp_path / "a" / "student.pt", weights_only=False)
+    sb = torch.load(tmp_path / "b" / "student.pt", weights_only=False)
+    assert sa["epoch"] == sb["epoch"] == 1
+    assert all(torch.equal(sa["state_dict"][k], sb["state_dict"][k]) for k in a)
+    assert not all(torch.equal(sb["state_dict"][k], b[k]) for k in a)  # best != last weights
 
 
 def test_runtime_reads_the_face_models_colour_flag():

@@ -181,6 +181,13 @@ def distill(modality: str, data: str | Path, cfg: dict, out: str | Path, cache_d
         else:  # only rank 0's generator is saved: other ranks reseed, distinct per epoch
             rng = np.random.default_rng(int(cfg["seed"]) + rank + 1000 * state["epoch"])
         history, best, start_epoch = list(state["history"]), state["best"], int(state["epoch"])
+        if rank == 0:  # a kill after these files were written but before resume.pt: roll back
+            with open(out / "history.jsonl", "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in history)
+            torch.save(state["last_ckpt"], out / "last.pt")
+            if state["best_ckpt"] is not None:
+                torch.save(state["best_ckpt"], out / "student.pt")
+    best_ckpt = state["best_ckpt"] if state is not None else None
     loss_w = cfg["loss"]
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -246,6 +253,9 @@ def distill(modality: str, data: str | Path, cfg: dict, out: str | Path, cache_d
             if best is None or score < best["score"]:
                 best = {"score": score, "epoch": epoch + 1, "metrics": record}
                 torch.save(ckpt, out / "student.pt")
+                # a copy: ckpt's tensors are the live parameters, which later epochs change
+                best_ckpt = {**ckpt, "state_dict": {k: v.clone() for k, v in ckpt["state_dict"].items()}}
+            # last_ckpt shares the model's storages (CPU), so it costs little extra on disk
             save_resume(out / RESUME_FILE, {
                 "resume_format": RESUME_FORMAT, "config": cfg, "epoch": epoch + 1,
                 "model": model.state_dict(), "head": head.state_dict() if head else None,
@@ -253,7 +263,7 @@ def distill(modality: str, data: str | Path, cfg: dict, out: str | Path, cache_d
                 "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
                         "torch": torch.get_rng_state(), "order": order_rng.bit_generator.state,
                         "batch": rng.bit_generator.state},
-                "history": history, "best": best})
+                "history": history, "best": best, "last_ckpt": ckpt, "best_ckpt": best_ckpt})
     if world > 1:
         import torch.distributed as dist
 
