@@ -10,6 +10,7 @@ every report marks as such. The pre- and post-processing is the same for every b
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -327,8 +328,15 @@ class ModelBundle:
         """Aligned 112x112 crops -> (N, 128) L2-normalised float32 embeddings."""
         if not crops:
             raise ConfigError("embed_faces needs at least one aligned crop")
-        out = self.runners["face"].run({"face": face_tensor(list(crops))})["embedding"]
+        out = self.runners["face"].run({"face": face_tensor(list(crops), colour=self.face_colour)})["embedding"]
         return _l2(out)
+
+    @functools.cached_property
+    def face_colour(self) -> bool:
+        """True when the face model was trained on RGB crops (its recorded front-end says so)."""
+        session = getattr(self.runners["face"], "session", None)
+        meta = dict(session.get_modelmeta().custom_metadata_map) if session is not None else {}
+        return face_colour_from_meta(meta, self.entries["face"].meta)
 
     def voice_windows(self, wav16k: np.ndarray) -> np.ndarray:
         """The ``feats`` windows of an utterance (front-end only: timed apart in the bench)."""
@@ -372,6 +380,21 @@ class ModelBundle:
             "thresholds": dict(self.thresholds.values),
             "notes": list(self.notes),
         }
+
+
+def face_colour_from_meta(onnx_meta: Mapping[str, str], manifest_meta: Mapping[str, Any]) -> bool:
+    """Whether a face model takes RGB input: `colour` of its recorded front-end (default grey).
+
+    Students before the colour option record `{"face_size": 112}` and were trained on grey.
+    """
+    raw: Any = onnx_meta.get("edgepin.front_end") or manifest_meta.get("front_end")
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else (raw or {})
+    except ValueError as exc:
+        raise ModelError(f"face model: unreadable front-end settings {raw!r} ({exc})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("colour", False), bool):
+        raise ModelError(f"face model: front-end settings {raw!r} have no boolean 'colour'")
+    return bool(data.get("colour", False))
 
 
 def _voice_front_end(runner: Runner, entry: ModelEntry) -> VoiceFrontEnd:

@@ -22,7 +22,8 @@ def _distill(args: argparse.Namespace) -> int:
     from train.distill import distill
 
     cfg = load_config(args.config, f"{args.modality}_distill.yaml", args.set)
-    summary = distill(args.modality, args.data, cfg, args.out, args.cache or default_cache_dir())
+    summary = distill(args.modality, args.data, cfg, args.out, args.cache or default_cache_dir(),
+                      resume=args.resume)
     best = summary["best"] or {}
     result = {"out": summary["out"], "best_epoch": best.get("epoch"), "best": best.get("metrics")}
     if best and importlib.util.find_spec("onnx") is not None:
@@ -85,6 +86,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. train.epochs=2 model.width=1.0")
     p.add_argument("--cache", help="teacher-target cache folder (default ~/.cache/edgepin)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last epoch (same config and --set)")
     p.set_defaults(handler=_distill)
 
     p = subparsers.add_parser("eval", help="verification metrics (EER, AUC, TAR@FAR, speed)")

@@ -5,6 +5,12 @@ Multi-GPU: run the same command under `torchrun --nproc_per_node=N -m edge_runti
 distill ...`; the trainer sees WORLD_SIZE > 1, joins the process group (NCCL on GPUs, gloo
 otherwise), shards each epoch's batches by rank and wraps the student in DDP. Only rank 0
 validates, writes checkpoints and prints progress.
+
+Long runs: every epoch rank 0 also writes `resume.pt` in the output folder (model, margin
+head, optimizer, scheduler, every random generator, history, best so far; written to a
+temporary file and renamed, so a kill never leaves half a checkpoint). `resume=True` (the
+CLI's `--resume`) continues from it: a single-process run resumed after epoch k gives the same
+weights as one that never stopped. The config must be the one the run started with.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from train.losses import MarginHead, cosine_distill, relational_distill
 from train.tasks import FaceTask, VoiceTask, build_model, split_reader, voice_front_end
 
 CHECKPOINT_FORMAT = 1
+RESUME_FORMAT = 1
+RESUME_FILE = "resume.pt"
 
 
 def setup_distributed(device_pref: str) -> tuple[int, int, torch.device]:
@@ -54,6 +62,44 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two configs differ (for a clear refusal to resume)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _config_diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def save_resume(path: Path, state: dict) -> None:
+    """Write atomically: a kill during the write leaves the previous epoch's file intact."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_resume(out: Path, cfg: dict) -> dict:
+    """The saved training state of the run in `out`, checked against this config."""
+    from edge_runtime.errors import ModelError
+
+    path = out / RESUME_FILE
+    if not path.is_file():
+        raise ConfigError(f"--resume: no {RESUME_FILE} in {out} (nothing to resume; drop --resume "
+                          "to start a new run)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise ModelError(f"{path}: not a readable resume checkpoint ({exc})") from exc
+    if not isinstance(state, dict) or state.get("resume_format") != RESUME_FORMAT:
+        raise ModelError(f"{path}: not an edgepin resume checkpoint (format {RESUME_FORMAT})")
+    diff = _config_diff(state["config"], cfg)
+    if diff:
+        raise ConfigError(f"--resume: the config differs from the one {path} was trained with at "
+                          f"{', '.join(diff[:6])}; resume with the same --config/--set")
+    return state
+
+
 def validate(task: FaceTask | VoiceTask, model: nn.Module, device: torch.device, cfg: dict) -> dict:
     """Held-out-identity (val split) agreement with the teacher and EER of the student."""
     from edge_runtime.metrics import eer, make_pairs
@@ -71,17 +117,26 @@ def validate(task: FaceTask | VoiceTask, model: nn.Module, device: torch.device,
     return out
 
 
-def distill(modality: str, data: str | Path, cfg: dict, out: str | Path, cache_dir: str | Path) -> dict:
+def distill(modality: str, data: str | Path, cfg: dict, out: str | Path, cache_dir: str | Path,
+            *, resume: bool = False) -> dict:
     """Train, validate each epoch, keep the best checkpoint by val EER; return the summary."""
     if cfg.get("modality") != modality:
         raise ConfigError(f"config is for modality {cfg.get('modality')!r}, not {modality!r}")
     out = Path(out)
+    state = load_resume(out, cfg) if resume else None
+    if state is None and (out / RESUME_FILE).is_file():
+        raise ConfigError(f"{out} holds a run (its {RESUME_FILE}): pass --resume to continue it, or "
+                          "choose another --out (nothing there is overwritten)")
     tcfg = cfg["train"]
     rank, world, device = setup_distributed(tcfg.get("device", "auto"))
     torch.set_num_threads(int(tcfg["threads"]))
     seed_everything(int(cfg["seed"]))
     samples, splits = split_reader(modality, data, cfg["split"])
-    task_cls = FaceTask if modality == "face" else VoiceTask
+    task_cls: Any = FaceTask if modality == "face" else VoiceTask
+    if modality == "face" and cfg.get("views"):
+        from train.face_views import ViewFaceTask
+
+        task_cls = ViewFaceTask
     task = task_cls.build(cfg, samples, splits, Path(cache_dir))
     used = [s for s in samples if s.identity in set(splits["train"]) | set(splits["val"])]
     data_hash = manifest_hash(samples, Path(data))
@@ -110,6 +165,29 @@ def distill(modality: str, data: str | Path, cfg: dict, out: str | Path, cache_d
     order_rng = np.random.default_rng(int(cfg["seed"]))  # same permutation on every rank
     history: list[dict] = []
     best: dict | None = None
+    start_epoch = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        if head is not None:
+            head.load_state_dict(state["head"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        torch.set_rng_state(state["rng"]["torch"])
+        order_rng.bit_generator.state = state["rng"]["order"]
+        if rank == 0:
+            rng.bit_generator.state = state["rng"]["batch"]
+        else:  # only rank 0's generator is saved: other ranks reseed, distinct per epoch
+            rng = np.random.default_rng(int(cfg["seed"]) + rank + 1000 * state["epoch"])
+        history, best, start_epoch = list(state["history"]), state["best"], int(state["epoch"])
+        if rank == 0:  # a kill after these files were written but before resume.pt: roll back
+            with open(out / "history.jsonl", "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in history)
+            torch.save(state["last_ckpt"], out / "last.pt")
+            if state["best_ckpt"] is not None:
+                torch.save(state["best_ckpt"], out / "student.pt")
+    best_ckpt = state["best_ckpt"] if state is not None else None
     loss_w = cfg["loss"]
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -118,13 +196,18 @@ def distill(modality: str, data: str | Path, cfg: dict, out: str | Path, cache_d
         "data": {"root": str(data), "manifest_hash": data_hash, "n_samples": len(samples),
                  "n_used": len(used), "identities": {k: len(v) for k, v in splits.items()}},
         "split": dict(cfg["split"]),
-        "front_end": voice_front_end(cfg).to_dict() if modality == "voice" else {"face_size": 112},
+        "front_end": voice_front_end(cfg).to_dict() if modality == "voice" else {"face_size": 112, "colour": bool(cfg["model"].get("colour", False))},
     }
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), disable=rank != 0) as progress:
-        bar = progress.add_task(f"distill {modality}", total=total, info="")
-        for epoch in range(int(tcfg["epochs"])):
+        bar = progress.add_task(f"distill {modality}", total=total, info="",
+                                completed=start_epoch * steps_per_epoch)
+        quiet_log = rank == 0 and not progress.console.is_terminal
+        log_every = max(1, min(steps_per_epoch // 4, 100))
+        if start_epoch:
+            progress.console.print(f"resuming {out} after epoch {start_epoch} of {tcfg['epochs']}")
+        for epoch in range(start_epoch, int(tcfg["epochs"])):
             perm = order_rng.permutation(len(task))
             t0, sums = time.time(), {"loss": 0.0, "cos": 0.0, "rel": 0.0, "cls": 0.0}
             for step in range(steps_per_epoch):
@@ -134,7 +217,8 @@ def distill(modality: str, data: str | Path, cfg: dict, out: str | Path, cache_d
                     x = x.contiguous(memory_format=torch.channels_last)
                 emb = train_model(x)
                 parts = {"cos": cosine_distill(emb, target), "rel": relational_distill(emb, target)}
-                parts["cls"] = head(emb, labels) if head else emb.new_zeros(())
+                known = labels >= 0  # -1: an image without an identity label (UTKFace)
+                parts["cls"] = head(emb[known], labels[known]) if head and bool(known.any()) else emb.new_zeros(())
                 loss = (loss_w["cosine"] * parts["cos"] + loss_w["relational"] * parts["rel"]
                         + loss_w["classification"] * parts["cls"])
                 opt.zero_grad(set_to_none=True)
@@ -144,7 +228,14 @@ def distill(modality: str, data: str | Path, cfg: dict, out: str | Path, cache_d
                 sums["loss"] += loss.item()
                 for k in ("cos", "rel", "cls"):
                     sums[k] += parts[k].item()
-                progress.update(bar, advance=1, info=f"ep {epoch + 1} loss {sums['loss'] / (step + 1):.4f}")
+                progress.update(bar, advance=1, info=(
+                    f"ep {epoch + 1}/{tcfg['epochs']} step {step + 1}/{steps_per_epoch} "
+                    f"loss {sums['loss'] / (step + 1):.4f} cos {sums['cos'] / (step + 1):.4f} "
+                    f"rel {sums['rel'] / (step + 1):.5f}"))
+                if quiet_log and (step + 1) % log_every == 0:  # detached run: lines in the log
+                    t = progress.tasks[bar]
+                    progress.console.print(f"{t.fields['info']} | {t.completed}/{total} steps, "
+                                           f"{t.time_remaining or 0:.0f} s left")
             if rank != 0:
                 continue
             record = {"epoch": epoch + 1, "seconds": round(time.time() - t0, 1),
@@ -162,6 +253,17 @@ def distill(modality: str, data: str | Path, cfg: dict, out: str | Path, cache_d
             if best is None or score < best["score"]:
                 best = {"score": score, "epoch": epoch + 1, "metrics": record}
                 torch.save(ckpt, out / "student.pt")
+                # a copy: ckpt's tensors are the live parameters, which later epochs change
+                best_ckpt = {**ckpt, "state_dict": {k: v.clone() for k, v in ckpt["state_dict"].items()}}
+            # last_ckpt shares the model's storages (CPU), so it costs little extra on disk
+            save_resume(out / RESUME_FILE, {
+                "resume_format": RESUME_FORMAT, "config": cfg, "epoch": epoch + 1,
+                "model": model.state_dict(), "head": head.state_dict() if head else None,
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                        "torch": torch.get_rng_state(), "order": order_rng.bit_generator.state,
+                        "batch": rng.bit_generator.state},
+                "history": history, "best": best, "last_ckpt": ckpt, "best_ckpt": best_ckpt})
     if world > 1:
         import torch.distributed as dist
 

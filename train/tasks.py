@@ -22,7 +22,7 @@ from edge_runtime.frontend.audio import LogMelConfig
 from edge_runtime.frontend.features import VoiceFrontEnd, face_tensor
 from train.augment import FaceAugment, VoiceAugment
 from train.datasets import FaceFolder, Sample, SpeechFolder, holdout_split
-from train.models import FaceNetConfig, MobileFaceNet, VoiceNetConfig, VoiceResNet
+from train.models import FaceNetConfig, MobileFaceNet, VoiceNetConfig, VoiceResNet, face_stages
 from train.prepare import FaceSet, VoiceSet, prepare_faces, prepare_voices
 
 
@@ -36,6 +36,7 @@ def build_model(cfg: dict) -> nn.Module:
                 width=m["width"],
                 # checkpoints from before the option existed were PReLU networks
                 activation=m.get("activation", "prelu"),
+                stages=face_stages(m.get("stages", "mfn")),
             )
         )
     fe = cfg["front_end"]

@@ -29,11 +29,21 @@ def face_grey(aligned: np.ndarray) -> np.ndarray:
     raise ValueError(f"aligned face must be HxW or HxWx3, got shape {aligned.shape}")
 
 
-def face_tensor(aligned: np.ndarray | list[np.ndarray]) -> np.ndarray:
-    """One or several aligned crops -> `face` input (N, 3, 112, 112) float32 in [-1, 1]."""
+def face_tensor(aligned: np.ndarray | list[np.ndarray], colour: bool = False) -> np.ndarray:
+    """One or several aligned crops -> `face` input (N, 3, 112, 112) float32 in [-1, 1].
+
+    `colour=False` (the shipped students): luminance replicated to 3 channels. `colour=True`
+    (students trained on colour faces): RGB, a grey crop replicated.
+    """
     crops = aligned if isinstance(aligned, list) else [aligned]
     if isinstance(aligned, np.ndarray) and aligned.ndim == 4:
         crops = list(aligned)
+    if colour:
+        rgb = np.stack([np.repeat(c[:, :, None], 3, axis=2) if c.ndim == 2 else c for c in crops])
+        if rgb.dtype != np.uint8 or rgb.shape[1:] != (FACE_SIZE, FACE_SIZE, 3):
+            raise ValueError(f"aligned faces must be uint8 {FACE_SIZE}x{FACE_SIZE}(x3), got "
+                             f"{rgb.dtype} {rgb.shape[1:]}")
+        return np.ascontiguousarray(rgb.transpose(0, 3, 1, 2).astype(np.float32) * (2.0 / 255.0) - 1.0)
     grey = np.stack([face_grey(c) for c in crops])
     if grey.shape[1:] != (FACE_SIZE, FACE_SIZE):
         raise ValueError(f"aligned face must be {FACE_SIZE}x{FACE_SIZE}, got {grey.shape[1:]}")
