@@ -23,6 +23,7 @@ from edge_runtime.frontend.audio import (
     resample,
     to_mono,
 )
+from edge_runtime.frontend.limits import check_dimensions
 
 
 @dataclass
@@ -72,6 +73,13 @@ def _open(p: Path) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise MediaError(f"{p}: no video stream")
+    ctx = container.streams.video[0].codec_context
+    try:
+        check_dimensions(int(ctx.width or 0), int(ctx.height or 0), source=str(p),
+                         what="video frame")
+    except MediaError:
+        container.close()
+        raise
     return container
 
 
