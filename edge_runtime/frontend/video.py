@@ -75,6 +75,8 @@ def _open(p: Path) -> av.container.InputContainer:
         raise MediaError(f"{p}: no video stream")
     ctx = container.streams.video[0].codec_context
     try:
+        if ctx is None:
+            raise MediaError(f"{p}: video stream in an unknown codec (no decoder)")
         check_dimensions(int(ctx.width or 0), int(ctx.height or 0), source=str(p),
                          what="video frame")
     except MediaError:
