@@ -421,3 +421,29 @@ def test_once_gives_up_reconnecting_with_one_log_line_per_attempt(caplog):
     assert len(lines) == 3 and "reconnect attempt 1 failed" in lines[0]
     assert "giving up after 3 attempts" in lines[-1]
     assert all("\n" not in line for line in lines)
+
+
+def test_unmeasurable_target_far_is_a_start_up_error(site, media, test_models, tmp_path):  # noqa: F811
+    import shutil
+
+    from edge_runtime.operating_points import (
+        Calibration,
+        Fuser,
+        OperatingPoints,
+        SubsetFusion,
+        save_operating_points,
+    )
+
+    models = tmp_path / "models_op"
+    shutil.copytree(test_models, models)
+    manifest = json.loads((models / "manifest.json").read_text())["models"]
+    fuser = Fuser({"face": Calibration(1, 0), "voice": Calibration(1, 0)},
+                  {frozenset({"face", "voice"}): SubsetFusion({"face": 1, "voice": 1}, 0)})
+    op = OperatingPoints({m: manifest[m]["sha256"] for m in ("face", "voice")}, "2" * 64,
+                         fuser, ())  # calibrated, but no threshold measured at any FAR
+    save_operating_points(op, models / "operating_points.yaml")
+    r = attempt(site, media, "ann", "ann", "--models", str(models), "--target-far", "1e-4")
+    assert r.returncode == 2, r.stderr
+    assert "--target-far 0.0001 cannot be used:" in r.stderr
+    assert "has no threshold for face+voice at FAR 0.0001" in r.stderr
+    assert audit_rows(site) == []
