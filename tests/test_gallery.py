@@ -437,3 +437,19 @@ def test_export_metadata_only_unless_asked(tmp_path, key, rng):
                                       base64.b64decode(blob["ciphertext"]),
                                       associated_data("alice", "face", H1))
     np.testing.assert_allclose(np.frombuffer(plain_bytes, "<f4"), alice["face"], atol=1e-6)
+
+
+def test_seal_accepts_a_reviewed_state_after_a_tamper_report(tmp_path, key, rng):
+    """Item 4: an edited manifest refuses the whole gallery until the operator reseals it."""
+    path = tmp_path / "g.db"
+    with Gallery.open(path, key) as g:
+        enroll(g, "alice", rng)
+    raw = sqlite3.connect(path)
+    raw.execute("UPDATE meta SET value = 'x' || value WHERE key = 'manifest'")
+    raw.commit()
+    raw.close()
+    with pytest.raises(GalleryError, match="manifest of gallery .* does not verify"):
+        Gallery.open(path, key)
+    assert Gallery.seal(path, key) == 2
+    with Gallery.open(path, key) as g:
+        assert [e.name for e in g.list()] == ["alice"] and g.problems() == []

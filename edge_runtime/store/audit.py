@@ -346,12 +346,16 @@ def rotate(path: str | Path, key: bytes | None = None) -> tuple[Path, int, str]:
     if found is None:
         raise GalleryError(f"no audit log at {p} (or not readable as one)")
     version, n = found
-    conn = sqlite3.connect(f"{p.as_uri()}?mode=ro", uri=True)
     try:
-        rows = conn.execute("SELECT id, time, decision, identity, scores, latencies_ms, reason,"
-                            " source, chain FROM events ORDER BY id").fetchall()
-    finally:
-        conn.close()
+        conn = sqlite3.connect(str(p), isolation_level=None)
+        try:
+            rows = conn.execute("SELECT id, time, decision, identity, scores, latencies_ms,"
+                                " reason, source, chain FROM events ORDER BY id").fetchall()
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # fold the WAL into the file
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise sqlite_error(exc, p, "audit log") from exc
     chain_key = None if version == 1 or key is None else derive_key(key, "audit chain")
     if version >= 2 and chain_key is None:
         check = "keyed chain not checked (no key given)"
@@ -365,18 +369,18 @@ def rotate(path: str | Path, key: bytes | None = None) -> tuple[Path, int, str]:
             previous = row[8]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     target = p.with_name(f"{p.stem}.{stamp}{p.suffix}")
-    conn = sqlite3.connect(str(p), isolation_level=None)  # fold the WAL into the file
+    if target.exists():
+        raise GalleryError(f"cannot rotate {p}: {target} exists already; try again in a second")
     try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        conn.close()
-    os.rename(p, target)
-    for suffix in ("-wal", "-shm"):
-        side = Path(f"{p}{suffix}")
-        if side.exists():
-            os.rename(side, Path(f"{target}{suffix}"))
-    if anchor_path(p).exists():
-        os.rename(anchor_path(p), anchor_path(target))
+        os.rename(p, target)
+        for suffix in ("-wal", "-shm"):
+            side = Path(f"{p}{suffix}")
+            if side.exists():
+                os.rename(side, Path(f"{target}{suffix}"))
+        if anchor_path(p).exists():
+            os.rename(anchor_path(p), anchor_path(target))
+    except OSError as exc:
+        raise GalleryError(f"cannot rotate {p}: {exc.strerror or exc}") from exc
     return target, n, check
 
 

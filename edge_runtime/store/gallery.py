@@ -191,9 +191,7 @@ class Gallery:
         if not isinstance(key, bytes) or len(key) != KEY_BYTES:
             raise GalleryError(f"gallery key must be {KEY_BYTES} bytes (AES-256)")
         with cls._open(Path(path), key, create=False, timeout=5.0, integrity=False) as g:
-            found = g._read_manifest()
-            anchor = read_anchor(anchor_path(g.path), g._mkey) if found is None else None
-            version = max(found[0].version if found else 0, anchor.version if anchor else 0)
+            version = max(g._last_version(), 0)
             with g._transaction(manifest=False):
                 rows = g._conn.execute(
                     "SELECT name, modality, dim, model_sha256, n_samples, nonce, ciphertext"
@@ -525,6 +523,23 @@ class Gallery:
                 "outside edgepin; the whole gallery is refused (restore a backup, or review it "
                 "and run `edgepin gallery seal`)")
         return Manifest.parse(payload, f"gallery {self.path}"), given
+
+    def _last_version(self) -> int:
+        """The highest version the manifest or the anchor claims, verified or not: a seal
+        must move past both, so an old anchor copy can never make the sealed state 'older'."""
+        versions = [-1]
+        raw = self._query("SELECT value FROM meta WHERE key = 'manifest'")
+        if raw:
+            try:
+                versions.append(Manifest.parse(raw[0][0], str(self.path)).version)
+            except GalleryError:
+                pass
+        try:
+            text = json.loads(anchor_path(self.path).read_bytes())
+            versions.append(int(text["version"]))
+        except (OSError, ValueError, TypeError, KeyError):
+            pass
+        return max(versions)
 
     def _trusted(self) -> Manifest:
         """The verified manifest, checked against the anchor (rollback, replacement)."""
