@@ -136,12 +136,18 @@ def read_sidecar(engine_path: Path) -> dict[str, Any]:
         raise ModelError(f"engine {engine_path} has no sidecar {path}; its origin is unknown")
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: also bytes that are not UTF-8
         raise ModelError(f"engine sidecar {path} is unreadable: {exc}") from exc
-    if data.get("format") != SIDECAR_FORMAT:
-        raise ModelError(f"engine sidecar {path}: format {data.get('format')!r}, "
+    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ModelError(f"engine sidecar {path}: format {found!r}, "
                          f"expected {SIDECAR_FORMAT!r}")
-    data["key"] = EngineKey.from_dict(data.get("key", {}))
+    if not isinstance(data.get("key", {}), dict):
+        raise ModelError(f"engine sidecar {path}: 'key' is not an object")
+    try:
+        data["key"] = EngineKey.from_dict(data.get("key", {}))
+    except (TypeError, ValueError, AttributeError) as exc:  # damaged field values
+        raise ModelError(f"engine sidecar {path}: invalid key ({exc})") from exc
     return data
 
 

@@ -1,7 +1,10 @@
-"""Audit log: append-only by triggers and hash chain, no vectors, failure counts for lockout."""
+"""Audit log: append-only by triggers and a keyed hash chain with an external head anchor, no
+vectors, failure counts for lockout."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sqlite3
 from datetime import datetime, timedelta, timezone
@@ -10,10 +13,11 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import GalleryError
-from edge_runtime.store.audit import AuditLog, AuditRecord
+from edge_runtime.store.audit import AuditLog, AuditRecord, rotate
 from edge_runtime.store.gallery import Gallery
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+KEY = bytes(range(32))  # the gallery key the chain key is derived from
 
 
 def denied(identity: str | None, at: datetime) -> AuditRecord:
@@ -23,7 +27,7 @@ def denied(identity: str | None, at: datetime) -> AuditRecord:
 
 def test_append_and_tail_round_trip(tmp_path):
     path = tmp_path / "audit.db"
-    with AuditLog.open(path) as log:
+    with AuditLog.open(path, key=KEY) as log:
         first = log.append(AuditRecord("granted", "alice", {"face": 0.91, "voice": 0.74},
                                        {"detect": 3.5, "embed": 11.25}, "both above threshold",
                                        "door-1"))
@@ -32,7 +36,7 @@ def test_append_and_tail_round_trip(tmp_path):
     assert first.id == 1 and first.time.endswith("Z")
     assert abs(datetime.fromisoformat(first.time[:-1] + "+00:00") - datetime.now(timezone.utc)) \
         < timedelta(minutes=1)
-    with AuditLog.open(path, create=False) as log:
+    with AuditLog.open(path, key=KEY, create=False) as log:
         assert log.tail(0) == []
         last_two = log.tail(2)
         assert [r.identity for r in last_two] == [None, "bob"]  # oldest first
@@ -46,7 +50,7 @@ def test_append_and_tail_round_trip(tmp_path):
 
 def test_update_and_delete_refused(tmp_path):
     path = tmp_path / "audit.db"
-    with AuditLog.open(path) as log:
+    with AuditLog.open(path, key=KEY) as log:
         log.append(AuditRecord("denied", "mallory", {"face": 0.3}, {}, "no match", "door-1"))
     raw = sqlite3.connect(path)
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
@@ -61,7 +65,7 @@ def test_update_and_delete_refused(tmp_path):
 
 def test_verify_detects_edits_behind_the_triggers(tmp_path):
     path = tmp_path / "audit.db"
-    with AuditLog.open(path) as log:
+    with AuditLog.open(path, key=KEY) as log:
         for i in range(3):
             log.append(denied("mallory", T0 + timedelta(seconds=i)))
     raw = sqlite3.connect(path)
@@ -69,12 +73,12 @@ def test_verify_detects_edits_behind_the_triggers(tmp_path):
     raw.execute("UPDATE events SET decision = 'granted' WHERE id = 2")
     raw.commit()
     raw.close()
-    with AuditLog.open(path) as log, pytest.raises(GalleryError, match="record id 2"):
+    with AuditLog.open(path, key=KEY) as log, pytest.raises(GalleryError, match="record id 2"):
         log.verify()
 
 
 def test_failures_since_counts_denials_in_window(tmp_path):
-    with AuditLog.open(tmp_path / "audit.db") as log:
+    with AuditLog.open(tmp_path / "audit.db", key=KEY) as log:
         log.append(denied("alice", T0))
         log.append(denied("alice", T0 + timedelta(minutes=1)))
         log.append(denied(None, T0 + timedelta(minutes=2)))
@@ -93,7 +97,7 @@ def test_failures_since_counts_denials_in_window(tmp_path):
 
 
 def test_no_vectors_or_bad_fields_accepted(tmp_path):
-    with AuditLog.open(tmp_path / "audit.db") as log:
+    with AuditLog.open(tmp_path / "audit.db", key=KEY) as log:
         with pytest.raises(GalleryError, match="no vectors"):
             log.append(AuditRecord("denied", "x", {"face": np.zeros(128, np.float32)}))
         with pytest.raises(GalleryError, match="no vectors"):
@@ -111,10 +115,78 @@ def test_gallery_and_audit_files_are_not_interchangeable(tmp_path):
     key = os.urandom(32)
     gallery_path, audit_path = tmp_path / "gallery.db", tmp_path / "audit.db"
     Gallery.open(gallery_path, key).close()
-    AuditLog.open(audit_path).close()
+    AuditLog.open(audit_path, key=KEY).close()
     before = gallery_path.read_bytes()
     with pytest.raises(GalleryError, match="not an edgepin audit log"):
         AuditLog.open(gallery_path)
     assert gallery_path.read_bytes() == before
     with pytest.raises(GalleryError, match="not an edgepin gallery"):
         Gallery.open(audit_path, key)
+
+
+def _unkeyed(previous: str, row: tuple) -> str:
+    payload = json.dumps([previous, *row], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def test_rewritten_row_with_recomputed_chain_is_detected(tmp_path):
+    """Item 5: the old SHA-256 chain used no secret: an attacker could rewrite a row and
+    recompute every link after it. The keyed chain cannot be recomputed without the key."""
+    path = tmp_path / "audit.db"
+    with AuditLog.open(path, key=KEY) as log:
+        for i in range(4):
+            log.append(denied("mallory", T0 + timedelta(seconds=i)))
+    raw = sqlite3.connect(path)
+    raw.execute("DROP TRIGGER events_no_update")
+    raw.execute("UPDATE events SET decision = 'granted' WHERE id = 2")
+    previous = "0" * 64
+    cols = "time, decision, identity, scores, latencies_ms, reason, source"
+    for rid, *row in raw.execute(f"SELECT id, {cols} FROM events ORDER BY id").fetchall():
+        previous = _unkeyed(previous, tuple(row))  # what the attacker can compute
+        raw.execute("UPDATE events SET chain = ? WHERE id = ?", (previous, rid))
+    raw.commit()
+    raw.close()
+    with AuditLog.open(path, key=KEY) as log, pytest.raises(GalleryError, match="record id 1"):
+        log.verify()
+
+
+def test_deleting_the_newest_rows_is_detected_by_the_anchor(tmp_path):
+    path = tmp_path / "audit.db"
+    with AuditLog.open(path, key=KEY) as log:
+        for i in range(5):
+            log.append(denied("mallory", T0 + timedelta(seconds=i)))
+        assert log.verify() == 5
+    raw = sqlite3.connect(path)
+    raw.execute("DROP TRIGGER events_no_delete")
+    raw.execute("DELETE FROM events WHERE id > 3")
+    raw.commit()
+    raw.close()
+    with AuditLog.open(path, key=KEY) as log, pytest.raises(
+            GalleryError, match="truncated: its anchor records row 5 but the log ends at row 3"):
+        log.verify()
+    (tmp_path / "audit.db.anchor").unlink()  # and deleting the anchor as well
+    with AuditLog.open(path, key=KEY) as log, pytest.raises(GalleryError, match="anchor .* missing"):
+        log.verify()
+
+
+def test_unkeyed_v1_log_is_refused_then_rotated(tmp_path):
+    """Migration: a log with the old unkeyed chain is never silently accepted."""
+    path = tmp_path / "audit.db"
+    raw = sqlite3.connect(path)
+    from edge_runtime.store.audit import MIGRATIONS
+
+    for statement in MIGRATIONS[0]:
+        raw.execute(statement)
+    row = ("2024-05-01T12:00:00.000000Z", "denied", None, "{}", "{}", "no match", "cam")
+    raw.execute("INSERT INTO events (time, decision, identity, scores, latencies_ms, reason,"
+                " source, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*row, _unkeyed("0" * 64, row)))
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
+    raw.close()
+    with pytest.raises(GalleryError, match="older edgepin .*edgepin audit rotate"):
+        AuditLog.open(path, key=KEY)
+    target, n, check = rotate(path, KEY)
+    assert n == 1 and check == "chain verified" and target.exists() and not path.exists()
+    with AuditLog.open(path, key=KEY) as log:
+        log.append(denied(None, T0))
+        assert log.verify() == 1

@@ -159,10 +159,11 @@ def test_blob_moved_to_another_row_fails_clearly(tmp_path, key, rng):
                     "modality = 'face'", (*rows[other], name))
     raw.commit()
     raw.close()
-    with Gallery.open(path, key) as g:
-        with pytest.raises(GalleryError, match="altered or moved"):
-            g.templates("face", H1)
-        assert g.templates("voice", H1)[0] == ["alice", "bob"]  # untouched rows still fine
+    with Gallery.open(path, key) as g:  # both identities quarantined, never matched
+        assert g.templates("face", H1)[0] == [] and g.templates("voice", H1)[0] == []
+        assert {e.name: e.quarantined for e in g.list()} == {
+            "alice": "row alice/face was altered outside edgepin",
+            "bob": "row bob/face was altered outside edgepin"}
 
 
 def test_template_from_another_model_refused(tmp_path, key, rng):
@@ -300,6 +301,10 @@ def test_migrates_hand_made_v1_file_without_losing_rows(tmp_path, key, rng):
     raw.close()
     with pytest.raises(GalleryError, match="wrong key"):  # key proven on a template
         Gallery.open(path, os.urandom(32))
+    with pytest.raises(GalleryError, match="no integrity manifest .*made by an older edgepin.*"
+                                           "edgepin gallery seal"):
+        Gallery.open(path, key)  # never silently trusted: a one-time, explicit upgrade
+    assert Gallery.seal(path, key) == 3
     with Gallery.open(path, key) as g:
         assert [(e.name, e.modalities) for e in g.list()] == [
             ("alice", ("face", "voice")), ("bob", ("face",))]
@@ -419,7 +424,7 @@ def test_export_metadata_only_unless_asked(tmp_path, key, rng):
         alice = enroll(g, "alice", rng)
         g.export(tmp_path / "plain.json")
         g.export(tmp_path / "full.json", include_templates=True)
-        with pytest.raises(GalleryError, match="over the gallery"):
+        with pytest.raises(GalleryError, match="export over .*it is the gallery"):
             g.export(tmp_path / "g.db")
     plain = json.loads((tmp_path / "plain.json").read_text())
     assert stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == 0o600
@@ -432,3 +437,19 @@ def test_export_metadata_only_unless_asked(tmp_path, key, rng):
                                       base64.b64decode(blob["ciphertext"]),
                                       associated_data("alice", "face", H1))
     np.testing.assert_allclose(np.frombuffer(plain_bytes, "<f4"), alice["face"], atol=1e-6)
+
+
+def test_seal_accepts_a_reviewed_state_after_a_tamper_report(tmp_path, key, rng):
+    """Item 4: an edited manifest refuses the whole gallery until the operator reseals it."""
+    path = tmp_path / "g.db"
+    with Gallery.open(path, key) as g:
+        enroll(g, "alice", rng)
+    raw = sqlite3.connect(path)
+    raw.execute("UPDATE meta SET value = 'x' || value WHERE key = 'manifest'")
+    raw.commit()
+    raw.close()
+    with pytest.raises(GalleryError, match="manifest of gallery .* does not verify"):
+        Gallery.open(path, key)
+    assert Gallery.seal(path, key) == 2
+    with Gallery.open(path, key) as g:
+        assert [e.name for e in g.list()] == ["alice"] and g.problems() == []

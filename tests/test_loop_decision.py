@@ -70,6 +70,7 @@ def test_cross_modal_mismatch_denies_a_replayed_voice():
 def test_single_modality_reports_that_liveness_was_not_checked():
     out = decide(ev({"ann": 0.9}, None, voice_missing="silence only"), PROV, None, 1e-3)
     assert out.granted and out.liveness == "not checked: face only (silence only)"
+    assert out.reason.startswith("UNSAFE mode, no liveness check: face matches ann")  # item 3
 
 
 def test_empty_gallery_and_missing_templates():
@@ -127,7 +128,7 @@ def test_cross_modal_with_operating_points_uses_the_calibrated_llr():
     no_prov = Thresholds({}, {}, provisional=False)
     # pin has a calibration but no threshold of its own: LLR 6*0.2-2 = -0.8 <= 0 -> denied
     out = decide(ev({"ann": 0.9}, {"ann": 0.8}, {"pin": 0.2}), no_prov, op, 1e-3)
-    assert not out.granted and "pin 0.20 <= calibrated LLR 0" in out.reason
+    assert not out.granted and "(pin 0.20: calibrated LLR -0.80 <= 0)" in out.reason
     out = decide(ev({"ann": 0.9}, {"ann": 0.8}, {"pin": 0.5}), no_prov, op, 1e-3)
     assert out.granted
 

@@ -3,6 +3,11 @@
 An actuator that fails (command exits non-zero, URL unreachable, GPIO driver error) raises
 ``ActuatorError``; the loop records the failure in the result and the audit log and keeps
 running. Nothing biometric is sent: identity, time and the decision's scores only.
+
+``check()`` runs once at start-up (a missing command, an unreachable host or a dead GPIO
+driver is a start-up error, not a surprise at the first grant); ``close()`` runs on every exit
+path. The GPIO door is fail-secure: locked at start-up, and locked again on close, whether
+the process ends normally (after the running pulse), by an exception or by a signal.
 """
 
 from __future__ import annotations
@@ -10,9 +15,12 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
+import socket
 import subprocess
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -31,6 +39,20 @@ class Actuator(Protocol):
     def __call__(self, result: AttemptResult) -> None: ...
 
 
+def check_actuator(actuator: object) -> None:
+    """Start-up check of any actuator that has one (raises ActuatorError)."""
+    check = getattr(actuator, "check", None)
+    if check is not None:
+        check()
+
+
+def close_actuator(actuator: object, *, wait: bool) -> None:
+    """Leave the door locked; ``wait``: let a running pulse end first (normal exit)."""
+    close = getattr(actuator, "close", None)
+    if close is not None:
+        close(wait=wait)
+
+
 def _payload(result: AttemptResult) -> dict:
     return {"granted": result.granted, "identity": result.identity, "t": result.t,
             "reason": result.reason, "scores": result.to_json()["scores"]}
@@ -44,6 +66,13 @@ class CommandActuator:
         if not self.argv:
             raise ConfigError("actuator command is empty")
         self.timeout = timeout
+
+    def check(self) -> None:
+        exe = self.argv[0]
+        found = shutil.which(exe) if os.sep not in exe else (exe if os.access(exe, os.X_OK)
+                                                             else None)
+        if found is None:
+            raise ActuatorError(f"actuator command {exe!r} is not found or not executable")
 
     def __call__(self, result: AttemptResult) -> None:
         env = {**os.environ, "EDGEPIN_IDENTITY": result.identity or "",
@@ -68,6 +97,21 @@ class HttpActuator:
         self.url = url
         self.timeout = timeout
 
+    def check(self) -> None:
+        """Can the door controller be reached? (a TCP connection only: no POST, no opening)"""
+        parts = urllib.parse.urlsplit(self.url)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            raise ActuatorError(f"actuator URL {self.url!r}: {exc}") from exc
+        if not parts.hostname:
+            raise ActuatorError(f"actuator URL {self.url!r} names no host")
+        try:
+            socket.create_connection((parts.hostname, port), timeout=self.timeout).close()
+        except OSError as exc:
+            raise ActuatorError(f"actuator URL {self.url} is unreachable: "
+                                f"{exc.strerror or exc}") from exc
+
     def __call__(self, result: AttemptResult) -> None:
         body = json.dumps(_payload(result)).encode()
         req = urllib.request.Request(self.url, data=body, method="POST",
@@ -87,7 +131,9 @@ class HttpActuator:
 class GpioActuator:
     """Pulse a GPIO line through ``set_line(bool)`` (Jetson.GPIO, gpiod, ... : pluggable).
 
-    The line is released after ``pulse_s`` on a timer thread, so the loop is not blocked.
+    True opens the door, False locks it. The line is released after ``pulse_s`` on a timer
+    thread, so the loop is not blocked; that thread dies with the process, which is why the
+    owner must call ``close()`` on every exit path (``edgepin run`` does, signals included).
     """
 
     def __init__(self, set_line: Callable[[bool], None], pulse_s: float = 1.0) -> None:
@@ -96,21 +142,50 @@ class GpioActuator:
         self.set_line = set_line
         self.pulse_s = pulse_s
         self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        """Fail-secure start: lock the door now (also proves the driver answers)."""
+        self.lock()
 
     def __call__(self, result: AttemptResult) -> None:
-        try:
-            self.set_line(True)
-        except Exception as exc:  # noqa: BLE001 - any driver error must not stop the loop
-            raise ActuatorError(f"GPIO actuator failed: {exc}") from exc
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = threading.Timer(self.pulse_s, self._release)
-        self._timer.daemon = True
-        self._timer.start()
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            try:
+                self.set_line(True)
+            except Exception as exc:  # noqa: BLE001 - any driver error must not stop the loop
+                self._set_quietly(False)
+                raise ActuatorError(f"GPIO actuator failed: {exc}") from exc
+            self._timer = threading.Timer(self.pulse_s, self._release)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def lock(self) -> None:
+        """Cancel any pulse and drive the line to locked; ActuatorError when that fails."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            try:
+                self.set_line(False)
+            except Exception as exc:  # noqa: BLE001
+                raise ActuatorError(f"GPIO actuator cannot lock the door: {exc}") from exc
+
+    def close(self, *, wait: bool = True) -> None:
+        """End locked: after the running pulse (``wait``), or at once (exception, signal)."""
+        timer = self._timer
+        if wait and timer is not None:
+            timer.join()
+        self.lock()
 
     def _release(self) -> None:
+        with self._lock:
+            self._set_quietly(False)
+
+    def _set_quietly(self, value: bool) -> None:
         try:
-            self.set_line(False)
+            self.set_line(value)
         except Exception:  # noqa: BLE001, S110 - nothing to report to from a timer thread
             pass
 

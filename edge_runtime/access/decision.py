@@ -100,19 +100,21 @@ def _combined(n: int, cols: Mapping[str, np.ndarray], cross: Mapping[str, float]
 
 def _cross_check(name: str, score: float, thresholds: Thresholds, op: OperatingPoints | None,
                  target_far: float) -> tuple[bool, str]:
-    """(passed, description of the threshold used) for one cross-modal score."""
+    """(passed, the comparison made) for one cross-modal score; a raw score is compared
+    with a raw threshold, an LLR with an LLR threshold, never one with the other."""
     if name in thresholds.values:
         thr = thresholds.values[name]
-        return score > thr, f"{thr:.2f}"
+        return score > thr, f"{name} {score:.2f} <= {thr:.2f}"
     if op is not None and name in op.fuser.calibrations:
         try:
             d = op.decide({name: score}, target_far)
-            return d.accepted, f"fused LLR {d.threshold:.2f} at FAR {target_far:g}"
+            return d.accepted, (f"{name} {score:.2f}: LLR {d.llr:.2f} <= {d.threshold:.2f} "
+                                f"at FAR {target_far:g}")
         except ConfigError:
             llr = float(op.fuser.calibrations[name].llr([score])[0])
-            return llr > 0.0, "calibrated LLR 0"
+            return llr > 0.0, f"{name} {score:.2f}: calibrated LLR {llr:.2f} <= 0"
     thr = PROVISIONAL_DEFAULTS[name]
-    return score > thr, f"{thr:.2f} PROVISIONAL"
+    return score > thr, f"{name} {score:.2f} <= {thr:.2f} PROVISIONAL"
 
 
 def _accepts_alone(m: str, score: float, thresholds: Thresholds, op: OperatingPoints | None,
@@ -198,19 +200,19 @@ def decide(ev: Evidence, thresholds: Thresholds, op: OperatingPoints | None,
                 failures.append(f"{m} does not match {candidate} ({scores[m]:.2f} <= {thr:.2f})")
     if both:
         for name, value in sorted(ev.cross.items()):
-            ok, used = _cross_check(name, value, thresholds, op, target_far)
+            ok, compared = _cross_check(name, value, thresholds, op, target_far)
             if not ok:
-                failures.append(f"live voice does not match live face ({name} {value:.2f} "
-                                f"<= {used})")
+                failures.append(f"live voice does not match live face ({compared})")
     if failures:
-        return Outcome(False, candidate, "; ".join(failures), scores, face_match, voice_match,
+        unique = list(dict.fromkeys(failures))  # one reason once, however many checks found it
+        return Outcome(False, candidate, "; ".join(unique), scores, face_match, voice_match,
                        liveness)
     if both:
         reason = f"face and voice both match {candidate}"
         reason += "; live voice matches live face" if ev.cross else \
             "; cross-modal check unavailable"
     else:
-        reason = f"{present[0]} matches {candidate}; {liveness}"
+        reason = f"UNSAFE mode, no liveness check: {present[0]} matches {candidate}; {liveness}"
     if thresholds.provisional:
         reason += " [PROVISIONAL thresholds]"
     return Outcome(True, candidate, reason, scores, face_match, voice_match, liveness)

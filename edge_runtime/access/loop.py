@@ -3,7 +3,9 @@ cool-down, over any capture source (camera + microphone, or a replayed file).
 
 Time inside the loop is the SOURCE's timeline (frame and audio timestamps), so a replay run
 as fast as possible behaves exactly like the same replay in real time, and a test needs no
-sleeps. Lockout counts on the wall clock (an attacker's retries happen in real time).
+sleeps. Lockout counts on the wall clock (an attacker's retries happen in real time); with an
+audit log it is replayed from the log's rows, so it holds across `--once` runs, restarts and
+several processes sharing the log.
 Every decision is audited; nothing inside an attempt can stop the loop: bad input, a locked
 gallery or a failing actuator become a denial (or a note) with a one-line reason.
 """
@@ -46,7 +48,9 @@ class LoopConfig:
 
     ``decide_at_end``: for finite sources (a replayed clip): decide when the source ends,
     on everything it held, rather than as soon as ``min_speech_s`` of speech was heard.
-    ``lockout_failures`` 0 disables the lockout.
+    ``lockout_failures`` 0 disables the lockout. ``unsafe_no_liveness``: the operator's
+    explicit consent to a verifier that may decide on one modality (``missing_modality
+    "single"``), where no liveness check runs and a still photo can be granted.
     """
 
     cooldown_s: float = 3.0
@@ -61,6 +65,7 @@ class LoopConfig:
     max_frames_per_poll: int = 2
     preroll_s: float = 0.5
     poll_timeout: float = 0.05
+    unsafe_no_liveness: bool = False
 
     def __post_init__(self) -> None:
         if self.lockout_failures < 0 or self.max_frames_per_poll < 1:
@@ -72,23 +77,39 @@ class LoopConfig:
 
 
 class Lockout:
-    """N failed verifications within a window lock the door for a while (wall clock)."""
+    """N failed verifications within a window lock the door for a while (wall clock).
+
+    ``history(since)``: (unix time, granted) of the verifications recorded since then (the
+    audit log's rows). With it the state is replayed from that shared record before each
+    decision, on ``time.time``: a restart or another process sees the same lockout.
+    """
 
     def __init__(self, failures: int, window_s: float, duration_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 history: Callable[[float], list[tuple[float, bool]]] | None = None) -> None:
         self.failures, self.window_s, self.duration_s = failures, window_s, duration_s
-        self._clock = clock
+        self._history = history
+        self._clock = time.time if history is not None and clock is time.monotonic else clock
         self._times: collections.deque[float] = collections.deque()
         self._until = 0.0
 
     def remaining(self) -> float:
         """Seconds of lockout left (0: not locked)."""
+        if self._history is not None and self.failures:
+            now = self._clock()
+            self._times.clear()
+            self._until = 0.0
+            for t, granted in self._history(now - 2 * (self.window_s + self.duration_s)):
+                self._apply(t, granted)
         return max(0.0, self._until - self._clock())
 
     def record(self, granted: bool) -> None:
-        if self.failures == 0:
+        if self._history is None:  # else the audit row of this decision is the record
+            self._apply(self._clock(), granted)
+
+    def _apply(self, now: float, granted: bool) -> None:
+        if self.failures == 0 or now < self._until:  # attempts while locked are not verified
             return
-        now = self._clock()
         if granted:
             self._times.clear()
             return
@@ -120,7 +141,14 @@ class AccessLoop:
         self.audit = audit
         self.actuator = actuator
         self.status = status
-        self.lockout = lockout or Lockout(c.lockout_failures, c.lockout_window_s, c.lockout_s)
+        if verifier.config.missing_modality != "deny" and not c.unsafe_no_liveness:
+            raise ConfigError(
+                f"missing-modality {verifier.config.missing_modality!r} grants on one modality "
+                "with no liveness check (a still photo passes): pass --unsafe-no-liveness "
+                "(LoopConfig.unsafe_no_liveness) to accept that explicitly")
+        history = audit.verifications_since if audit is not None else None
+        self.lockout = lockout or Lockout(c.lockout_failures, c.lockout_window_s, c.lockout_s,
+                                          history=history)
         self.on_decision = on_decision
         self.state = State.IDLE
         self.last: AttemptResult | None = None
@@ -155,8 +183,8 @@ class AccessLoop:
         try:
             source.start()
         except EdgepinError as exc:  # e.g. no PortAudio: nothing to retry, say why and stop
-            self.start_error = " ".join(str(exc).split())
-            return [self._finish(denial(str(exc), source=self._source_name))]
+            self.start_error = " ".join(str(exc).split())  # a start-up error: not an attempt,
+            return [denial(str(exc), source=self._source_name)]  # so neither audited nor shown
         try:
             while not (should_stop and should_stop()):
                 try:
@@ -267,11 +295,11 @@ class AccessLoop:
                 self.actuator(result)
                 result.actuator = "ok"
             except ActuatorError as exc:
-                result.actuator = f"failed: {exc}"
+                result.actuator = f"failed: {' '.join(str(exc).split())}"
+                result.reason += f"; DOOR NOT OPENED: actuator {result.actuator}"
                 log.error("%s", exc)
         if self.audit is not None:
-            reason = result.reason if not result.actuator or result.actuator == "ok" \
-                else f"{result.reason}; actuator {result.actuator}"
+            reason = result.reason
             record = AuditRecord(
                 decision="granted" if result.granted else "denied",
                 identity=result.identity or result.candidate,

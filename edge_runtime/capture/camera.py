@@ -9,6 +9,7 @@ dead camera; faults appear in ``status()``.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import re
 import threading
@@ -132,6 +133,19 @@ def parse_camera_uri(
     return CameraSpec(str(uri), "file", text, cv2.CAP_FFMPEG, **size)
 
 
+log = logging.getLogger(__name__)
+
+
+def check_camera_device(spec: CameraSpec) -> None:
+    """A V4L2 camera whose device node does not exist is a start-up error (named), not an
+    endless, silent reconnect loop. Other kinds (CSI, RTSP) can only be tried."""
+    if spec.kind != "v4l2" or not os.path.isdir("/dev"):
+        return
+    node = f"/dev/video{spec.target}" if isinstance(spec.target, int) else str(spec.target)
+    if not os.path.exists(node):
+        raise ConfigError(f"camera {spec.uri}: no such device ({node} does not exist)")
+
+
 def _open_cv_capture(spec: CameraSpec) -> CaptureLike:
     cap = cv2.VideoCapture(spec.target, spec.api)
     if cap.isOpened() and spec.kind == "v4l2":
@@ -169,6 +183,8 @@ def open_camera(
         )
     if spec.kind == "file":
         check_media_file(Path(str(spec.target)))
+    if capture_factory is None:
+        check_camera_device(spec)
     return CameraSource(
         spec,
         realtime=realtime,
@@ -258,10 +274,18 @@ class CameraSource(SourceBase):
                     if cap is None:
                         failures += 1
                         if self._backoff.exhausted(failures):
+                            log.warning("%s: giving up after %d attempts: %s", self.name,
+                                        failures, error)
                             self._tracker.update(state=SourceState.FAILED, last_error=error)
+                            with self._cond:  # a camera that is gone ends the source
+                                self._ended = True
+                                self._cond.notify_all()
                             return
+                        delay = self._backoff.delay(failures - 1)
+                        log.warning("%s: reconnect attempt %d failed (%s); next in %.1f s",
+                                    self.name, failures, error, delay)
                         self._tracker.update(state=SourceState.RECONNECTING, last_error=error)
-                        self._stop.wait(self._backoff.delay(failures - 1))
+                        self._stop.wait(delay)
                         continue
                     if ever_connected:
                         self._tracker.incr("reconnects")

@@ -9,6 +9,7 @@ costs counted overflows, not a crashed audio thread. Reconnection is driven from
 from __future__ import annotations
 
 import functools
+import logging
 import time
 import types
 from typing import Any
@@ -46,6 +47,7 @@ def import_sounddevice() -> types.ModuleType:
     return sounddevice
 
 
+log = logging.getLogger(__name__)
 _MAX_DRIFT = 0.2  # s: sample clock vs source clock before timestamps are re-anchored
 
 
@@ -266,9 +268,14 @@ class MicrophoneSource(SourceBase):
             self._failures += 1
             error = f"{self.name}: cannot open input stream ({describe_error(e)})"
             if self._backoff.exhausted(self._failures):
+                log.warning("%s: giving up after %d attempts: %s", self.name, self._failures,
+                            error)
                 self._tracker.update(state=SourceState.FAILED, last_error=error)
                 return
-            self._next_try = time.monotonic() + self._backoff.delay(self._failures - 1)
+            delay = self._backoff.delay(self._failures - 1)
+            log.warning("%s: reconnect attempt %d failed (%s); next in %.1f s", self.name,
+                        self._failures, error, delay)
+            self._next_try = time.monotonic() + delay
             self._tracker.update(state=SourceState.RECONNECTING, last_error=error)
             return
         self._stream = stream

@@ -19,6 +19,10 @@ def _info(args: argparse.Namespace) -> int:
     def yes(flag: bool) -> str:
         return "[green]yes[/]" if flag else "[red]no[/]"
 
+    def shown(version: str | None) -> str:
+        """A device install has no training packages: say so instead of 'None'."""
+        return version or "not installed (training only)"
+
     b = report["backends"]
     table = Table(title=f"edgepin {report['edgepin']}", show_header=True)
     table.add_column("component")
@@ -51,9 +55,9 @@ def _info(args: argparse.Namespace) -> int:
                   f"silero onnx: {'yes' if vad['silero_onnx'] else 'no'}, "
                   f"webrtcvad: {'yes' if vad['webrtcvad'] else 'no'}")
     face, voice = report["teachers"]["face"], report["teachers"]["voice"]
-    table.add_row("face teacher", yes(face["installed"]), f"dlib {face['dlib']}")
+    table.add_row("face teacher", yes(face["installed"]), f"dlib {shown(face['dlib'])}")
     table.add_row("voice teacher", yes(voice["installed"]),
-                  f"resemblyzer {voice['resemblyzer']}, torch {voice['torch']}")
+                  f"resemblyzer {shown(voice['resemblyzer'])}, torch {shown(voice['torch'])}")
     Console().print(table)
     return 0
 

@@ -81,6 +81,17 @@ def mic_device(value: str | None) -> int | str | None:
     return int(value) if value is not None and value.isdigit() else value
 
 
+def quiet_opencv() -> None:
+    """Keep OpenCV's own warnings (one per failed V4L2 open) out of the output: the capture
+    code logs each reconnect as one line instead."""
+    try:
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except (ImportError, AttributeError):
+        pass
+
+
 def import_function(spec: str) -> Any:
     """``package.module:function`` -> the function (pluggable GPIO actuator)."""
     module, sep, name = spec.partition(":")

@@ -109,10 +109,15 @@ def _check_wav_not_truncated(p: Path) -> None:
     raise MediaError(f"{p}: truncated WAV: no complete 'data' chunk")
 
 
+_NOT_MEDIA = frozenset({"tty", "txt"})  # FFmpeg demuxers that take text files for ANSI "video"
+
+
 def _read_av(p: Path) -> tuple[np.ndarray, int]:
     try:
         with av.open(str(p)) as container:
             if not container.streams.audio:
+                if container.format.name in _NOT_MEDIA:  # FFmpeg reads any text as "video"
+                    raise MediaError(f"{p}: not an audio or video file (looks like text)")
                 kind = "video without an audio track" if container.streams.video else "no audio"
                 raise MediaError(f"{p}: {kind} (no audio stream)")
             stream = container.streams.audio[0]

@@ -32,6 +32,7 @@ from edge_runtime.errors import (
     NoFaceError,
     SeveralFacesError,
 )
+from edge_runtime.frontend.limits import check_image_header
 
 # InsightFace/ArcFace 112x112 reference points: left eye, right eye, nose tip, mouth corners
 # (left/right as seen in the image).
@@ -86,6 +87,7 @@ def load_image(path: str | Path) -> np.ndarray:
         raise MediaError(f"cannot read image {p}: {exc}") from exc
     if not data:
         raise MediaError(f"image file is empty (0 bytes): {p}")
+    check_image_header(data, str(p))  # the declared size, before a pixel is decoded
     try:
         bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as exc:

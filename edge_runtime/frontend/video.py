@@ -23,6 +23,7 @@ from edge_runtime.frontend.audio import (
     resample,
     to_mono,
 )
+from edge_runtime.frontend.limits import check_dimensions
 
 
 @dataclass
@@ -72,6 +73,15 @@ def _open(p: Path) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise MediaError(f"{p}: no video stream")
+    ctx = container.streams.video[0].codec_context
+    try:
+        if ctx is None:
+            raise MediaError(f"{p}: video stream in an unknown codec (no decoder)")
+        check_dimensions(int(ctx.width or 0), int(ctx.height or 0), source=str(p),
+                         what="video frame")
+    except MediaError:
+        container.close()
+        raise
     return container
 
 

@@ -5,12 +5,19 @@ template blob is sealed with AES-256-GCM whose associated data is (identity, mod
 hash), so a blob copied onto another row fails to decrypt instead of silently granting access
 to the wrong person. Every write is one SQLite transaction (WAL mode), so a crash or power cut
 mid-enrolment leaves the previous gallery intact.
+
+The set of rows is pinned by an HMAC manifest with a growing version and an anchor file
+(edge_runtime.store.integrity): a row inserted, restored, altered or deleted outside edgepin
+puts its identity in quarantine (never matched, reported), and an older copy of the whole
+gallery (rollback), an edited manifest or a deleted anchor refuse the gallery.
 """
 
 from __future__ import annotations
 
 import base64
+import hmac
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -25,8 +32,22 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge_runtime.errors import GalleryError
+from edge_runtime.store.integrity import (
+    Anchor,
+    Manifest,
+    anchor_path,
+    derive_key,
+    mac,
+    read_anchor,
+    row_digest,
+    row_key,
+    write_anchor,
+)
 from edge_runtime.store.keys import KEY_BYTES, write_private
 from edge_runtime.store.sqlite_store import open_store, sqlite_error, utc_now
+
+log = logging.getLogger(__name__)
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 # Dimensions of the modalities edgepin produces; any other modality keeps the size it was
 # enrolled with (recorded per row).
@@ -76,6 +97,7 @@ class Entry:
     model_sha256: Mapping[str, str]
     created: str
     updated: str
+    quarantined: str | None = None  # why this identity is never matched (tampered rows)
 
 
 def make_template(embeddings: np.ndarray) -> np.ndarray:
@@ -122,6 +144,12 @@ class Gallery:
         self._generation = 0  # bumped by each own write: invalidates the template cache
         self._cache: dict[tuple[str, str, bool], tuple[tuple[int, int], list[str], np.ndarray]]
         self._cache = {}
+        self._mkey = derive_key(key, "gallery manifest")
+        self._pending: dict[str, str] | None = None  # manifest rows of the open transaction
+        self._pending_version = 0
+        self._checked: tuple[int, int] | None = None  # stamp of the last integrity check
+        self.quarantined: dict[str, str] = {}  # identity -> why it is never matched
+        self.deleted: list[str] = []  # identities whose every row vanished behind our back
 
     @classmethod
     def open(
@@ -133,15 +161,56 @@ class Gallery:
                 f"gallery key must be {KEY_BYTES} bytes (AES-256); load it with "
                 "edge_runtime.store.keys.load_key"
             )
-        p = Path(path)
+        return cls._open(Path(path), key, create=create, timeout=timeout, integrity=True)
+
+    @classmethod
+    def _open(cls, p: Path, key: bytes, *, create: bool, timeout: float,
+              integrity: bool) -> Gallery:
+        if not p.exists() and anchor_path(p).exists():
+            raise GalleryError(
+                f"gallery {p} is missing but its integrity anchor {anchor_path(p)} exists: the "
+                "gallery was deleted or moved; restore it (or delete the anchor to start anew)")
         conn = open_store(p, GALLERY_APP_ID, MIGRATIONS, "gallery", create=create, timeout=timeout)
         gallery = cls(conn, p, key)
         try:
             gallery._check_key()
+            if integrity:
+                gallery._check_integrity()
         except BaseException:
             conn.close()
             raise
         return gallery
+
+    @classmethod
+    def seal(cls, path: str | Path, key: bytes) -> int:
+        """Record the gallery's current rows as trusted; return how many rows were sealed.
+
+        The one-time upgrade of a gallery made before integrity manifests (and the way to
+        accept a reviewed state after a tamper report). Every row must decrypt with `key`.
+        """
+        if not isinstance(key, bytes) or len(key) != KEY_BYTES:
+            raise GalleryError(f"gallery key must be {KEY_BYTES} bytes (AES-256)")
+        with cls._open(Path(path), key, create=False, timeout=5.0, integrity=False) as g:
+            version = max(g._last_version(), 0)
+            with g._transaction(manifest=False):
+                rows = g._conn.execute(
+                    "SELECT name, modality, dim, model_sha256, n_samples, nonce, ciphertext"
+                    " FROM templates").fetchall()
+                bad = []
+                for name, modality, _, digest, _, nonce, sealed in rows:
+                    try:
+                        g._aead.decrypt(nonce, sealed, associated_data(name, modality, digest))
+                    except (InvalidTag, ValueError):
+                        bad.append(f"{name}/{modality}")
+                if bad:
+                    raise GalleryError(
+                        f"cannot seal {g.path}: {len(bad)} row(s) do not decrypt with this key "
+                        f"(altered or moved): {', '.join(bad[:10])}; remove those identities first")
+                g._pending = {row_key(r[0], r[1]): row_digest(*r) for r in rows}
+                g._pending_version = version
+                g._write_manifest()
+            g._write_anchor()
+            return len(rows)
 
     def close(self) -> None:
         self._cache.clear()
@@ -210,19 +279,34 @@ class Gallery:
                     (name, modality, dim, digest, nonce, sealed, count,
                      created.get(modality, now), now),
                 )
+            assert self._pending is not None
+            for modality, dim, digest, nonce, sealed, count in rows:
+                self._pending[row_key(name, modality)] = row_digest(
+                    name, modality, dim, digest, count, nonce, sealed)
 
     def remove(self, name: str) -> bool:
         """Delete every template of `name`; False when it was not enrolled."""
         with self._transaction():
             cur = self._conn.execute("DELETE FROM templates WHERE name = ?", (name,))
+            assert self._pending is not None
+            for k in [k for k in self._pending if json.loads(k)[0] == name]:
+                del self._pending[k]
         return cur.rowcount > 0
 
     def count(self) -> int:
         """Number of enrolled identities."""
         return self._query("SELECT count(DISTINCT name) FROM templates")[0][0]
 
+    def problems(self) -> list[str]:
+        """One line per integrity finding (quarantined or deleted identities); [] when clean."""
+        self._refresh_integrity()
+        out = [f"{name!r} quarantined: {why}" for name, why in sorted(self.quarantined.items())]
+        out += [f"{name!r} was deleted outside edgepin (every row gone)" for name in self.deleted]
+        return out
+
     def list(self) -> list[Entry]:
         """Every identity with its modalities and metadata, sorted by name."""
+        self._refresh_integrity()
         rows = self._query(
             "SELECT name, modality, n_samples, model_sha256, created, updated FROM templates"
             " ORDER BY name, modality"
@@ -238,6 +322,7 @@ class Gallery:
                 model_sha256=MappingProxyType({r[1]: r[3] for r in group}),
                 created=min(r[4] for r in group),
                 updated=max(r[5] for r in group),
+                quarantined=self.quarantined.get(name),
             )
             for name, group in grouped.items()
         ]
@@ -252,15 +337,15 @@ class Gallery:
         """
         modality = _check_label(modality, "modality")
         digest = _check_hash(model_hash)
-        stamp = (self._generation, self._query("PRAGMA data_version")[0][0])
+        stamp = self._refresh_integrity()
         cached = self._cache.get((modality, digest, skip_stale))
         if cached is not None and cached[0] == stamp:
             return list(cached[1]), cached[2]
-        rows = self._query(
+        rows = [r for r in self._query(
             "SELECT name, dim, model_sha256, nonce, ciphertext FROM templates"
             " WHERE modality = ? ORDER BY name",
             (modality,),
-        )
+        ) if r[0] not in self.quarantined]
         stale = [r[0] for r in rows if r[2] != digest]
         if stale and not skip_stale:
             others = ", ".join(sorted({r[2][:12] for r in rows if r[2] != digest}))
@@ -274,19 +359,25 @@ class Gallery:
         if len(dims) > 1:
             raise GalleryError(f"{self.path}: {modality!r} templates have mixed sizes {dims}")
         dim = dims.pop() if dims else KNOWN_DIMS.get(modality, 0)
-        matrix = np.empty((len(rows), dim), dtype=np.float32)
-        for i, (name, _, _, nonce, sealed) in enumerate(rows):
-            plain = self._decrypt(
-                nonce, sealed, associated_data(name, modality, digest),
-                f"cannot decrypt template {name!r}/{modality} in {self.path}: the key is right "
-                f"(checked at open), so the row was altered or moved from another identity or "
-                f"modality; remove and re-enrol {name!r}",
-            )
-            if len(plain) != 4 * dim:
-                raise GalleryError(f"{self.path}: template {name!r}/{modality} has a wrong size")
-            matrix[i] = np.frombuffer(plain, dtype="<f4")
+        vectors, names = [], []
+        for name, _, _, nonce, sealed in rows:
+            try:
+                plain = self._decrypt(
+                    nonce, sealed, associated_data(name, modality, digest),
+                    f"cannot decrypt template {name!r}/{modality}: the key is right (checked at "
+                    f"open), so the row was altered or moved from another identity or "
+                    f"modality; remove and re-enrol {name!r}",
+                )
+                if len(plain) != 4 * dim:
+                    raise GalleryError(f"template {name!r}/{modality} has a wrong size")
+            except GalleryError as exc:  # one bad row must not lock everyone else out
+                self._quarantine(name, str(exc))
+                continue
+            vectors.append(np.frombuffer(plain, dtype="<f4"))
+            names.append(name)
+        matrix = np.stack(vectors).astype(np.float32) if vectors else \
+            np.empty((0, dim), dtype=np.float32)
         matrix.setflags(write=False)
-        names = [r[0] for r in rows]
         self._cache[(modality, digest, skip_stale)] = (stamp, names, matrix)
         return list(names), matrix
 
@@ -317,12 +408,30 @@ class Gallery:
         best = best[np.argsort(-scores[best], kind="stable")]
         return [(names[i], float(scores[i])) for i in best]
 
-    def export(self, path: str | Path, include_templates: bool = False) -> None:
+    def export(self, path: str | Path, include_templates: bool = False, *,
+               overwrite: bool = False, protected: tuple[Path, ...] = ()) -> None:
         """Write a JSON inventory (owner-only file). Vectors are left out unless asked for, and
-        even then they stay encrypted: the export is as safe as the gallery itself."""
+        even then they stay encrypted: the export is as safe as the gallery itself.
+
+        An existing file is replaced only with `overwrite`, and never when it is the gallery,
+        its anchor, a `protected` path (key, audit log) or looks like a store, key or anchor.
+        """
         out = Path(path)
-        if out.resolve() in {Path(f"{self.path}{s}").resolve() for s in ("", "-wal", "-shm")}:
-            raise GalleryError(f"refusing to export over the gallery itself ({out})")
+        guarded = {Path(f"{self.path}{s}").resolve() for s in ("", "-wal", "-shm")}
+        guarded |= {anchor_path(self.path).resolve()}
+        guarded |= {Path(p).resolve() for p in protected}
+        if out.resolve() in guarded:
+            raise GalleryError(f"refusing to export over {out}: it is the gallery, its key, its "
+                               "anchor or the audit log")
+        if out.exists() or out.is_symlink():
+            if out.is_dir():
+                raise GalleryError(f"export path {out} is a folder")
+            if _precious(out):
+                raise GalleryError(f"refusing to overwrite {out}, even with --force: it holds a "
+                                   "database, a key or an integrity anchor")
+            if not overwrite:
+                raise GalleryError(f"{out} already exists; refusing to overwrite it (pass "
+                                   "--force to replace an earlier export)")
         rows = self._query(
             "SELECT name, modality, dim, model_sha256, n_samples, created, updated, nonce,"
             " ciphertext FROM templates ORDER BY name, modality"
@@ -342,7 +451,7 @@ class Gallery:
             "templates_included": include_templates,
             "identities": [{"name": n, "modalities": m} for n, m in identities.items()],
         }
-        write_private(out, json.dumps(doc, indent=2).encode() + b"\n", overwrite=True)
+        write_private(out, json.dumps(doc, indent=2).encode() + b"\n", overwrite=overwrite)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -353,9 +462,14 @@ class Gallery:
             raise sqlite_error(exc, self.path, "gallery") from exc
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _transaction(self, *, manifest: bool = True) -> Iterator[None]:
         """BEGIN IMMEDIATE at the outer level (take the write lock up front, so no deadlock
-        upgrade later); savepoints inside, so a failed enroll() in a batch undoes only itself."""
+        upgrade later); savepoints inside, so a failed enroll() in a batch undoes only itself.
+
+        With `manifest`, the outer level re-reads the verified manifest under the write lock
+        (another process may have written), the operations update it, and it is written with
+        the next version before COMMIT; the anchor follows after COMMIT.
+        """
         outer = self._depth == 0
         savepoint = f"sp{self._depth}"
         try:
@@ -363,9 +477,17 @@ class Gallery:
         except sqlite3.Error as exc:
             raise sqlite_error(exc, self.path, "gallery") from exc
         self._depth += 1
+        saved = dict(self._pending) if self._pending is not None else None
         try:
+            if outer and manifest:
+                trusted = self._trusted()
+                self._pending, self._pending_version = dict(trusted.rows), trusted.version
             yield
+            if outer and manifest:
+                self._write_manifest()
             self._conn.execute("COMMIT" if outer else f"RELEASE {savepoint}")
+            if outer and manifest:
+                self._write_anchor()
         except BaseException as exc:
             if outer:
                 if self._conn.in_transaction:
@@ -373,12 +495,157 @@ class Gallery:
             else:
                 self._conn.execute(f"ROLLBACK TO {savepoint}")
                 self._conn.execute(f"RELEASE {savepoint}")
+                self._pending = saved
             if isinstance(exc, sqlite3.Error):
                 raise sqlite_error(exc, self.path, "gallery") from exc
             raise
         finally:
             self._depth -= 1
             self._generation += 1
+            if outer:
+                self._pending = None
+
+    # -- integrity (see edge_runtime.store.integrity) ----------------------------------------
+
+    def _read_manifest(self) -> tuple[Manifest, str] | None:
+        """The manifest and its MAC, verified; None when the gallery has none."""
+        meta = dict(self._query(
+            "SELECT key, value FROM meta WHERE key IN ('manifest', 'manifest_mac')"))
+        if not meta:
+            return None
+        payload, given = meta.get("manifest"), meta.get("manifest_mac")
+        if isinstance(payload, str):
+            payload = payload.encode()
+        if not isinstance(payload, bytes) or not isinstance(given, str) or \
+                not hmac.compare_digest(mac(self._mkey, payload), given):
+            raise GalleryError(
+                f"integrity manifest of gallery {self.path} does not verify: it was edited "
+                "outside edgepin; the whole gallery is refused (restore a backup, or review it "
+                "and run `edgepin gallery seal`)")
+        return Manifest.parse(payload, f"gallery {self.path}"), given
+
+    def _last_version(self) -> int:
+        """The highest version the manifest or the anchor claims, verified or not: a seal
+        must move past both, so an old anchor copy can never make the sealed state 'older'."""
+        versions = [-1]
+        raw = self._query("SELECT value FROM meta WHERE key = 'manifest'")
+        if raw:
+            try:
+                versions.append(Manifest.parse(raw[0][0], str(self.path)).version)
+            except GalleryError:
+                pass
+        try:
+            text = json.loads(anchor_path(self.path).read_bytes())
+            versions.append(int(text["version"]))
+        except (OSError, ValueError, TypeError, KeyError):
+            pass
+        return max(versions)
+
+    def _trusted(self) -> Manifest:
+        """The verified manifest, checked against the anchor (rollback, replacement)."""
+        found = self._read_manifest()
+        anchor_file = anchor_path(self.path)
+        if found is None:
+            why = ("its manifest was deleted (the anchor " f"{anchor_file} exists): tampering"
+                   if anchor_file.exists() else "it was made by an older edgepin")
+            raise GalleryError(
+                f"gallery {self.path} has no integrity manifest ({why}); its rows are not "
+                f"trusted. If this gallery is as you left it, run once: edgepin gallery seal "
+                f"--gallery {self.path}")
+        manifest, head = found
+        anchor = read_anchor(anchor_file, self._mkey)
+        if anchor is None:
+            if manifest.version == 0:  # brand new: nothing to roll back to yet
+                self._write_anchor(Anchor(0, head))
+                return manifest
+            raise GalleryError(
+                f"integrity anchor {anchor_file} of gallery {self.path} is missing (deleted?), "
+                "so a rollback to an older copy cannot be ruled out; if this gallery is the one "
+                "you trust, run `edgepin gallery seal`")
+        if anchor.version > manifest.version:
+            raise GalleryError(
+                f"gallery {self.path} was rolled back: it is version {manifest.version} but "
+                f"its anchor says version {anchor.version} was written; an older copy replaced "
+                "it (removed people may be back). Restore the latest gallery")
+        if anchor.version == manifest.version and not hmac.compare_digest(anchor.head, head):
+            raise GalleryError(
+                f"gallery {self.path} is not the copy its anchor records (same version "
+                f"{manifest.version}, other contents): replaced by another gallery")
+        return manifest
+
+    def _check_integrity(self) -> None:
+        """Compare every row with the manifest; quarantine identities with foreign rows."""
+        manifest = self._trusted()
+        quarantined: dict[str, str] = {}
+        present: dict[str, set[str]] = {}
+        for r in self._query("SELECT name, modality, dim, model_sha256, n_samples, nonce,"
+                             " ciphertext FROM templates ORDER BY name, modality"):
+            k = row_key(r[0], r[1])
+            present.setdefault(r[0], set()).add(k)
+            want = manifest.rows.get(k)
+            if want is None:
+                quarantined.setdefault(r[0], f"row {r[0]}/{r[1]} is not in the manifest "
+                                             "(inserted or restored outside edgepin)")
+            elif not hmac.compare_digest(want, row_digest(*r)):
+                quarantined.setdefault(r[0], f"row {r[0]}/{r[1]} was altered outside edgepin")
+        deleted = set()
+        for k in manifest.rows:
+            name, modality = json.loads(k)
+            if name not in present:
+                deleted.add(name)
+            elif k not in present[name]:
+                quarantined.setdefault(name, f"row {name}/{modality} was deleted outside "
+                                             "edgepin")
+        for name, why in self.quarantined.items():  # decryption failures found earlier
+            if name in present:
+                quarantined.setdefault(name, why)
+        for name, why in sorted(quarantined.items()):
+            if self.quarantined.get(name) != why:
+                log.warning("gallery %s: %r quarantined: %s", self.path, name, why)
+        self.quarantined, self.deleted = quarantined, sorted(deleted)
+        self._checked = (self._generation, self._query("PRAGMA data_version")[0][0])
+
+    def _refresh_integrity(self) -> tuple[int, int]:
+        """Re-check after any change (ours or another process's); return the change stamp."""
+        stamp = (self._generation, self._query("PRAGMA data_version")[0][0])
+        if stamp != self._checked:
+            self._check_integrity()
+            stamp = self._checked  # type: ignore[assignment]
+        return stamp
+
+    def _quarantine(self, name: str, why: str) -> None:
+        if name not in self.quarantined:
+            log.warning("gallery %s: %r quarantined: %s", self.path, name, why)
+            self.quarantined[name] = why
+            self._cache.clear()
+
+    def _write_manifest(self) -> None:
+        assert self._pending is not None
+        manifest = Manifest(self._pending_version + 1, dict(self._pending))
+        payload = manifest.payload()
+        self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('manifest', ?)",
+                           (payload,))
+        self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('manifest_mac', ?)",
+                           (mac(self._mkey, payload),))
+
+    def _write_anchor(self, anchor: Anchor | None = None) -> None:
+        """Record the committed version beside the gallery. A failure only weakens rollback
+        detection until the next write (an anchor older than the gallery is accepted)."""
+        if anchor is None:
+            found = self._read_manifest()
+            if found is None:
+                return
+            anchor = Anchor(found[0].version, found[1])
+        try:
+            current = read_anchor(anchor_path(self.path), self._mkey)
+        except GalleryError:
+            current = None
+        if current is not None and current.version > anchor.version:
+            return  # another process already anchored a newer version
+        try:
+            write_anchor(anchor_path(self.path), self._mkey, anchor)
+        except GalleryError as exc:
+            log.warning("gallery %s: anchor not updated: %s", self.path, exc)
 
     def _decrypt(self, nonce: bytes, sealed: bytes, ad: bytes, message: str) -> bytes:
         try:
@@ -397,8 +664,8 @@ class Gallery:
             value = row[0][0]
             self._decrypt(value[:_NONCE_BYTES], value[_NONCE_BYTES:], _KEY_CHECK_AD, wrong)
             return
-        with self._transaction():  # first open: prove the key on a template if any, then record
-            first = self._conn.execute(
+        with self._transaction(manifest=False):  # first open: prove the key on a template
+            first = self._conn.execute(          # if any, then record it (and a new manifest)
                 "SELECT name, modality, model_sha256, nonce, ciphertext FROM templates LIMIT 1"
             ).fetchone()
             if first is not None:
@@ -408,6 +675,26 @@ class Gallery:
             self._conn.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('key_check', ?)", (nonce + sealed,)
             )
+            has_manifest = self._conn.execute(
+                "SELECT 1 FROM meta WHERE key = 'manifest'").fetchone()
+            if first is None and has_manifest is None and not anchor_path(self.path).exists():
+                self._pending, self._pending_version = {}, -1  # a new gallery: version 0
+                self._write_manifest()
+
+
+def _precious(path: Path) -> bool:
+    """Does `path` hold something an export must never replace (a store, a key, an anchor)?"""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    if head.startswith(_SQLITE_MAGIC) or b'"edgepin-anchor' in head:
+        return True
+    try:
+        return len(base64.b64decode(head.strip(), validate=True)) == KEY_BYTES
+    except ValueError:
+        return False
 
 
 def _check_label(value: object, what: str) -> str:

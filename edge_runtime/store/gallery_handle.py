@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edge_runtime.errors import GalleryError
 from edge_runtime.store.gallery import Gallery
-from edge_runtime.store.keys import KEY_ENV, create_key, load_key
+from edge_runtime.store.keys import KEY_ENV, create_or_load_key, load_key
 
 GALLERY_FILE = "gallery.db"
 AUDIT_FILE = "audit.db"
@@ -44,8 +44,9 @@ def resolve_key(key_file: str | Path | None, gallery: Path, *, create: bool = Fa
     if key_file is not None:
         path = Path(key_file)
         if create and not path.exists():
+            _refuse_new_key_for_existing(Path(gallery), path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            return create_key(path)
+            return create_or_load_key(path)
         return load_key(path)
     if os.environ.get(KEY_ENV, "").strip():
         return load_key(None)
@@ -53,12 +54,24 @@ def resolve_key(key_file: str | Path | None, gallery: Path, *, create: bool = Fa
     if beside.exists():
         return load_key(beside)
     if create:
+        _refuse_new_key_for_existing(Path(gallery), beside)
         beside.parent.mkdir(parents=True, exist_ok=True)
-        return create_key(beside)
+        return create_or_load_key(beside)
     raise GalleryError(
         f"no gallery key: pass --key-file PATH, set {KEY_ENV}, or create {beside} with "
         "`edgepin enroll ... --create-key`"
     )
+
+
+def _refuse_new_key_for_existing(gallery: Path, key_path: Path) -> None:
+    """A new key cannot read an existing gallery: writing one would only add a second,
+    useless key beside the gallery whose real key is lost or elsewhere."""
+    if gallery.exists() and not key_path.exists():  # (a racing first enrolment made both)
+        raise GalleryError(
+            f"--create-key refused: gallery {gallery} already exists but its key {key_path} "
+            f"does not; a new key cannot decrypt it. Restore the key (or pass --key-file / "
+            f"set {KEY_ENV}); to start over, move the gallery aside first"
+        )
 
 
 class GalleryHandle:

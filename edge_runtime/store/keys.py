@@ -38,11 +38,28 @@ def load_key(path: str | Path | None = None) -> bytes:
 
 
 def create_key(path: str | Path) -> bytes:
-    """Make a new random key file readable by its owner only; refuse to replace an existing one."""
+    """Make a new random key file readable by its owner only; refuse to replace an existing one.
+
+    The file appears complete and fsynced, or not at all (written aside, then hard-linked into
+    place, which fails when the name exists: O_EXCL semantics without a half-written key).
+    """
     p = Path(path)
     key = os.urandom(KEY_BYTES)
     write_private(p, base64.b64encode(key) + b"\n", overwrite=False)
     return key
+
+
+def create_or_load_key(path: str | Path) -> bytes:
+    """The key at `path`, created first when absent; when several processes race to create
+    it, one wins and the others load the winner's key (never two different keys)."""
+    p = Path(path)
+    if not p.exists():
+        try:
+            return create_key(p)
+        except GalleryError:
+            if not p.exists():
+                raise
+    return load_key(p)
 
 
 def write_private(path: str | Path, data: bytes, *, overwrite: bool = False) -> None:
@@ -82,9 +99,20 @@ def _link_no_clobber(tmp: str, p: Path) -> None:
     except FileExistsError:
         raise GalleryError(f"{p} already exists; refusing to overwrite it") from None
     except OSError:  # no hard links on this filesystem (e.g. FAT on an SD card)
-        if p.exists():
-            raise GalleryError(f"{p} already exists; refusing to overwrite it") from None
-        os.replace(tmp, p)
+        _write_exclusive(p, Path(tmp).read_bytes())
+
+
+def _write_exclusive(p: Path, data: bytes) -> None:
+    """O_CREAT | O_EXCL: exactly one writer creates `p` (mode 0600), then fsync."""
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise GalleryError(f"{p} already exists; refusing to overwrite it") from None
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -7,7 +7,10 @@ an audit trail must never be "repaired" away.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
+import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +41,11 @@ def open_store(
     other program's database; `kind` names the store in error messages.
     """
     existed = _check_file(path, kind, create)
+    if not existed:
+        _create_atomically(path, app_id, migrations, kind, timeout)
+        existed = True
+    else:
+        _owner_only(path)
     try:
         conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
     except sqlite3.Error as exc:
@@ -56,6 +64,48 @@ def open_store(
     return conn
 
 
+def _create_atomically(path: Path, app_id: int, migrations: Sequence[Sequence[str]], kind: str,
+                       timeout: float) -> None:
+    """Build a new store under a temporary name (mode 0600: names, times and decisions are
+    personal data) and link it into place only when complete: another process never sees a
+    half-made (0-byte) file, and when two create at once the second simply opens the first's."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
+    except OSError as exc:
+        raise GalleryError(f"cannot create {kind} {path}: {exc.strerror}") from exc
+    os.close(fd)
+    try:
+        conn = sqlite3.connect(tmp, timeout=timeout, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            _migrate(conn, migrations)
+        finally:
+            conn.close()
+        try:
+            os.link(tmp, path)  # atomic, and never replaces a store made meanwhile
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links here (FAT): a tiny window instead of none
+            if not path.exists():
+                os.replace(tmp, path)
+    except sqlite3.Error as exc:
+        raise sqlite_error(exc, path, kind) from exc
+    finally:
+        for leftover in (tmp, f"{tmp}-wal", f"{tmp}-shm"):
+            if os.path.lexists(leftover):
+                os.unlink(leftover)
+
+
+def _owner_only(path: Path) -> None:
+    """Tighten a store made by an older edgepin (0644) to 0600 when this user owns it."""
+    try:
+        st = path.stat()
+        if os.name == "posix" and st.st_mode & 0o077 and st.st_uid == os.getuid():
+            os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+    except OSError:
+        pass
+
+
 def sqlite_error(exc: sqlite3.Error, path: Path, kind: str) -> GalleryError:
     """Turn a sqlite3 exception into a one-line GalleryError that names the file."""
     text = str(exc)
@@ -67,7 +117,11 @@ def sqlite_error(exc: sqlite3.Error, path: Path, kind: str) -> GalleryError:
 
 
 def _check_file(path: Path, kind: str, create: bool) -> bool:
-    """True when `path` holds data SQLite must be able to read (an empty file counts as new)."""
+    """True when `path` exists (then it must hold a store); False when it is to be created.
+
+    A 0-byte file is refused: edgepin never leaves one (stores are created complete), so it
+    is a truncated or wrongly copied store, and treating it as a new empty one would hide that.
+    """
     if path.is_dir():
         raise GalleryError(f"{kind} path {path} is a folder, not a file")
     if not path.exists():
@@ -81,11 +135,16 @@ def _check_file(path: Path, kind: str, create: bool) -> bool:
             head = f.read(len(_SQLITE_MAGIC))
     except OSError as exc:
         raise GalleryError(f"cannot read {kind} {path}: {exc.strerror}") from exc
-    if head and head != _SQLITE_MAGIC:
+    if not head:
+        raise GalleryError(
+            f"{kind} {path} is an empty (0-byte) file, not a {kind}: truncated or wrongly "
+            "copied; left untouched: restore a backup, or delete it to start a new one"
+        )
+    if head != _SQLITE_MAGIC:
         raise GalleryError(
             f"{kind} {path} is not a SQLite database (corrupt or the wrong file); left untouched"
         )
-    return bool(head)
+    return True
 
 
 def _check_contents(
