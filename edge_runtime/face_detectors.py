@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.bundle import load_manifest
-from edge_runtime.errors import ConfigError, ModelError
+from edge_runtime.errors import ConfigError, DependencyError, ModelError
 from edge_runtime.frontend.face import DlibHogDetector, FaceDetector
 from edge_runtime.frontend.face_cnn import MmodConfig, MmodDetector
 
@@ -47,7 +47,7 @@ def open_cnn_detector(models: str | Path, *, backend: str = "onnxruntime", threa
     import onnxruntime as ort
 
     from edge_runtime.backends import load_runner
-    from edge_runtime.models import find_engine
+    from edge_runtime.models import find_engine, tensorrt_machine
 
     root = Path(models)
     manifest = load_manifest(root)
@@ -60,8 +60,10 @@ def open_cnn_detector(models: str | Path, *, backend: str = "onnxruntime", threa
     cfg = MmodConfig.from_metadata(meta)
     if backend == "tensorrt":
         engine_root = Path(engines) if engines is not None else root / "tensorrt"
-        runner = load_runner(find_engine(engine_root, manifest[DETECTOR_ENTRY].sha256),
-                             backend="tensorrt")
+        # the detector's engine is built in FP16 from the FP32 graph (docs/dlib_port.md)
+        path, expected = find_engine(engine_root, manifest[DETECTOR_ENTRY].sha256, "fp16",
+                                     tensorrt_machine(), model=DETECTOR_ENTRY)
+        runner = load_runner(path, backend="tensorrt", expected_key=expected)
     elif backend == "onnxruntime":
         runner = load_runner(onnx_path, backend="onnxruntime", threads=threads)
     else:
@@ -103,7 +105,7 @@ def open_face_detector(choice: str = "auto", *, models: str | Path | None = None
         try:
             cnn = open_cnn_detector(models, backend="tensorrt", engines=engines, max_side=max_side)
             return DetectorChoice(cnn, "cnn", "TensorRT runs the network", {})
-        except ModelError as exc:  # no engine built for the detector: measure on the CPU
+        except (ModelError, DependencyError) as exc:  # no engine here: measure on the CPU
             note = f"; no TensorRT detector engine ({exc})"
     cnn = open_cnn_detector(models, backend="onnxruntime", threads=threads, max_side=max_side)
     hog = DlibHogDetector()

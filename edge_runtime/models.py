@@ -112,6 +112,15 @@ def _l2(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
+def tensorrt_machine() -> dict[str, str | None]:
+    """This machine's identity for engine lookup; a clear error where TensorRT cannot run."""
+    if "tensorrt" not in available_backends():
+        raise DependencyError("--backend tensorrt: TensorRT engines need the tensorrt "
+                              "and cuda-python packages, not both installed here; run "
+                              "with --backend onnxruntime (or see docs/jetson.md)")
+    return machine_identity(import_tensorrt().__version__)
+
+
 def find_engine(engines_root: Path, onnx_sha256: str, precision: str,
                 machine: Mapping[str, str | None] | None, *, model: str = "model"
                 ) -> tuple[Path, EngineKey]:
@@ -234,13 +243,7 @@ class ModelBundle:
                 "means face and voice each match the SAME enrolled identity"
             )
         engines_root = Path(engines) if engines is not None else root / "tensorrt"
-        machine = None
-        if backend == "tensorrt":
-            if "tensorrt" not in available_backends():
-                raise DependencyError("--backend tensorrt: TensorRT engines need the tensorrt "
-                                      "and cuda-python packages, not both installed here; run "
-                                      "with --backend onnxruntime (or see docs/jetson.md)")
-            machine = machine_identity(import_tensorrt().__version__)
+        machine = tensorrt_machine() if backend == "tensorrt" else None
         runners: dict[str, Runner] = {}
         engine_files: dict[str, str] = {}
         try:
