@@ -22,7 +22,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.stage == "pins" and cfg.get("mode", "edge") == "full":
         from train.pins.full import train_full
 
-        summary = train_full(args.data, cfg, args.out, cache_dir=cache)
+        summary = train_full(args.data, cfg, args.out, cache_dir=cache, export_dir=args.export)
     elif args.stage == "pins":
         from train.pins.train import train_pins
 
