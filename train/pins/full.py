@@ -200,7 +200,11 @@ def train_full(data: str | Path, cfg: dict, out: str | Path, *, cache_dir: str |
     rank, world, device = setup_distributed(tcfg.get("device", "auto"))
     torch.set_num_threads(int(tcfg["threads"]))
     seed_everything(int(cfg["seed"]))
+    if world > 1 and rank != 0:  # rank 0 aligns the faces first; the others read its cache
+        torch.distributed.barrier()
     rows = build_rows(data, cfg["data"], cache_dir)
+    if world > 1 and rank == 0:
+        torch.distributed.barrier()
     frole, vrole, splits = assign_roles(rows, cfg["split"])
     ds = PairBatches(rows, frole, vrole, cfg, rank)
     val_f, val_v = np.flatnonzero(frole == "val"), np.flatnonzero(vrole == "val")

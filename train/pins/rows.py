@@ -78,24 +78,55 @@ class _Builder:
             self.crops.append(crop)
             self.f.append((group_of(s), s.identity, str(s.path)))
 
-    def frames(self, clip: Any, group: str, identity: str, step: int) -> int:
-        """Detect and align every `step`-th frame of a decoded clip; returns faces kept."""
+    def track(self, path: Path, group: str, identity: str, step: int, max_frames: int,
+              audio: bool) -> np.ndarray | None:
+        """Faces of every `step`-th frame of a clip (aligned crops cached by file sha256 in
+        the cache folder when there is one); returns the clip's audio when `audio`."""
+        from edge_runtime.frontend.video import decode_clip
+        from train.cache import ArrayCache
+        from train.datasets import file_sha256
+        from train.prepare import FACE_PREP_VERSION
+
+        cache = ArrayCache(self.cache_dir / "pins_tracks.sqlite") if self.cache_dir else None
+        key = ArrayCache.key(file_sha256(path), "pins-track",
+                             f"{FACE_PREP_VERSION}|step{step}|max{max_frames}|audio{audio}")
+        try:
+            got = cache.get(key) if cache else None
+            if got is None:
+                clip = decode_clip(path, require_audio=audio, max_frames=max_frames)
+                crops, times = self._align(clip, step)
+                got = {"crops": crops, "t": times}
+                if audio:
+                    from edge_runtime.frontend.audio import resample
+
+                    got["audio"] = resample(clip.audio, clip.sample_rate, 16000)
+                if cache:
+                    cache.put_many([(key, got)])
+        finally:
+            if cache:
+                cache.close()
+        for crop, t in zip(got["crops"], got["t"], strict=True):
+            self.crops.append(crop)
+            self.f.append((group, identity, f"{path}@{t:.2f}"))
+        return got.get("audio")
+
+    def _align(self, clip: Any, step: int) -> tuple[np.ndarray, np.ndarray]:
         from edge_runtime.frontend.face import DlibHogDetector, detect_and_align
         from edge_runtime.frontend.features import face_grey
 
         if self._detector is None:
             self._detector = DlibHogDetector()
-        kept = 0
+        crops, times = [], []
         for frame in clip.frames[::step]:
             try:
                 aligned, _ = detect_and_align(frame.image, self._detector,
                                               source=f"{clip.path}@{frame.t:.2f}")
             except MediaError:
                 continue
-            self.crops.append(face_grey(aligned))
-            self.f.append((group, identity, f"{clip.path}@{frame.t:.2f}"))
-            kept += 1
-        return kept
+            crops.append(face_grey(aligned))
+            times.append(frame.t)
+        return (np.stack(crops) if crops else np.zeros((0, 112, 112), np.uint8),
+                np.asarray(times, np.float64))
 
     def voice(self, src: Any, group: str, identity: str, name: str) -> None:
         self.voices.append(src)
@@ -143,50 +174,52 @@ def voxceleb1_rows(root: Path, dcfg: dict, cache_dir: Path | None) -> Rows:
     return b.done(vox.identity_universe(), vox.genders(), f"VoxCeleb1 {root}")
 
 
-def voxceleb2_rows(root: Path, dcfg: dict) -> Rows:
-    """VoxCeleb2 m4a utterances + frames of the mp4 face tracks (`frames_per_video` each)."""
-    from edge_runtime.frontend.audio import load_audio
-    from edge_runtime.frontend.video import decode_clip
+def voxceleb2_rows(root: Path, dcfg: dict, cache_dir: Path | None) -> Rows:
+    """VoxCeleb2 m4a utterances + frames of the mp4 face tracks (`tracks_per_video` each)."""
     from train.datasets.voxceleb import VoxCeleb2
 
     vox = VoxCeleb2(root, _path(root, dcfg["meta_csv"], "") if dcfg.get("meta_csv") else None)
-    b = _Builder(None, 1)
+    b = _Builder(cache_dir, 1)
     step, max_frames = int(dcfg.get("frame_step", 5)), int(dcfg.get("max_frames", 250))
     per_video = int(dcfg.get("tracks_per_video", 1))
-    seen: dict[tuple[str, str], int] = {}
+    taken: dict[tuple[str, str], int] = {}
+    no_audio = {(s.identity, s.group) for s in vox.voice_from_video}
     for s in vox.face_samples:
         key = (s.identity, s.group or "")
-        if seen.get(key, 0) >= per_video:
+        if taken.get(key, 0) >= per_video:
             continue
+        taken[key] = taken.get(key, 0) + 1
+        group = f"{s.identity}/{s.group}"
         try:
-            clip = decode_clip(s.path, require_audio=False, max_frames=max_frames)
+            wav = b.track(s.path, group, s.identity, step, max_frames, key in no_audio)
         except MediaError as exc:
             log.warning("%s: skipped (%s)", s.path, exc)
             continue
-        if b.frames(clip, f"{s.identity}/{s.group}", s.identity, step):
-            seen[key] = seen.get(key, 0) + 1
+        if wav is not None:
+            b.voice(wav, group, s.identity, str(s.path))
     for s in vox.voice_samples:
         b.voice(s.path, f"{s.identity}/{s.group}", s.identity, str(s.path))
-    for s in vox.voice_from_video:
-        try:
-            b.voice(load_audio(s.path), f"{s.identity}/{s.group}", s.identity, str(s.path))
-        except MediaError as exc:
-            log.warning("%s: no usable audio (%s)", s.path, exc)
     return b.done(vox.identity_universe(), vox.genders(), f"VoxCeleb2 {root}")
 
 
-def clip_rows(root: Path, dcfg: dict) -> Rows:
+def clip_rows(root: Path, dcfg: dict, cache_dir: Path | None) -> Rows:
     """Talking-face clips: every `frame_step`-th frame and the clip's audio (whole, or in
     `voice_segment_s` pieces)."""
     from train.datasets import ClipFolder
 
     reader = ClipFolder(root)
-    b = _Builder(None, 1)
+    b = _Builder(cache_dir, 1)
     step, seg = int(dcfg.get("frame_step", 5)), float(dcfg.get("voice_segment_s", 0.0))
-    for s, clip in reader.iter_decoded(max_frames=int(dcfg.get("max_frames", 250))):
+    for s in reader.samples:
         group = str(s.path.relative_to(reader.root))
-        b.frames(clip, group, s.identity, step)
-        b.audio(clip.audio, clip.sample_rate, group, s.identity, str(s.path), seg)
+        try:
+            wav = b.track(s.path, group, s.identity, step, int(dcfg.get("max_frames", 250)),
+                          True)
+        except MediaError as exc:
+            log.warning("%s: skipped (%s)", s.path, exc)
+            continue
+        assert wav is not None
+        b.audio(wav, 16000, group, s.identity, str(s.path), seg)
     return b.done(reader.identities(), {}, f"clip folder {root}")
 
 
@@ -233,9 +266,9 @@ def build_rows(data_root: str | Path, dcfg: dict, cache_dir: str | Path | None) 
     if src == "voxceleb1":
         return voxceleb1_rows(root, dcfg, cache)
     if src == "voxceleb2":
-        return voxceleb2_rows(root, dcfg)
+        return voxceleb2_rows(root, dcfg, cache)
     if src == "clips":
-        return clip_rows(root, dcfg)
+        return clip_rows(root, dcfg, cache)
     if src == "pairing":
         return pairing_rows(root, dcfg, cache)
     raise ConfigError(f"data.source must be one of {SOURCES}, got {src!r}")
