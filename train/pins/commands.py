@@ -71,16 +71,20 @@ def add_crossmodal_eval_args(p: argparse.ArgumentParser) -> None:
                    help="crossmodal: N of 1:N matching (capped at the identities of a split)")
     g.add_argument("--trials", type=int, default=2000, help="crossmodal: matching trials")
     g.add_argument("--max-genuine-per-identity", type=int, default=200)
+    g.add_argument("--source", default="clips",
+                   choices=["clips", "pairing", "voxceleb1", "voxceleb2"],
+                   help="crossmodal --split all: layout of --data (clips: talking-face clips, "
+                        "<id>/<clip> or flat; pairing: faces/ + voices/ + pairs.tsv)")
+    g.add_argument("--pairing", help="crossmodal, source pairing: TSV with columns face, voice "
+                                     "(default DATA/pairs.tsv)")
+    g.add_argument("--trials-in", help="crossmodal: score exactly this trial list (text)")
+    g.add_argument("--trials-out", help="crossmodal: write the trials used (text, with their "
+                                        "definition), to fix them for later runs")
 
 
 def eval_crossmodal(args: argparse.Namespace) -> int:
-    """Handler of `edgepin eval crossmodal --model DIR --data ROOT`."""
-    from edge_runtime.errors import ConfigError
+    """Handler of `edgepin eval crossmodal --model DIR --data ROOT [--split all]`."""
     from train.environment import default_cache_dir
-
-    if args.split != "test":
-        raise ConfigError("eval crossmodal uses the splits recorded with the model; "
-                          f"--split {args.split} does not apply")
     from train.pins.evaluate import evaluate_crossmodal
 
     report = evaluate_crossmodal(
@@ -88,7 +92,8 @@ def eval_crossmodal(args: argparse.Namespace) -> int:
         default_cache_dir(), n_way=args.n_way, trials=args.trials, seed=args.seed,
         max_genuine_per_identity=args.max_genuine_per_identity,
         max_impostor_per_identity=args.max_impostor_per_identity, plot=args.plot,
-        threads=args.threads)
+        threads=args.threads, split=args.split, source=args.source, pairing=args.pairing,
+        trials_in=args.trials_in, trials_out=args.trials_out)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -96,19 +101,26 @@ def eval_crossmodal(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"cross-modal: {report['model']}", caption=report["note"])
-    for col in ("data", "split", "ids", "scorer", "AUC", "EER", "1:2 V→F", "1:2 F→V", "1:N V→F",
-                "1:N F→V", "mAP V→F", "mAP F→V"):
+    for col in ("data", "split", "ids", "scorer", "AUC", "EER", "AUC g-m", "1:2 V→F", "1:2 F→V",
+                "1:N V→F", "1:N F→V", "mAP V→F", "mAP F→V", "face EER", "voice EER"):
         table.add_column(col)
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
     for r in report["rows"]:
         n = r["n_way"]
+        uni = r["unimodal"]
         for s in ("cosine", "faa"):
             m = r[s]
+            gm = m.get("gender_matched")
             table.add_row(r["data"], r["split"], str(r["n_identities"]), s, f"{m['auc']:.3f}",
-                          f"{100 * m['eer']:.1f}%", f"{m['match_1_2_v2f']:.3f}",
-                          f"{m['match_1_2_f2v']:.3f}",
+                          pct(m["eer"]), f"{gm['auc']:.3f}" if gm else "n/a",
+                          f"{m['match_1_2_v2f']:.3f}", f"{m['match_1_2_f2v']:.3f}",
                           f"{m[f'match_1_{n}_v2f']:.3f} (N={n})",
                           f"{m[f'match_1_{n}_f2v']:.3f}", f"{m['map_v2f']:.3f}",
-                          f"{m['map_f2v']:.3f}")
+                          f"{m['map_f2v']:.3f}", pct(uni["face"]["eer"]),
+                          pct(uni["voice"]["eer"]))
     console = Console()
-    Console(width=max(console.width, 150)).print(table)  # 12 columns: do not squeeze to 80
+    Console(width=max(console.width, 170)).print(table)  # 15 columns: do not squeeze to 80
     return 0

@@ -31,24 +31,15 @@ from torch import nn
 from edge_runtime.errors import ConfigError
 from edge_runtime.frontend.features import face_tensor
 from train.distill import seed_everything, setup_distributed
-from train.pins.data import CrossModalSet, ModalTable
 from train.pins.losses import curriculum_share, pins_loss
 from train.pins.models import FullPins, build_heads, n_params
 from train.pins.pairs import kmeans_labels, progressive_k
-from train.pins.rows import Rows, assign_roles, build_rows
+from train.pins.rows import Rows, assign_roles, build_rows, embed_rows, wave
 from train.pins.train import val_scores
 from train.tasks import build_model, voice_front_end
 
 FORMAT = 2
 DATA_NOTE = "real face-voice pairs: frames and speech of the same video (same person)"
-
-
-def _wave(src: Any) -> np.ndarray:
-    if isinstance(src, np.ndarray):
-        return src
-    from edge_runtime.frontend.audio import load_audio
-
-    return load_audio(src)
 
 
 class PairBatches(torch.utils.data.Dataset):
@@ -93,7 +84,7 @@ class PairBatches(torch.utils.data.Dataset):
             if self.cluster is not None and self.cross_p and rng.random() < self.cross_p:
                 mates = np.flatnonzero(self.cluster == self.cluster[g])
                 vg = int(rng.choice(mates))
-            wav = _wave(self.rows.voices[int(rng.choice(self.v_by[vg]))])
+            wav = wave(self.rows.voices[int(rng.choice(self.v_by[vg]))])
             wav = np.resize(wav, n) if len(wav) < n else wav
             start = int(rng.integers(0, len(wav) - n + 1))
             feats.append(self.fe.windows(wav[start:start + n])[0])
@@ -149,7 +140,7 @@ def sharded_embed(model: FullPins, rows: Rows, fidx: np.ndarray, vidx: np.ndarra
                             .to(device)) for a in range(0, mf.size, 64)]
         v = []
         for j in mv:
-            e = model.voice_net(torch.from_numpy(fe.windows(_wave(rows.voices[int(j)])))
+            e = model.voice_net(torch.from_numpy(fe.windows(wave(rows.voices[int(j)])))
                                 .to(device)).mean(0, keepdim=True)
             v.append(nn.functional.normalize(e, dim=1))
         ef = torch.cat(f) if f else torch.empty(0, model.heads.face.in_dim, device=device)
@@ -284,24 +275,6 @@ def train_full(data: str | Path, cfg: dict, out: str | Path, *, cache_dir: str |
                                           Path(export_dir or out), out, best)
     (out / "full_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def embed_rows(rows: Rows, face_role: np.ndarray, voice_role: np.ndarray, students: Any,
-               threads: int = 2, splits: dict | None = None) -> CrossModalSet:
-    """Rows embedded by the exported (ONNX) students: what eval and the FAA fit both see."""
-    from train.evaluate import load_embedder
-
-    fem = load_embedder(str(students.face), "face", threads)
-    vem = load_embedder(str(students.voice), "voice", threads)
-    femb = fem.embed(list(rows.crops))
-    vemb = np.concatenate([vem.embed([_wave(s) for s in rows.voices[a:a + 64]])
-                           for a in range(0, len(rows.voices), 64)])
-    nf, nv = len(rows.face_group), len(rows.voice_group)
-    return CrossModalSet(
-        ModalTable(femb, rows.face_group, rows.face_identity, ["real"] * nf, face_role,
-                   rows.face_source),
-        ModalTable(vemb, rows.voice_group, rows.voice_identity, ["real"] * nv, voice_role,
-                   rows.voice_source), splits or {})
 
 
 def export_full(model: FullPins, rows: Rows, frole: np.ndarray, vrole: np.ndarray,

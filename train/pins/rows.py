@@ -23,7 +23,7 @@ import numpy as np
 
 from edge_runtime.errors import ConfigError, DatasetError, MediaError
 from train.datasets.voxceleb import identity_roles
-from train.pins.data import heldout_mask
+from train.pins.data import CrossModalSet, ModalTable, heldout_mask
 
 log = logging.getLogger(__name__)
 SOURCES = ("voxceleb1", "voxceleb2", "clips", "pairing")
@@ -316,3 +316,31 @@ def assign_roles(rows: Rows, scfg: dict | None) -> tuple[np.ndarray, np.ndarray,
         "validation": f"{n['val']} people, checkpoint selection only",
     }
     return fr, vr, desc
+
+
+def wave(src: Any) -> np.ndarray:
+    """A voice row's waveform (16 kHz mono): decoded from its file, or already in memory."""
+    if isinstance(src, np.ndarray):
+        return src
+    from edge_runtime.frontend.audio import load_audio
+
+    return load_audio(src)
+
+
+def embed_rows(rows: Rows, face_role: np.ndarray, voice_role: np.ndarray, students: Any,
+               threads: int = 2, splits: dict | None = None) -> CrossModalSet:
+    """Rows embedded by ONNX students (`students.face` / `.voice`): what `eval crossmodal`
+    and full mode's stage-2 fit both see (utterance = mean of its 2 s windows)."""
+    from train.evaluate import load_embedder
+
+    fem = load_embedder(str(students.face), "face", threads)
+    vem = load_embedder(str(students.voice), "voice", threads)
+    femb = fem.embed(list(rows.crops))
+    vemb = np.concatenate([vem.embed([wave(s) for s in rows.voices[a:a + 64]])
+                           for a in range(0, len(rows.voices), 64)])
+    nf, nv = len(rows.face_group), len(rows.voice_group)
+    return CrossModalSet(
+        ModalTable(femb, rows.face_group, rows.face_identity, ["real"] * nf, face_role,
+                   rows.face_source),
+        ModalTable(vemb, rows.voice_group, rows.voice_identity, ["real"] * nv, voice_role,
+                   rows.voice_source), splits or {})
