@@ -259,8 +259,10 @@ def evaluate_set(cms: CrossModalSet, pins: Any, *, n_way: int, trials: int, seed
                 max_impostor_per_identity=max_impostor_per_identity, seed=seed)
             vs, fs = sub.voice.source, sub.face.source
             trials_out[key] = ([(vs[a], fs[b]) for a, b in gp], [(vs[a], fs[b]) for a, b in ip])
-        m["unimodal"] = unimodal_eers(sub.face.emb, sub.face.identity.tolist(), sub.voice.emb,
-                                      sub.voice.identity.tolist(), seed=seed,
+        both = sub.face.take(np.isin(sub.face.identity, list(ids))), sub.voice.take(
+            np.isin(sub.voice.identity, list(ids)))  # the same people as the cross-modal rows
+        m["unimodal"] = unimodal_eers(both[0].emb, both[0].identity.tolist(), both[1].emb,
+                                      both[1].identity.tolist(), seed=seed,
                                       max_impostor_per_identity=max_impostor_per_identity)
         rows.append({"data": data, "split": SPLIT_NAMES[role], **m})
     return rows

@@ -134,11 +134,11 @@ class _Builder:
 
     def audio(self, wav: np.ndarray, sr: int, group: str, identity: str, name: str,
               segment_s: float) -> None:
-        """A clip's audio as one voice row, or as consecutive `segment_s` pieces."""
-        n = int(round(segment_s * sr)) if segment_s > 0 else len(wav)
-        starts = range(0, max(1, len(wav) - n + 1), max(1, n)) if n < len(wav) else [0]
-        for a in starts:
-            self.voice(wav[a:a + n], group, identity, f"{name}@{a / sr:.2f}")
+        """A clip's audio as one voice row, or as round(duration / `segment_s`) equal pieces."""
+        k = max(1, int(round(len(wav) / (segment_s * sr)))) if segment_s > 0 else 1
+        for a, piece in zip(np.linspace(0, len(wav), k + 1)[:-1].astype(int),
+                            np.array_split(wav, k), strict=True):
+            self.voice(piece, group, identity, f"{name}@{a / sr:.2f}")
 
     def done(self, universe: Sequence[str], genders: dict[str, str], what: str) -> Rows:
         if not self.crops:
