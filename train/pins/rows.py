@@ -290,8 +290,9 @@ def assign_roles(rows: Rows, scfg: dict | None) -> tuple[np.ndarray, np.ndarray,
     if missing:
         raise DatasetError(f"identities {missing[:5]} have files but are not in the identity "
                            "list the split is defined on")
-    uniq = sorted(set(zip(rows.face_identity.tolist(), rows.face_group.tolist()))
-                  | set(zip(rows.voice_identity.tolist(), rows.voice_group.tolist())))
+    uniq = sorted(set(zip(rows.face_identity.tolist(), rows.face_group.tolist(), strict=True))
+                  | set(zip(rows.voice_identity.tolist(), rows.voice_group.tolist(),
+                            strict=True)))
     held = heldout_mask([g for _, g in uniq], [i for i, _ in uniq],
                         float(scfg["seen_heldout_fraction"]), int(scfg["seed"]))
     held_groups = {g for (_, g), h in zip(uniq, held, strict=True) if h}
