@@ -167,3 +167,23 @@ def test_eval_split_all_on_clips_never_trained_on(fixtures: Path, tmp_path: Path
     assert row["unimodal"]["voice"]["eer"] is not None
     for s in ("cosine", "faa"):
         assert 0.0 <= row[s]["auc"] <= 1.0 and row[s]["n_impostor"] > 0
+
+
+def test_vox2_full_mode_one_process(fixtures: Path, tmp_path: Path) -> None:
+    """VoxCeleb2 as released (m4a audio, mp4 face tracks): trained, exported, scored."""
+    from train.config import load_config
+    from train.pins.evaluate import evaluate_crossmodal
+    from train.pins.full import train_full
+
+    root = build_vox2(fixtures, tmp_path / "vox2")
+    over = [o for o in TINY if not o.startswith(("data.", "split.n_", "split.seed"))]
+    cfg = load_config(None, "pins_full_voxceleb.yaml", over + [
+        "data.source=voxceleb2", "data.meta_csv=vox2_meta.csv", "data.frame_step=10",
+        "split.n_train=3", "split.n_val=1", "split.n_test=3", "train.loader_workers=0"])
+    summary = train_full(root, cfg, tmp_path / "run", cache_dir=tmp_path / "cache")
+    assert set(summary["exported"]) == {"face", "voice", "pin_face", "pin_voice", "faa"}
+    report = evaluate_crossmodal(tmp_path / "run", root, students_dir=None,
+                                 cache_dir=tmp_path / "cache", n_way=3, trials=100)
+    rows = {r["split"]: r for r in report["rows"]}
+    assert rows["unseen-unheard"]["n_identities"] == 3
+    assert rows["unseen-unheard"]["n_voices"] == 6  # 2 m4a utterances of each of 3 people
