@@ -187,3 +187,22 @@ def test_vox2_full_mode_one_process(fixtures: Path, tmp_path: Path) -> None:
     rows = {r["split"]: r for r in report["rows"]}
     assert rows["unseen-unheard"]["n_identities"] == 3
     assert rows["unseen-unheard"]["n_voices"] == 6  # 2 m4a utterances of each of 3 people
+
+
+def test_faa_stage1_pseudo_labels_and_pair_selection(vox1: Path, tmp_path: Path) -> None:
+    """FAA's stage-1 options: k-means pseudo-identities (no id labels used for negatives),
+    same-cluster cross-video positives, clean-positive selection; mix mining variant."""
+    from train.config import load_config
+    from train.pins.full import train_full
+
+    cfg = load_config(None, "pins_full_voxceleb.yaml", TINY + [
+        "train.epochs=3", "train.loader_workers=0", "export=false", "loss.exclude=cluster",
+        "pseudo_labels.every=1", "pseudo_labels.start_epoch=1", "pseudo_labels.rounds=2",
+        "pseudo_labels.clusters=[1.0, 0.7]", "pseudo_labels.cross_video_p=0.5",
+        "pairs.stage1_clean_drop=0.34", "curriculum.mining=mix"])
+    train_full(vox1, cfg, tmp_path / "run", cache_dir=tmp_path / "cache")
+    hist = [json.loads(x) for x in (tmp_path / "run" / "full_history.jsonl").read_text()
+            .splitlines()]
+    assert "clusters" not in hist[0]  # first epoch: before any clustering
+    assert [h["clusters"] for h in hist[1:]] == [3, 2]  # 3 training videos, then 0.7 x 3
+    assert all(h["train_loss"] >= 0 for h in hist) and "hard_share" in hist[0]

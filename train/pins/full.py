@@ -67,6 +67,9 @@ class PairBatches(torch.utils.data.Dataset):
         self.steps = int(cfg["train"]["steps_per_epoch"])
         self.bs = min(int(cfg["train"]["batch_size"]), len(self.groups))
         self.exclude = str(cfg["loss"].get("exclude", "identity"))
+        if self.exclude not in ("identity", "cluster", "group"):
+            raise ConfigError(f"loss.exclude must be identity, cluster or group, got "
+                              f"{self.exclude!r}")
         self.cross_p = float(cfg.get("pseudo_labels", {}).get("cross_video_p", 0.0))
 
     def __len__(self) -> int:
@@ -88,15 +91,12 @@ class PairBatches(torch.utils.data.Dataset):
             wav = np.resize(wav, n) if len(wav) < n else wav
             start = int(rng.integers(0, len(wav) - n + 1))
             feats.append(self.fe.windows(wav[start:start + n])[0])
-        if self.exclude == "cluster" and self.cluster is not None:
+        if self.exclude == "identity":
+            neg_key = self.identity[pick]
+        elif self.exclude == "cluster" and self.cluster is not None:
             neg_key = self.cluster[pick]
-        elif self.exclude in ("identity", "cluster"):
-            neg_key = self.identity[pick] if self.exclude == "identity" else pick
-        elif self.exclude == "group":
+        else:  # "group", or "cluster" before the first clustering: other videos only
             neg_key = pick
-        else:
-            raise ConfigError(f"loss.exclude must be identity, cluster or group, got "
-                              f"{self.exclude!r}")
         if self.cluster is not None:  # a same-cluster pair is a positive, never a negative
             pick = self.cluster[pick]
         return (torch.from_numpy(face_tensor(faces)), torch.from_numpy(np.stack(feats)),

@@ -140,7 +140,7 @@ def pins_loss(face_pin: torch.Tensor, voice_pin: torch.Tensor, groups: torch.Ten
         if mining == "percentile":
             idx, mask = percentile_negatives(s, valid, share, generator)
         else:
-            idx, mask = mine_negatives(s, valid, k, share, generator)
+            idx, mask = mine_negatives(s, valid, k, max(0.0, share), generator)  # -1: random
         negs = cand[idx]
         d_pos = (anc - pos).pow(2).sum(dim=1)
         terms = contrastive_terms(anc, pos, negs, mask.to(anc.dtype), margin)
