@@ -206,3 +206,39 @@ def test_faa_stage1_pseudo_labels_and_pair_selection(vox1: Path, tmp_path: Path)
     assert "clusters" not in hist[0]  # first epoch: before any clustering
     assert [h["clusters"] for h in hist[1:]] == [3, 2]  # 3 training videos, then 0.7 x 3
     assert all(h["train_loss"] >= 0 for h in hist) and "hard_share" in hist[0]
+
+
+def test_eval_split_all_names_people_the_heads_trained_on(fixtures: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for c in ("bbaf2n", "lbax4n"):  # bbaf2n: a seen-heard (trained) person of the shipped heads
+        (clips / f"{c}.mpg").symlink_to(fixtures / "grid" / f"{c}.mpg")
+    capsys.readouterr()
+    assert main(["eval", "crossmodal", "--model", str(ROOT / "models"), "--data", str(clips),
+                 "--split", "all", "--cache", str(tmp_path / "cache"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["trained_on"] == ["bbaf2n"] and "WARNING" in report["note"]
+
+
+def test_eval_split_all_face_and_voice_folders_with_a_pairing_file(
+        fixtures: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The pairing path only: these LFW faces and speechocean762 voices are DIFFERENT people
+    (the file pairs them by labelled gender), so the figures mean nothing about identity."""
+    (tmp_path / "faces").symlink_to(fixtures / "lfw")
+    (tmp_path / "voices").symlink_to(fixtures / "speechocean762")
+    (tmp_path / "pairs.tsv").write_text("face\tvoice\nSerena_Williams\tSPEAKER0036\n"
+                                        "Tony_Blair\tSPEAKER0461\nHugo_Chavez\tSPEAKER0482\n")
+    (tmp_path / "genders.tsv").write_text("identity\tgender\nSerena_Williams\tF\n"
+                                          "Tony_Blair\tM\nHugo_Chavez\tM\n")
+    capsys.readouterr()
+    assert main(["eval", "crossmodal", "--model", str(ROOT / "models"), "--data", str(tmp_path),
+                 "--split", "all", "--source", "pairing", "--genders",
+                 str(tmp_path / "genders.tsv"), "--cache", str(tmp_path / "cache"),
+                 "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    assert row["n_identities"] == 3 and row["n_voices"] == 9
+    assert row["n_faces"] >= 9  # 4 images each, some may hold no detectable face
+    gm = row["cosine"]["gender_matched"]  # impostors: Tony_Blair x Hugo_Chavez pairs only
+    assert 0 < gm["n_impostor"] < row["cosine"]["n_impostor"]
+    assert row["unimodal"]["face"]["eer"] is not None

@@ -77,6 +77,8 @@ def add_crossmodal_eval_args(p: argparse.ArgumentParser) -> None:
                         "<id>/<clip> or flat; pairing: faces/ + voices/ + pairs.tsv)")
     g.add_argument("--pairing", help="crossmodal, source pairing: TSV with columns face, voice "
                                      "(default DATA/pairs.tsv)")
+    g.add_argument("--genders", help="crossmodal --split all: TSV with columns identity, "
+                                     "gender (M/F): adds gender-matched AUC")
     g.add_argument("--trials-in", help="crossmodal: score exactly this trial list (text)")
     g.add_argument("--trials-out", help="crossmodal: write the trials used (text, with their "
                                         "definition), to fix them for later runs")
@@ -93,7 +95,7 @@ def eval_crossmodal(args: argparse.Namespace) -> int:
         max_genuine_per_identity=args.max_genuine_per_identity,
         max_impostor_per_identity=args.max_impostor_per_identity, plot=args.plot,
         threads=args.threads, split=args.split, source=args.source, pairing=args.pairing,
-        trials_in=args.trials_in, trials_out=args.trials_out)
+        trials_in=args.trials_in, trials_out=args.trials_out, genders_file=args.genders)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

@@ -13,6 +13,7 @@ The models are run exactly as shipped: the ONNX files of the manifest, with onnx
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -290,13 +291,16 @@ def evaluate_crossmodal(model_dir: str | Path, data_root: str | Path, *,
                         threads: int = 2, keep_scores: bool = False, split: str = "test",
                         source: str = "clips", pairing: str | None = None,
                         trials_in: str | Path | None = None,
-                        trials_out: str | Path | None = None) -> dict:
+                        trials_out: str | Path | None = None,
+                        genders_file: str | Path | None = None) -> dict:
     """Score the heads of `model_dir` on `data_root` and report every split.
 
     split "test": rebuild the splits recorded with the model (edge or full mode) on the data
     it was trained from. split "all": every person of a folder never trained on (`source`:
     clips, pairing = face/voice folders + pairing TSV, voxceleb1, voxceleb2) is
-    unseen-unheard. `trials_in` fixes the trials (a list written by `trials_out`).
+    unseen-unheard; people the model's recorded splits name as trained on are listed under
+    `trained_on` (and should be removed). `trials_in` fixes the trials (a list written by
+    `trials_out`); `genders_file` (TSV identity, gender) adds gender-matched figures.
     keep_scores: leave each row's {scorer: (genuine, impostor)} arrays under "scores"."""
     from train.pins.features import StudentFeatures, build_edge_set, resolve_students
     from train.pins.rows import assign_roles, build_rows, embed_rows
@@ -322,6 +326,11 @@ def evaluate_crossmodal(model_dir: str | Path, data_root: str | Path, *,
         fr, vr, desc = assign_roles(data_rows, None if split == "all" else cfg["split"])
         cms = embed_rows(data_rows, fr, vr, students, threads, {"real": desc})
         genders = data_rows.genders
+        if genders_file:
+            from train.datasets import read_labels_tsv
+
+            genders = {k: v.upper() for k, v in
+                       read_labels_tsv(genders_file, "identity", "gender").items()}
         note = ("real face-voice pairs: each person's own face and voice"
                 + ("; --split all: nobody here was trained on by these heads (the caller "
                    "vouches for that)" if split == "all" else ""))
@@ -348,9 +357,17 @@ def evaluate_crossmodal(model_dir: str | Path, data_root: str | Path, *,
                                         max_genuine_per_identity, "max_impostor_per_identity":
                                         max_impostor_per_identity, "data": str(data_root),
                                         "split": split})
+    trained_on = []
+    if split == "all":
+        recorded = json.dumps({d: {k: v for k, v in parts.items() if "unseen" not in k}
+                               for d, parts in meta.get("splits", {}).items()})
+        people = set(cms.face.identity.tolist()) | set(cms.voice.identity.tolist())
+        trained_on = sorted(p for p in people if f"'{p}'" in recorded or f'"{p}"' in recorded)
+        if trained_on:
+            note += f"; WARNING: the model's recorded training splits name {trained_on}"
     report: dict[str, Any] = {
         "model": str(model_dir), "data": str(data_root), "students": students.meta(),
-        "split_arg": split, "splits": cms.splits, "counts": cms.counts(), "note": note,
+        "split_arg": split, "trained_on": trained_on, "splits": cms.splits, "counts": cms.counts(), "note": note,
         "scoring": {"cosine": "cosine of the two PIN embeddings",
                     "faa": "FAA match_prob (faa.onnx, inputs = student embeddings)"},
         "trials": str(trials_in) if trials_in else "seeded sample (see --trials-out)",
