@@ -206,6 +206,14 @@ def test_faa_stage1_pseudo_labels_and_pair_selection(vox1: Path, tmp_path: Path)
     assert "clusters" not in hist[0]  # first epoch: before any clustering
     assert [h["clusters"] for h in hist[1:]] == [3, 2]  # 3 training videos, then 0.7 x 3
     assert all(h["train_loss"] >= 0 for h in hist) and "hard_share" in hist[0]
+    assert not (tmp_path / "run" / "faa.onnx").exists()  # export: false
+    # the checkpoint is exported later, with another stage-2 variant
+    assert main(["train", "fuse", "--data", str(vox1), "--pins", str(tmp_path / "run"),
+                 "--out", str(tmp_path / "re"), "--cache", str(tmp_path / "cache"),
+                 "--set", "model.cosine_input=true"]) == 0
+    entries = load_manifest(tmp_path / "re")
+    assert {"face", "voice", "pin_face", "pin_voice", "faa"} <= set(entries)
+    assert entries["faa"].meta["config"]["model"]["cosine_input"] is True
 
 
 def test_eval_split_all_names_people_the_heads_trained_on(fixtures: Path, tmp_path: Path,

@@ -17,8 +17,17 @@ def _train(args: argparse.Namespace) -> int:
     need_torch("train")
     from train.config import load_config
 
-    cfg = load_config(args.config, DEFAULT_CONFIGS[args.stage], args.set)
     cache = args.cache or default_cache_dir()
+    from train.pins.full import is_full_checkpoint
+
+    if args.stage == "fuse" and args.pins and is_full_checkpoint(args.pins) and not args.config:
+        from train.pins.full import export_checkpoint
+
+        summary = export_checkpoint(args.pins, args.data, args.out, cache_dir=cache,
+                                    export_dir=args.export, fuse_overrides=args.set)
+        print(json.dumps({"out": summary["out"], "exported": summary["exported"]}, indent=2))
+        return 0
+    cfg = load_config(args.config, DEFAULT_CONFIGS[args.stage], args.set)
     if args.stage == "pins" and cfg.get("mode", "edge") == "full":
         from train.pins.full import train_full
 
@@ -34,6 +43,8 @@ def _train(args: argparse.Namespace) -> int:
         summary = train_fuse(args.data, cfg, args.out, pins=args.pins or args.out,
                              students_dir=args.students, cache_dir=cache,
                              export_dir=args.export)
+    if summary.get("rank", 0) != 0:  # torchrun: rank 0 reports
+        return 0
     best = summary.get("best") or {}
     print(json.dumps({"out": summary["out"], "best_epoch": best.get("epoch"),
                       "val_eer": best.get("val_eer"), "val_auc": best.get("val_auc"),
@@ -55,7 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--export", help="models folder for the ONNX files and manifest "
                                     "(default: --out)")
     p.add_argument("--pins", help="fuse: run folder (or pins.pt) of the PIN heads "
-                                  "(default: --out)")
+                                  "(default: --out); a full-mode full.pt is exported again "
+                                  "and its FAA refitted (--set applies to its fuse section)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. train.epochs=5 split.grid.fold=1")
     p.add_argument("--cache", help="embedding/crop cache folder (default ~/.cache/edgepin)")

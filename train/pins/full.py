@@ -297,3 +297,41 @@ def export_full(model: FullPins, rows: Rows, frole: np.ndarray, vrole: np.ndarra
                     students=students.meta(), export_dir=export_dir)
     done["faa"] = fuse["exported"]
     return done
+
+
+def is_full_checkpoint(path: str | Path) -> bool:
+    """True for a `full.pt` (or a run folder holding one and no edge-mode pins.pt)."""
+    p = Path(path)
+    if p.is_dir():
+        return (p / "full.pt").is_file() and not (p / "pins.pt").is_file()
+    return p.suffix == ".pt" and p.name.startswith("full")
+
+
+def export_checkpoint(path: str | Path, data: str | Path, out: str | Path, *,
+                      cache_dir: str | Path, export_dir: str | Path | None = None,
+                      fuse_overrides: list[str] | None = None) -> dict:
+    """Export a finished full-mode checkpoint again (e.g. `export: false` runs) and refit
+    stage 2 (FAA) on it, with the checkpoint's `fuse` section plus `fuse_overrides`."""
+    from edge_runtime.errors import ModelError
+    from train.config import apply_overrides
+
+    p = Path(path)
+    p = p / "full.pt" if p.is_dir() else p
+    if not p.is_file():
+        raise ModelError(f"full-mode checkpoint not found: {p}")
+    ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "pins_full" or ckpt.get(
+            "format") != FORMAT:
+        raise ModelError(f"{p}: not an edgepin full-mode checkpoint (format {FORMAT})")
+    cfg = copy.deepcopy(ckpt["config"])
+    cfg["fuse"] = apply_overrides(cfg["fuse"], fuse_overrides or [], source=f"{p} fuse")
+    cfg["model"].update(init_face=None, init_voice=None)  # the weights come from the checkpoint
+    model = _build(cfg)
+    model.load_state_dict(ckpt["state_dict"])
+    rows = build_rows(data, cfg["data"], cache_dir)
+    frole, vrole, splits = assign_roles(rows, cfg["split"])
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    exported = export_full(model.eval(), rows, frole, vrole, splits, cfg,
+                           Path(export_dir or out), out, ckpt["best"])
+    return {"out": str(out), "best": ckpt["best"], "exported": exported}
