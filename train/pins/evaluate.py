@@ -332,8 +332,8 @@ def evaluate_crossmodal(model_dir: str | Path, data_root: str | Path, *,
             genders = {k: v.upper() for k, v in
                        read_labels_tsv(genders_file, "identity", "gender").items()}
         note = ("real face-voice pairs: each person's own face and voice"
-                + ("; --split all: nobody here was trained on by these heads (the caller "
-                   "vouches for that)" if split == "all" else ""))
+                + ("; --split all: everyone is scored as unseen-unheard" if split == "all"
+                   else ""))
     else:
         feats = StudentFeatures(students, cache_dir, threads=threads, crops_with_teacher=bool(
             cfg["data"].get("crops_with_teacher", False)))
@@ -363,8 +363,9 @@ def evaluate_crossmodal(model_dir: str | Path, data_root: str | Path, *,
                                for d, parts in meta.get("splits", {}).items()})
         people = set(cms.face.identity.tolist()) | set(cms.voice.identity.tolist())
         trained_on = sorted(p for p in people if f"'{p}'" in recorded or f'"{p}"' in recorded)
-        if trained_on:
-            note += f"; WARNING: the model's recorded training splits name {trained_on}"
+        note += (f"; WARNING: the model's recorded training splits name {trained_on}"
+                 if trained_on else "; none of them is named in the model's recorded "
+                 "training splits")
     report: dict[str, Any] = {
         "model": str(model_dir), "data": str(data_root), "students": students.meta(),
         "split_arg": split, "trained_on": trained_on, "splits": cms.splits, "counts": cms.counts(), "note": note,
