@@ -139,12 +139,28 @@ def unimodal_eers(face_emb: np.ndarray, face_ids: Sequence[str], voice_emb: np.n
 
 TRIALS_HEADER = """\
 # edgepin cross-modal trial list (one line per trial): split, label (1 = same person),
-# voice row, face row; rows are named by their source (file, or file@seconds for a frame
-# or an audio piece). Definition: per split, every same-identity (voice, face) combination
-# sampled down to max_genuine_per_identity per person, and per person up to
-# max_impostor_per_identity impostors drawn from (its voices x other people's faces) and
-# (other voices x its faces); people visited in sorted order, numpy default_rng(seed).
+# voice row, face row; rows are named by their source (file relative to --data, or
+# file@seconds for a frame or an audio piece). Definition: per split, every same-identity
+# (voice, face) combination sampled down to max_genuine_per_identity per person, and per
+# person up to max_impostor_per_identity impostors drawn from (its voices x other people's
+# faces) and (other voices x its faces); people in sorted order, numpy default_rng(seed).
 """
+
+
+def relative_sources(cms: CrossModalSet, data_root: str | Path) -> None:
+    """Name rows relative to the data root (in place), so a trial list written on one machine
+    reads on another: `/data/vox1/wav/id1/v/1.wav` -> `wav/id1/v/1.wav`, `@t` kept."""
+    import os
+
+    root = os.path.abspath(str(data_root))
+
+    def rel(src: str) -> str:
+        path, at, t = str(src).partition("@")
+        full = os.path.abspath(path)
+        return (os.path.relpath(full, root) if full.startswith(root + os.sep) else path) + at + t
+
+    for table in (cms.face, cms.voice):
+        table.source = np.asarray([rel(x) for x in table.source], dtype=object)
 
 
 def write_trials(path: str | Path, trials: dict[str, tuple[list[tuple[str, str]],
@@ -344,6 +360,7 @@ def evaluate_crossmodal(model_dir: str | Path, data_root: str | Path, *,
         note = ("rows with data=artificial pair DIFFERENT people (LFW face x speechocean762 "
                 "voice, same labelled gender): they measure attribute (mostly gender) "
                 "matching, not identity. Only data=real rows (GRID) are real face-voice pairs.")
+    relative_sources(cms, data_root)
     fixed = read_trials(trials_in) if trials_in else None
     used: dict | None = {} if trials_out else None
     rows = evaluate_set(cms, models, n_way=n_way, trials=trials, seed=seed,
