@@ -27,6 +27,7 @@ def test_full_mode_smoke(tmp_path: Path, fixtures: Path) -> None:
         "model.face={width: 0.25, embedding_dim: 128}",
         "model.voice={channels: [8, 8, 16, 16], blocks: [1, 1, 1, 1], embedding_dim: 256}",
         "train.epochs=2", "train.steps_per_epoch=2", "train.batch_size=4", "train.threads=1",
+        "train.loader_workers=0",
         "train.device=cpu"])
     torch.manual_seed(0)
     summary = train_full(tmp_path, cfg, tmp_path / "run", cache_dir=tmp_path / "cache")

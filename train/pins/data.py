@@ -7,8 +7,8 @@ Sources (each row of a table is labelled with the nature of its data, "real" or 
 - LFW x speechocean762 (ARTIFICIAL pairs): each speechocean762 speaker is paired with one LFW
   person of the same (labelled) gender. They are different people: the pairing only teaches
   attributes shared across the two (gender above all) and exercises the pipeline at scale.
-- VoxCeleb1 (real, not on this machine): face frames and audio of one video are a positive
-  pair; identities split 901 / 100 / 250 as in Learnable PINs.
+- VoxCeleb1/2 (real, not on this machine): face frames and audio of one video are a positive
+  pair; identities split 901 / 100 / 250 as in Learnable PINs (`train.pins.full`).
 
 Training positives come from the `group` column (a clip, an artificial pairing, a video);
 `identity` is used for evaluation and to keep same-person rows out of the negatives.
@@ -251,20 +251,11 @@ def _file_roles(samples: list[Sample], roles: dict[str, str], frac: float, seed:
 
 def voxceleb_roles(identities: Sequence[str], n_train: int, n_val: int, n_test: int, seed: int
                    ) -> dict[str, str]:
-    """PINs' identity split (901 / 100 / 250 of VoxCeleb1's 1,251), by sha256 rank; with fewer
-    identities present the three counts are scaled down in proportion."""
-    ids = sorted(set(identities))
-    total = n_train + n_val + n_test
-    if len(ids) < 3:
-        raise DatasetError(f"VoxCeleb split needs >= 3 identities, found {len(ids)}")
-    scale = min(1.0, len(ids) / total)
-    nt = max(1, round(n_test * scale))
-    nv = max(1, round(n_val * scale))
-    ranked = sorted(ids, key=lambda i: _rank(i, seed))
-    roles = {i: "unseen" for i in ranked[:nt]}
-    roles.update({i: "val" for i in ranked[nt:nt + nv]})
-    roles.update({i: "train" for i in ranked[nt + nv:]})
-    return roles
+    """PINs' identity split (901 / 100 / 250 of VoxCeleb1's 1,251): see
+    `train.datasets.voxceleb.identity_roles` (one role per identity for both modalities)."""
+    from train.datasets.voxceleb import identity_roles
+
+    return identity_roles(identities, n_train, n_val, n_test, seed)
 
 
 def describe_splits(cfg: dict, grid_seen: Sequence[str], grid_unseen: Sequence[str],

@@ -2,6 +2,8 @@
 
 pin_face: `face_emb` (N,128) -> `pin` (N,128); pin_voice: `voice_emb` (N,256) -> `pin`;
 faa: `face_emb` (N,128) + `voice_emb` (N,256), both STUDENT embeddings -> `match_prob` (N,).
+Full mode also exports its two backbones as face.onnx / voice.onnx with the students'
+contract, so the runtime and `edgepin eval crossmodal` use them like distilled students.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from edge_runtime.bundle import register_model
 from edge_runtime.errors import ModelError
 from export.contract import DeploymentContract, TensorSpec, check_contract, student_contract
 from export.onnx_export import export_onnx, parity
-from export.students import DEFAULT_OPSET, set_metadata
+from export.students import DEFAULT_OPSET, MAX_STUDENT_BYTES, set_metadata
 from train.pins.models import FaaScorer, PinHeads
 
 MIN_PARITY = 0.9999
@@ -77,4 +79,42 @@ def export_faa(scorer: FaaScorer, out_dir: str | Path, meta: dict, *, register: 
     cos = _export_one(scorer, example, path, "match_prob", contract, m)
     if register:
         register_model(out_dir, "faa", path.name, **m, parity_min_cosine=cos)
+    return {"file": path.name, "parity_min_cosine": cos, "bytes": path.stat().st_size}
+
+
+def export_backbone(net: torch.nn.Module, modality: str, cfg: dict, out_dir: str | Path,
+                    meta: dict) -> dict:
+    """A full-mode backbone -> `face.onnx` / `voice.onnx` (student contract), registered."""
+    from train.models import count_parameters
+    from train.tasks import voice_front_end
+
+    out_dir = Path(out_dir)
+    net = net.eval()
+    path = out_dir / f"{modality}.onnx"
+    if modality == "face":
+        name, front_end = "face", {"face_size": 112}
+        example = {"face": torch.randn(2, 3, 112, 112)}
+    else:
+        fe = voice_front_end(cfg)
+        name, front_end = "feats", fe.to_dict()
+        example = {"feats": torch.randn(2, fe.window_frames, fe.mel.n_mels)}
+    export_onnx(net, example, path, input_names=[name], output_names=["embedding"],
+                dynamic_axes={name: {0: "batch"}, "embedding": {0: "batch"}},
+                opset=DEFAULT_OPSET)
+    m = {"modality": modality, "precision": "fp32", "front_end": front_end,
+         "split": meta.get("splits", {}), "teacher": "none (Learnable PINs full mode)",
+         "epoch": meta.get("epoch")}
+    set_metadata(path, m)
+    check_contract(path, student_contract(modality, max_opset=DEFAULT_OPSET,
+                                          max_size_bytes=MAX_STUDENT_BYTES))
+    gen = torch.Generator().manual_seed(0)
+    probe = {k: torch.randn((8, *v.shape[1:]), generator=gen).numpy() for k, v in example.items()}
+    cos = parity(net, path, probe)
+    if cos < MIN_PARITY:
+        raise ModelError(f"{path}: ONNX/PyTorch parity {cos:.6f} < {MIN_PARITY}")
+    dim = int(cfg["model"][modality]["embedding_dim"])
+    register_model(out_dir, modality, path.name, precision="fp32", modality=modality,
+                   input=name, output="embedding", dim=dim, parameters=count_parameters(net),
+                   opset=DEFAULT_OPSET, config=meta["config"], split=m["split"],
+                   front_end=front_end, epoch=meta.get("epoch"), parity_min_cosine=cos)
     return {"file": path.name, "parity_min_cosine": cos, "bytes": path.stat().st_size}

@@ -92,23 +92,25 @@ class _Block(nn.Module):
 class FAAEncoder(nn.Module):
     """Fuse after align: a small transformer over [CLS, face PIN, voice PIN] -> match logit.
 
-    The classifier also sees the PIN cosine of the pair (a skip path): the encoder then only
-    has to learn corrections to cosine scoring, which keeps a ~100 k-parameter model from
-    doing worse than the aligned space it sits on.
+    As published (Peng et al. 2024), the classifier reads the CLS token only. `cosine_input`
+    (an edgepin variant, used by the shipped faa.onnx) also feeds it the PIN cosine of the pair
+    as a skip path, so a ~100 k-parameter encoder only learns corrections to cosine scoring;
+    it works against the point of fusing beyond cosine, hence off by default.
     """
 
     TOKENS = 3
 
     def __init__(self, pin_dim: int = PIN_DIM, dim: int = 64, layers: int = 2, heads: int = 4,
-                 ffn: int = 192) -> None:
+                 ffn: int = 192, cosine_input: bool = False) -> None:
         super().__init__()
+        self.cosine_input = cosine_input
         self.face_in = nn.Linear(pin_dim, dim)
         self.voice_in = nn.Linear(pin_dim, dim)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         self.type_emb = nn.Parameter(torch.randn(1, self.TOKENS, dim) * 0.02)
         self.blocks = nn.ModuleList(_Block(dim, heads, ffn, self.TOKENS) for _ in range(layers))
         self.norm = PlainLayerNorm(dim)
-        self.out = nn.Linear(dim + 1, 1)
+        self.out = nn.Linear(dim + int(cosine_input), 1)
 
     def forward(self, face_pin: torch.Tensor, voice_pin: torch.Tensor) -> torch.Tensor:
         """Match logits (N,) for PIN-space pairs."""
@@ -118,8 +120,11 @@ class FAAEncoder(nn.Module):
         x = torch.cat([cls, f, v], dim=1) + self.type_emb
         for block in self.blocks:
             x = block(x)
-        cos = (face_pin * voice_pin).sum(dim=1, keepdim=True)
-        return self.out(torch.cat([self.norm(x[:, 0]), cos], dim=1)).squeeze(1)
+        cls_out = self.norm(x[:, 0])
+        if self.cosine_input:
+            cos = (face_pin * voice_pin).sum(dim=1, keepdim=True)
+            cls_out = torch.cat([cls_out, cos], dim=1)
+        return self.out(cls_out).squeeze(1)
 
 
 class FaaScorer(nn.Module):
@@ -163,7 +168,8 @@ def build_heads(model_cfg: dict, face_dim: int = FACE_DIM, voice_dim: int = VOIC
 def build_encoder(model_cfg: dict, pin_dim: int = PIN_DIM) -> FAAEncoder:
     """FAA encoder from the `model` section of a fuse config."""
     return FAAEncoder(pin_dim, int(model_cfg.get("dim", 64)), int(model_cfg.get("layers", 2)),
-                      int(model_cfg.get("heads", 4)), int(model_cfg.get("ffn", 192)))
+                      int(model_cfg.get("heads", 4)), int(model_cfg.get("ffn", 192)),
+                      bool(model_cfg.get("cosine_input", False)))
 
 
 def n_params(model: nn.Module) -> int:

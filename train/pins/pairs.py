@@ -136,3 +136,38 @@ def select_pairs(face_pin: np.ndarray, voice_pin: np.ndarray, face_group: Sequen
     label = np.concatenate([np.ones(pf.size), np.zeros(nf.size)]).astype(np.float32)
     hard = np.concatenate([np.zeros(pf.size, dtype=bool), nh])
     return PairSet(face, voice, label, hard)
+
+
+def kmeans_labels(x: np.ndarray, k: int, seed: int, iters: int = 25) -> np.ndarray:
+    """Cluster labels (N,) of unit rows `x` into `k` clusters: k-means++ seeding, Lloyd
+    iterations on cosine similarity (spherical k-means). Deterministic for a seed."""
+    n = x.shape[0]
+    if not 1 <= k <= n:
+        raise ConfigError(f"k-means needs 1 <= k <= {n} rows, got k={k}")
+    rng = np.random.default_rng(seed)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    centres = [x[rng.integers(n)]]
+    for _ in range(1, k):
+        d = np.clip(1.0 - np.max(x @ np.stack(centres).T, axis=1), 0.0, None)
+        p = d / d.sum() if d.sum() > 0 else np.full(n, 1.0 / n)
+        centres.append(x[rng.choice(n, p=p)])
+    c = np.stack(centres)
+    labels = np.full(n, -1)
+    for _ in range(iters):
+        new = np.argmax(x @ c.T, axis=1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+        for j in range(k):
+            m = labels == j
+            if m.any():
+                v = x[m].sum(axis=0)
+                c[j] = v / max(float(np.linalg.norm(v)), 1e-12)
+    return labels.astype(np.int64)
+
+
+def progressive_k(n_groups: int, round_no: int, rounds: int, start: float, end: float) -> int:
+    """Clusters for pseudo-label round `round_no` of `rounds`: the fraction of the groups
+    moves linearly from `start` to `end` (FAA's progressive clustering, our reading)."""
+    frac = start if rounds <= 1 else start + (end - start) * min(round_no, rounds - 1) / (rounds - 1)
+    return int(min(n_groups, max(2, round(frac * n_groups))))

@@ -132,7 +132,7 @@ def fit_pins(cms: CrossModalSet, cfg: dict, out: str | Path, *, students: dict, 
     best: dict[str, Any] | None = None
     for epoch in range(epochs):
         share = curriculum_share(epoch, epochs, float(ccfg["start"]), float(ccfg["end"]),
-                                 int(ccfg["stages"]))
+                                 int(ccfg["stages"]), int(ccfg.get("random_epochs", 0)))
         heads.train()
         t0, sums = time.time(), {"loss": 0.0, "pos_d2": 0.0, "neg_active": 0.0}
         for _ in range(steps):
@@ -145,7 +145,8 @@ def fit_pins(cms: CrossModalSet, cfg: dict, out: str | Path, *, students: dict, 
                 vx = F.normalize(vx + noise * torch.randn(vx.shape, generator=gen), dim=1)
             fp, vp = heads(fx, vx)
             parts = pins_loss(fp, vp, torch.from_numpy(g), k=int(lcfg["negatives_per_anchor"]),
-                              share=share, margin=float(lcfg["margin"]), generator=gen)
+                              share=share, margin=float(lcfg["margin"]), generator=gen,
+                              mining=str(ccfg.get("mining", "mix")))
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
             opt.step()
@@ -238,7 +239,8 @@ def fit_fuse(cms: CrossModalSet, cfg: dict, out: str | Path, *, heads: PinHeads,
                              hard_share=float(pair_cfg["hard_share"]),
                              hard_pool=int(pair_cfg["hard_pool"]),
                              clean_drop=float(pair_cfg["clean_drop"]),
-                             seed=int(cfg["seed"]) * 1000 + epoch)
+                             seed=int(cfg["seed"]) * 1000 + epoch,
+                             face_person=tr.face.identity, voice_person=tr.voice.identity)
         perm = np.random.default_rng(int(cfg["seed"]) + epoch).permutation(len(pairs))
         scorer.encoder.train()
         t0, total, n = time.time(), 0.0, 0
