@@ -15,6 +15,7 @@ default of 2 s of speech: the demo decides when each replayed half ends and asks
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tempfile
 import time
@@ -33,7 +34,7 @@ from edge_runtime.cli.options import default_clips_dir, default_models_dir
 from edge_runtime.errors import ConfigError, MediaError, ModelError
 from edge_runtime.frontend.face import DlibHogDetector
 from edge_runtime.frontend.vad import SpeechGate
-from edge_runtime.frontend.video import Clip, decode_clip
+from edge_runtime.frontend.video import Clip, Frame, decode_clip
 from edge_runtime.models import ModelBundle
 from edge_runtime.store.audit import AuditLog
 from edge_runtime.store.gallery import Gallery
@@ -44,7 +45,7 @@ from edge_runtime.store.keys import create_key
 @dataclass
 class DemoAttempt:
     label: str
-    truth: str  # "genuine" or "mixed"
+    truth: str  # "genuine", "mixed", "photo" or "shifted"
     expected: str | None  # identity that should be granted (None: must be denied)
     result: AttemptResult
     wall_s: float
@@ -69,12 +70,15 @@ class DemoReport:
     def totals(self) -> dict[str, Any]:
         gen = [a for a in self.attempts if a.truth == "genuine"]
         mixed = [a for a in self.attempts if a.truth == "mixed"]
+        attacks = {k: [a for a in self.attempts if a.truth == k] for k in ATTACKS}
         lat = np.array([a.result.latencies_ms.get("decision", np.nan) for a in self.attempts])
         lat = lat[np.isfinite(lat)]
         pct = (lambda q: float(np.percentile(lat, q))) if lat.size else (lambda q: float("nan"))
         return {
             "genuine_accepted": sum(a.correct for a in gen), "genuine": len(gen),
             "mixed_rejected": sum(a.correct for a in mixed), "mixed": len(mixed),
+            **{f"{k}_rejected": sum(a.correct for a in v) for k, v in attacks.items()},
+            **{k: len(v) for k, v in attacks.items()},
             "decision_ms_p50": pct(50), "decision_ms_p95": pct(95),
         }
 
@@ -87,6 +91,30 @@ class DemoReport:
             "settings": self.settings, "notes": self.notes, "seconds": round(self.seconds, 2),
             "audit_rows": self.audit_rows,
         }
+
+
+ATTACKS = ("photo", "shifted")
+
+
+def photo_attack(half: Clip) -> Clip:
+    """A still frame of the half (its middle one) shown for the whole half, with its own
+    recorded audio: a photo plus a recording."""
+    still = half.frames[len(half.frames) // 2].image
+    frames = [Frame(f.t, still) for f in half.frames]
+    return dataclasses.replace(half, frames=frames)
+
+
+def shifted_attack(clip: Clip, half: Clip, delay_s: float) -> Clip:
+    """The half's own video with the clip's audio delayed by ``delay_s`` (a replay whose sound
+    lags, or leads when negative): what plays at time t was recorded at t - delay."""
+    assert clip.audio is not None
+    sr = clip.sample_rate
+    n = round(half.duration * sr)
+    k0 = round((half.start - delay_s - clip.start) * sr)
+    idx = np.arange(k0, k0 + n)
+    audio = np.where((idx >= 0) & (idx < clip.audio.shape[0]),
+                     clip.audio[np.clip(idx, 0, clip.audio.shape[0] - 1)], 0.0)
+    return dataclasses.replace(half, audio=audio.astype(np.float32))
 
 
 def _load_clips(clips_dir: Path, people: int | None) -> dict[str, Clip]:
@@ -108,13 +136,14 @@ def run_demo(
     *,
     people: int | None = None,
     mixed_per_person: int = 1,
+    shift_s: float = 0.5,
     realtime: bool = False,
     min_speech_s: float = 0.5,
     precision: str = "fp32",
     backend: str = "onnxruntime",
     threads: int = 1,
     threshold_overrides: Mapping[str, float] | None = None,
-    detect_interval_s: float = 0.08,
+    detect_interval_s: float = 0.0,
     on_attempt: Callable[[DemoAttempt], None] | None = None,
 ) -> DemoReport:
     """Enrol, replay genuine and mixed attempts through the loop; see the module docstring."""
@@ -178,6 +207,12 @@ def run_demo(
                     plan.append((f"face {name} + voice {other}", "mixed", None,
                                  ReplaySource.mixed(halves[name][1], halves[other][1],
                                                     realtime=realtime)))
+            for name in names:
+                plan.append((f"photo of {name} + recording", "photo", None,
+                             ReplaySource(photo_attack(halves[name][1]), realtime=realtime)))
+                plan.append((f"{name} video, audio {shift_s:+g} s", "shifted", None,
+                             ReplaySource(shifted_attack(clip_map[name], halves[name][1],
+                                                         shift_s), realtime=realtime)))
             for label, truth, expected, source in plan:
                 t0 = time.perf_counter()
                 result = loop.run(source, once=True)[0]
@@ -199,27 +234,32 @@ def _fmt(v: float | None) -> str:
 def print_report(report: DemoReport, console: Any | None = None) -> None:
     """The table, totals and notes, with rich."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     cross = [k for k in ("pin", "faa") if any(k in a.result.scores for a in report.attempts)]
     table = Table(title="edgepin demo: GRID clips through the access-control loop")
-    for col in ("attempt", "truth", "decision", "face", "voice", *cross, "ms", "reason"):
+    for col in ("attempt", "truth", "decision", "face", "voice", "avsync", *cross, "ms",
+                "reason"):
         table.add_column(col, overflow="fold")
     for a in report.attempts:
         r = a.result
         verdict = f"GRANTED {r.identity}" if r.granted else "denied"
         style = "green" if a.correct else "red"
-        truth = f"genuine {a.expected}" if a.truth == "genuine" else "mixed attack"
-        table.add_row(a.label, truth, f"[{style}]{verdict}[/]",
+        truth = f"genuine {a.expected}" if a.truth == "genuine" else f"{a.truth} attack"
+        table.add_row(escape(a.label), truth, f"[{style}]{verdict}[/]",
                       _fmt(r.scores.get("face")), _fmt(r.scores.get("voice")),
+                      _fmt(r.scores.get("avsync")),
                       *(_fmt(r.scores.get(k)) for k in cross),
-                      f"{r.latencies_ms.get('decision', float('nan')):.0f}", r.reason)
+                      f"{r.latencies_ms.get('decision', float('nan')):.0f}", escape(r.reason))
     console.print(table)
     t = report.totals()
     console.print(
         f"genuine accepted: {t['genuine_accepted']}/{t['genuine']}   "
         f"mixed attacks rejected: {t['mixed_rejected']}/{t['mixed']}   "
+        + "".join(f"{k} attacks rejected: {t[k + '_rejected']}/{t[k]}   " for k in ATTACKS)
+        +
         f"decision latency (end of capture -> decision): p50 {t['decision_ms_p50']:.1f} ms, "
         f"p95 {t['decision_ms_p95']:.1f} ms", highlight=False)
     console.print(f"models: {report.models['root']} ({report.models['precision']}, "

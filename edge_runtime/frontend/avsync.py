@@ -148,17 +148,18 @@ class SyncConfig:
     and microphone; 0 for a file); ``near_s``: tolerance around it; ``far_s``: the lags
     (from, to) whose correlations are the null reference; ``min_motion``: std of the mouth
     opening below which the mouth did not move (a still picture); ``min_frames``: mouth samples
-    needed."""
+    needed; ``lag_step_s``: spacing of the lag search."""
 
     offset_s: float = 0.0
     near_s: float = 0.04
     far_s: tuple[float, float] = (0.24, 0.8)
     min_motion: float = 0.004
     min_frames: int = 15
+    lag_step_s: float = 0.04
 
     def __post_init__(self) -> None:
         if not (0 <= self.near_s < self.far_s[0] < self.far_s[1] < 2) or self.min_motion < 0 \
-                or self.min_frames < 3:
+                or self.min_frames < 3 or not 0 < self.lag_step_s <= self.far_s[0]:
             raise ConfigError(f"bad AV-sync settings {self}")
 
 
@@ -195,8 +196,7 @@ def sync_score(times: Sequence[float], mouth: Sequence[float], band_audio: np.nd
         return SyncResult(0.0, 0.0, 0.0, 0.0, motion, int(m.size),
                           f"the mouth does not move (std {motion:.4f} < {cfg.min_motion:g}): "
                           "a still picture?")
-    step = float(np.median(np.diff(t)))
-    step = step if step > 1e-3 else 0.04
+    step = cfg.lag_step_s  # lags on a fixed grid: frames may be irregular or skipped
     n_far = int(math.floor(cfg.far_s[1] / step + 1e-9))
     lags = np.arange(-n_far, n_far + 1) * step
     corr = np.full(lags.size, math.nan)
