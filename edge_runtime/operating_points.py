@@ -226,6 +226,9 @@ class SecurityMode:
     avsync_threshold: float
     voice_veto_llr: float = -2.0
     liveness: str = "required"
+    # sequential decisions: an AV-sync score below threshold - margin ends the attempt at
+    # once; between the two the loop keeps collecting until its time limit
+    avsync_margin: float = 1.0
     why: str = ""
 
     def __post_init__(self) -> None:

@@ -237,11 +237,14 @@ def _liveness_failure(ev: Evidence, mode: SecurityMode) -> tuple[str | None, boo
         return "liveness: AV sync not available (needs face frames and audio)", False
     if not sync.measured:
         # a still picture stays still; too few frames can still grow
-        return f"liveness: {sync.reason}", "does not move" in sync.reason
+        return f"liveness: {sync.reason}", "does not move" not in sync.reason
     if sync.score <= mode.avsync_threshold:
+        # sequential: below the reject line the attempt ends; between it and the threshold
+        # more frames and speech may still settle it either way
         return (f"liveness: the face is not the one speaking (AV sync {sync.score:.2f} <= "
                 f"{mode.avsync_threshold:.2f}; audio peaks at lag "
-                f"{sync.peak_lag_s * 1e3:+.0f} ms)"), False
+                f"{sync.peak_lag_s * 1e3:+.0f} ms)"), \
+            sync.score > mode.avsync_threshold - mode.avsync_margin
     return None, True
 
 
