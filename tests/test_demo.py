@@ -28,8 +28,15 @@ def test_demo_enrols_replays_and_reports(demo):
     assert report.enrolled == ["bbaf2n", "lbax4n"]
     labels = [a.label for a in report.attempts]
     assert labels == ["bbaf2n (second half)", "lbax4n (second half)",
-                      "face bbaf2n + voice lbax4n", "face lbax4n + voice bbaf2n"]
-    assert seen == report.attempts and report.audit_rows == 4
+                      "face bbaf2n + voice lbax4n", "face lbax4n + voice bbaf2n",
+                      "photo of bbaf2n + recording", "bbaf2n video, audio +0.5 s",
+                      "photo of lbax4n + recording", "lbax4n video, audio +0.5 s"]
+    assert seen == report.attempts and report.audit_rows == 8
+    for a in report.attempts:  # the AV-sync liveness is measured (or says why not) every time
+        if a.truth == "photo":
+            assert "the mouth does not move" in a.result.liveness
+        elif a.truth == "genuine":
+            assert a.result.liveness.startswith("AV sync ")
     for a in report.attempts:
         r = a.result
         assert r.reason and r.latencies_ms["decision"] > 0
@@ -40,7 +47,9 @@ def test_demo_enrols_replays_and_reports(demo):
     t = report.totals()
     assert (t["genuine"], t["mixed"]) == (2, 2)
     assert t["genuine_accepted"] == sum(a.correct for a in report.attempts[:2])
-    assert t["mixed_rejected"] == sum(a.correct for a in report.attempts[2:])
+    assert t["mixed_rejected"] == sum(a.correct for a in report.attempts[2:4])
+    assert (t["photo"], t["shifted"]) == (2, 2)
+    assert t["photo_rejected"] == sum(a.correct for a in report.attempts if a.truth == "photo")
     assert t["decision_ms_p50"] <= t["decision_ms_p95"]
     assert any("0.5 s of voiced speech" in n for n in report.notes)
     assert any("realtime=False" in n for n in report.notes)

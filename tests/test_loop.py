@@ -103,7 +103,9 @@ def test_face_of_one_person_with_voice_of_another_is_denied(door, short, tmp_pat
     assert "voice: bob" in result.reason
     assert result.actuator is None and not out.exists()
     [row] = audit.tail(1)
-    assert row.decision == "denied" and row.reason == result.reason
+    # the audit row carries the liveness result next to the reason
+    assert row.decision == "denied" and row.reason == f"{result.reason} | liveness: " \
+        f"{result.liveness}" and "AV sync" in result.liveness
 
 
 class _Recorder(BaseHTTPRequestHandler):

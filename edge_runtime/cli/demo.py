@@ -207,7 +207,7 @@ def run_demo(
                     plan.append((f"face {name} + voice {other}", "mixed", None,
                                  ReplaySource.mixed(halves[name][1], halves[other][1],
                                                     realtime=realtime)))
-            for name in names:
+            for name in names if mixed_per_person > 0 else ():  # 0: genuine attempts only
                 plan.append((f"photo of {name} + recording", "photo", None,
                              ReplaySource(photo_attack(halves[name][1]), realtime=realtime)))
                 plan.append((f"{name} video, audio {shift_s:+g} s", "shifted", None,
