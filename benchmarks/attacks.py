@@ -385,6 +385,22 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_door(data: Path, models: Path, out: Path, seed: int = 0) -> int:
+    """The held-out ARTIFICIAL identities as a list for `edgepin demo --door` (the device
+    demo cannot import train/ to recompute the split): paths relative to the data root."""
+    bundle = ModelBundle.load(models)
+    people = artificial_people(data, bundle, seed)
+    bundle.close()
+    rows = [{"name": p["name"], "gender": p["gender"],
+             "photos": [str(x.relative_to(data)) for x in p["photos"]],
+             "utterances": [str(x.relative_to(data)) for x in p["utterances"]]} for p in people]
+    doc = {"what": "ARTIFICIAL identities: a held-out LFW person paired with a held-out "
+                   "speechocean762 speaker of the same gender (different people)",
+           "made_by": "python -m benchmarks.attacks --write-door", "people": rows}
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    return len(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=Path, default=Path("models"))
@@ -394,7 +410,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--write-door", type=Path, default=None,
+                    help="only write the artificial identities for `edgepin demo --door`")
     args = ap.parse_args(argv)
+    if args.write_door is not None:
+        n = write_door(args.data, args.models, args.write_door, args.seed)
+        print(f"wrote {n} ARTIFICIAL identities to {args.write_door}")
+        return 0
     res = run(args.models, args.data, args.per_kind, args.precision, args.seed, args.threads)
     summary = summarise(res)
     args.out.write_text(render(res, summary))

@@ -16,6 +16,7 @@ default of 2 s of speech: the demo decides when each replayed half ends and asks
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import tempfile
 import time
@@ -31,8 +32,9 @@ from edge_runtime.access.loop import AccessLoop, LoopConfig
 from edge_runtime.access.pipeline import AttemptResult, PipelineConfig, Verifier
 from edge_runtime.capture import ReplaySource
 from edge_runtime.cli.options import default_clips_dir, default_models_dir
-from edge_runtime.errors import ConfigError, MediaError, ModelError
-from edge_runtime.frontend.face import DlibHogDetector
+from edge_runtime.errors import ConfigError, EdgepinError, MediaError, ModelError
+from edge_runtime.frontend.audio import TARGET_SR, load_audio
+from edge_runtime.frontend.face import DlibHogDetector, load_image
 from edge_runtime.frontend.vad import SpeechGate
 from edge_runtime.frontend.video import Clip, Frame, decode_clip
 from edge_runtime.models import ModelBundle
@@ -66,6 +68,16 @@ class DemoReport:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     audit_rows: int = 0
+    door: list[DemoAttempt] = field(default_factory=list)
+    door_enrolled: list[str] = field(default_factory=list)
+
+    def door_totals(self) -> dict[str, Any]:
+        """Totals of the ARTIFICIAL door: each kind on its own line."""
+        out: dict[str, Any] = {}
+        for kind in DOOR_KINDS:
+            rows = [a for a in self.door if a.truth == kind]
+            out[kind] = {"correct": sum(a.correct for a in rows), "n": len(rows)}
+        return out
 
     def totals(self) -> dict[str, Any]:
         gen = [a for a in self.attempts if a.truth == "genuine"]
@@ -90,10 +102,16 @@ class DemoReport:
             "enrolled": self.enrolled, "totals": self.totals(), "models": self.models,
             "settings": self.settings, "notes": self.notes, "seconds": round(self.seconds, 2),
             "audit_rows": self.audit_rows,
+            "door": {"enrolled": self.door_enrolled, "totals": self.door_totals(),
+                     "attempts": [{"label": a.label, "truth": a.truth, "expected": a.expected,
+                                   "correct": a.correct, **a.result.to_json()}
+                                  for a in self.door]},
         }
 
 
 ATTACKS = ("photo", "shifted")
+DOOR_KINDS = ("door-genuine", "door-mixed", "door-stranger")
+DOOR_LIST = "artificial_door.json"
 
 
 def photo_attack(half: Clip) -> Clip:
@@ -145,6 +163,8 @@ def run_demo(
     threshold_overrides: Mapping[str, float] | None = None,
     detect_interval_s: float = 0.0,
     on_attempt: Callable[[DemoAttempt], None] | None = None,
+    door: str | Path | None = None,
+    door_people: int = 12,
 ) -> DemoReport:
     """Enrol, replay genuine and mixed attempts through the loop; see the module docstring."""
     t_start = time.perf_counter()
@@ -222,9 +242,94 @@ def run_demo(
                     on_attempt(attempt)
             verifier.close()
             audit_rows = audit.verify()
+    door_attempts: list[DemoAttempt] = []
+    door_enrolled: list[str] = []
+    if door is not None:
+        door_attempts, door_enrolled = _artificial_door(
+            bundle, detector, gate, Path(door), door_people, notes, on_attempt)
     bundle.close()
     return DemoReport(attempts, enrolled, bundle.describe(), settings, notes,
-                      time.perf_counter() - t_start, audit_rows)
+                      time.perf_counter() - t_start, audit_rows, door_attempts, door_enrolled)
+
+
+def _still_clip(image_path: Path, audio: np.ndarray, fps: float = 25.0) -> Clip:
+    picture = load_image(image_path)
+    picture.setflags(write=False)
+    duration = audio.shape[0] / TARGET_SR
+    frames = [Frame(i / fps, picture) for i in range(max(1, int(duration * fps)))]
+    return Clip(image_path, frames, fps, audio.astype(np.float32), TARGET_SR, duration)
+
+
+def _artificial_door(bundle: ModelBundle, detector: DlibHogDetector, gate: SpeechGate,
+                     data: Path, n_people: int, notes: list[str],
+                     on_attempt: Callable[[DemoAttempt], None] | None
+                     ) -> tuple[list[DemoAttempt], list[str]]:
+    """A larger door of ARTIFICIAL identities (held-out LFW person + held-out speechocean762
+    speaker of the same gender, listed in tests/fixtures/artificial_door.json): enrol
+    ``n_people`` (2 photos + 3 utterances), then per person a genuine attempt (another photo,
+    another utterance cut to 2-4 s), the face with another enrolled person's voice of the same
+    gender, and strangers (people not enrolled). Photos are stills: AV sync cannot be measured,
+    so this door decides the IDENTITY part of the mode only (liveness reported), and says so."""
+    listing = default_clips_dir().parent / DOOR_LIST
+    if not (data / "lfw").is_dir() or not listing.is_file():
+        notes.append(f"artificial door skipped: no {data / 'lfw'} or no {listing}")
+        return [], []
+    people = json.loads(listing.read_text())["people"]
+    rng = np.random.default_rng(0)
+    members, strangers = people[:n_people], people[n_people: n_people + n_people // 2]
+    attempts: list[DemoAttempt] = []
+    with tempfile.TemporaryDirectory(prefix="edgepin-door-") as tmp:
+        key = create_key(Path(tmp) / "gallery.key")
+        with Gallery.open(Path(tmp) / "gallery.db", key) as gallery:
+            enroller = Enroller(bundle, detector, gate, min_speech_s=1.0)
+            enrolled = []
+            for p in members:
+                try:
+                    enroller.enroll_files(gallery, p["name"],
+                                          faces=[data / x for x in p["photos"][:2]],
+                                          voices=[data / x for x in p["utterances"][:3]])
+                    enrolled.append(p["name"])
+                except EdgepinError as exc:
+                    notes.append(f"artificial door: could not enrol {p['name']}: {exc}")
+            config = PipelineConfig(min_speech_s=0.5, liveness="report")
+            verifier = Verifier(bundle, GalleryHandle.wrap(gallery), config, detector, gate)
+            loop = AccessLoop(verifier, LoopConfig(decide_at_end=True, cooldown_s=0.0,
+                                                   lockout_failures=0, detect_interval_s=0.2))
+
+            def probe(p: dict[str, Any], voice: dict[str, Any]) -> ReplaySource:
+                photo = data / p["photos"][2 + int(rng.integers(0, len(p["photos"]) - 2))]
+                utt = data / voice["utterances"][3 + int(rng.integers(0, len(voice["utterances"])
+                                                                       - 3))]
+                wav = load_audio(utt, TARGET_SR)
+                n = round(rng.uniform(2.0, 4.0) * TARGET_SR)
+                k = int(rng.integers(0, max(1, wav.size - n)))
+                return ReplaySource(_still_clip(photo, wav[k: k + n]), realtime=False)
+
+            plan = []
+            for p in members:
+                if p["name"] not in enrolled:
+                    continue
+                plan.append((f"{p['name']}", "door-genuine", p["name"], probe(p, p)))
+                same = [q for q in members if q is not p and q["gender"] == p["gender"]
+                        and q["name"] in enrolled]
+                if same:
+                    q = same[int(rng.integers(0, len(same)))]
+                    plan.append((f"face {p['name']} + voice {q['name']}", "door-mixed", None,
+                                 probe(p, q)))
+            for s in strangers:
+                plan.append((f"stranger {s['name']}", "door-stranger", None, probe(s, s)))
+            for label, truth, expected, source in plan:
+                t0 = time.perf_counter()
+                result = loop.run(source, once=True)[0]
+                attempt = DemoAttempt(label, truth, expected, result, time.perf_counter() - t0)
+                attempts.append(attempt)
+                if on_attempt is not None:
+                    on_attempt(attempt)
+            verifier.close()
+    notes.append(f"artificial door: {len(enrolled)} ARTIFICIAL identities enrolled (LFW photo + "
+                 f"speechocean762 voice of the same gender: different people), probes 2-4 s; "
+                 f"still photos, so AV-sync liveness is reported, not required: identity only")
+    return attempts, enrolled
 
 
 def _fmt(v: float | None) -> str:
@@ -265,5 +370,20 @@ def print_report(report: DemoReport, console: Any | None = None) -> None:
     console.print(f"models: {report.models['root']} ({report.models['precision']}, "
                   f"{report.models['backend']}); audit log: {report.audit_rows} rows, hash "
                   f"chain verified; {report.seconds:.1f} s in total", highlight=False)
+    if report.door:
+        door = Table(title="ARTIFICIAL door: held-out LFW faces + speechocean762 voices "
+                           "(identity part only)")
+        for col in ("attempt", "truth", "decision", "face", "voice", "speech s", "reason"):
+            door.add_column(col, overflow="fold")
+        for a in report.door:
+            r = a.result
+            style = "green" if a.correct else "red"
+            door.add_row(escape(a.label), a.truth, f"[{style}]"
+                         f"{'GRANTED ' + str(r.identity) if r.granted else 'denied'}[/]",
+                         _fmt(r.scores.get("face")), _fmt(r.scores.get("voice")),
+                         f"{r.speech_s:.1f}", escape(r.reason))
+        console.print(door)
+        console.print("   ".join(f"{k}: {v['correct']}/{v['n']} correct"
+                                   for k, v in report.door_totals().items()), highlight=False)
     for note in report.notes:
         console.print(f"note: {note}", highlight=False, markup=False)

@@ -136,7 +136,8 @@ def _demo(args: argparse.Namespace) -> int:
                       mixed_per_person=args.mixed, realtime=args.realtime,
                       min_speech_s=args.min_speech, precision=args.precision,
                       backend=args.backend, threads=args.threads,
-                      threshold_overrides=parse_threshold_overrides(args.threshold))
+                      threshold_overrides=parse_threshold_overrides(args.threshold),
+                      door=args.door)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -224,6 +225,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mixed", type=int, default=1, help="mixed attacks per person")
     p.add_argument("--realtime", action="store_true", help="replay at real-time pace")
     p.add_argument("--min-speech", type=float, default=0.5)
+    p.add_argument("--door", type=Path, default=None, metavar="DATA",
+                   help="also a door of ARTIFICIAL identities from DATA/{lfw,speechocean762}")
     p.add_argument("--json", action="store_true")
     _models_options(p, demo=True)
     p.set_defaults(handler=_demo)
