@@ -35,6 +35,7 @@ import json
 import math
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,8 @@ def _cut(wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
-        threads: int) -> dict[str, Any]:
+        threads: int, checkpoint: Callable[[dict[str, Any]], None] | None = None
+        ) -> dict[str, Any]:
     from rich.progress import Progress
 
     bundle = ModelBundle.load(models, precision=precision, threads=threads)
@@ -170,6 +172,7 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
     if op is None or not op.modes:
         raise EdgepinError(f"{models}: the operating-point file has no security modes")
     detector, gate = DlibHogDetector(), SpeechGate("auto")
+    grid = run_grid(bundle, data / "grid", detector, gate)  # small: first
     people = artificial_people(data, bundle, seed)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(people))
@@ -235,9 +238,19 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                     c = pick(stranger_gender[a["gender"]])
                     plan.append(("mixed-unenrolled", a["name"], None, a, c, identity, 1))
                 plan.append(("photo", a["name"], None, a, a, live, 15))
+            def state(done: int) -> dict[str, Any]:
+                return {"kinds": results, "grid": grid, "gallery_size": len(enrolled),
+                        "strangers": len(strangers), "people": len(people),
+                        "modes": {k: vars(m) for k, m in op.modes.items()},
+                        "default_mode": op.default_mode, "machine": machine_info(),
+                        "per_kind": per_kind, "precision": precision,
+                        "planned": len(plan), "done": done}
+
             with Progress(transient=True) as bar:
                 task = bar.add_task("attempts", total=len(plan))
-                for kind, who, expected, fp, vp, vs, nframes in plan:
+                for done, (kind, who, expected, fp, vp, vs, nframes) in enumerate(plan):
+                    if checkpoint is not None and done and done % 250 == 0:
+                        checkpoint(state(done))
                     try:
                         frames = probe_face(fp, nframes)
                         audio = probe_voice(vp)
@@ -253,12 +266,9 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                     bar.advance(task)
             for v in (*identity.values(), *live.values()):
                 v.close()
-    grid = run_grid(bundle, data / "grid", detector, gate)
+            final = state(len(plan))
     bundle.close()
-    return {"kinds": results, "grid": grid, "gallery_size": len(enrolled),
-            "strangers": len(strangers), "people": len(people),
-            "modes": {k: vars(m) for k, m in op.modes.items()}, "default_mode": op.default_mode,
-            "machine": machine_info(), "per_kind": per_kind, "precision": precision}
+    return final
 
 
 def run_grid(bundle: ModelBundle, grid_dir: Path, detector: Any, gate: Any
@@ -359,6 +369,10 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
         "strangers. Probes: other photos, other utterances cut to 2-4 s. GRID: 7 real clips, "
         "enrolled from first halves, second halves probed (1.5 s).",
         "",
+        f"Attempts run: {res['done']} of {res['planned']} planned"
+        + (" (PARTIAL: the run was still going when this was written)"
+           if res["done"] < res["planned"] else "") + ".",
+        "",
         "Identity kinds (genuine, zero-effort, mixed) run with the mode's liveness on "
         "\"report\": photos are stills, AV sync cannot be measured on them; they measure the "
         "IDENTITY part of each mode. Photo and GRID kinds run with liveness required. Intervals: "
@@ -417,12 +431,16 @@ def main(argv: list[str] | None = None) -> int:
         n = write_door(args.data, args.models, args.write_door, args.seed)
         print(f"wrote {n} ARTIFICIAL identities to {args.write_door}")
         return 0
-    res = run(args.models, args.data, args.per_kind, args.precision, args.seed, args.threads)
-    summary = summarise(res)
-    args.out.write_text(render(res, summary))
-    args.out.with_suffix(".json").write_text(json.dumps(
-        {"summary": summary, **{k: v for k, v in res.items() if k not in ("kinds", "grid")},
-         "grid": res["grid"]}, indent=1, default=str) + "\n")
+    def write(res: dict[str, Any]) -> None:
+        summary = summarise(res)
+        args.out.write_text(render(res, summary))
+        args.out.with_suffix(".json").write_text(json.dumps(
+            {"summary": summary, **{k: v for k, v in res.items() if k not in ("kinds", "grid")},
+             "grid": res["grid"]}, indent=1, default=str) + "\n")
+        print(f"{res['done']}/{res['planned']} attempts written to {args.out}", flush=True)
+
+    write(run(args.models, args.data, args.per_kind, args.precision, args.seed, args.threads,
+              checkpoint=write))
     print(args.out.read_text())
     return 0
 

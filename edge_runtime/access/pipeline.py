@@ -158,6 +158,7 @@ class Collector:
         self.mouth_t: list[float] = []
         self.mouth_open: list[float] = []
         self.audio_t0: float | None = None
+        self.voice_memo: tuple[tuple[int, int], np.ndarray] | None = None
         self.embed_face = embed_face
         self._face_emb: np.ndarray | None = None
         self._face_emb_of: tuple[int, ...] = ()
@@ -403,9 +404,14 @@ class Verifier:
                     face_job = self._pool.submit(self._embed_face, crops)
             if not voice_missing:
                 speech = self.gate.extract_speech(c.audio(), segments)
-                feats = self.bundle.voice_windows(speech)
-                t = lap("voice_frontend", t)
-                voice_emb = self.bundle.embed_voice(windows=feats)
+                key = (speech.size, id(self.bundle))
+                if c.voice_memo is not None and c.voice_memo[0] == key:
+                    voice_emb = c.voice_memo[1]  # same speech already embedded (another mode)
+                else:
+                    feats = self.bundle.voice_windows(speech)
+                    t = lap("voice_frontend", t)
+                    voice_emb = self.bundle.embed_voice(windows=feats)
+                    c.voice_memo = (key, voice_emb)
                 t = lap("voice_embed", t)
             if face_job is not None:
                 face_emb, face_ms = face_job.result()
