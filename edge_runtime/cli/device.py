@@ -203,6 +203,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="voiced seconds needed (default 2; 0.5 for replayed files)")
     p.add_argument("--target-far", type=float, default=1e-2,
                    help="operating point to decide at (must be measured in the operating-point file)")
+    p.add_argument("--mode", choices=("face+liveness", "two-factor"), default=None,
+                   help="security mode of the operating-point file (default: the file's)")
     p.add_argument("--missing-modality", choices=("deny", "single"), default="deny",
                    help="no usable face or voice: deny, or decide on the one present")
     p.add_argument("--cooldown", type=float, default=3.0)
