@@ -342,6 +342,8 @@ class Verifier:
                     "add them with `edgepin calibrate-modes`")
             return None
         mode = op.mode(self.config.mode)
+        if not math.isclose(mode.target_far, self.config.target_far):  # e.g. --target-far 1e-3
+            mode = dataclasses.replace(mode, target_far=self.config.target_far)
         if self.config.liveness is not None:
             mode = dataclasses.replace(mode, liveness=self.config.liveness)
         return mode
