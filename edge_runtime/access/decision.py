@@ -267,7 +267,10 @@ def decide_mode(ev: Evidence, thresholds: Thresholds, op: OperatingPoints,
             final = final or not live_open
         granted = not failures
         reason = out.reason if granted else "; ".join(failures)
-        return Outcome(granted, out.candidate, f"[two-factor] {reason}", out.scores,
+        scores = dict(out.scores)
+        if ev.sync is not None and ev.sync.measured:
+            scores["avsync"] = ev.sync.score
+        return Outcome(granted, out.candidate, f"[two-factor] {reason}", scores,
                        out.face_match, out.voice_match, live_text, mode.name,
                        final=granted or final)
     # face+liveness
