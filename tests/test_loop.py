@@ -306,5 +306,5 @@ def test_sequential_loop_keeps_collecting_while_undecided(door, short):
                                                                max_attempts=1)
     early = [s for s, final in looks if not final]
     assert len(early) >= 2 and early[0] >= 0.3  # looked, kept collecting, looked again
-    assert all(b - a >= 0.3 - 1e-6 for a, b in zip(early, early[1:]))
+    assert all(b - a >= 0.3 - 1e-6 for a, b in zip(early, early[1:], strict=False))
     assert result.speech_s >= 1.0 - 1e-6 and result.latencies_ms["time_to_decision"] > 0
