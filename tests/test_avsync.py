@@ -3,6 +3,7 @@ one real GRID clip, and the security modes that use it (hand-made scores)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,27 @@ def test_modes_round_trip_and_missing_mode_is_refused(tmp_path):
         OperatingPoints({}, "", op.fuser, op.thresholds).mode("two-factor")
     with pytest.raises(ConfigError, match="unknown security mode"):
         SecurityMode("face-only", 1e-2, 1.0, 1.0)
+
+
+def test_calibrate_modes_measures_grid_and_writes_the_modes(tmp_path):
+    """`calibration.avsync.write_modes` on 3 real GRID clips: AUC rows, a leave-one-clip-out
+    table and the modes block in a file that still loads (checksum rewritten)."""
+    from calibration.avsync import write_modes
+
+    grid = tmp_path / "grid"
+    grid.mkdir()
+    for name in ("bbaf2n", "lbax4n", "lrwp9a"):
+        (grid / f"{name}.mpg").write_bytes((GRID / f"{name}.mpg").read_bytes())
+    path = save_operating_points(dataclasses.replace(_op(), modes={}, default_mode=""),
+                                 tmp_path / "op.yaml")
+    op, sync = write_modes(path, grid, {"face": "0" * 64})
+    assert sync["clips"] == ["bbaf2n", "lbax4n", "lrwp9a"]
+    assert [r["window_s"] for r in sync["rows"]] == [1.5, 2.0, 3.0]
+    for r in sync["rows"]:
+        assert 0.5 < r["auc_shifted"] <= 1 and r["photo_rejected"] == r["n_photo"]
+        assert len(r["loo"]["thresholds"]) == 3
+    back = load_operating_points(path, {"face": "0" * 64})
+    assert back.default_mode == "face+liveness" and set(back.modes) == {"face+liveness",
+                                                                         "two-factor"}
+    assert back.mode().avsync_threshold == pytest.approx(sync["shipped"]["threshold"])
+    assert back.avsync["clips"] == 3

@@ -19,7 +19,8 @@ from edge_runtime.cli.demo import print_report, run_demo
 @pytest.fixture(scope="module")
 def demo(test_models, fixtures):  # noqa: F811
     seen = []
-    report = run_demo(test_models, fixtures / "grid", people=2, on_attempt=seen.append)
+    report = run_demo(test_models, fixtures / "grid", people=2, on_attempt=seen.append,
+                      door=fixtures / "no-such-data")  # the door says why it is skipped
     return report, seen
 
 
@@ -54,6 +55,8 @@ def test_demo_enrols_replays_and_reports(demo):
     assert any("0.5 s of voiced speech" in n for n in report.notes)
     assert any("realtime=False" in n for n in report.notes)
     assert any("PROVISIONAL" in n for n in report.notes)
+    assert any(n.startswith("artificial door skipped: no ") for n in report.notes)
+    assert report.door == [] and report.door_totals()["door-genuine"] == {"correct": 0, "n": 0}
 
 
 def test_demo_cli_json_and_missing_models(test_models, fixtures, tmp_path, capsys):  # noqa: F811
