@@ -393,6 +393,9 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
         "95% Clopper-Pearson on attempts, and 95% percentile bootstrap over the attacked PEOPLE "
         "(attempts of one person are not independent; this is the honest one).",
         "",
+        "Plot: `benchmarks/attacks.png`. Discussion and the choice of default: "
+        "`docs/security_modes.md`.",
+        "",
     ]
     for mode, rows in summary.items():
         mm = res["modes"][mode]
@@ -429,6 +432,41 @@ def write_door(data: Path, models: Path, out: Path, seed: int = 0) -> int:
     return len(rows)
 
 
+def plot(summary: dict[str, Any], out_png: Path) -> Path:
+    """Error rate per kind and mode with the people-level 95% interval (log-free, in %)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = list(summary)
+    kinds = list(summary[modes[0]])
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    width = 0.8 / len(modes)
+    for j, mode in enumerate(modes):
+        rows = list(summary[mode].values())  # same kinds, same order in every mode
+        rates = [100 * r["rate"] for r in rows]
+        lo = [100 * r["ci_people"][0] for r in rows]
+        hi = [100 * r["ci_people"][1] for r in rows]
+        xs = [i + (j - (len(modes) - 1) / 2) * width for i in range(len(kinds))]
+        err = [[max(0.0, r - a) for r, a in zip(rates, lo, strict=True)],
+               [max(0.0, b - r) for r, b in zip(rates, hi, strict=True)]]
+        ax.bar(xs, rates, width, yerr=err, capsize=3, label=mode)
+    ax.axhline(1, color="red", lw=0.8, ls="--", label="APCER target 1 %")
+    ax.axhline(5, color="grey", lw=0.8, ls=":", label="BPCER target 5 %")
+    ax.set_xticks(range(len(kinds)))
+    ax.set_xticklabels(["genuine, >= the mode's speech" if k.startswith("genuine, ") else k
+                        for k in kinds], rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel("error rate %  (BPCER | FMR | APCER)")
+    ax.set_title("Attack benchmark through the Verifier (ARTIFICIAL identities + GRID), "
+                 "95% intervals over people")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=Path, default=Path("models"))
@@ -452,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(render(res, summary))
         args.out.with_suffix(".json").write_text(json.dumps(
             {"summary": summary, **res}, separators=(",", ":"), default=str) + "\n")
+        plot(summary, args.out.with_suffix(".png"))
         print(f"{res['done']}/{res['planned']} attempts written to {args.out}", flush=True)
 
     if args.render is not None:  # re-render a finished run's JSON (e.g. after a format change)
