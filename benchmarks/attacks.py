@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarise(res)
         args.out.write_text(render(res, summary))
         args.out.with_suffix(".json").write_text(json.dumps(
-            {"summary": summary, **res}, separators=(",", ":"), default=str) + "\n")
+            {**res, "summary": summary}, separators=(",", ":"), default=str) + "\n")
         plot(summary, args.out.with_suffix(".png"))
         print(f"{res['done']}/{res['planned']} attempts written to {args.out}", flush=True)
 
