@@ -29,7 +29,7 @@ $(DEV_VENV)/.stamp: pyproject.toml Makefile
 	touch $@
 
 demo: $(DEVICE_VENV)/.stamp
-	$(DEVICE_VENV)/bin/edgepin demo
+	$(DEVICE_VENV)/bin/edgepin demo $(if $(wildcard ../shared/data/lfw),--door ../shared/data)
 
 test: $(DEV_VENV)/.stamp
 	$(DEV_VENV)/bin/ruff check .

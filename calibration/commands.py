@@ -83,8 +83,39 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate_modes(args: argparse.Namespace) -> int:
+    from calibration.avsync import write_modes
+
+    outs = []
+    for path in args.op:
+        op, sync = write_modes(path, args.grid)
+        outs.append(path)
+        if args.json_out is not None:
+            args.json_out.write_text(json.dumps(sync, indent=2) + "\n")
+        print(f"wrote security modes into {path}: default {op.default_mode}; AV-sync threshold "
+              f"{op.avsync['threshold']:.3f} (equal-error point, {sync['shipped']['window_s']:g} s "
+              f"windows of {len(sync['clips'])} GRID clips)")
+        for r in sync["rows"]:
+            print(f"  {r['window_s']:g} s windows: AUC shifted {r['auc_shifted']:.3f}, swapped "
+                  f"{r['auc_swapped']:.3f}; photos rejected {r['photo_rejected']}/{r['n_photo']}")
+    return 0
+
+
+def _register_modes(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "calibrate-modes", help="security modes + AV-sync threshold into operating-point files",
+        description="Measure audio-visual sync liveness on the GRID talking-face clips, set its "
+                    "threshold and write the security modes (face+liveness, two-factor) into "
+                    "operating-point files (their checksums are rewritten; thresholds unchanged).")
+    p.add_argument("--op", type=Path, nargs="+", required=True, help="operating_points*.yaml")
+    p.add_argument("--grid", type=Path, required=True, help="folder of GRID clips")
+    p.add_argument("--json-out", type=Path, default=None, help="also write the measurement")
+    p.set_defaults(handler=_calibrate_modes)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `edgepin calibrate` to the parser."""
+    """Add `edgepin calibrate` and `edgepin calibrate-modes` to the parser."""
+    _register_modes(subparsers)
     p = subparsers.add_parser(
         "calibrate", help="operating points (calibration, fusion, thresholds) from real data",
         description="Score held-out LFW faces, speechocean762 voices and GRID clips through the "

@@ -203,6 +203,45 @@ class Decision:
     threshold: float
 
 
+MODE_NAMES = ("face+liveness", "two-factor")
+
+
+@dataclass(frozen=True)
+class SecurityMode:
+    """How a decision is taken, with the numbers it needs (measured, see ``calibration/modes``).
+
+    ``face+liveness``: the face identifies at ``target_far``, audio-visual sync confirms that
+    this face is the one speaking (score > ``avsync_threshold``), and the voice must not
+    contradict: it must not positively recognise someone else, and its calibrated LLR for the
+    candidate must stay above ``voice_veto_llr`` (strong evidence AGAINST the candidate).
+    ``two-factor``: face and voice each support the candidate (calibrated LLR > 0), the fused
+    face+voice LLR passes its threshold at ``target_far``, with at least ``min_speech_s`` of
+    speech; AV sync is required too. ``liveness``: "required", or "report" (scored and shown,
+    never deciding: only for measuring the identity part alone, e.g. on still images).
+    """
+
+    name: str
+    target_far: float
+    min_speech_s: float
+    avsync_threshold: float
+    voice_veto_llr: float = -2.0
+    liveness: str = "required"
+    # sequential decisions: an AV-sync score below threshold - margin ends the attempt at
+    # once; between the two the loop keeps collecting until its time limit
+    avsync_margin: float = 1.0
+    why: str = ""
+
+    def __post_init__(self) -> None:
+        if self.name not in MODE_NAMES:
+            raise ConfigError(f"unknown security mode {self.name!r}; known: {MODE_NAMES}")
+        if self.liveness not in ("required", "report"):
+            raise ConfigError(f"mode {self.name}: liveness must be 'required' or 'report', "
+                              f"got {self.liveness!r}")
+        if not 0 < self.target_far < 1 or self.min_speech_s <= 0:
+            raise ConfigError(f"mode {self.name}: target_far must be in (0, 1) and "
+                              f"min_speech_s > 0")
+
+
 @dataclass(frozen=True)
 class OperatingPoints:
     model_hashes: Mapping[str, str]
@@ -216,6 +255,20 @@ class OperatingPoints:
     notes: str = ""
     schema_version: int = SCHEMA_VERSION
     source: str = field(default="", compare=False)
+    modes: Mapping[str, SecurityMode] = field(default_factory=dict)
+    default_mode: str = ""
+    avsync: Mapping[str, Any] = field(default_factory=dict)
+
+    def mode(self, name: str | None = None) -> SecurityMode:
+        """The named security mode (None: the file's default); refuses one the file lacks."""
+        key = name or self.default_mode
+        if key in self.modes:
+            return self.modes[key]
+        have = ", ".join(sorted(self.modes)) or "none"
+        raise ConfigError(
+            f"{self.source or 'operating points'} has no security mode {key or '(default)'!r} "
+            f"(it has: {have}); add them with `edgepin calibrate-modes --op {self.source or 'FILE'}"
+            f" --grid DIR`")
 
     def threshold_for(self, modalities: Iterable[str], target_far: float) -> ThresholdPoint:
         """The stored threshold for this subset and FAR; refuses rather than guessing one."""
@@ -272,6 +325,9 @@ def _body(op: OperatingPoints) -> dict[str, Any]:
         "thresholds": [_plain(asdict(p)) for p in op.thresholds],
         "quality": [_plain(dict(q)) for q in op.quality],
         "notes": op.notes,
+        **({"modes": {"default": op.default_mode,
+                      "list": [_plain(asdict(m)) for _, m in sorted(op.modes.items())],
+                      "avsync": _plain(dict(op.avsync))}} if op.modes else {}),
     }
 
 
@@ -347,7 +403,13 @@ def _from_body(doc: Mapping[str, Any], source: str) -> OperatingPoints:
             confidence=float(t["confidence"]), seed=int(t["seed"]), reason=t.get("reason"),
             far_pi_people=_pair(t.get("far_pi_people")),
         ))
+    modes_doc = doc.get("modes") or {}
+    modes = {str(m["name"]): SecurityMode(**m) for m in modes_doc.get("list") or ()}
+    default_mode = str(modes_doc.get("default", ""))
+    if modes and default_mode not in modes:
+        raise ValueError(f"default mode {default_mode!r} is not among {sorted(modes)}")
     return OperatingPoints(
+        modes=modes, default_mode=default_mode, avsync=dict(modes_doc.get("avsync") or {}),
         model_hashes={str(k): str(v) for k, v in doc["model_hashes"].items()},
         data_manifest_sha256=str(doc["data_manifest_sha256"]),
         fuser=Fuser(calibrations, subsets), thresholds=tuple(points), prior=float(doc["prior"]),

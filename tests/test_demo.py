@@ -19,7 +19,8 @@ from edge_runtime.cli.demo import print_report, run_demo
 @pytest.fixture(scope="module")
 def demo(test_models, fixtures):  # noqa: F811
     seen = []
-    report = run_demo(test_models, fixtures / "grid", people=2, on_attempt=seen.append)
+    report = run_demo(test_models, fixtures / "grid", people=2, on_attempt=seen.append,
+                      door=fixtures / "no-such-data")  # the door says why it is skipped
     return report, seen
 
 
@@ -28,8 +29,15 @@ def test_demo_enrols_replays_and_reports(demo):
     assert report.enrolled == ["bbaf2n", "lbax4n"]
     labels = [a.label for a in report.attempts]
     assert labels == ["bbaf2n (second half)", "lbax4n (second half)",
-                      "face bbaf2n + voice lbax4n", "face lbax4n + voice bbaf2n"]
-    assert seen == report.attempts and report.audit_rows == 4
+                      "face bbaf2n + voice lbax4n", "face lbax4n + voice bbaf2n",
+                      "photo of bbaf2n + recording", "bbaf2n video, audio +0.5 s",
+                      "photo of lbax4n + recording", "lbax4n video, audio +0.5 s"]
+    assert seen == report.attempts and report.audit_rows == 8
+    for a in report.attempts:  # the AV-sync liveness is measured (or says why not) every time
+        if a.truth == "photo":
+            assert "the mouth does not move" in a.result.liveness
+        elif a.truth == "genuine":
+            assert a.result.liveness.startswith("AV sync ")
     for a in report.attempts:
         r = a.result
         assert r.reason and r.latencies_ms["decision"] > 0
@@ -40,11 +48,15 @@ def test_demo_enrols_replays_and_reports(demo):
     t = report.totals()
     assert (t["genuine"], t["mixed"]) == (2, 2)
     assert t["genuine_accepted"] == sum(a.correct for a in report.attempts[:2])
-    assert t["mixed_rejected"] == sum(a.correct for a in report.attempts[2:])
+    assert t["mixed_rejected"] == sum(a.correct for a in report.attempts[2:4])
+    assert (t["photo"], t["shifted"]) == (2, 2)
+    assert t["photo_rejected"] == sum(a.correct for a in report.attempts if a.truth == "photo")
     assert t["decision_ms_p50"] <= t["decision_ms_p95"]
     assert any("0.5 s of voiced speech" in n for n in report.notes)
     assert any("realtime=False" in n for n in report.notes)
     assert any("PROVISIONAL" in n for n in report.notes)
+    assert any(n.startswith("artificial door skipped: no ") for n in report.notes)
+    assert report.door == [] and report.door_totals()["door-genuine"] == {"correct": 0, "n": 0}
 
 
 def test_demo_cli_json_and_missing_models(test_models, fixtures, tmp_path, capsys):  # noqa: F811

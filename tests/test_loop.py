@@ -103,7 +103,9 @@ def test_face_of_one_person_with_voice_of_another_is_denied(door, short, tmp_pat
     assert "voice: bob" in result.reason
     assert result.actuator is None and not out.exists()
     [row] = audit.tail(1)
-    assert row.decision == "denied" and row.reason == result.reason
+    # the audit row carries the liveness result next to the reason
+    assert row.decision == "denied" and row.reason == f"{result.reason} | liveness: " \
+        f"{result.liveness}" and "AV sync" in result.liveness
 
 
 class _Recorder(BaseHTTPRequestHandler):
@@ -278,3 +280,31 @@ def test_the_voice_llr_is_calibrated_for_the_speech_the_attempt_held(door, short
     want = result.scores["face"] + voice.at(result.speech_s).llr([result.scores["voice"]])[0]
     assert not result.granted
     assert f"fused LLR {want:.2f} <= 5.50" in result.reason
+
+
+def test_sequential_loop_keeps_collecting_while_undecided(door, short):
+    """The loop looks again every ``look_every_s`` of new speech while the verifier answers
+    'not decisive yet' (here the real Verifier, wrapped so that its early answers stay
+    undecided until 1 s of speech: the loop's mechanics, not the evidence rule, are tested)."""
+    verifier, _ = door
+    verifier.config = PipelineConfig(min_speech_s=0.3)
+    looks: list[tuple[float, bool]] = []
+    real = verifier.decide
+
+    def decide(col, *, t=0.0, final=True):
+        r = real(col, t=t, final=final)
+        if not final and col.speech_seconds() < 1.0:
+            r.final, r.needs = False, "keep speaking"
+        looks.append((col.speech_seconds(), final))
+        return r
+
+    verifier.decide = decide
+    status = StatusLine(enabled=False)
+    config = LoopConfig(decide_at_end=False, cooldown_s=0.0, lockout_failures=0,
+                        look_every_s=0.3)
+    [result] = AccessLoop(verifier, config, status=status).run(attempt(short, "ann", "ann"),
+                                                               max_attempts=1)
+    early = [s for s, final in looks if not final]
+    assert len(early) >= 2 and early[0] >= 0.3  # looked, kept collecting, looked again
+    assert all(b - a >= 0.3 - 1e-6 for a, b in zip(early, early[1:], strict=False))
+    assert result.speech_s >= 1.0 - 1e-6 and result.latencies_ms["time_to_decision"] > 0

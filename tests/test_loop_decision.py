@@ -58,13 +58,13 @@ def test_below_threshold_names_the_modality_and_numbers():
     assert out.reason == "voice does not match ann (0.55 <= 0.60)"
 
 
-def test_cross_modal_mismatch_denies_a_replayed_voice():
+def test_cross_modal_scores_are_reported_but_hold_no_veto():
+    # the heads were trained on 7 real people: they denied real people replaying their own
+    # clip, so a low cross-modal score is shown in the reason and decides nothing
     out = decide(ev({"ann": 0.9}, {"ann": 0.9}, {"pin": 0.1, "faa": 0.8}), PROV, None, 1e-3)
-    assert not out.granted
-    assert out.reason == "live voice does not match live face (pin 0.10 <= 0.30)"
-    ok = decide(ev({"ann": 0.9}, {"ann": 0.9}, {"pin": 0.7, "faa": 0.8}), PROV, None, 1e-3)
-    assert ok.granted and "live voice matches live face" in ok.reason
-    assert ok.liveness == "cross-modal (faa, pin) + same identity"
+    assert out.granted
+    assert "pin 0.10 disagrees (no veto)" in out.reason and "faa 0.80 agrees" in out.reason
+    assert out.liveness == "cross-modal (faa, pin, no veto) + same identity"
 
 
 def test_single_modality_reports_that_liveness_was_not_checked():
@@ -126,9 +126,10 @@ def test_operating_points_decide_on_the_fused_llr():
 def test_cross_modal_with_operating_points_uses_the_calibrated_llr():
     op = _op(threshold=3.0)
     no_prov = Thresholds({}, {}, provisional=False)
-    # pin has a calibration but no threshold of its own: LLR 6*0.2-2 = -0.8 <= 0 -> denied
+    # pin has a calibration but no threshold of its own: LLR 6*0.2-2 = -0.8 <= 0 -> reported
+    # as disagreeing, no veto
     out = decide(ev({"ann": 0.9}, {"ann": 0.8}, {"pin": 0.2}), no_prov, op, 1e-3)
-    assert not out.granted and "(pin 0.20: calibrated LLR -0.80 <= 0)" in out.reason
+    assert out.granted and "pin 0.20 disagrees (no veto)" in out.reason
     out = decide(ev({"ann": 0.9}, {"ann": 0.8}, {"pin": 0.5}), no_prov, op, 1e-3)
     assert out.granted
 
@@ -150,8 +151,7 @@ def test_operating_points_without_a_cross_modal_calibration_still_check_it():
     out = decide(ev({"ann": 0.9}, {"ann": 0.8}, {"faa": 0.9}), no_prov, op, 1e-3)
     assert out.granted
     out = decide(ev({"ann": 0.9}, {"ann": 0.8}, {"faa": 0.2}), no_prov, op, 1e-3)
-    assert not out.granted
-    assert out.reason == "live voice does not match live face (faa 0.20 <= 0.50 PROVISIONAL)"
+    assert out.granted and "faa 0.20 disagrees (no veto)" in out.reason
 
 
 def test_a_length_dependent_voice_calibration_is_fixed_to_the_probe_length():

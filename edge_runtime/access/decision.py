@@ -5,15 +5,20 @@ granted only when (1) neither modality points confidently to SOMEONE ELSE (its n
 is another person whom that modality alone would accept), (2) the candidate's scores pass the
 operating point (fused LLR over the threshold at the target FAR, and each modality's own
 calibrated LLR for the candidate above 0, i.e. each modality on its own favours "same
-person") or, without an operating point, every PROVISIONAL per-score threshold, and (3) the
-live voice matches the live face (cross-modal PIN cosine / FAA probability over its threshold)
-when the bundle has the cross-modal heads.
+person") or, without an operating point, every PROVISIONAL per-score threshold. The cross-modal
+scores (PIN cosine / FAA probability) are reported but hold no veto: the heads were trained on 7
+real people plus artificial pairings, which can teach gender at most, and they denied real
+people replaying their own clip.
+
+With a security mode from the operating-point file (``decide_mode``), the rule is the mode's:
+``face+liveness`` (the face identifies, audio-visual sync confirms, the voice must not
+contradict) or ``two-factor`` (the rule above, >= 2 s of speech, and AV sync).
 
 Rule (1) is deliberately not "both nearest templates are the same person": with a large
 gallery a genuine voice often has a slightly nearer stranger, and demanding rank-1 voice
 identification would lock real users out; what must never pass is a voice (or face) that is
 positively recognised as another enrolled person. A face of A shown with the voice of B fails
-(1) or (2) even without the cross-modal heads, and (3) with them.
+(1) or (2); in ``face+liveness`` the voice check and the AV sync stop it.
 Pure numpy: unit-testable with hand-made scores.
 """
 
@@ -26,8 +31,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge_runtime.errors import ConfigError
+from edge_runtime.frontend.avsync import SyncResult
 from edge_runtime.models import PROVISIONAL_DEFAULTS, Thresholds
-from edge_runtime.operating_points import OperatingPoints, subset_name
+from edge_runtime.operating_points import OperatingPoints, SecurityMode, subset_name
 
 IDENTITY = ("face", "voice")
 
@@ -62,6 +68,8 @@ class Evidence:
     cross: Mapping[str, float] = field(default_factory=dict)
     face_missing: str | None = None
     voice_missing: str | None = None
+    sync: SyncResult | None = None
+    speech_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,10 @@ class Outcome:
     face_match: str | None
     voice_match: str | None
     liveness: str
+    mode: str = ""
+    # failures that more media cannot fix (e.g. the face is someone else's): a sequential
+    # loop stops on these at once and keeps collecting on the others
+    final: bool = True
 
 
 def _aligned(present: list[Matches]) -> tuple[list[str], list[np.ndarray]]:
@@ -161,8 +173,9 @@ def decide(ev: Evidence, thresholds: Thresholds, op: OperatingPoints | None,
         scores[m] = float(cols[m][i])
     both = len(present) == 2
     if both:
-        liveness = (f"cross-modal ({', '.join(sorted(ev.cross))}) + same identity" if ev.cross
-                    else "same identity for face and voice (cross-modal check unavailable)")
+        liveness = ev.sync.describe() if ev.sync is not None else \
+            (f"cross-modal ({', '.join(sorted(ev.cross))}, no veto) + same identity" if ev.cross
+             else "same identity for face and voice (cross-modal check unavailable)")
     else:
         missing = ev.voice_missing if present == ["face"] else ev.face_missing
         liveness = f"not checked: {present[0]} only ({missing})"
@@ -198,21 +211,114 @@ def decide(ev: Evidence, thresholds: Thresholds, op: OperatingPoints | None,
             thr = thresholds.values[m]
             if scores[m] <= thr:  # type: ignore[operator]
                 failures.append(f"{m} does not match {candidate} ({scores[m]:.2f} <= {thr:.2f})")
-    if both:
-        for name, value in sorted(ev.cross.items()):
-            ok, compared = _cross_check(name, value, thresholds, op, target_far)
-            if not ok:
-                failures.append(f"live voice does not match live face ({compared})")
     if failures:
         unique = list(dict.fromkeys(failures))  # one reason once, however many checks found it
         return Outcome(False, candidate, "; ".join(unique), scores, face_match, voice_match,
                        liveness)
     if both:
         reason = f"face and voice both match {candidate}"
-        reason += "; live voice matches live face" if ev.cross else \
-            "; cross-modal check unavailable"
+        if ev.cross:  # reported, no veto (see the module docstring)
+            reason += "; cross-modal " + ", ".join(
+                f"{name} {value:.2f} {'agrees' if ok else 'disagrees (no veto)'}"
+                for name, value in sorted(ev.cross.items())
+                for ok in [_cross_check(name, value, thresholds, op, target_far)[0]])
+        else:
+            reason += "; cross-modal check unavailable"
     else:
         reason = f"UNSAFE mode, no liveness check: {present[0]} matches {candidate}; {liveness}"
     if thresholds.provisional:
         reason += " [PROVISIONAL thresholds]"
     return Outcome(True, candidate, reason, scores, face_match, voice_match, liveness)
+
+
+def _liveness_failure(ev: Evidence, mode: SecurityMode) -> tuple[str | None, bool]:
+    """(why the AV-sync check fails or None, whether more media could change it)."""
+    if mode.liveness != "required":
+        return None, True
+    sync = ev.sync
+    if sync is None:
+        return "liveness: AV sync not available (needs face frames and audio)", False
+    if not sync.measured:
+        # a still picture stays still; too few frames can still grow
+        return f"liveness: {sync.reason}", "does not move" not in sync.reason
+    if sync.score <= mode.avsync_threshold:
+        # sequential: below the reject line the attempt ends; between it and the threshold
+        # more frames and speech may still settle it either way
+        return (f"liveness: the face is not the one speaking (AV sync {sync.score:.2f} <= "
+                f"{mode.avsync_threshold:.2f}; audio peaks at lag "
+                f"{sync.peak_lag_s * 1e3:+.0f} ms)"), \
+            sync.score > mode.avsync_threshold - mode.avsync_margin
+    return None, True
+
+
+def decide_mode(ev: Evidence, thresholds: Thresholds, op: OperatingPoints,
+                mode: SecurityMode) -> Outcome:
+    """The decision of one security mode (see the module docstring); states the mode."""
+    live_fail, live_open = _liveness_failure(ev, mode)
+    live_text = ev.sync.describe() if ev.sync is not None else "AV sync not available"
+    if mode.liveness != "required":
+        live_text += " (reported only: liveness not required)"
+    if mode.name == "two-factor":
+        out = decide(ev, thresholds, op, mode.target_far)
+        failures = [out.reason] if not out.granted else []
+        final = bool(failures) and out.candidate is not None and "match different" in out.reason
+        if ev.speech_s < mode.min_speech_s:
+            failures.append(f"two-factor needs {mode.min_speech_s:g} s of speech, heard "
+                            f"{ev.speech_s:.2f} s")
+        if live_fail:
+            failures.append(live_fail)
+            final = final or not live_open
+        granted = not failures
+        reason = out.reason if granted else "; ".join(failures)
+        scores = dict(out.scores)
+        if ev.sync is not None and ev.sync.measured:
+            scores["avsync"] = ev.sync.score
+        return Outcome(granted, out.candidate, f"[two-factor] {reason}", scores,
+                       out.face_match, out.voice_match, live_text, mode.name,
+                       final=granted or final)
+    # face+liveness
+    scores: dict[str, float | None] = {"face": None, "voice": None}
+    scores.update({k: float(v) for k, v in ev.cross.items()})
+    if ev.sync is not None and ev.sync.measured:
+        scores["avsync"] = ev.sync.score
+    voice_match = ev.voice.best()[0] if ev.voice is not None else None
+    if ev.face is None or len(ev.face.names) == 0:
+        why = f"no usable face ({ev.face_missing})" if ev.face is None else \
+            "nobody is enrolled with the loaded face model"
+        return Outcome(False, None, f"[face+liveness] {why}", scores, None, voice_match,
+                       live_text, mode.name, final=ev.face is not None)
+    candidate, face_score = ev.face.best()
+    scores["face"] = face_score
+    failures: list[str] = []
+    final = False
+    d = op.decide({"face": face_score}, mode.target_far)
+    if not d.accepted:
+        failures.append(f"face does not identify anyone: best {candidate} {face_score:.2f}, "
+                        f"LLR {d.llr:.2f} <= {d.threshold:.2f} at FAR {mode.target_far:g}")
+    if ev.voice is not None and len(ev.voice.names):
+        other, other_score = _runner_up(ev.voice, candidate)
+        pos = {n: i for i, n in enumerate(ev.voice.names)}
+        own = float(ev.voice.scores[pos[candidate]]) if candidate in pos else None
+        scores["voice"] = own
+        if other is not None and (own is None or other_score > own) and \
+                _accepts_alone("voice", other_score, thresholds, op, mode.target_far):
+            failures.append(f"the voice is recognised as {other} ({other_score:.2f}), not "
+                            f"{candidate}")
+            final = True
+        cal = op.fuser.calibrations.get("voice")
+        if own is not None and cal is not None:
+            llr = float(cal.llr([own])[0])
+            if llr < mode.voice_veto_llr:
+                failures.append(f"the voice contradicts {candidate} ({own:.2f}, calibrated LLR "
+                                f"{llr:.2f} < {mode.voice_veto_llr:g})")
+    if live_fail:
+        failures.append(live_fail)
+        final = final or not live_open
+    if failures:
+        return Outcome(False, candidate, "[face+liveness] " + "; ".join(failures), scores,
+                       candidate, voice_match, live_text, mode.name,
+                       final=final or not d.accepted)
+    reason = (f"[face+liveness] face identifies {candidate} ({face_score:.2f}, LLR {d.llr:.2f} "
+              f"> {d.threshold:.2f} at FAR {mode.target_far:g}); {live_text}; voice "
+              + ("does not contradict" if scores["voice"] is not None else "not checked"))
+    return Outcome(True, candidate, reason, scores, candidate, voice_match, live_text, mode.name)

@@ -66,6 +66,7 @@ class LoopConfig:
     preroll_s: float = 0.5
     poll_timeout: float = 0.05
     unsafe_no_liveness: bool = False
+    look_every_s: float = 0.5  # sequential decisions: look again after this much more speech
 
     def __post_init__(self) -> None:
         if self.lockout_failures < 0 or self.max_frames_per_poll < 1:
@@ -158,6 +159,8 @@ class AccessLoop:
     def _reset(self) -> None:
         self._collector: Collector | None = None
         self._attempt_t0 = 0.0
+        self._next_look = 0.0
+        self._needs = ""
         self._last_detect = -np.inf
         self._cool_until = -np.inf
         self._preroll: collections.deque[AudioChunk] = collections.deque()
@@ -234,7 +237,7 @@ class AccessLoop:
                     self._collector, self._attempt_t0 = probe, frames[0].t
                     self.state = State.PRESENT
                     for chunk in self._preroll:
-                        probe.add_audio(chunk.samples, chunk.sample_rate)
+                        probe.add_audio(chunk.samples, chunk.sample_rate, chunk.t)
                     self._preroll.clear()
                     self._preroll_n = 0
             if self._collector is None:
@@ -242,7 +245,7 @@ class AccessLoop:
             audio = None  # it was in the pre-roll just given to the collector
         col = self._collector
         if audio is not None:
-            col.add_audio(audio.samples, audio.sample_rate)
+            col.add_audio(audio.samples, audio.sample_rate, audio.t)
         frames = [f for f in batch.frames if f.t - self._last_detect >= c.detect_interval_s]
         for frame in frames[-c.max_frames_per_poll:]:
             if frame.t <= self._last_detect:
@@ -256,17 +259,35 @@ class AccessLoop:
         lost = self._now - last_face > c.face_lost_s
         cfg = self.verifier.config
         ready = speech >= cfg.min_speech_s and col.good_faces >= cfg.min_face_frames
-        if batch.ended or (ready and not c.decide_at_end) or \
-                self._now - self._attempt_t0 > c.collect_timeout_s or \
+        if batch.ended or self._now - self._attempt_t0 > c.collect_timeout_s or \
                 (lost and self.state == State.COLLECTING):
             out.append(self._decide(col))
+        elif ready and not c.decide_at_end and speech >= self._next_look:
+            # sequential: decide now if the evidence is decisive, else keep collecting
+            early = self._decide(col, final=False)
+            if early is not None:
+                out.append(early)
         elif lost:  # walked away without speaking: nobody tried, nothing to audit
             self._collector = None
             self.state = State.IDLE
         return out
 
     # ---------------------------------------------------------------------------- decide
-    def _decide(self, col: Collector) -> AttemptResult:
+    def _decide(self, col: Collector, final: bool = True) -> AttemptResult | None:
+        if not final and self.lockout.remaining() <= 0:
+            try:
+                early = self.verifier.decide(col, t=self._now, final=False)
+            except Exception:  # noqa: BLE001 - the final decision reports it
+                early = None
+            if early is None or not early.final:
+                self._next_look = col.speech_seconds() + self.config.look_every_s
+                self._needs = early.needs if early is not None else ""
+                return None
+            self.state = State.DECIDING
+            self.lockout.record(early.granted)
+            self._collector = None
+            self._cool_until = self._now + self.config.cooldown_s
+            return self._finish(early)
         self.state = State.DECIDING
         remaining = self.lockout.remaining()
         if remaining > 0:
@@ -284,11 +305,15 @@ class AccessLoop:
             if result.scores:  # only real verifications count towards the lockout
                 self.lockout.record(result.granted)
         self._collector = None
+        self._next_look = 0.0
+        self._needs = ""
         self._cool_until = self._now + self.config.cooldown_s
         return self._finish(result)
 
     def _finish(self, result: AttemptResult) -> AttemptResult:
         """Actuate, audit, report; then cool down."""
+        if self._collector is not None or result.scores:
+            result.latencies_ms["time_to_decision"] = 1e3 * max(0.0, self._now - self._attempt_t0)
         self.state = State.GRANTED if result.granted else State.DENIED
         if result.granted and self.actuator is not None:
             try:
@@ -300,6 +325,8 @@ class AccessLoop:
                 log.error("%s", exc)
         if self.audit is not None:
             reason = result.reason
+            if result.liveness and result.liveness not in reason:
+                reason += f" | liveness: {result.liveness}"
             record = AuditRecord(
                 decision="granted" if result.granted else "denied",
                 identity=result.identity or result.candidate,
@@ -338,4 +365,7 @@ class AccessLoop:
     def _show(self, source: AVSource) -> None:
         if self.status is not None:
             speech = self._collector.speech_seconds() if self._collector else 0.0
-            self.status.update(self.state.value, self.last, source.status(), speech_s=speech)
+            state = self.state.value
+            if self._collector is not None and self._needs:
+                state = f"{state}: {self._needs}"
+            self.status.update(state, self.last, source.status(), speech_s=speech)

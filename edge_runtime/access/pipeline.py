@@ -10,6 +10,7 @@ failure (no face, silence, a locked gallery, ...) becomes a denial with a one-li
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import math
 import time
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.access.decision import Evidence, Matches, decide
+from edge_runtime.access.decision import Evidence, Matches, Outcome, decide, decide_mode
 from edge_runtime.errors import (
     ConfigError,
     EdgepinError,
@@ -29,11 +30,19 @@ from edge_runtime.errors import (
     SeveralFacesError,
 )
 from edge_runtime.frontend.audio import TARGET_SR, audio_quality
+from edge_runtime.frontend.avsync import (
+    MouthTracker,
+    SyncConfig,
+    SyncResult,
+    speech_band,
+    sync_score,
+)
 from edge_runtime.frontend.face import FACE_POLICIES, FaceDetector, align_face, as_rgb, choose_face
 from edge_runtime.frontend.face_quality import FaceQuality, QualityGate, face_quality
 from edge_runtime.frontend.vad import SpeechGate, SpeechStream
 from edge_runtime.frontend.video import Frame
 from edge_runtime.models import ModelBundle
+from edge_runtime.operating_points import MODE_NAMES, SecurityMode
 from edge_runtime.store.gallery_handle import GalleryHandle
 
 log = logging.getLogger(__name__)
@@ -59,8 +68,17 @@ class PipelineConfig:
     target_far: float = 1e-2  # the lowest FAR the shipped operating points can measure
     min_rms_dbfs: float = -50.0
     max_clipped: float = 0.01
+    # security mode of the operating-point file (None: the file's default); "report-liveness"
+    # variants are for measuring the identity part alone (benchmarks), never for a door
+    mode: str | None = None
+    liveness: str | None = None  # None: the mode's; "required" or "report" override it
+    sync: SyncConfig = field(default_factory=SyncConfig)
 
     def __post_init__(self) -> None:
+        if self.mode is not None and self.mode not in MODE_NAMES:
+            raise ConfigError(f"security mode must be one of {MODE_NAMES}, got {self.mode!r}")
+        if self.liveness not in (None, "required", "report"):
+            raise ConfigError(f"liveness must be 'required' or 'report', got {self.liveness!r}")
         if self.face_policy not in FACE_POLICIES:
             raise ConfigError(f"face policy must be one of {FACE_POLICIES}, got {self.face_policy!r}")
         if self.missing_modality not in MISSING_POLICIES:
@@ -108,6 +126,11 @@ class AttemptResult:
     source: str = ""
     t: float = 0.0
     actuator: str | None = None
+    mode: str = ""
+    # False: the evidence so far is not decisive and more media could change it (a sequential
+    # loop keeps collecting; at its time limit it takes the decision as it stands)
+    final: bool = True
+    needs: str = ""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -128,8 +151,14 @@ class Collector:
 
     def __init__(self, detector: FaceDetector, stream: SpeechStream, config: PipelineConfig,
                  source: str = "",
-                 embed_face: Callable[[list[np.ndarray]], np.ndarray] | None = None) -> None:
+                 embed_face: Callable[[list[np.ndarray]], np.ndarray] | None = None,
+                 mouth: MouthTracker | None = None) -> None:
         self.detector = detector
+        self.mouth = mouth
+        self.mouth_t: list[float] = []
+        self.mouth_open: list[float] = []
+        self.audio_t0: float | None = None
+        self.voice_memo: tuple[tuple[int, int], np.ndarray] | None = None
         self.embed_face = embed_face
         self._face_emb: np.ndarray | None = None
         self._face_emb_of: tuple[int, ...] = ()
@@ -163,6 +192,11 @@ class Collector:
                 return True
             return False
         self.last_face_t = frame.t
+        if self.mouth is not None:  # every frame with the chosen face, good quality or not
+            t1 = time.perf_counter()
+            self.mouth_t.append(frame.t)
+            self.mouth_open.append(self.mouth.opening(image, det.box))
+            self._stage_ms["mouth"].append(1e3 * (time.perf_counter() - t1))
         t1 = time.perf_counter()
         crop = align_face(image, det.landmarks, 112)
         t2 = time.perf_counter()
@@ -196,8 +230,11 @@ class Collector:
         top = tuple(id(f) for f in self.faces[: self.config.top_faces])
         return self._face_emb if top and top == self._face_emb_of else None
 
-    def add_audio(self, samples: np.ndarray, sample_rate: int = TARGET_SR) -> None:
-        """Run the VAD on a chunk as it arrives; a chunk at another rate is refused, counted."""
+    def add_audio(self, samples: np.ndarray, sample_rate: int = TARGET_SR,
+                  t: float | None = None) -> None:
+        """Run the VAD on a chunk as it arrives; a chunk at another rate is refused, counted.
+        ``t``: when its first sample was captured (the AV-sync check lines audio up with the
+        frames; without it the first chunk is taken to start with the first frame)."""
         if sample_rate != TARGET_SR:
             self.audio_problems[f"audio at {sample_rate} Hz, expected {TARGET_SR} Hz"] += 1
             return
@@ -208,6 +245,8 @@ class Collector:
         except (EdgepinError, TypeError) as exc:
             self.audio_problems[str(exc)] += 1
             return
+        if not self._chunks and t is not None:
+            self.audio_t0 = float(t)
         self._chunks.append(samples)
 
     # ----------------------------------------------------------------------- evidence out
@@ -220,6 +259,19 @@ class Collector:
 
     def audio(self) -> np.ndarray:
         return np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.float32)
+
+    def sync(self, config: SyncConfig) -> SyncResult | None:
+        """Audio-visual sync of the mouth frames so far with the audio so far (None: no mouth
+        tracker, or no audio)."""
+        if self.mouth is None or not self._chunks:
+            return None
+        t0 = self.audio_t0 if self.audio_t0 is not None else \
+            (self.mouth_t[0] if self.mouth_t else 0.0)
+        started = time.perf_counter()
+        out = sync_score(self.mouth_t, self.mouth_open, speech_band(self.audio(), TARGET_SR),
+                         TARGET_SR, audio_start=t0, config=config)
+        self._stage_ms["avsync"].append(1e3 * (time.perf_counter() - started))
+        return out
 
     def stage_ms(self) -> dict[str, float]:
         """Mean per frame for the face stages, total for the VAD (it runs on every chunk)."""
@@ -257,6 +309,7 @@ class Verifier:
         self.config = config
         self.detector = detector
         self.gate = gate
+        self.mouth = MouthTracker()
         # one worker: the face embedding runs next to the voice pipeline (2 cores, each
         # onnxruntime session single-threaded); both release the GIL while they compute
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgepin-face")
@@ -275,20 +328,38 @@ class Verifier:
 
     def new_attempt(self, source: str = "") -> Collector:
         return Collector(self.detector, self.gate.stream(), self.config, source,
-                         embed_face=lambda crops: self._embed_face(crops)[0])
+                         embed_face=lambda crops: self._embed_face(crops)[0], mouth=self.mouth)
+
+    def security_mode(self) -> SecurityMode | None:
+        """The mode attempts are decided in (None: the operating-point file has no modes, or
+        there is no file: the fused rule of ``decide`` applies, AV sync is only reported)."""
+        op = self.bundle.operating_points
+        if op is None or not op.modes:
+            if self.config.mode is not None:
+                raise ConfigError(
+                    f"security mode {self.config.mode!r} asked for, but "
+                    f"{op.source if op is not None else 'no operating-point file'} has no modes; "
+                    "add them with `edgepin calibrate-modes`")
+            return None
+        mode = op.mode(self.config.mode)
+        if not math.isclose(mode.target_far, self.config.target_far):  # e.g. --target-far 1e-3
+            mode = dataclasses.replace(mode, target_far=self.config.target_far)
+        if self.config.liveness is not None:
+            mode = dataclasses.replace(mode, liveness=self.config.liveness)
+        return mode
 
     @property
     def liveness(self) -> str:
-        cross = self.bundle.cross_modal
-        if cross:
-            return f"cross-modal ({', '.join(cross)}) + same identity"
-        return "same identity for face and voice (cross-modal check unavailable)"
+        return "audio-visual sync (mouth opening vs speech envelope)"
 
-    def decide(self, c: Collector, *, t: float = 0.0) -> AttemptResult:
-        """Embeddings, search, fusion and the decision; never raises for an expected failure."""
+    def decide(self, c: Collector, *, t: float = 0.0, final: bool = True) -> AttemptResult:
+        """Embeddings, search, fusion and the decision; never raises for an expected failure.
+
+        ``final=False`` (sequential loop): the result may come back with ``final`` False and
+        ``needs`` saying what more media would settle it; the caller keeps collecting."""
         start = time.perf_counter()
         lap = _Laps()
-        result = self._decide(c, lap)
+        result = self._decide(c, lap, final)
         lat = lap.ms
         lat.update(c.stage_ms())
         lat["decision"] = 1e3 * (time.perf_counter() - start)
@@ -308,10 +379,11 @@ class Verifier:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def _decide(self, c: Collector, lap: _Laps) -> AttemptResult:
+    def _decide(self, c: Collector, lap: _Laps, final: bool = True) -> AttemptResult:
         cfg = self.config
         t = time.perf_counter()
-        c.stream.finish()
+        if final:
+            c.stream.finish()
         segments = c.stream.segments()
         speech_s = sum(b - a for a, b in segments)
         t = lap("vad_finish", t)
@@ -334,9 +406,14 @@ class Verifier:
                     face_job = self._pool.submit(self._embed_face, crops)
             if not voice_missing:
                 speech = self.gate.extract_speech(c.audio(), segments)
-                feats = self.bundle.voice_windows(speech)
-                t = lap("voice_frontend", t)
-                voice_emb = self.bundle.embed_voice(windows=feats)
+                key = (speech.size, id(self.bundle))
+                if c.voice_memo is not None and c.voice_memo[0] == key:
+                    voice_emb = c.voice_memo[1]  # same speech already embedded (another mode)
+                else:
+                    feats = self.bundle.voice_windows(speech)
+                    t = lap("voice_frontend", t)
+                    voice_emb = self.bundle.embed_voice(windows=feats)
+                    c.voice_memo = (key, voice_emb)
                 t = lap("voice_embed", t)
             if face_job is not None:
                 face_emb, face_ms = face_job.result()
@@ -362,7 +439,13 @@ class Verifier:
             op = self.bundle.operating_points
             if op is not None and voice_emb is not None:  # the voice LLR depends on its length
                 op = op.at({"voice": len(speech) / TARGET_SR})
-            outcome = decide(evidence, self.bundle.thresholds, op, cfg.target_far)
+            mode = self.security_mode()
+            evidence = dataclasses.replace(evidence, sync=c.sync(cfg.sync), speech_s=speech_s)
+            t = lap("avsync", t)
+            if mode is not None and op is not None:
+                outcome = decide_mode(evidence, self.bundle.thresholds, op, mode)
+            else:
+                outcome = decide(evidence, self.bundle.thresholds, op, cfg.target_far)
             lap("fusion", t)
         except EdgepinError as exc:
             if isinstance(exc, GalleryError):
@@ -373,6 +456,8 @@ class Verifier:
             reason=outcome.reason, scores=outcome.scores, latencies_ms={},
             candidate=outcome.candidate, face_match=outcome.face_match,
             voice_match=outcome.voice_match, liveness=outcome.liveness, speech_s=speech_s,
+            mode=outcome.mode, final=final or outcome.granted or outcome.final,
+            needs="" if outcome.granted or outcome.final else _needs(outcome),
         )
 
     def _voice_problem(self, c: Collector, speech_s: float) -> str | None:
@@ -408,3 +493,13 @@ class _Laps:
 def _deny(reason: str, speech_s: float) -> AttemptResult:
     return AttemptResult(granted=False, identity=None, reason=" ".join(reason.split()),
                          scores={}, latencies_ms={}, speech_s=speech_s)
+
+
+def _needs(outcome: Outcome) -> str:
+    """What the person at the door can do to settle an undecided attempt."""
+    r = outcome.reason
+    if "liveness" in r or "speech" in r or "voice" in r:
+        return "keep speaking, facing the camera"
+    if "face" in r:
+        return "face the camera"
+    return "keep speaking"

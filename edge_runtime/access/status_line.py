@@ -22,12 +22,13 @@ def render(state: str, last: AttemptResult | None, devices: Mapping[str, Status]
            speech_s: float = 0.0) -> str:
     """The line as plain text (rich markup-free, so it is testable and loggable)."""
     parts = [f"state: {state}"]
-    if state in ("person present", "collecting"):
+    if state.split(":")[0] in ("person present", "collecting"):  # "collecting: keep speaking"
         parts[0] += f" (speech {speech_s:.1f} s)"
     if last is not None:
         verdict = f"GRANTED {last.identity}" if last.granted else "DENIED"
         scores = " ".join(f"{k} {v:.2f}" for k, v in last.scores.items() if v is not None)
-        parts.append(f"last: {verdict}" + (f" ({scores})" if scores else ""))
+        parts.append(f"last: {verdict}" + (f" ({scores})" if scores else "")
+                     + (f" [{last.mode}]" if last.mode else ""))
         lat = " ".join(f"{k.split('_')[0]} {last.latencies_ms[k]:.0f}" for k in _STAGES
                        if k in last.latencies_ms)
         if lat:

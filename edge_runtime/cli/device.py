@@ -197,7 +197,7 @@ def _demo(args: argparse.Namespace) -> int:
                       min_speech_s=args.min_speech, precision=args.precision,
                       backend=args.backend, threads=args.threads,
                       threshold_overrides=parse_threshold_overrides(args.threshold),
-                      detector=args.detector)
+                      detector=args.detector, door=args.door)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -286,6 +286,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="voiced seconds needed (default 2; 0.5 for replayed files)")
     p.add_argument("--target-far", type=float, default=1e-2,
                    help="operating point to decide at (must be measured in the operating-point file)")
+    p.add_argument("--mode", choices=("face+liveness", "two-factor"), default=None,
+                   help="security mode of the operating-point file (default: the file's)")
     p.add_argument("--missing-modality", choices=("deny", "single"), default="deny",
                    help="no usable face or voice: deny, or decide on the one present "
                         "('single' needs --unsafe-no-liveness)")
@@ -321,6 +323,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--realtime", action="store_true", help="replay at real-time pace")
     p.add_argument("--min-speech", type=float, default=0.5,
                    help="voiced seconds needed per attempt")
+    p.add_argument("--door", type=Path, default=None, metavar="DATA",
+                   help="also a door of ARTIFICIAL identities from DATA/{lfw,speechocean762}")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _models_options(p, demo=True)
     p.set_defaults(handler=_demo)

@@ -169,7 +169,8 @@ def run_command(args: argparse.Namespace) -> int:
                     bundle, gallery,
                     PipelineConfig(face_policy=args.face_policy, min_speech_s=min_speech,
                                    missing_modality=args.missing_modality,
-                                   target_far=args.target_far),
+                                   target_far=args.target_far,
+                                   mode=getattr(args, "mode", None)),
                     face_detector(args), SpeechGate("auto"))
                 opened.append(verifier)
                 actuator = _actuator(args)

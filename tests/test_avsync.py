@@ -1,0 +1,190 @@
+"""AV-sync liveness: the score's mechanics on synthetic series (shapes and edge cases only), on
+one real GRID clip, and the security modes that use it (hand-made scores)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime.access.decision import Evidence, Matches, decide_mode
+from edge_runtime.errors import ConfigError
+from edge_runtime.frontend.audio import TARGET_SR
+from edge_runtime.frontend.avsync import (
+    MouthTracker,
+    SyncConfig,
+    SyncResult,
+    speech_band,
+    speech_envelope,
+    sync_score,
+)
+from edge_runtime.models import Thresholds
+from edge_runtime.operating_points import (
+    Calibration,
+    Fuser,
+    OperatingPoints,
+    SecurityMode,
+    SubsetFusion,
+    ThresholdPoint,
+    load_operating_points,
+    save_operating_points,
+)
+
+GRID = Path(__file__).parent / "fixtures" / "grid"
+
+
+def _talking(seed: int = 0, seconds: float = 3.0):
+    """A mouth that opens and closes at random and a noise carrier whose loudness follows it
+    (synthetic: only to check that the score lines the two up in time)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(0, seconds, 0.04)
+    mouth = np.convolve(rng.uniform(0, 1, t.size), np.ones(3) / 3, mode="same")
+    gain = np.interp(np.arange(int(seconds * TARGET_SR)) / TARGET_SR, t, mouth)
+    audio = rng.normal(0, 1, gain.size) * gain
+    return t, 0.1 + 0.2 * mouth, speech_band(audio, TARGET_SR)
+
+
+def test_in_sync_scores_above_shifted_and_swapped_synthetic():
+    t, mouth, band = _talking(0)
+    _, _, other = _talking(1)
+    live = sync_score(t, mouth, band, TARGET_SR)
+    shifted = sync_score(t, mouth, band, TARGET_SR, audio_start=0.5)
+    swapped = sync_score(t, mouth, other, TARGET_SR)
+    assert live.measured and abs(live.lag_s) <= 0.04
+    assert live.score > 3.0 and live.score > shifted.score + 2 and live.score > swapped.score + 2
+    assert abs(shifted.peak_lag_s - 0.5) <= 0.08  # the audio lags by 0.5 s: the peak says so
+
+
+def test_still_picture_few_frames_and_bad_input():
+    t, mouth, band = _talking(0)
+    still = sync_score(t, np.full_like(mouth, 0.2), band, TARGET_SR)
+    assert not still.measured and "does not move" in still.reason and still.score == 0.0
+    few = sync_score(t[:5], mouth[:5], band, TARGET_SR)
+    assert not few.measured and "5 mouth frames" in few.reason
+    with pytest.raises(ConfigError, match="frame times"):
+        sync_score(t, mouth[:-1], band, TARGET_SR)
+    with pytest.raises(ConfigError):
+        SyncConfig(near_s=0.3)
+    # an envelope sample outside the audio is the floor, never an index error
+    env = speech_envelope(np.ones(1600), TARGET_SR, np.array([-1.0, 0.05, 5.0]))
+    assert env[0] == -100.0 and env[2] == -100.0 and env[1] > -1
+
+
+def test_real_grid_clip_in_sync_beats_its_own_shifted_audio():
+    from edge_runtime.frontend.face import DlibHogDetector
+    from edge_runtime.frontend.video import decode_clip
+
+    clip = decode_clip(GRID / "lbax4n.mpg")
+    det, tracker = DlibHogDetector(), MouthTracker()
+    ts, ms = [], []
+    for f in clip.frames:
+        found = det.detect(f.image)
+        ts.append(f.t)
+        ms.append(tracker.opening(f.image, found[0].box))
+    band = speech_band(clip.audio, TARGET_SR)
+    live = sync_score(ts, ms, band, TARGET_SR)
+    late = sync_score(ts, ms, band, TARGET_SR, audio_start=0.5)
+    assert live.measured and live.motion > 0.02  # the person speaks: the lips move
+    assert live.score > late.score + 1.0
+
+
+# ------------------------------------------------------------------------------ modes
+def _op(sync_thr: float = 1.0) -> OperatingPoints:
+    fuser = Fuser({"face": Calibration(10.0, -5.0), "voice": Calibration(8.0, -4.0)},
+                  {frozenset({"face", "voice"}): SubsetFusion({"face": 1.0, "voice": 1.0}, 0.0),
+                   frozenset({"face"}): SubsetFusion({"face": 1.0}, 0.0),
+                   frozenset({"voice"}): SubsetFusion({"voice": 1.0}, 0.0)})
+    points = tuple(ThresholdPoint(m, 1e-2, 2.0, 1e-2, 0.05, None, None, None, 100, 1000, 0,
+                                  0.95, 0) for m in (("face",), ("face", "voice"), ("voice",)))
+    modes = {"face+liveness": SecurityMode("face+liveness", 1e-2, 0.5, sync_thr, -2.0),
+             "two-factor": SecurityMode("two-factor", 1e-2, 2.0, sync_thr, -2.0)}
+    return OperatingPoints({"face": "0" * 64}, "1" * 64, fuser, points, provisional=False,
+                           modes=modes, default_mode="face+liveness")
+
+
+NO_PROV = Thresholds({}, {}, provisional=False)
+LIVE = SyncResult(2.5, 0.5, 0.0, 0.0, 0.05, 40)
+PHOTO = SyncResult(0.0, 0.0, 0.0, 0.0, 0.0, 40, "the mouth does not move (std 0.0000 < 0.004)")
+
+
+def _ev(face, voice, sync=LIVE, speech=1.0):
+    return Evidence(Matches.of(face), None if voice is None else Matches.of(voice),
+                    sync=sync, speech_s=speech)
+
+
+def test_face_liveness_grants_on_face_and_sync_with_a_weak_but_not_contradicting_voice():
+    op = _op()
+    mode = op.mode()
+    # voice LLR for ann 8*0.4-4 = -0.8: weak, not below the veto (-2): the face decides
+    out = decide_mode(_ev({"ann": 0.9, "bob": 0.1}, {"ann": 0.4, "bob": 0.2}), NO_PROV, op, mode)
+    assert out.granted and out.candidate == "ann" and out.mode == "face+liveness"
+    assert out.reason.startswith("[face+liveness] face identifies ann") and "AV sync 2.50" in \
+        out.reason
+
+
+def test_face_liveness_denies_photo_mixed_voice_and_out_of_sync():
+    op = _op()
+    mode = op.mode("face+liveness")
+    photo = decide_mode(_ev({"ann": 0.9}, {"ann": 0.8}, PHOTO), NO_PROV, op, mode)
+    assert not photo.granted and photo.final and "does not move" in photo.reason
+    # the voice is positively recognised as bob (voice alone: 8*0.9-4 = 3.2 > 2)
+    mixed = decide_mode(_ev({"ann": 0.9, "bob": 0.1}, {"ann": 0.3, "bob": 0.9}), NO_PROV, op,
+                        mode)
+    assert not mixed.granted and "recognised as bob" in mixed.reason
+    veto = decide_mode(_ev({"ann": 0.9}, {"ann": 0.1}), NO_PROV, op, mode)  # LLR -3.2 < -2
+    assert not veto.granted and "contradicts ann" in veto.reason
+    late = SyncResult(0.3, 0.1, 0.0, 0.52, 0.05, 40)
+    shifted = decide_mode(_ev({"ann": 0.9}, {"ann": 0.8}, late), NO_PROV, op, mode)
+    assert not shifted.granted and "not the one speaking" in shifted.reason and "+520 ms" in \
+        shifted.reason
+    stranger = decide_mode(_ev({"ann": 0.6}, {"ann": 0.8}), NO_PROV, op, mode)  # LLR 1 <= 2
+    assert not stranger.granted and "face does not identify anyone" in stranger.reason
+
+
+def test_two_factor_needs_both_factors_and_two_seconds_of_speech():
+    op = _op()
+    mode = op.mode("two-factor")
+    ok = decide_mode(_ev({"ann": 0.9}, {"ann": 0.8}, speech=2.4), NO_PROV, op, mode)
+    assert ok.granted and ok.reason.startswith("[two-factor]")
+    short = decide_mode(_ev({"ann": 0.9}, {"ann": 0.8}, speech=1.2), NO_PROV, op, mode)
+    assert not short.granted and "needs 2 s of speech" in short.reason
+    weak = decide_mode(_ev({"ann": 0.9}, {"ann": 0.4}, speech=2.4), NO_PROV, op, mode)
+    assert not weak.granted and "voice does not support ann" in weak.reason
+
+
+def test_modes_round_trip_and_missing_mode_is_refused(tmp_path):
+    op = _op(1.36)
+    path = save_operating_points(op, tmp_path / "op.yaml")
+    back = load_operating_points(path, {"face": "0" * 64})
+    assert back.default_mode == "face+liveness" and back.mode().avsync_threshold == 1.36
+    assert back.mode("two-factor").min_speech_s == 2.0
+    with pytest.raises(ConfigError, match="no security mode"):
+        OperatingPoints({}, "", op.fuser, op.thresholds).mode("two-factor")
+    with pytest.raises(ConfigError, match="unknown security mode"):
+        SecurityMode("face-only", 1e-2, 1.0, 1.0)
+
+
+def test_calibrate_modes_measures_grid_and_writes_the_modes(tmp_path):
+    """`calibration.avsync.write_modes` on 3 real GRID clips: AUC rows, a leave-one-clip-out
+    table and the modes block in a file that still loads (checksum rewritten)."""
+    from calibration.avsync import write_modes
+
+    grid = tmp_path / "grid"
+    grid.mkdir()
+    for name in ("bbaf2n", "lbax4n", "lrwp9a"):
+        (grid / f"{name}.mpg").write_bytes((GRID / f"{name}.mpg").read_bytes())
+    path = save_operating_points(dataclasses.replace(_op(), modes={}, default_mode=""),
+                                 tmp_path / "op.yaml")
+    op, sync = write_modes(path, grid, {"face": "0" * 64})
+    assert sync["clips"] == ["bbaf2n", "lbax4n", "lrwp9a"]
+    assert [r["window_s"] for r in sync["rows"]] == [1.5, 2.0, 3.0]
+    for r in sync["rows"]:
+        assert 0.5 < r["auc_shifted"] <= 1 and r["photo_rejected"] == r["n_photo"]
+        assert len(r["loo"]["thresholds"]) == 3
+    back = load_operating_points(path, {"face": "0" * 64})
+    assert back.default_mode == "face+liveness" and set(back.modes) == {"face+liveness",
+                                                                         "two-factor"}
+    assert back.mode().avsync_threshold == pytest.approx(sync["shipped"]["threshold"])
+    assert back.avsync["clips"] == 3
