@@ -116,10 +116,12 @@ def sensitivity_report(
     *,
     target: str = "cpu",
     output: str | None = None,
+    **quantize_kwargs: Any,
 ) -> list[dict[str, Any]]:
     """Quantize one op type at a time; most damaging first (lowest cosine p1).
 
     Tells which op types to add to ``exclude_op_types`` when the full model fails the gate.
+    ``quantize_kwargs`` (a recipe's other settings) go to ``export.quantize.quantize_qdq``.
     """
     import onnx
 
@@ -130,7 +132,7 @@ def sensitivity_report(
         for op in op_types:
             out = Path(tmp) / f"{op}.onnx"
             quantize_qdq(fp32_onnx, calib, out, target=target, only_op_types=[op],
-                         exclude_op_types=(), lint=False)
+                         exclude_op_types=(), lint=False, **quantize_kwargs)
             graph = onnx.load(str(out)).graph
             producer = {o: n.op_type for n in graph.node for o in n.output}
             n_quantized = sum(
