@@ -61,6 +61,35 @@ def agreement(fp32: Path, int8: Path, batches: Sequence[np.ndarray], input_name:
     return np.concatenate(cos), outs_a, outs_b
 
 
+def latency_ratio(fp32: Path, int8: Path, batches: Sequence[np.ndarray], input_name: str,
+                  threads: int, rounds: int = 60) -> dict[str, Any]:
+    """Median ms per sample at batch 1, FP32 and INT8 run interleaved (load from other
+    processes hits both alike), and their ratio: what ``--precision auto`` decides on."""
+    import time
+
+    import onnxruntime as ort
+
+    def session(path: Path) -> Any:
+        o = ort.SessionOptions()
+        o.intra_op_num_threads = threads
+        o.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+
+    sessions = {"fp32": session(fp32), "int8": session(int8)}
+    samples = np.concatenate(list(batches))
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for i in range(rounds + 5):
+        x = {input_name: samples[i % len(samples)][None]}
+        for k, sess in sessions.items():
+            t = time.perf_counter()
+            sess.run(None, x)
+            if i >= 5:
+                times[k].append((time.perf_counter() - t) * 1000)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return {"fp32_ms": med["fp32"], "int8_ms": med["int8"], "ratio": med["int8"] / med["fp32"],
+            "rounds": rounds, "threads": threads, "batch": 1}
+
+
 def heldout_inputs(modality: str, data: Path, split: dict, cache_dir: Path,
                    front_end: Any) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Model inputs of the held-out (test) identities, batched: one array per face chunk or
@@ -208,6 +237,8 @@ def attempt(s: Student, recipe: Recipe, opts: ExportOptions, target: Target, st:
             ua = unit(np.stack([y.mean(axis=0) for y in ya]))
             ub = unit(np.stack([y.mean(axis=0) for y in yb]))
             rep["agreement_utterance"] = cosine_stats(np.sum(ua * ub, axis=1))
+        if not target.uses_tensorrt:  # the CPU it runs on: is INT8 faster here at all?
+            rep["latency"] = latency_ratio(s.fp32, candidate, batches, name, opts.threads)
         if s.fp32_eval is None:
             s.fp32_eval = _evaluate(s, s.fp32, opts)
         evals = {"fp32": s.fp32_eval, "int8": _evaluate(s, measured, opts)}

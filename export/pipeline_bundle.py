@@ -103,7 +103,9 @@ def register_outputs(out: Path, report: dict, target: Target) -> None:
                            gate={"cos_p1": g["cos_p1"], "cos_min": r["agreement"]["cos_min"],
                                  "eer_fp32": g["eer_fp32"], "eer_int8": g["eer_int8"],
                                  "eer_delta_pt": g["eer_delta_pt"]},
-                           input="face" if m == "face" else "feats", output="embedding")
+                           input="face" if m == "face" else "feats", output="embedding",
+                           recipe=r["recipe"],
+                           **({"latency_ratio": r["latency"]["ratio"]} if "latency" in r else {}))
 
 
 def sizes(out: Path, report: dict) -> dict[str, Any]:

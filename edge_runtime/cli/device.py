@@ -24,7 +24,10 @@ from edge_runtime.errors import ConfigError
 def _models_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     p.add_argument("--models", type=Path, default=None,
                    help="models folder with manifest.json (default: models/ of this checkout)")
-    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    p.add_argument("--precision", choices=("auto", "fp32", "int8"), default="auto",
+                   help="auto: int8 on TensorRT when the INT8 models are there; on onnxruntime "
+                   "what `edgepin info` says for this CPU (int8 dot-product support, measured "
+                   "CPU INT8 models), else fp32")
     p.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     if not demo:
@@ -130,11 +133,14 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     single_thread_blas()
     from edge_runtime.cli.demo import print_report, run_demo
+    from edge_runtime.cli.options import default_models_dir, resolve_precision
     from edge_runtime.models import parse_threshold_overrides
 
+    models = Path(args.models) if args.models is not None else default_models_dir()
     report = run_demo(args.models, args.clips, people=args.people,
                       mixed_per_person=args.mixed, realtime=args.realtime,
-                      min_speech_s=args.min_speech, precision=args.precision,
+                      min_speech_s=args.min_speech,
+                      precision=resolve_precision(args.precision, args.backend, models),
                       backend=args.backend, threads=args.threads,
                       threshold_overrides=parse_threshold_overrides(args.threshold))
     if args.json:

@@ -54,6 +54,9 @@ def _info(args: argparse.Namespace) -> int:
     table.add_row("face teacher", yes(face["installed"]), f"dlib {face['dlib']}")
     table.add_row("voice teacher", yes(voice["installed"]),
                   f"resemblyzer {voice['resemblyzer']}, torch {voice['torch']}")
+    c8 = report["cpu_int8"]
+    table.add_row("CPU precision (auto)", yes(c8["precision"] == "int8"),
+                  f"{c8['precision']}: {c8['reason']}")
     Console().print(table)
     return 0
 
