@@ -11,7 +11,6 @@ models folder's manifest and says which precision to run and why; ``edgepin info
 
 from __future__ import annotations
 
-import json
 import platform
 from pathlib import Path
 from typing import Any
@@ -34,15 +33,17 @@ def int8_dot_features(flags: set[str] | None = None) -> list[str]:
 
 def _cpu_int8_entries(models: Path | None) -> dict[str, dict[str, Any]]:
     """Manifest entries of INT8 models made for ``--target cpu`` (onnxruntime's kernels)."""
+    from edge_runtime.bundle import load_manifest
+    from edge_runtime.errors import ModelError
+
     if models is None or not (Path(models) / "manifest.json").is_file():
         return {}
     try:
-        entries = json.loads((Path(models) / "manifest.json").read_text()).get("models", {})
-    except (OSError, json.JSONDecodeError):
+        entries = load_manifest(models)
+    except ModelError:  # the bundle load says what is wrong; here it only means "none"
         return {}
-    return {k: v for k, v in entries.items()
-            if isinstance(v, dict) and v.get("target") == "cpu"
-            and str(v.get("precision", "")).startswith("int8")}
+    return {k: dict(e.meta) for k, e in entries.items() if e.meta.get("target") == "cpu"
+            and str(e.meta.get("precision", "")).startswith("int8")}
 
 
 def choose(models: Path | None = None, flags: set[str] | None = None,
