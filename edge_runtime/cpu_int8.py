@@ -67,9 +67,11 @@ def choose(models: Path | None = None, flags: set[str] | None = None,
     if not faster or len(faster) < len(cpu_models):
         ratios = ", ".join(f"{k} {r:.2f}x" if isinstance(r, int | float) else f"{k} unmeasured"
                            for k, r in sorted(measured.items()))
+        slow = sorted(set(cpu_models) - set(faster))
         return {"precision": "fp32", "features": feats, "reason": (
             f"CPU has {', '.join(feats)}; the CPU INT8 models measured INT8/FP32 latency "
-            f"{ratios} (benchmarks/int8.md): not faster, and FP32 is exact, so FP32")}
+            f"{ratios} at export: {', '.join(slow)} not faster, and one precision runs "
+            "every model, so FP32 (exact)")}
     return {"precision": "int8", "features": feats, "reason": (
         f"CPU has {', '.join(feats)} and the CPU INT8 models measured faster than FP32 "
         "within 0.3 pt EER (benchmarks/int8.md)")}
