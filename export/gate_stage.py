@@ -179,17 +179,20 @@ def attempt(s: Student, recipe: Recipe, opts: ExportOptions, target: Target, st:
 
     m, out = s.modality, candidate.parent
     rep: dict[str, Any] = {"recipe": recipe.to_dict(target)}
-    arrays = s.arrays
+    arrays, batch = s.arrays, CALIB_BATCH
     if recipe.calibrate_method != "minmax":  # ORT's histogram collectors need equal batches
-        n = len(arrays[next(iter(arrays))]) // CALIB_BATCH * CALIB_BATCH
-        arrays = {k: v[:n] for k, v in arrays.items()}
+        n = len(arrays[next(iter(arrays))])
+        if n >= CALIB_BATCH:
+            arrays = {k: v[: n // CALIB_BATCH * CALIB_BATCH] for k, v in arrays.items()}
+        else:  # a tiny set: one batch of all of it
+            batch = n
     exclude, floats = recipe.excluded_op_types, list(recipe.keep_float)
     rep["quantization"] = {"excluded_op_types": exclude, "keep_float": floats,
                            "calibrate_method": recipe.calibrate_method}
     with st.stage(f"{m}: INT8 {recipe.quant_format.upper()} ({recipe.calibrate_method}, "
                   f"target {target.name})"):
         quantize_qdq(s.fp32, arrays, candidate, target=target.name, lint=False,
-                     **recipe.quantize_kwargs(target))
+                     batch_size=batch, **recipe.quantize_kwargs(target))
         if floats:
             from export.mixed_precision import keep_float
 
