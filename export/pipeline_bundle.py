@@ -97,7 +97,8 @@ def register_outputs(out: Path, report: dict, target: Target) -> None:
             register_model(out, m, f"{m}.onnx", **{**src, "precision": "fp32"})
         if r["int8"]["registered"]:
             g = r["gate"]
-            register_model(out, f"{m}_int8", Path(r["int8"]["path"]).name, precision="int8-qdq",
+            form = "int8-qoperator" if r["recipe"]["quant_format"] == "qoperator" else "int8-qdq"
+            register_model(out, f"{m}_int8", Path(r["int8"]["path"]).name, precision=form,
                            target=target.name, fp32_sha256=r["fp32"]["sha256"],
                            calibration_sha256=r["calibration"]["sha256"],
                            gate={"cos_p1": g["cos_p1"], "cos_min": r["agreement"]["cos_min"],
