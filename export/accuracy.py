@@ -137,7 +137,9 @@ def sensitivity_report(
             producer = {o: n.op_type for n in graph.node for o in n.output}
             n_quantized = sum(
                 1 for n in graph.node
-                if n.op_type == op and any(producer.get(i) == "DequantizeLinear" for i in n.input)
+                if (n.op_type == op and any(producer.get(i) == "DequantizeLinear"
+                                            for i in n.input))
+                or n.op_type in (f"QLinear{op}", "QGemm" if op == "Gemm" else "")
             )
             agree = embedding_agreement(fp32_onnx, out, inputs, output=output)
             rows.append({"op_type": op, "n_quantized": n_quantized, "cos_p1": agree["cos_p1"],

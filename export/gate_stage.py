@@ -112,12 +112,26 @@ def heldout_inputs(modality: str, data: Path, split: dict, cache_dir: Path,
                      "windows": int(sum(len(b) for b in batches))}
 
 
+def float_op_type(op_type: str) -> str:
+    """The float op a QOperator node replaces (QLinearConv -> Conv, QGemm -> Gemm)."""
+    if op_type.startswith("QLinear"):
+        return op_type[len("QLinear"):]
+    if op_type == "QGemm":
+        return "Gemm"
+    return op_type
+
+
 def quantized_op_types(qdq: Path) -> list[str]:
-    """Op types that compute on a DequantizeLinear output in a QDQ graph: the candidates to
-    exclude (Shape/Size only read the tensor's dimensions)."""
+    """Op types that run quantized: in QDQ form those computing on a DequantizeLinear output,
+    in QOperator form the QLinear* nodes (as their float op type): the candidates to exclude
+    (Shape/Size only read the tensor's dimensions)."""
     graph = onnx.load(str(qdq)).graph
     dq = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     skip = {"QuantizeLinear", "DequantizeLinear", "Shape", "Size"}
+    qoperator = {float_op_type(n.op_type) for n in graph.node
+                 if float_op_type(n.op_type) != n.op_type}
+    if qoperator:  # a DequantizeLinear there feeds float ops that were left out
+        return sorted(qoperator)
     return sorted({n.op_type for n in graph.node
                    if n.op_type not in skip and any(i in dq for i in n.input)})
 
