@@ -196,14 +196,4 @@ def collect() -> dict[str, Any]:
         "camera": camera_info(),
         "vad": vad_info(),
         "teachers": teachers_info(),
-        "cpu_int8": cpu_int8_info(),
     }
-
-
-def cpu_int8_info(models: Path | None = None) -> dict[str, Any]:
-    """The onnxruntime CPU backend's precision choice for ``--precision auto`` and why."""
-    from edge_runtime.cpu_int8 import choose
-
-    if models is None:
-        models = Path(__file__).resolve().parent.parent / "models"  # a source checkout
-    return choose(models)

@@ -8,8 +8,10 @@ import json
 
 def _info(args: argparse.Namespace) -> int:
     from edge_runtime import sysinfo
+    from edge_runtime.cli.options import default_models_dir
+    from edge_runtime.cpu_int8 import choose
 
-    report = sysinfo.collect()
+    report = {**sysinfo.collect(), "cpu_int8": choose(default_models_dir())}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
