@@ -73,6 +73,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         b = report["base"]
         print(f"  from {b['base']}: re-fitted {', '.join(b['calibrations_refit']) or 'nothing'}; "
               f"kept {', '.join(b['calibrations_from_base']) or 'nothing'} (not measured here)")
+        for m, why in sorted(b["calibrations_not_supported"].items()):
+            print(f"  kept base {m}: {why}")
     print(f"  held-out FAR inside its prediction interval (shipped split): "
           f"{'yes' if report['held_out_check_passed'] else 'NO'}")
     if report["coverage"] and report["coverage"]["points"]:

@@ -7,9 +7,11 @@ from the shipped file and replaces only what the site data supports; everything 
 the base's values, and the merge says which part came from where.
 
 A base threshold is an LLR cut on calibrated (and fused) scores: it stays valid only while
-every calibration and the fusion under it are the base's. When the site re-fits a modality's
-calibration but cannot set a threshold that uses it, the base threshold is dropped (with the
-reason), never silently applied to a differently scaled LLR.
+every calibration and the fusion under it are the base's. A modality whose calibration the
+site can fit but none of whose base thresholds it can set (a few people give far too few
+impostors for FAR 1e-2) keeps the base's calibration and thresholds together; when the site
+sets some of them, the ones it cannot set are dropped (with the reason), never silently
+applied to a differently scaled LLR.
 """
 
 from __future__ import annotations
@@ -24,11 +26,22 @@ def merge_with_base(site: OperatingPoints, base: OperatingPoints, base_name: str
                     ) -> tuple[OperatingPoints, dict[str, Any]]:
     """``site`` where it was measured, ``base`` elsewhere where still valid; and the record
     of what was re-fitted, kept and dropped."""
-    refit_cal = set(site.fuser.calibrations)
-    refit_sub = set(site.fuser.subsets)
-    calibrations = {**base.fuser.calibrations, **site.fuser.calibrations}
-    subsets = {**base.fuser.subsets, **site.fuser.subsets}
-    site_points = {(p.modalities, p.target_far): p for p in site.thresholds}
+    measured = {(p.modalities, p.target_far) for p in site.thresholds if p.measurable}
+    unsupported = {}
+    for m in set(site.fuser.calibrations) & set(base.fuser.calibrations):
+        needs = [(p.modalities, p.target_far) for p in base.thresholds
+                 if p.measurable and m in p.modalities]
+        if needs and not any(k in measured for k in needs):
+            unsupported[m] = (f"site trials calibrate {m} but set none of its {len(needs)} "
+                              "base thresholds: base calibration and thresholds kept together")
+    refit_cal = set(site.fuser.calibrations) - set(unsupported)
+    refit_sub = {s for s in site.fuser.subsets if not s & set(unsupported)}
+    calibrations = {**base.fuser.calibrations,
+                    **{m: c for m, c in site.fuser.calibrations.items() if m in refit_cal}}
+    subsets = {**base.fuser.subsets,
+               **{s: f for s, f in site.fuser.subsets.items() if s in refit_sub}}
+    site_points = {(p.modalities, p.target_far): p for p in site.thresholds
+                   if not set(p.modalities) & set(unsupported)}
     points, kept, dropped, refit_points = [], [], [], []
     keys = list(dict.fromkeys([*((p.modalities, p.target_far) for p in base.thresholds),
                                *site_points]))
@@ -53,7 +66,7 @@ def merge_with_base(site: OperatingPoints, base: OperatingPoints, base_name: str
                                f"{s.reason if s is not None and s.reason else 'no trials'})")
             if s is not None:
                 points.append(s)
-    merge = {"base": base_name,
+    merge = {"base": base_name, "calibrations_not_supported": unsupported,
              "calibrations_refit": sorted(refit_cal),
              "calibrations_from_base": sorted(set(base.fuser.calibrations) - refit_cal),
              "fusions_refit": sorted(subset_name(s) for s in refit_sub),

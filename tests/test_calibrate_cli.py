@@ -253,6 +253,15 @@ def test_site_set_too_small_for_one_head_calibrates_the_rest(calibrated, fixture
     # a base threshold on the re-fitted face LLR is never kept unless re-set on site data
     kept = {tuple(k.split(" @ ")[0].split("+")) for k in info["thresholds_from_base"]}
     assert not any("face" in k for k in kept)
+    # asked only for FAR 0.01 (12 site impostors cannot set it): the face calibration the site
+    # could fit would leave the base's face threshold unusable, so both stay the base's
+    strict = tmp_path / "strict.yaml"
+    argv_strict = [a if a != "0.25" else "0.01" for a in argv]
+    assert main([*argv_strict[:6], str(strict), *argv_strict[7:], "--base", str(base)]) == 0
+    assert "kept base face: site trials calibrate face but set none" in capsys.readouterr().out
+    op = load_operating_points(strict, files)
+    assert op.fuser.calibrations["face"] == first.fuser.calibrations["face"]
+    assert op.threshold_for(("face",), 0.25) == first.threshold_for(("face",), 0.25)
 
 
 def test_site_data_with_no_known_folder_is_named(calibrated, tmp_path, capsys):
