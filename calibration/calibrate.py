@@ -189,11 +189,16 @@ def calibrate(
     threads: int = 2,
     coverage_splits: int = DEFAULT_COVERAGE_SPLITS,
     coverage_bootstrap: int = DEFAULT_COVERAGE_BOOTSTRAP,
+    base: str | Path | None = None,
 ) -> dict[str, Any]:
     """Build, check, save and re-load the operating points; return the full report dict.
 
     ``coverage_splits`` > 0 also re-splits the held-out people that many times to test that
     the intervals the check relies on hold as often as they claim (``coverage_study``).
+    A data folder may lack some sets and a set may be too small for some modality or head:
+    those are skipped with a one-line reason (``report["skipped"]``) and the rest is
+    calibrated; with ``base`` (an operating-point file for the same models) what the data
+    cannot re-fit keeps the base's values (``calibration.site``).
     """
     out = Path(out)
     if not out.parent.is_dir():
@@ -205,7 +210,7 @@ def calibrate(
                                 e.meta.get("note")} for e in bundle.entries.values()}
         pin_splits = bundle.entries["pin_face"].meta.get("splits") \
             if "pin_face" in bundle.entries else None
-        sets = build_score_sets(bundle, data, cache_dir, cfg)
+        sets = build_score_sets(bundle, data, cache_dir, cfg, partial=True)
     kw = dict(targets=tuple(targets), n_bootstrap=n_bootstrap, seed=seed,
               min_per_class=min_per_class)
     notes = ("face+voice fusion fitted on ARTIFICIAL pairs (LFW face k + speechocean762 voice k, "
@@ -213,12 +218,34 @@ def calibrate(
     if sets.info.get("cross_modal"):
         notes += ("; pin/faa calibrated in-sample on GRID (7 real people), no FAR threshold: "
                   "the runtime checks calibrated LLR > 0")
-    op = fit_half(sets, 0, hashes, kw, notes)
-    mirror = fit_half(sets, 1, hashes, kw, notes)
-    checks = (held_out_checks(op, sets, 1, "shipped: fit 0, thresholds 1, checked on 0")
-              + held_out_checks(mirror, sets, 0, "mirror: fit 1, thresholds 0, checked on 1"))
+    skipped = [f"{k} data: {why}" for k, why in sets.info.get("missing_data", {}).items()]
+    op = fit_half(sets, 0, hashes, kw, notes, skipped=skipped)
+    halves = bool(sets.half_names(0)) and bool(sets.half_names(1))
+    if halves:
+        mirror = fit_half(sets, 1, hashes, kw, notes, skipped=[])
+        checks = (held_out_checks(op, sets, 1, "shipped: fit 0, thresholds 1, checked on 0")
+                  + held_out_checks(mirror, sets, 0, "mirror: fit 1, thresholds 0, checked on 1"))
+    else:
+        mirror, checks = None, []
+        skipped.append("held-out check: needs face or voice people in both halves; none made")
     op = _with_prediction_intervals(op, checks)
-    coverage = _coverage(sets, coverage_splits, hashes, {**kw, "n_bootstrap": coverage_bootstrap})
+    measured = any(p.measurable for p in op.thresholds)
+    coverage = _coverage(sets, coverage_splits if halves and measured else 0, hashes,
+                         {**kw, "n_bootstrap": coverage_bootstrap})
+    expected = ("face", "voice", *(("pin", "faa") if pin_splits is not None or any(
+        k in sets.parts for k in CROSS) else ()))
+    told = " ".join(skipped)
+    skipped += [f"modality {m!r}: no trials in this data" for m in expected
+                if m not in op.fuser.calibrations and f"modality {m!r}" not in told]
+    merge = None
+    if base is not None:
+        from calibration.site import merge_with_base
+
+        op, merge = merge_with_base(op, load_operating_points(base, hashes), str(base))
+        skipped += merge["thresholds_dropped"]
+    if not op.fuser.calibrations:
+        raise ConfigError("nothing could be calibrated from " + str(data) + ": "
+                          + "; ".join(skipped))
     joint_fused = [p for p in op.thresholds if p.modalities == ("face", "voice") and p.measurable]
     shipped = [r for r in checks if r["run"].startswith("shipped")]
     passed = bool(shipped) and all(r["far_in_pi_people"] for r in shipped)
@@ -230,40 +257,49 @@ def calibrate(
                else "the intervals missed more often than 95% intervals may over random splits")
         op = dataclasses.replace(op, provisional=True, notes=f"{op.notes}; PROVISIONAL: {why}")
     grid_fwd = sets.parts.get("grid/fwd")
-    grid_all = sets.join(["grid/fwd", "grid/rev"])
+    grid_all = sets.join(["grid/fwd", "grid/rev"]) if grid_fwd is not None else None
     cross = sets.join(CROSS) if any(k in sets.parts for k in CROSS) else None
+    joint_ok = frozenset(("face", "voice")) in op.fuser.subsets
     report: dict[str, Any] = {
         "out": str(out), "precision": precision, "models_dir": str(models),
         "models": models_info, "model_hashes": hashes, "data": str(data),
         "data_manifest_sha256": sets.data_sha256, "provisional": op.provisional,
         "notes": op.notes, "sets": sets.info, "pin_training_splits": pin_splits,
         "quality_held_out": [dict(q) for q in op.quality],
-        "quality_held_out_mirror": [dict(q) for q in mirror.quality],
+        "quality_held_out_mirror": [dict(q) for q in mirror.quality] if mirror else [],
+        "skipped": skipped, "base": merge,
         "thresholds": [dataclasses.asdict(p) for p in op.thresholds],
         "held_out_check": checks, "held_out_check_passed": passed,
-        "held_out_check_mirror_passed": all(r["far_in_pi_people"] for r in checks
-                                            if not r["run"].startswith("shipped")),
+        "held_out_check_mirror_passed": bool(checks) and all(
+            r["far_in_pi_people"] for r in checks if not r["run"].startswith("shipped")),
         "held_out_check_passed_trial_level": bool(checks) and all(r["far_in_ci"] for r in checks),
         "coverage": coverage,
         "joint": {
             "artificial_held_out": joint_comparison(
                 op, sets.parts["artificial/1"], sets.people.get("artificial/1"),
-                n_bootstrap=n_bootstrap, seed=seed) if "artificial/1" in sets.parts else {},
-            "grid_forward": joint_comparison(op, grid_fwd) if grid_fwd is not None else {},
-            "grid_both_directions": joint_comparison(op, grid_all),
+                n_bootstrap=n_bootstrap, seed=seed)
+            if "artificial/1" in sets.parts and joint_ok else {},
+            "grid_forward": joint_comparison(op, grid_fwd)
+            if grid_fwd is not None and joint_ok else {},
+            "grid_both_directions": joint_comparison(op, grid_all)
+            if grid_all is not None and joint_ok else {},
         },
         "mixed_attacks": [
             {**row, "claim": owner} for owner in ("face-owner", "voice-owner")
             for row in mixed_attacks(op, sets.join([f"grid-mixed-{owner}/fwd",
-                                                    f"grid-mixed-{owner}/rev"]))],
+                                                    f"grid-mixed-{owner}/rev"]))
+            if f"grid-mixed-{owner}/fwd" in sets.parts],
         "cross_modal": cross_modal_quality(op, cross),
-        "voice_by_length": voice_length_quality(op, sets),
+        "voice_by_length": voice_length_quality(op, sets)
+        if {"speechocean/1", "artificial/1"} & set(sets.parts) else [],
         "calibration": {m: dataclasses.asdict(c) for m, c in op.fuser.calibrations.items()},
         "fusion": {subset_name(s): {"weights": dict(f.weights), "bias": f.bias}
                    for s, f in op.fuser.subsets.items()},
     }
+    can_plot = halves and grid_all is not None and joint_ok and {"face", "voice"} <= set(
+        sets.half(1).scores)
     report["plots"] = _plots(op, sets, sets.half(1), out,
-                             Path(det_png) if det_png is not None else None)
+                             Path(det_png) if det_png is not None else None) if can_plot else {}
     save_operating_points(op, out)
     load_operating_points(out, hashes)  # the file the runtime will read accepts these models
     return _finite(report)

@@ -45,7 +45,7 @@ def _calibrate(args: argparse.Namespace) -> int:
                        n_bootstrap=args.bootstrap, seed=args.seed,
                        min_per_class=args.min_per_class, det_png=args.plot,
                        threads=args.threads, coverage_splits=args.coverage_splits,
-                       coverage_bootstrap=args.coverage_bootstrap)
+                       coverage_bootstrap=args.coverage_bootstrap, base=args.base)
     command = "edgepin " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
         if sys.argv and sys.argv[0].endswith("edgepin") else ""
     out = Path(args.out)
@@ -67,9 +67,17 @@ def _calibrate(args: argparse.Namespace) -> int:
         else:
             print(f"  {subset:<11} FAR {p['target_far']:<6g} LLR > {p['threshold']:.3f}  "
                   f"achieved FAR {p['achieved_far']:.4f}  FRR {p['frr']:.4f}")
+    for why in report["skipped"]:
+        print(f"  skipped {why}")
+    if report["base"]:
+        b = report["base"]
+        print(f"  from {b['base']}: re-fitted {', '.join(b['calibrations_refit']) or 'nothing'}; "
+              f"kept {', '.join(b['calibrations_from_base']) or 'nothing'} (not measured here)")
+        for m, why in sorted(b["calibrations_not_supported"].items()):
+            print(f"  kept base {m}: {why}")
     print(f"  held-out FAR inside its prediction interval (shipped split): "
           f"{'yes' if report['held_out_check_passed'] else 'NO'}")
-    if report["coverage"]:
+    if report["coverage"] and report["coverage"]["points"]:
         cov = report["coverage"]
         worst = min(cov["points"], key=lambda p: p["coverage"])
         print(f"  coverage over {cov['splits']} random splits: lowest {worst['coverage']:.0%} "
@@ -124,7 +132,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the runtime loads (keyed by the models' sha256), a JSON report and plots.")
     p.add_argument("--models", type=Path, required=True, help="models folder (manifest.json)")
     p.add_argument("--data", type=Path, required=True,
-                   help="folder holding lfw/, speechocean762/ and grid/")
+                   help="folder holding lfw/ (or faces/: person/photo), speechocean762/ (or "
+                        "voices/: speaker/utterance) and grid/ (or clips/: one talking-face clip "
+                        "per person); any may be missing (skipped, said so)")
     p.add_argument("--out", type=Path, required=True, help="operating_points.yaml to write")
     p.add_argument("--plot", type=Path, default=None,
                    help="DET png (default OUT-stem.det.png; other plots go next to OUT)")
@@ -158,6 +168,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--voice-probe", type=float, default=2.0, metavar="SECONDS",
                    help="voice probes keep their first SECONDS of voiced speech, what the live "
                         "loop decides on (0: whole utterances); templates use whole utterances")
+    p.add_argument("--base", type=Path, default=None,
+                   help="start from this operating-point file (e.g. models/operating_points.yaml,"
+                        " made for the same models): re-fit only what --data supports, keep the "
+                        "rest (a site's own, small set)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="onnxruntime threads")
     p.add_argument("--workers", type=int, default=2, help="face-alignment processes")

@@ -23,7 +23,7 @@ import numpy as np
 from calibration.operating_points import build_operating_points, check_held_out
 from calibration.people import PersonTrials
 from calibration.score_sets import ScoreSets
-from calibration.scores import fit_calibration
+from calibration.scores import TrialScores, fit_calibration
 from edge_runtime.errors import ConfigError
 from edge_runtime.operating_points import Calibration, Fuser, OperatingPoints, subset_name
 
@@ -36,18 +36,27 @@ COVERAGE_ALPHA = 0.01  # misses beyond what a true interval gives with probabili
 
 
 def fit_half(sets: ScoreSets, fit_half: int, hashes: dict[str, str], kw: dict[str, Any],
-             notes: str, *, by_length: bool = True) -> OperatingPoints:
+             notes: str, *, by_length: bool = True,
+             skipped: list[str] | None = None) -> OperatingPoints:
     """Calibration + fusion fitted on ``fit_half`` (and the GRID cross-modal trials),
     thresholds set on the other half. With ``by_length`` (and voice probes cut to several
     lengths in ``sets``) the voice calibration also gets its per-length table: thresholds are
-    on reference-length probes, which that table leaves unchanged."""
+    on reference-length probes, which that table leaves unchanged. With a ``skipped`` list,
+    modalities and subsets with too few trials are left out (reasons appended), and a set
+    without held-out halves (only clips) gets no thresholds, only calibrations."""
     names = [f"{k}/{fit_half}" for k in ("lfw", "speechocean", "artificial")] + list(CROSS)
-    op = build_operating_points(sets.join(names), sets.half(1 - fit_half), model_hashes=hashes,
+    held = sets.half(1 - fit_half) if sets.half_names(1 - fit_half) or skipped is None \
+        else TrialScores({}, np.zeros(0, bool))
+    fit = sets.join(names) if skipped is None or any(n in sets.parts for n in names) \
+        else TrialScores({}, np.zeros(0, bool))
+    op = build_operating_points(fit, held, model_hashes=hashes,
                                 data_manifest_sha256=sets.data_sha256, transforms=TRANSFORMS,
-                                subsets=SUBSETS, provisional=False, notes=notes, **kw)
+                                subsets=SUBSETS, provisional=False, notes=notes,
+                                skipped=skipped, **kw)
     ref = sets.config.voice_probe_s if sets.config is not None else None
     base = op.fuser.calibrations.get("voice")
-    if not by_length or ref is None or base is None or not sets.voice_probe_lengths():
+    if not by_length or ref is None or base is None or not sets.voice_probe_lengths() \
+            or not {f"speechocean/{fit_half}", f"artificial/{fit_half}"} & set(sets.parts):
         return op
     rows = [(float(ref), base.slope, base.offset)]
     for x in sets.voice_probe_lengths():
@@ -105,7 +114,8 @@ def coverage_study(sets: ScoreSets, splits: int, hashes: dict[str, str], kw: dic
     tally: dict[tuple[str, float], dict[str, Any]] = {}
     for k in range(splits):
         resplit = sets.resplit(first_seed + k)
-        op = fit_half(resplit, 0, hashes, kw, "", by_length=False)  # thresholds: reference
+        op = fit_half(resplit, 0, hashes, kw, "", by_length=False,  # thresholds: reference
+                      skipped=[])  # what the shipped fit skipped, each split skips too
         for r in held_out_checks(op, resplit, 1, f"split {first_seed + k}"):
             t = tally.setdefault((r["modalities"], r["target_far"]), {
                 "modalities": r["modalities"], "target_far": r["target_far"], "n": 0,

@@ -79,9 +79,12 @@ def build_operating_points(
     min_per_class: int = 10,
     provisional: bool = True,
     notes: str = "",
+    skipped: list[str] | None = None,
 ) -> OperatingPoints:
     """Calibrate each modality and fit the subset fusers on ``fit``; measure quality (EER,
-    AUC, Cllr, min-Cllr of the fused LLRs) and thresholds on ``held_out``."""
+    AUC, Cllr, min-Cllr of the fused LLRs) and thresholds on ``held_out``. With a
+    ``skipped`` list, what has too few trials is left out (reason appended) instead of an
+    error."""
     for name, digest in model_hashes.items():
         if not _SHA256.match(str(digest)):
             raise ConfigError(f"model hash for {name!r} is not a sha256 hex digest: {digest!r}")
@@ -89,8 +92,9 @@ def build_operating_points(
         raise ConfigError("operating points must name the model files they belong to")
     if not _SHA256.match(str(data_manifest_sha256)):
         raise ConfigError(f"data manifest hash is not a sha256 hex digest: {data_manifest_sha256!r}")
-    calibrations = fit_calibrations(fit, prior, transforms, min_per_class)
-    fuser = fit_fuser(fit, calibrations, prior=prior, subsets=subsets, min_per_class=min_per_class)
+    calibrations = fit_calibrations(fit, prior, transforms, min_per_class, skipped)
+    fuser = fit_fuser(fit, calibrations, prior=prior, subsets=subsets, min_per_class=min_per_class,
+                      skipped=skipped)
     remarks = [notes] if notes else []
     if held_out is None:
         held_out = fit

@@ -241,6 +241,33 @@ def _need(path: Path, what: str) -> Path:
     return path
 
 
+# A site's own data may hold any of these (first name found wins): faces of its people,
+# their voices, talking-face clips of them.
+SITE_FOLDERS = {"lfw": ("lfw", "faces"), "speechocean762": ("speechocean762", "voices"),
+                "grid": ("grid", "clips")}
+
+
+def site_folders(root: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """The data folders present under ``root`` and a one-line reason for each one absent;
+    an error naming every accepted name when none is there."""
+    found, missing = {}, {}
+    for key, names in SITE_FOLDERS.items():
+        hit = next((root / n for n in names if (root / n).is_dir()), None)
+        if hit is None:
+            missing[key] = f"no {' or '.join(n + '/' for n in names)} folder in {root}"
+        else:
+            found[key] = hit
+    if not found:
+        raise DatasetError(f"calibration data: {root} holds none of "
+                           f"{', '.join('/'.join(n) for n in SITE_FOLDERS.values())} "
+                           "(faces, voices, talking-face clips)")
+    return found, missing
+
+
+def _empty(dim: int = 1) -> Embedded:
+    return Embedded([], np.zeros((0, dim), np.float32), [])
+
+
 def _counts(t: TrialScores) -> dict[str, Any]:
     gen = np.asarray(t.genuine, bool)
     return {"modalities": list(t.modalities), "n_genuine": int(gen.sum()),
@@ -248,8 +275,12 @@ def _counts(t: TrialScores) -> dict[str, Any]:
 
 
 def build_score_sets(bundle: ModelBundle, data: str | Path, cache_dir: str | Path,
-                     cfg: SetConfig | None = None) -> ScoreSets:
-    """Every score set of the module docstring from ``data/{lfw,speechocean762,grid}``."""
+                     cfg: SetConfig | None = None, *, partial: bool = False) -> ScoreSets:
+    """Every score set of the module docstring from ``data/{lfw,speechocean762,grid}``.
+
+    ``partial`` (a site's own data): folders may be missing (``faces/``, ``voices/``,
+    ``clips/`` are accepted too); the sets they would give are absent and the reason is in
+    ``info["missing_data"]``."""
     from edge_runtime.access.enroll import Enroller
     from edge_runtime.frontend.face import DlibHogDetector
     from edge_runtime.frontend.vad import SpeechGate
@@ -257,31 +288,46 @@ def build_score_sets(bundle: ModelBundle, data: str | Path, cache_dir: str | Pat
 
     cfg = cfg or SetConfig()
     root = Path(data)
-    lfw = FaceFolder(_need(root / "lfw", "LFW faces"))
-    so = SpeechFolder(_need(root / "speechocean762", "speechocean762 voices"))
-    grid = ClipFolder(_need(root / "grid", "GRID clips"))
+    if partial:
+        folders, missing = site_folders(root)
+    else:
+        folders = {"lfw": _need(root / "lfw", "LFW faces"),
+                   "speechocean762": _need(root / "speechocean762", "speechocean762 voices"),
+                   "grid": _need(root / "grid", "GRID clips")}
+        missing = {}
     splits = {m: model_split(bundle, m) for m in ("face", "voice")}
-    face_samples = _chosen(lfw, cfg.split, splits["face"])
-    voice_samples = _chosen(so, cfg.split, splits["voice"])
     detector, gate = DlibHogDetector(), SpeechGate("auto")
-    face = embed_faces(bundle, face_samples, cache_dir, cfg.workers)
-    voice = embed_voices(bundle, voice_samples,
-                         Enroller(bundle, detector, gate, min_speech_s=cfg.min_speech_s),
-                         probe_s=cfg.voice_probe_s,
-                         other_lengths=cfg.voice_probe_lengths if cfg.voice_probe_s else ())
+    face_samples, voice_samples, clips = [], [], []
+    face = voice = _empty()
+    if "lfw" in folders:
+        face_samples = _chosen(FaceFolder(folders["lfw"]), cfg.split, splits["face"])
+        face = embed_faces(bundle, face_samples, cache_dir, cfg.workers)
+    if "speechocean762" in folders:
+        voice_samples = _chosen(SpeechFolder(folders["speechocean762"]), cfg.split,
+                                splits["voice"])
+        voice = embed_voices(bundle, voice_samples,
+                             Enroller(bundle, detector, gate, min_speech_s=cfg.min_speech_s),
+                             probe_s=cfg.voice_probe_s,
+                             other_lengths=cfg.voice_probe_lengths if cfg.voice_probe_s else ())
+    if "grid" in folders:
+        clips = ClipFolder(folders["grid"]).samples
     parts, people, info = held_out_trials(face, voice, cfg.n_face, cfg.n_voice, cfg.seed,
                                           cfg.max_probes)
     from calibration.grid_sets import grid_halves, grid_trials
 
     halves, grid_skipped = grid_halves(
-        bundle, grid.samples, Enroller(bundle, detector, gate, min_speech_s=cfg.grid_min_speech_s))
-    for enrol_half in ((0, 1) if cfg.grid_reverse else (0,)):
+        bundle, clips, Enroller(bundle, detector, gate, min_speech_s=cfg.grid_min_speech_s)) \
+        if clips else ([], [])
+    for enrol_half in ((0, 1) if cfg.grid_reverse and halves else (0,) if halves else ()):
         parts.update(grid_trials(bundle, halves, enrol_half))
-    if not any(k.startswith("grid/") for k in parts):
-        raise DatasetError(f"GRID: fewer than 2 clips usable in {root / 'grid'}: {grid_skipped}")
-    manifests = {"lfw": manifest_hash(face_samples, root / "lfw"),
-                 "speechocean762": manifest_hash(voice_samples, root / "speechocean762"),
-                 "grid": manifest_hash(grid.samples, root / "grid")}
+    if "grid" in folders and not any(k.startswith("grid/") for k in parts):
+        why = f"GRID: fewer than 2 clips usable in {folders['grid']}: {grid_skipped}"
+        if not partial:
+            raise DatasetError(why)
+        missing["grid"] = why
+    manifests = {k: manifest_hash(samples, folders[k]) for k, samples in
+                 (("lfw", face_samples), ("speechocean762", voice_samples), ("grid", clips))
+                 if k in folders}
     protocol = {"config": cfg.to_dict(), "splits": splits, "data": manifests,
                 "vad": gate.backend}
     digest = hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()
@@ -296,6 +342,7 @@ def build_score_sets(bundle: ModelBundle, data: str | Path, cache_dir: str | Pat
         "parts": {k: _counts(v) for k, v in sorted(parts.items())},
         "cross_modal": list(bundle.cross_modal) or None,
         "vad_note": gate.note,
+        "missing_data": missing,
     })
     if not bundle.cross_modal:
         info["cross_modal_note"] = ("cross-modal unavailable: the manifest has no pin_face/"

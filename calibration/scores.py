@@ -239,17 +239,23 @@ def fit_calibrations(
     prior: float = DEFAULT_PRIOR,
     transforms: Mapping[str, str] | None = None,
     min_per_class: int = 10,
+    skipped: list[str] | None = None,
 ) -> dict[str, Calibration]:
-    """One calibration per modality, on every trial that has that modality's score."""
+    """One calibration per modality, on every trial that has that modality's score.
+
+    A modality with too few trials is an error, or, given a ``skipped`` list, a one-line
+    reason appended to it (a site's small set calibrates what it can)."""
     out = {}
     gen = np.asarray(trials.genuine, bool)
     for m in trials.modalities:
         n_g, n_i = trials.counts([m])
         if min(n_g, n_i) < min_per_class:
-            raise ConfigError(
-                f"modality {m!r}: {n_g} genuine and {n_i} impostor trials, "
-                f"need >= {min_per_class} of each to calibrate"
-            )
+            why = (f"modality {m!r}: {n_g} genuine and {n_i} impostor trials, "
+                   f"need >= {min_per_class} of each to calibrate")
+            if skipped is None:
+                raise ConfigError(why)
+            skipped.append(why)
+            continue
         ok = trials.mask([m])
         s = np.asarray(trials.scores[m], np.float64)
         out[m] = fit_calibration(s[ok & gen], s[ok & ~gen], prior,
@@ -265,12 +271,14 @@ def fit_fuser(
     subsets: Iterable[Iterable[str]] | None = None,
     min_per_class: int = 10,
     l2: float = FUSION_L2,
+    skipped: list[str] | None = None,
 ) -> Fuser:
     """Logistic fusion of calibrated LLRs, one model per modality subset with enough trials.
 
     With ``subsets=None`` every non-empty subset of the calibrated modalities is tried and the
     ones with fewer than ``min_per_class`` complete genuine or impostor trials are skipped; an
-    explicitly requested subset without enough trials is an error.
+    explicitly requested subset without enough trials is an error, or, given a ``skipped``
+    list, a reason appended to it (as is a subset whose modalities were not calibrated).
     """
     names = sorted(calibrations)
     explicit = subsets is not None
@@ -280,21 +288,26 @@ def fit_fuser(
     gen = np.asarray(trials.genuine, bool)
     fused = {}
     for subset in wanted:
+        if skipped is not None and subset and not subset <= set(names):
+            skipped.append(f"subset {'+'.join(sorted(subset))}: "
+                           f"{', '.join(sorted(subset - set(names)))} not calibrated")
+            continue
         if not subset or not subset <= set(names):
             raise ConfigError(f"cannot fuse {sorted(subset)}: calibrated modalities are {names}")
         n_g, n_i = trials.counts(subset)
         if min(n_g, n_i) < min_per_class:
+            why = (f"subset {'+'.join(sorted(subset))}: {n_g} genuine and {n_i} impostor "
+                   f"complete trials, need >= {min_per_class} of each")
+            if explicit and skipped is None:
+                raise ConfigError(why)
             if explicit:
-                raise ConfigError(
-                    f"subset {'+'.join(sorted(subset))}: {n_g} genuine and {n_i} impostor "
-                    f"complete trials, need >= {min_per_class} of each"
-                )
+                skipped.append(why)
             continue
         order = sorted(subset)
         ok = trials.mask(order)
         x = np.stack([calibrations[m].llr(np.asarray(trials.scores[m])[ok]) for m in order], 1)
         w, b = fit_logistic_llr(x, gen[ok], prior=prior, l2=l2, toward=np.ones(len(order)))
         fused[subset] = SubsetFusion({m: float(v) for m, v in zip(order, w, strict=True)}, b)
-    if not fused:
+    if not fused and skipped is None:
         raise ConfigError(f"no modality subset has >= {min_per_class} genuine and impostor trials")
     return Fuser(dict(calibrations), fused)

@@ -38,7 +38,7 @@ def cpu_identity() -> tuple[str, set[str]]:
             for line in f:
                 if model is None and line.startswith("model name"):
                     model = line.split(":", 1)[1].strip()
-                elif flags is None and line.startswith("flags"):
+                elif flags is None and line.startswith(("flags", "Features")):  # x86, ARM
                     flags = set(line.split(":", 1)[1].split())
                 if model is not None and flags is not None:
                     break

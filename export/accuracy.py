@@ -116,10 +116,12 @@ def sensitivity_report(
     *,
     target: str = "cpu",
     output: str | None = None,
+    **quantize_kwargs: Any,
 ) -> list[dict[str, Any]]:
     """Quantize one op type at a time; most damaging first (lowest cosine p1).
 
     Tells which op types to add to ``exclude_op_types`` when the full model fails the gate.
+    ``quantize_kwargs`` (a recipe's other settings) go to ``export.quantize.quantize_qdq``.
     """
     import onnx
 
@@ -130,12 +132,14 @@ def sensitivity_report(
         for op in op_types:
             out = Path(tmp) / f"{op}.onnx"
             quantize_qdq(fp32_onnx, calib, out, target=target, only_op_types=[op],
-                         exclude_op_types=(), lint=False)
+                         exclude_op_types=(), lint=False, **quantize_kwargs)
             graph = onnx.load(str(out)).graph
             producer = {o: n.op_type for n in graph.node for o in n.output}
             n_quantized = sum(
                 1 for n in graph.node
-                if n.op_type == op and any(producer.get(i) == "DequantizeLinear" for i in n.input)
+                if (n.op_type == op and any(producer.get(i) == "DequantizeLinear"
+                                            for i in n.input))
+                or n.op_type in (f"QLinear{op}", "QGemm" if op == "Gemm" else "")
             )
             agree = embedding_agreement(fp32_onnx, out, inputs, output=output)
             rows.append({"op_type": op, "n_quantized": n_quantized, "cos_p1": agree["cos_p1"],

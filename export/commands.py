@@ -26,7 +26,7 @@ def _existing(path: Path | None) -> Path | None:
 
 def _export(args: argparse.Namespace) -> int:
     from export.pipeline import run_export
-    from export.quantize import DEFAULT_EXCLUDED
+    from export.recipes import RECIPES_FILE
     from export.stages import ExportOptions
     from train.environment import default_cache_dir
 
@@ -40,8 +40,10 @@ def _export(args: argparse.Namespace) -> int:
         calib=Path(args.calib) if args.calib else None,
         modalities=tuple(args.only) if args.only else ("face", "voice"),
         n_calib=args.n_calib, min_calib=args.min_calib,
-        exclude=tuple(DEFAULT_EXCLUDED) + tuple(args.exclude or ()),
-        calibrate_method=("minmax", *args.calibrate_method), keep_float=tuple(args.keep_float or ()),
+        exclude=tuple(args.exclude or ()), calibrate_method=tuple(args.calibrate_method),
+        keep_float=tuple(args.keep_float or ()),
+        recipes_file=None if args.no_recipe else Path(args.recipes or RECIPES_FILE),
+        search=args.search,
         min_p1=args.min_cos_p1,
         max_eer_delta_pt=args.max_eer_rise_pt, dla=not args.no_dla, threads=args.threads,
         quiet=args.json,
@@ -62,19 +64,25 @@ def _print_summary(report: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"edgepin export --target {report['target']['name']}")
-    for col in ("model", "calib", "lint", "cos min / p1 / median", "EER fp32 -> int8",
+    for col in ("model", "recipe", "calib", "lint", "cos min / p1 / median", "EER fp32 -> int8",
                 "gate", "int8 file"):
         table.add_column(col)
     for m, r in report["models"].items():
         a, g = r["agreement"], r["gate"]
+        lint = "n/a" if r["lint"].get("skipped") else "ok" if r["lint"]["ok"] else "FAIL"
         table.add_row(
-            m, str(r["calibration"]["n"]), "ok" if r["lint"]["ok"] else "FAIL",
+            m, r["recipe"]["source"], str(r["calibration"]["n"]), lint,
             f"{a['cos_min']:.4f} / {a['cos_p1']:.4f} / {a['cos_median']:.4f}",
             f"{g['eer_fp32']:.2%} -> {g['eer_int8']:.2%} ({g['eer_delta_pt']:+.2f} pt)",
             "[green]pass[/]" if g["ok"] else "[red]FAIL[/]: " + "; ".join(g["failures"]),
             r["int8"]["path"])
     console = Console()
     console.print(table)
+    for m, r in report["models"].items():
+        if r.get("search_wrote"):
+            console.print(f"  {m}: --search found a passing recipe, written to {r['search_wrote']}")
+        elif "search" in r:
+            console.print(f"  {m}: --search tried {len(r['search'])} recipes, none passed")
     for m, r in report["models"].items():
         for row in (r.get("sensitivity") or [])[:5]:
             console.print(f"  {m} sensitivity: quantizing only {row['op_type']} "
@@ -108,17 +116,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-calib", type=int, default=640, help="calibration samples per model")
     p.add_argument("--min-calib", type=int, default=500,
                    help="refuse calibration sets smaller than this")
+    p.add_argument("--recipes", help="recipe file: per model and target, how it is quantized "
+                   "(default export/recipes.yaml; the shipped models' recipes)")
+    p.add_argument("--no-recipe", action="store_true",
+                   help="ignore the recipe file: built-in defaults plus the flags below")
+    p.add_argument("--search", action="store_true",
+                   help="if a model fails the gate, search a recipe (sensitivity -> op types "
+                   "kept float, then other calibration methods) and write it to the recipe file")
     p.add_argument("--exclude", nargs="+", metavar="OP",
-                   help="op types kept in float IN ADDITION to export.quantize.DEFAULT_EXCLUDED "
-                   "(prefix face: or voice: for one model); choose them from the sensitivity "
-                   "report of a failed gate")
+                   help="op types kept in float IN ADDITION to the recipe's and "
+                   "export.quantize.DEFAULT_EXCLUDED (prefix face: or voice: for one model); "
+                   "the report records them as command-line additions")
     p.add_argument("--keep-float", nargs="+", metavar="NODE",
                    help="nodes left in float: 'first' (first quantized Conv/Gemm), 'last:N' "
                    "(the last N, e.g. the embedding head), 'depthwise' or node names; prefix "
                    "face: or voice: for one model (e.g. voice:first)")
     p.add_argument("--calibrate-method", nargs="+", default=[], metavar="METHOD",
-                   help="minmax (default), percentile or entropy; prefix face: or voice: for "
-                   "one model (e.g. face:percentile)")
+                   help="minmax, percentile or entropy, instead of the recipe's; prefix face: or "
+                   "voice: for one model (e.g. face:percentile)")
     p.add_argument("--min-cos-p1", type=float, default=0.99,
                    help="gate: 1st percentile of FP32-vs-INT8 cosine must reach this")
     p.add_argument("--max-eer-rise-pt", type=float, default=0.3,

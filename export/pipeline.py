@@ -23,19 +23,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from calibration.build_sets import CalibSpec, ensure_set
 from edge_runtime.bundle import load_manifest, sha256_file
 from edge_runtime.errors import ModelError
-from export.quantize import Target, get_target
+from export.gate_stage import (  # noqa: F401 - agreement, cosine_stats: the benchmarks' API
+    Student,
+    agreement,
+    attempt,
+    cosine_stats,
+    heldout_inputs,
+    search,
+    sensitivity,
+)
+from export.quantize import DEFAULT_EXCLUDED, Target, get_target
+from export.recipes import RECIPES_FILE, Recipe, family, load_recipes, recipe_for
 from export.stages import ExportOptions, Stages, onnx_metadata
 
 MAX_STUDENT_BYTES = 8 * 1024 * 1024
-IMPOSTORS = {"face": 20, "voice": 200}  # per identity, as in the distillation configs
-SENSITIVITY_SAMPLES = 256
-CALIB_BATCH = 16  # export.quantize's calibration batch
 
 
 def _opset(path: Path) -> int:
@@ -67,62 +73,6 @@ def resolve_fp32(models: Path, out: Path, modality: str, target: Target) -> tupl
     return onnx_path, info
 
 
-def _sessions(fp32: Path, int8: Path, threads: int) -> tuple[Any, Any]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    make = lambda p: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])  # noqa: E731
-    return make(fp32), make(int8)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64).reshape(len(x), -1)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
-
-
-def cosine_stats(cos: np.ndarray) -> dict[str, float]:
-    """The gate's statistics, in ``export.accuracy.embedding_agreement``'s field names."""
-    return {"n": int(len(cos)), "cos_min": float(cos.min()),
-            "cos_p1": float(np.percentile(cos, 1)), "cos_median": float(np.median(cos))}
-
-
-def agreement(fp32: Path, int8: Path, batches: Sequence[np.ndarray], input_name: str,
-              threads: int) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
-    """Per-sample cosine FP32 vs INT8 over ``batches`` (kept small: a batch of 2000 faces
-    would need GBs of activations), plus both outputs per batch."""
-    a, b = _sessions(fp32, int8, threads)
-    outs_a, outs_b, cos = [], [], []
-    for x in batches:
-        ya, yb = a.run(None, {input_name: x})[0], b.run(None, {input_name: x})[0]
-        outs_a.append(ya)
-        outs_b.append(yb)
-        cos.append(np.sum(_unit(ya) * _unit(yb), axis=1))
-    return np.concatenate(cos), outs_a, outs_b
-
-
-def heldout_inputs(modality: str, data: Path, split: dict, cache_dir: Path,
-                   front_end: Any) -> tuple[list[np.ndarray], dict[str, Any]]:
-    """Model inputs of the held-out (test) identities, batched: one array per face chunk or
-    one array of windows per utterance."""
-    from edge_runtime.frontend.features import face_tensor
-    from train.datasets import FaceFolder, SpeechFolder, holdout_split
-    from train.prepare import prepare_faces, prepare_voices
-
-    reader = FaceFolder(data) if modality == "face" else SpeechFolder(data)
-    test = set(holdout_split(reader.identities(), split["test_fraction"],
-                             split["val_fraction"], split["seed"])["test"])
-    samples = [s for s in reader.samples if s.identity in test]
-    if modality == "face":
-        crops = prepare_faces(samples, cache_dir, with_teacher=False).crops
-        batches = [face_tensor(list(crops[i : i + 64])) for i in range(0, len(crops), 64)]
-        return batches, {"identities": len(test), "samples": int(len(crops))}
-    voices = prepare_voices(samples, cache_dir, front_end, with_teacher=False)
-    batches = [front_end.windows(w) for w in voices.audio]
-    return batches, {"identities": len(test), "utterances": len(batches),
-                     "windows": int(sum(len(b) for b in batches))}
-
-
 def for_model(items: Sequence[str], modality: str) -> list[str]:
     """The entries of ``items`` that apply to ``modality``: plain ones apply to every model,
     ``face:X`` / ``voice:X`` to that model only."""
@@ -135,22 +85,6 @@ def for_model(items: Sequence[str], modality: str) -> list[str]:
         else:
             out.append(item)
     return list(dict.fromkeys(out))
-
-
-def quantized_op_types(qdq: Path) -> list[str]:
-    """Op types that compute on a DequantizeLinear output in a QDQ graph: the candidates to
-    exclude (Shape/Size only read the tensor's dimensions)."""
-    graph = onnx.load(str(qdq)).graph
-    dq = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
-    skip = {"QuantizeLinear", "DequantizeLinear", "Shape", "Size"}
-    return sorted({n.op_type for n in graph.node
-                   if n.op_type not in skip and any(i in dq for i in n.input)})
-
-
-def _eval_summary(r: dict[str, Any]) -> dict[str, Any]:
-    keep = ("eer", "auc", "n_genuine", "n_impostor", "tar@far=0.01", "tar@far=0.001",
-            "ms_per_sample", "split", "data_manifest")
-    return {k: r[k] for k in keep if k in r}
 
 
 def _calibration(modality: str, fp32: Path, meta: dict, opts: ExportOptions, split: dict,
@@ -186,12 +120,7 @@ def _calibration(modality: str, fp32: Path, meta: dict, opts: ExportOptions, spl
 def export_student_int8(modality: str, opts: ExportOptions, target: Target, st: Stages,
                         stash: dict) -> dict[str, Any]:
     """Stages 1-7 for one student; returns its part of the report."""
-    from export.accuracy import gate, sensitivity_report
     from export.contract import check_contract, student_contract
-    from export.qdq_lint import lint_qdq, require_clean
-    from export.quantize import quantize_qdq
-    from export.students import set_metadata
-    from train.evaluate import evaluate
 
     out = Path(opts.out)
     data = opts.data_faces if modality == "face" else opts.data_voices
@@ -226,79 +155,24 @@ def export_student_int8(modality: str, opts: ExportOptions, target: Target, st: 
     if data is None:
         raise ModelError(f"the accuracy gate needs held-out real {modality} data: pass "
                          f"--data-{'faces' if modality == 'face' else 'voices'} DIR")
-    method = for_model(opts.calibrate_method, modality)[-1]
-    if method != "minmax":  # ORT's histogram collectors need equal batches
-        n = len(arrays[next(iter(arrays))]) // CALIB_BATCH * CALIB_BATCH
-        arrays = {k: v[:n] for k, v in arrays.items()}
-    exclude, floats = for_model(opts.exclude, modality), for_model(opts.keep_float, modality)
-    rep["quantization"] = {"excluded_op_types": exclude, "keep_float": floats,
-                           "calibrate_method": method}
+    student = Student(modality, fp32, rep["fp32"]["sha256"], meta, arrays, manifest["sha256"],
+                      Path(data), split)
+    recipe = model_recipe(opts, modality, target)
     candidate = out / f"{modality}.int8.candidate.onnx"
-    with st.stage(f"{modality}: INT8 QDQ ({method}, target {target.name})"):
-        quantize_qdq(fp32, arrays, candidate, target=target.name, exclude_op_types=exclude,
-                     calibrate_method=method, lint=False)
-        if floats:
-            from export.mixed_precision import keep_float
+    part = attempt(student, recipe, opts, target, st, candidate)
+    if not part["gate"]["ok"] and opts.search:
+        recipe, part, rep["search"] = search(student, recipe, part, opts, target, st, candidate)
+        if part["gate"]["ok"]:
+            from export.recipes import write_recipe
 
-            rep["float_nodes"] = keep_float(candidate, floats)
-    with st.stage(f"{modality}: QDQ lint") as s:
-        lint = lint_qdq(candidate, max_opset=target.max_opset, excluded_op_types=exclude)
-        rep["lint"] = lint.to_dict()
-        s["done"] = f"{lint.n_quantize} Q / {lint.n_dequantize} DQ, {len(lint.warnings)} warnings"
-        require_clean(lint)
-    set_metadata(candidate, {**meta, "precision": "int8-qdq", "target": target.name,
-                             "calibration_sha256": manifest["sha256"],
-                             "fp32_sha256": rep["fp32"]["sha256"],
-                             "quantization": {"calibrate_method": method,
-                                              "excluded_op_types": list(exclude),
-                                              "float_nodes": rep.get("float_nodes", [])}})
-    with st.stage(f"{modality}: accuracy gate on held-out identities") as s:
-        front_end = None
-        if modality == "voice":
-            from edge_runtime.frontend.features import VoiceFrontEnd
-            front_end = VoiceFrontEnd.from_dict(meta.get("front_end") or VoiceFrontEnd().to_dict())
-        batches, rep["heldout"] = heldout_inputs(modality, data, split, opts.cache_dir, front_end)
-        name = "face" if modality == "face" else "feats"
-        measured = candidate
-        if target.uses_tensorrt:  # TensorRT's arithmetic, not this CPU's int8 kernels
-            from export.qdq_reference import reference_graph
-
-            measured = reference_graph(candidate, out / f"{modality}.int8.reference.onnx")
-            cpu_cos, _, _ = agreement(fp32, candidate, batches, name, opts.threads)
-            rep["agreement_ort_cpu_kernels"] = cosine_stats(cpu_cos)
-        rep["gate_measures"] = ("QDQ arithmetic (Q/DQ executed exactly, float ops; as TensorRT)"
-                                if target.uses_tensorrt else "onnxruntime CPU int8 kernels")
-        cos, ya, yb = agreement(fp32, measured, batches, name, opts.threads)
-        rep["agreement"] = cosine_stats(cos)
-        if modality == "voice":  # what the device compares: the utterance embedding
-            ua = _unit(np.stack([y.mean(axis=0) for y in ya]))
-            ub = _unit(np.stack([y.mean(axis=0) for y in yb]))
-            rep["agreement_utterance"] = cosine_stats(np.sum(ua * ub, axis=1))
-        evals = {}
-        for label, path in (("fp32", fp32), ("int8", measured)):
-            evals[label] = _eval_summary(evaluate(
-                modality, str(path), data, split="test", split_cfg=split,
-                max_impostor_per_identity=IMPOSTORS[modality], cache_dir=opts.cache_dir,
-                threads=opts.threads, timing_samples=10))
-        rep["eval"] = evals
-        result = gate(rep["agreement"], evals["fp32"]["eer"], evals["int8"]["eer"],
-                      min_p1=opts.min_p1, max_eer_delta_pt=opts.max_eer_delta_pt)
-        rep["gate"] = {"ok": result.ok, "failures": result.failures, **result.measured}
-        s["done"] = (f"cos p1 {rep['agreement']['cos_p1']:.4f}, EER {evals['fp32']['eer']:.2%} "
-                     f"-> {evals['int8']['eer']:.2%}")
-        if not result.ok:
-            s["failed"] = "; ".join(result.failures)
-            s["done"] += f" ({s['failed']})"
-    if not result.ok:
-        with st.stage(f"{modality}: sensitivity report (one op type at a time)"):
-            x = np.concatenate(batches)[:SENSITIVITY_SAMPLES]
-            rows = sensitivity_report(fp32, arrays, {name: x}, quantized_op_types(candidate),
-                                      target=target.name)
-            rep["sensitivity"] = [r for r in rows if r["n_quantized"] > 0]
-            rep["sensitivity_note"] = "measured with onnxruntime's CPU int8 kernels"
-            from export.mixed_precision import layer_errors
-
-            rep["layer_errors"] = layer_errors(fp32, candidate, {name: x[:64]}, run=measured)
+            key = target.name if target.name in recipe_keys(opts, modality) else family(target)
+            write_recipe(Path(opts.recipes_file or RECIPES_FILE), modality, key, recipe)
+            part["recipe"] = recipe.to_dict(target)
+            rep["search_wrote"] = f"{opts.recipes_file or RECIPES_FILE}: models.{modality}.{key}"
+    measured = part.pop("_measured")
+    rep.update(part)
+    if not part["gate"]["ok"]:
+        rep.update(sensitivity(student, recipe, candidate, measured, opts, target, st))
         (out / f"{modality}.int8.reference.onnx").unlink(missing_ok=True)
         rejected = out / f"{modality}.int8.rejected.onnx"
         candidate.replace(rejected)
@@ -312,6 +186,30 @@ def export_student_int8(modality: str, opts: ExportOptions, target: Target, st: 
     rep["int8"] = {"path": str(final), "sha256": sha256_file(final),
                    "bytes": final.stat().st_size, "registered": True}
     return rep
+
+
+def model_recipe(opts: ExportOptions, modality: str, target: Target) -> Recipe:
+    """The recipe file's entry for this model and target, plus any command-line additions
+    (``--exclude``, ``--keep-float``, ``--calibrate-method``), recorded as such."""
+    if opts.recipes_file is None:
+        base = Recipe(source="built-in defaults (no recipe file)")
+    else:
+        path = Path(opts.recipes_file)
+        base = recipe_for(load_recipes(path), modality, target, path)
+    methods = for_model(opts.calibrate_method, modality)
+    return base.with_overrides(
+        exclude=[e for e in for_model(opts.exclude, modality) if e not in DEFAULT_EXCLUDED],
+        keep_float=for_model(opts.keep_float, modality),
+        calibrate_method=methods[-1] if methods else None)
+
+
+def recipe_keys(opts: ExportOptions, modality: str) -> list[str]:
+    """Target keys the recipe file has for this model (``--search`` writes to the most
+    specific one that exists)."""
+    if opts.recipes_file is None or not Path(opts.recipes_file).is_file():
+        return []
+    return list((load_recipes(Path(opts.recipes_file)).get("models") or {})
+                 .get(modality) or {})
 
 
 def run_export(opts: ExportOptions) -> dict[str, Any]:
@@ -331,6 +229,8 @@ def run_export(opts: ExportOptions) -> dict[str, Any]:
                     "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__},
         "options": {"models": str(opts.models), "out": str(out), "n_calib": opts.n_calib,
                     "min_calib": opts.min_calib, "exclude": list(opts.exclude),
+                    "recipes_file": str(opts.recipes_file) if opts.recipes_file else None,
+                    "search": opts.search,
                     "calibrate_method": list(opts.calibrate_method), "min_p1": opts.min_p1,
                     "keep_float": list(opts.keep_float),
                     "max_eer_delta_pt": opts.max_eer_delta_pt},

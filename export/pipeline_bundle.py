@@ -97,13 +97,16 @@ def register_outputs(out: Path, report: dict, target: Target) -> None:
             register_model(out, m, f"{m}.onnx", **{**src, "precision": "fp32"})
         if r["int8"]["registered"]:
             g = r["gate"]
-            register_model(out, f"{m}_int8", Path(r["int8"]["path"]).name, precision="int8-qdq",
+            form = "int8-qoperator" if r["recipe"]["quant_format"] == "qoperator" else "int8-qdq"
+            register_model(out, f"{m}_int8", Path(r["int8"]["path"]).name, precision=form,
                            target=target.name, fp32_sha256=r["fp32"]["sha256"],
                            calibration_sha256=r["calibration"]["sha256"],
                            gate={"cos_p1": g["cos_p1"], "cos_min": r["agreement"]["cos_min"],
                                  "eer_fp32": g["eer_fp32"], "eer_int8": g["eer_int8"],
                                  "eer_delta_pt": g["eer_delta_pt"]},
-                           input="face" if m == "face" else "feats", output="embedding")
+                           input="face" if m == "face" else "feats", output="embedding",
+                           recipe=r["recipe"],
+                           **({"latency_ratio": r["latency"]["ratio"]} if "latency" in r else {}))
 
 
 def sizes(out: Path, report: dict) -> dict[str, Any]:

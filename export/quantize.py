@@ -122,6 +122,14 @@ def get_target(name: str) -> Target:
         raise ConfigError(f"unknown target {name!r}; expected one of {sorted(TARGETS)}") from None
 
 
+def tensorrt_form(activation_type: str = "int8", weight_type: str = "int8",
+                  symmetric_activations: bool = True, quant_format: str = "qdq") -> bool:
+    """Whether these settings give the symmetric int8 QDQ form TensorRT builds (and
+    ``export.qdq_lint`` checks); other forms are for onnxruntime's CPU kernels only."""
+    return (activation_type, weight_type, symmetric_activations, quant_format) == \
+        ("int8", "int8", True, "qdq")
+
+
 def _preprocess(src: Path, dst: Path) -> Path:
     """ORT's quant_pre_process (shape inference + basic graph optimisation), when it works.
 
@@ -259,12 +267,22 @@ def quantize_qdq(
     only_op_types: Sequence[str] | None = None,
     batch_size: int = 16,
     lint: bool = True,
+    activation_type: str = "int8",
+    weight_type: str = "int8",
+    symmetric_activations: bool = True,
+    reduce_range: bool = False,
+    quant_format: str = "qdq",
+    int8_weights: bool | None = None,
 ) -> Path:
     """Quantize ``fp32_onnx`` to an explicit-QDQ int8 graph at ``out`` for ``target``.
 
     ``calib`` maps each graph input to stacked real samples (see calibration.int8_sets).
     ``only_op_types`` restricts quantization to those op types (used by the sensitivity
     report). With ``lint`` the result must pass ``export.qdq_lint`` for the target.
+
+    ``int8_weights`` (default: the target's) stores int8 weight initializers instead of
+    float weights behind Q->DQ. The five knobs before it exist for onnxruntime's own CPU kernels (``--target cpu`` recipes,
+    ``export/recipes.yaml``): TensorRT targets need the defaults (symmetric int8 QDQ).
     """
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -287,6 +305,17 @@ def quantize_qdq(
         )
     if not calib:
         raise ModelError(f"quantizing {fp32_onnx}: empty calibration data")
+    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+    formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
+    for label, value, allowed in (("activation_type", activation_type, types),
+                                  ("weight_type", weight_type, types),
+                                  ("quant_format", quant_format, formats)):
+        if value not in allowed:
+            raise ConfigError(f"{label} {value!r}; expected one of {sorted(allowed)}")
+    if tgt.uses_tensorrt and not tensorrt_form(activation_type, weight_type,
+                                               symmetric_activations, quant_format):
+        raise ConfigError(f"target {tgt.name} runs TensorRT: it needs symmetric int8 QDQ "
+                          "(activation_type/weight_type int8, symmetric_activations, qdq)")
     excluded = set(exclude_op_types)
     candidates = set(only_op_types) if only_op_types else set(QDQRegistry) | set(QLinearOpsRegistry)
     op_types = sorted(candidates - excluded)
@@ -296,13 +325,13 @@ def quantize_qdq(
         "entropy": CalibrationMethod.Entropy,
     }[calibrate_method]
     extra = {
-        "ActivationSymmetric": True,
+        "ActivationSymmetric": symmetric_activations,
         "WeightSymmetric": True,
         "QuantizeBias": False,
         "DedicatedQDQPair": True,
-        "AddQDQPairToWeight": not tgt.int8_weights,
+        "AddQDQPairToWeight": not (tgt.int8_weights if int8_weights is None else int8_weights),
     }
-    if calibrate_method != "minmax":
+    if calibrate_method != "minmax" and symmetric_activations:
         extra["CalibTensorRangeSymmetric"] = True
     if calibrate_method == "percentile":
         extra["CalibPercentile"] = percentile
@@ -319,9 +348,9 @@ def quantize_qdq(
         try:
             quantize_static(
                 str(src), str(raw), NpzCalibrationReader(calib, batch_size=batch_size),
-                quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
-                per_channel=per_channel, reduce_range=False,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                quant_format=formats[quant_format], op_types_to_quantize=op_types,
+                per_channel=per_channel, reduce_range=reduce_range,
+                activation_type=types[activation_type], weight_type=types[weight_type],
                 calibrate_method=method, extra_options=extra,
             )
         except Exception as exc:  # noqa: BLE001 - ORT raises plain RuntimeError/ValueError
@@ -330,6 +359,6 @@ def quantize_qdq(
     _clean_graph(model, sorted(excluded))
     onnx.checker.check_model(model)
     onnx.save(model, str(out))
-    if lint:
+    if lint and tensorrt_form(activation_type, weight_type, symmetric_activations, quant_format):
         require_clean(lint_qdq(out, max_opset=tgt.max_opset, excluded_op_types=sorted(excluded)))
     return out

@@ -15,7 +15,7 @@ from typing import Any
 
 import onnx
 
-from export.quantize import DEFAULT_EXCLUDED
+from export.recipes import RECIPES_FILE
 
 
 @dataclass
@@ -32,9 +32,12 @@ class ExportOptions:
     modalities: Sequence[str] = ("face", "voice")
     n_calib: int = 640  # a multiple of CALIB_BATCH: every calibration batch is full
     min_calib: int = 500
-    exclude: Sequence[str] = DEFAULT_EXCLUDED
-    calibrate_method: Sequence[str] = ("minmax",)  # last applicable entry wins (face:/voice:)
+    # Command-line additions to the recipe (export/recipes.yaml); face:/voice: prefixes.
+    exclude: Sequence[str] = ()  # op types kept float beyond the recipe's
+    calibrate_method: Sequence[str] = ()  # last applicable entry wins over the recipe's
     keep_float: Sequence[str] = ()  # nodes left in float: names, "first", "last:N"
+    recipes_file: Path | None = RECIPES_FILE  # None: built-in defaults, no file
+    search: bool = False  # on a failed gate, search a recipe and write it to recipes_file
     min_p1: float = 0.99
     max_eer_delta_pt: float = 0.3
     split: dict[str, Any] | None = None  # default: the model's own split (ONNX metadata)

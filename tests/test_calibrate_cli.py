@@ -130,8 +130,9 @@ def test_missing_data_folder_is_named(tmp_path, calibrated, fixtures, capsys):
     (data / "speechocean762").symlink_to(fixtures / "speechocean762")
     rc = main(["calibrate", "--models", str(models), "--data", str(data),
                "--out", str(tmp_path / "op.yaml")])
-    assert rc == 2
-    assert f"GRID clips folder {data / 'grid'} does not exist" in capsys.readouterr().err
+    assert rc == 2  # too few trials for anything at the default floor, and no clips
+    err = capsys.readouterr().err
+    assert "nothing could be calibrated" in err and f"no grid/ or clips/ folder in {data}" in err
 
 
 def _embedded(n_ids: int, per_id: int, dim: int, rng: np.random.Generator, prefix: str
@@ -208,3 +209,66 @@ def test_person_level_interval_sees_what_trial_resampling_cannot():
     llr2[spread] = 3.0  # the same 20 false accepts spread over all the people
     lo2, hi2 = person_far_interval(llr2, people, 0.0, n_bootstrap=400, seed=0, confidence=0.95)
     assert 0.0 < lo2 < far < hi2 and (hi2 - lo2) < (hi - lo) / 2
+
+
+def test_site_set_too_small_for_one_head_calibrates_the_rest(calibrated, fixtures, tmp_path,
+                                                            capsys):
+    """A site's own small set (faces/, voices/, 3 clips/: real fixtures) with a trial floor
+    the voice set cannot meet: the file is written for the rest, the voice is named as
+    skipped, and with --base the voice keeps the base file's calibration, marked as such."""
+    _, models, base, _ = calibrated
+    site = tmp_path / "site"
+    (site / "clips").mkdir(parents=True)
+    (site / "faces").symlink_to(fixtures / "lfw")
+    (site / "voices").symlink_to(fixtures / "speechocean762")
+    for clip in sorted((fixtures / "grid").glob("*.mpg"))[:3]:
+        (site / "clips" / clip.name).symlink_to(clip)
+    out = tmp_path / "op.yaml"
+    argv = ["calibrate", "--models", str(models), "--data", str(site), "--out", str(out),
+            "--split", "all", "--n-voice", "1", "--min-per-class", "5", "--far", "0.25",
+            "--bootstrap", "50", "--workers", "1", "--threads", "1", "--coverage-splits", "0",
+            "--cache", str(tmp_path / "cache")]
+    capsys.readouterr()
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    skipped = [ln.strip() for ln in printed.splitlines() if ln.strip().startswith("skipped")]
+    assert any("'voice'" in ln and "need >= 5 of each" in ln for ln in skipped), printed
+    report = json.loads((tmp_path / "op.report.json").read_text())
+    files = {n: sha256_file(models / f"{n}.onnx") for n in CROSS}
+    alone = load_operating_points(out, files)
+    assert "voice" not in alone.fuser.calibrations
+    assert {"face", "pin", "faa"} <= set(alone.fuser.calibrations)
+    assert report["base"] is None and any("'voice'" in s for s in report["skipped"])
+    # the same set started from the shipped-style file: voice (and what needs it) from base
+    based = tmp_path / "based.yaml"
+    assert main([*argv[:6], str(based), *argv[7:], "--base", str(base)]) == 0
+    printed = capsys.readouterr().out
+    assert "kept voice" in printed and "(not measured here)" in printed
+    merged = load_operating_points(based, files)
+    first = load_operating_points(base, files)
+    assert merged.fuser.calibrations["voice"] == first.fuser.calibrations["voice"]
+    assert merged.fuser.calibrations["face"] == alone.fuser.calibrations["face"]
+    info = json.loads((tmp_path / "based.report.json").read_text())["base"]
+    assert "voice" in info["calibrations_from_base"] and "face" in info["calibrations_refit"]
+    # a base threshold on the re-fitted face LLR is never kept unless re-set on site data
+    kept = {tuple(k.split(" @ ")[0].split("+")) for k in info["thresholds_from_base"]}
+    assert not any("face" in k for k in kept)
+    # asked only for FAR 0.01 (12 site impostors cannot set it): the face calibration the site
+    # could fit would leave the base's face threshold unusable, so both stay the base's
+    strict = tmp_path / "strict.yaml"
+    argv_strict = [a if a != "0.25" else "0.01" for a in argv]
+    assert main([*argv_strict[:6], str(strict), *argv_strict[7:], "--base", str(base)]) == 0
+    assert "kept base face: site trials calibrate face but set none" in capsys.readouterr().out
+    op = load_operating_points(strict, files)
+    assert op.fuser.calibrations["face"] == first.fuser.calibrations["face"]
+    assert op.threshold_for(("face",), 0.25) == first.threshold_for(("face",), 0.25)
+
+
+def test_site_data_with_no_known_folder_is_named(calibrated, tmp_path, capsys):
+    _, models, _, _ = calibrated
+    (tmp_path / "empty").mkdir()
+    rc = main(["calibrate", "--models", str(models), "--data", str(tmp_path / "empty"),
+               "--out", str(tmp_path / "op.yaml")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "holds none of lfw/faces, speechocean762/voices, grid/clips" in err

@@ -25,6 +25,7 @@ from edge_runtime.cli import main
 from edge_runtime.errors import ConfigError, DatasetError, ModelError
 from edge_runtime.frontend.features import VoiceFrontEnd
 from export.device_build import engine_specs, write_scripts
+from export.gate_stage import quantized_op_types
 from export.quantize import TARGETS
 from train.config import load_config
 from train.datasets import FaceFolder, SpeechFolder, holdout_split
@@ -114,6 +115,11 @@ def test_orin_export_artifacts_manifest_and_metadata(orin: dict) -> None:
         assert "QuantizeLinear" in ops and not any(o.startswith("QLinear") for o in ops)
         assert entries[f"{m}_int8"].meta["gate"]["cos_p1"] == rep["models"][m]["gate"]["cos_p1"]
         assert inp == entries[f"{m}_int8"].meta["input"]
+    # no quantization flag given: the recipe file decided, and the report says which entry
+    assert rep["models"]["face"]["recipe"]["source"].startswith("recipes.yaml models.face.tensorrt")
+    assert rep["models"]["face"]["quantization"]["calibrate_method"] == "percentile"
+    assert "Add" in rep["models"]["face"]["quantization"]["excluded_op_types"]
+    assert entries["voice_int8"].meta["recipe"]["exclude"] == ["ReduceMean", "Mul", "Sub", "Concat"]
     assert rep["sizes"]["deployable"] == ["face_int8", "voice_int8"]
     assert rep["sizes"]["deployable_bytes"] == sum(
         (out / f"{m}.int8.onnx").stat().st_size for m in ("face", "voice"))
@@ -190,9 +196,7 @@ def test_failed_gate_rejects_int8_and_reports_sensitivity(orin: dict, work: dict
     assert [r["cos_p1"] for r in rows] == sorted(r["cos_p1"] for r in rows)
     extra = {"Add", "PRelu", "Gemm", "MatMul", "Mul"}
     assert extra <= set(rep["options"]["exclude"])
-    graph = onnx.load(str(out / "face.int8.rejected.onnx")).graph
-    dq = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
-    fed = {n.op_type for n in graph.node if any(i in dq for i in n.input)}
+    fed = set(quantized_op_types(out / "face.int8.rejected.onnx"))  # QDQ or QOperator form
     assert "Conv" in fed and not fed & extra
     assert "Conv" in {r["op_type"] for r in rows} and {r["op_type"] for r in rows} <= fed
     # a later run whose gate passes removes the rejected file: no stale INT8 next to the real one
@@ -200,6 +204,32 @@ def test_failed_gate_rejects_int8_and_reports_sensitivity(orin: dict, work: dict
                      "--max-eer-rise-pt", "100", "--json"))
     assert code == 0 and (out / "face.int8.onnx").is_file()
     assert not (out / "face.int8.rejected.onnx").exists()
+    face = json.loads((out / "export_report.json").read_text())["models"]["face"]
+    # the cpu recipe: onnxruntime's U8S8 kernels, no TensorRT lint, INT8/FP32 latency measured
+    assert face["recipe"]["activation_type"] == "uint8" and face["lint"].get("skipped")
+    assert face["latency"]["ratio"] > 0 and "CPU int8 kernels" in face["gate_measures"]
+    assert load_manifest(out)["face_int8"].meta["latency_ratio"] == face["latency"]["ratio"]
+
+
+def test_search_writes_the_recipe_that_passes(orin: dict, work: dict, tmp_path: Path) -> None:
+    """A gate only a float Conv can pass (everything but Conv already kept float): --search
+    finds Conv in the sensitivity report, keeps it float, passes, writes that recipe."""
+    import shutil
+
+    from export.quantize import get_target
+    from export.recipes import RECIPES_FILE, load_recipes, recipe_for
+
+    recipes = Path(shutil.copy(RECIPES_FILE, tmp_path / "recipes.yaml"))
+    out = work["root"] / "search"
+    code = main(_cli(work, out, "--target", "cpu", "--only", "face", "--min-cos-p1", "0.999999",
+                     "--max-eer-rise-pt", "100", "--exclude", "Add", "PRelu", "Gemm", "MatMul",
+                     "Mul", "--recipes", str(recipes), "--search", "--json"))
+    face = json.loads((out / "export_report.json").read_text())["models"]["face"]
+    assert code == 0 and face["gate"]["ok"]
+    assert not face["search"][0]["gate"]["ok"] and face["search"][-1]["gate"]["ok"]
+    assert face["search_wrote"].endswith("models.face.cpu")
+    found = recipe_for(load_recipes(recipes), "face", get_target("cpu"), recipes)
+    assert "Conv" in found.exclude and "PRelu" in found.exclude
 
 
 def test_no_calibration_set_and_no_data_is_a_clear_error(work: dict, orin: dict, tmp_path: Path,

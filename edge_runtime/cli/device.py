@@ -26,9 +26,12 @@ from edge_runtime.errors import ConfigError, EdgepinError
 def _models_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     p.add_argument("--models", type=Path, default=None,
                    help="models folder with manifest.json (default: models/ of this checkout)")
-    p.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32",
-                   help="model files to run (and the operating-point file made for them); "
-                        "fp16: TensorRT only (the FP16 engine of the FP32 model)")
+    p.add_argument("--precision", choices=("auto", "fp32", "int8", "fp16"), default="auto",
+                   help="model files to run (and the operating-point file made for them). "
+                   "auto: int8 on TensorRT when the INT8 models are there; on onnxruntime "
+                   "what `edgepin info` says for this CPU (int8 dot-product support, measured "
+                   "CPU INT8 models), else fp32. fp16: TensorRT only (the FP16 engine of the "
+                   "FP32 model)")
     p.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
                    help="inference backend (tensorrt needs engines built on this device)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
@@ -190,11 +193,14 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     single_thread_blas()
     from edge_runtime.cli.demo import print_report, run_demo
+    from edge_runtime.cli.options import default_models_dir, resolve_precision
     from edge_runtime.models import parse_threshold_overrides
 
+    models = Path(args.models) if args.models is not None else default_models_dir()
     report = run_demo(args.models, args.clips, people=args.people,
                       mixed_per_person=args.mixed, realtime=args.realtime,
-                      min_speech_s=args.min_speech, precision=args.precision,
+                      min_speech_s=args.min_speech,
+                      precision=resolve_precision(args.precision, args.backend, models),
                       backend=args.backend, threads=args.threads,
                       threshold_overrides=parse_threshold_overrides(args.threshold),
                       detector=args.detector, door=args.door)

@@ -8,8 +8,10 @@ import json
 
 def _info(args: argparse.Namespace) -> int:
     from edge_runtime import sysinfo
+    from edge_runtime.cli.options import default_models_dir
+    from edge_runtime.cpu_int8 import choose
 
-    report = sysinfo.collect()
+    report = {**sysinfo.collect(), "cpu_int8": choose(default_models_dir())}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -58,6 +60,9 @@ def _info(args: argparse.Namespace) -> int:
     table.add_row("face teacher", yes(face["installed"]), f"dlib {shown(face['dlib'])}")
     table.add_row("voice teacher", yes(voice["installed"]),
                   f"resemblyzer {shown(voice['resemblyzer'])}, torch {shown(voice['torch'])}")
+    c8 = report["cpu_int8"]
+    table.add_row("CPU precision (auto)", yes(c8["precision"] == "int8"),
+                  f"{c8['precision']}: {c8['reason']}")
     Console().print(table)
     return 0
 

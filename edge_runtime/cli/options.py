@@ -66,12 +66,28 @@ def face_detector(args: argparse.Namespace, frame_size: tuple[int, int] = (640, 
     return choice.detector
 
 
+def resolve_precision(precision: str, backend: str, models: Path) -> str:
+    """``auto``: INT8 on TensorRT when the folder has the INT8 students; on onnxruntime the
+    CPU probe's choice (``edge_runtime.cpu_int8``). Anything else unchanged."""
+    if precision != "auto":
+        return precision
+    if backend == "tensorrt":
+        from edge_runtime.bundle import load_manifest
+
+        entries = load_manifest(models) if (models / "manifest.json").is_file() else {}
+        return "int8" if {"face_int8", "voice_int8"} <= set(entries) else "fp32"
+    from edge_runtime.cpu_int8 import choose
+
+    return choose(models)["precision"]
+
+
 def model_bundle(args: argparse.Namespace) -> Any:
     from edge_runtime.models import ModelBundle, parse_threshold_overrides
 
+    models = Path(args.models) if args.models is not None else default_models_dir()
     return ModelBundle.load(
-        args.models if args.models is not None else default_models_dir(),
-        precision=args.precision, backend=args.backend, threads=args.threads,
+        models, precision=resolve_precision(args.precision, args.backend, models),
+        backend=args.backend, threads=args.threads,
         engines=getattr(args, "engines", None),
         operating_points=getattr(args, "operating_points", None),
         threshold_overrides=parse_threshold_overrides(args.threshold))
