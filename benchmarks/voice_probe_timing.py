@@ -34,6 +34,7 @@ def _export(channels: list[int], blocks: list[int], stem: int, out: Path) -> tup
     import torch
 
     from export.onnx_export import export_onnx
+    from export.students import DEFAULT_OPSET
     from train.models import count_parameters
     from train.tasks import build_model
 
@@ -42,7 +43,8 @@ def _export(channels: list[int], blocks: list[int], stem: int, out: Path) -> tup
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     export_onnx(model, {"feats": torch.randn(2, 200, 64)}, out, input_names=["feats"],
-                output_names=["embedding"], dynamic_axes={"feats": {0: "batch"}, "embedding": {0: "batch"}})
+                output_names=["embedding"], dynamic_axes={"feats": {0: "batch"}, "embedding": {0: "batch"}},
+                opset=DEFAULT_OPSET)
     return out, count_parameters(model)
 
 
