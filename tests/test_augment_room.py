@@ -69,3 +69,32 @@ def test_rir_bank_rooms_reverberate() -> None:
     x[1000] = 0.5
     y = apply_view(x, ViewParams(seed=0, rir=1), bank, {})
     assert len(y) == len(x) and np.count_nonzero(np.abs(y) > 1e-4) > 1000
+
+
+def test_voice_task_mixes_clean_windows_and_labelled_views(tmp_path) -> None:  # noqa: ANN001
+    """Batches hold both kinds of item; a view's target is ITS teacher embedding (centred)."""
+    from edge_runtime.frontend.features import VoiceFrontEnd
+    from train.augment import VoiceAugment
+    from train.datasets import Sample
+    from train.prepare import VoiceSet
+    from train.room_views import RoomViews
+    from train.tasks import VoiceTask
+
+    fe = VoiceFrontEnd()
+    n = fe.window_samples
+    rng = np.random.default_rng(0)
+    samples = [Sample(f"s{i}", tmp_path / f"{i}.flac", modality="voice") for i in range(2)]
+    audio = [(0.1 * rng.standard_normal(n + 16000)).astype(np.float32) for _ in samples]
+    starts = [np.array([0, 16000]) for _ in samples]
+    win_t = [rng.random((2, 256)).astype(np.float32) for _ in samples]
+    data = VoiceSet(samples, audio, starts, win_t, rng.random((2, 256)).astype(np.float32))
+    views = RoomViews(np.array([0, 1]), np.array([16000, 0]),
+                      [ViewParams(seed=1, noise="fan", snr_db=5.0), ViewParams(seed=2, band="telephone",
+                                                                            band_hz=3400.0)],
+                      rng.random((2, 256)).astype(np.float32), None, {}, 0)  # type: ignore[arg-type]
+    task = VoiceTask(data, data, fe, VoiceAugment(short_p=0.0), views)
+    assert len(task) == 4 + 2
+    x, target, labels = task.batch(np.array([4, 5, 0]), np.random.default_rng(0))
+    assert x.shape == (3, 200, 64) and labels.tolist() == [0, 1, 0]
+    want = views.teacher[0] - task.teacher_mean
+    assert np.allclose(target[0].numpy(), want / np.linalg.norm(want), atol=1e-6)
