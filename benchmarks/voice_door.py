@@ -10,6 +10,7 @@ Protocols (held-out speakers only, never trained on):
     python -m benchmarks.voice_door --data ../shared/data --room /work/data/speechocean762_room \\
         --models teacher models/voice.onnx /work/runs/i15_long/student.pt \\
         --out benchmarks/voice_door.json --cache /work/cache
+    python -m benchmarks.voice_door --room - --cache - --models table --out benchmarks/voice_door.json
 """
 
 from __future__ import annotations
@@ -35,6 +36,20 @@ def protocols(data: Path, room: Path) -> list[dict]:
     ]
 
 
+def table(rows: list[dict]) -> str:
+    """Markdown table of `rows` (as written to the JSON file)."""
+    out = ["| protocol | model | speakers | genuine / impostor trials | EER % | AUC | gap vs teacher (pt) "
+           "| 2 s probe ms: teacher / student (paired speed-up) |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        pt = r.get("probe_timing")
+        timing = (f"{pt['teacher_ms']:.1f} / {pt['student_ms']:.1f} ({pt['speedup_median_of_ratios']:.1f}x, "
+                  f"n={pt['samples']})" if pt and pt["samples"] >= 10 else "—")
+        gap = "—" if r["gap_pt"] is None else f"{r['gap_pt']:+.2f}"
+        out.append(f"| {r['protocol']} | {r['model']} | {r['identities']} | {r['genuine']} / {r['impostor']} "
+                   f"| {100 * r['eer']:.2f} | {r['auc']:.4f} | {gap} | {timing} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data")
@@ -45,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe-timing-samples", type=int, default=30)
     p.add_argument("--out", default="benchmarks/voice_door.json")
     args = p.parse_args(argv)
+    if args.models == ["table"]:  # print the table of an existing result file
+        print(table(json.loads(Path(args.out).read_text())["rows"]))
+        return 0
     from train.evaluate import DEFAULT_SPLIT, evaluate
 
     rows = []
