@@ -51,7 +51,8 @@ def _eval(args: argparse.Namespace) -> int:
     report = evaluate(args.modality, args.model, args.data, split=args.split, split_cfg=split_cfg,
                       max_impostor_per_identity=args.max_impostor_per_identity, seed=args.seed,
                       cache_dir=args.cache or default_cache_dir(), plot=args.plot,
-                      threads=args.threads, timing_samples=args.timing_samples)
+                      threads=args.threads, timing_samples=args.timing_samples,
+                      probe_s=args.probe_s)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -70,9 +71,24 @@ def _eval(args: argparse.Namespace) -> int:
         rows.append((key.upper(), f"{100 * entry['tar']:.2f} %" if entry["tar"] is not None
                      else entry["reason"]))
     rows.append(("ms / sample", f"{report['ms_per_sample']:.2f}"))
+    if "probe_timing" in report:
+        pt = report["probe_timing"]
+        rows.append(("probe ms: teacher / student (paired)",
+                     f"{pt['teacher_ms']:.2f} / {pt['student_ms']:.2f} "
+                     f"({pt['speedup_median_of_ratios']:.1f}x)"))
     for k, v in rows:
         table.add_row(k, v)
     Console().print(table)
+    return 0
+
+
+def _room_set(args: argparse.Namespace) -> int:
+    from train.room_eval_set import make_room_copy
+
+    split = {"test_fraction": args.test_fraction, "val_fraction": args.val_fraction,
+             "seed": args.split_seed}
+    desc = make_room_copy(args.data, args.out, split, seed=args.seed)
+    print(json.dumps({k: v for k, v in desc.items() if k != "items"}, indent=2))
     return 0
 
 
@@ -108,6 +124,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", help="cache folder (default ~/.cache/edgepin)")
     p.add_argument("--plot", help="write ROC/DET curves to this PNG")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--probe-s", type=float, metavar="SECONDS",
+                   help="voice: probes are the first SECONDS of voiced speech, scored against "
+                        "whole-utterance templates (the live condition), timed per probe")
     add_crossmodal_eval_args(p)
     p.set_defaults(handler=_eval)
+
+    p = subparsers.add_parser("voice-room-set", help="make the noisy/reverberant copy of a voice "
+                              "set's held-out speakers (once, fixed seed)")
+    p.add_argument("--data", required=True, help="voice folder <speaker>/<utt>, e.g. speechocean762")
+    p.add_argument("--out", required=True, help="new folder for the copy (outside the project)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.set_defaults(handler=_room_set)
     register_pins(subparsers)

@@ -194,7 +194,8 @@ def distill(modality: str, data: str | Path, cfg: dict, out: str | Path, cache_d
     meta = {
         "format": CHECKPOINT_FORMAT, "modality": modality, "config": cfg,
         "data": {"root": str(data), "manifest_hash": data_hash, "n_samples": len(samples),
-                 "n_used": len(used), "identities": {k: len(v) for k, v in splits.items()}},
+                 "n_used": len(used), "identities": {k: len(v) for k, v in splits.items()},
+                 "extra_train": getattr(task, "extra_data", {})},
         "split": dict(cfg["split"]),
         "front_end": voice_front_end(cfg).to_dict() if modality == "voice" else {"face_size": 112, "colour": bool(cfg["model"].get("colour", False))},
     }

@@ -215,12 +215,74 @@ def paired_timing(modality: str, student: str, data: str | Path, *, split: str =
             "order": f"alternating teacher, student per sample, {pause_s:g} s pause between"}
 
 
+def voiced_probe(wav: np.ndarray, gate: Any, seconds: float) -> np.ndarray:
+    """The first `seconds` of voiced speech, as the live loop cuts a probe (device VAD); the
+    raw start when the VAD finds under 0.1 s of speech."""
+    speech = gate.extract_speech(wav)
+    if len(speech) < 1600:
+        speech = wav
+    return speech[: max(1, round(seconds * 16000))]
+
+
+def teacher_probe_embeddings(samples: list[Sample], cuts: list[np.ndarray], seconds: float,
+                             vad: str, cache_dir: str | Path) -> np.ndarray:
+    """Resemblyzer on each probe cut, cached by file hash, probe length and VAD."""
+    from train.cache import ArrayCache
+    from train.datasets import file_sha256
+    from train.teachers import VoiceTeacher
+
+    cache = ArrayCache(Path(cache_dir) / "voice_probes.sqlite")
+    keys = [ArrayCache.key(file_sha256(s.path), f"probe{seconds:g}s|{vad}",
+                           VoiceTeacher.version_string()) for s in samples]
+    try:
+        got = [cache.get(k) for k in keys]
+        todo = [i for i, g in enumerate(got) if g is None]
+        if todo:
+            teacher = VoiceTeacher()
+            rows = [(keys[i], {"emb": teacher.embed(cuts[i])}) for i in todo]
+            cache.put_many(rows)
+            for i, (_, r) in zip(todo, rows, strict=True):
+                got[i] = r
+    finally:
+        cache.close()
+    return _unit(np.stack([g["emb"] for g in got]))  # type: ignore[index]
+
+
+def probe_timing(student: Embedder, cuts: list[np.ndarray], *, n: int = TIMING_SAMPLES,
+                 pause_s: float = 0.1) -> dict:
+    """Front-end + embedding of one probe, student and Resemblyzer alternately (batch 1)."""
+    from train.teachers import VoiceTeacher
+
+    teacher = VoiceTeacher()
+    t_s, t_t = [], []
+    for cut in cuts[:n]:
+        teacher.embed(cut)
+        t0 = time.perf_counter()
+        teacher.embed(cut)
+        t_t.append(time.perf_counter() - t0)
+        time.sleep(pause_s)
+        t_s.append(student.time_one(cut))
+        time.sleep(pause_s)
+    a, b = np.asarray(t_t), np.asarray(t_s)
+    return {"samples": len(a), "teacher_ms": float(np.median(a) * 1000),
+            "student_ms": float(np.median(b) * 1000),
+            "speedup_median_of_ratios": float(np.median(a / b)), "batch": 1,
+            "what": "waveform probe -> embedding (student: log-mel front-end + network; "
+                    "teacher: Resemblyzer preprocessing + GE2E)",
+            "order": f"alternating teacher, student per probe, {pause_s:g} s pause between"}
+
+
 def evaluate(modality: str, model: str, data: str | Path, *, split: str = "test",
              split_cfg: dict | None = None, max_impostor_per_identity: int = 20, seed: int = 0,
              cache_dir: str | Path, plot: str | Path | None = None, threads: int = 2,
-             timing_samples: int = TIMING_SAMPLES, keep_scores: bool = False) -> dict:
+             timing_samples: int = TIMING_SAMPLES, keep_scores: bool = False,
+             probe_s: float | None = None) -> dict:
     """Embed the chosen identities, score all genuine and sampled impostor pairs, report.
 
+    With `probe_s` (voice), each trial compares a PROBE, the first `probe_s` seconds of voiced
+    speech of one utterance (what the live loop decides on), with the whole-utterance template
+    of another; genuine trials pair two different recordings of one speaker. Timing is then
+    per probe, teacher and student alternately (`probe_timing`).
     With `keep_scores` the report also holds the raw genuine/impostor score arrays under
     "scores" (for plots comparing several models on the same pairs).
     """
@@ -243,8 +305,19 @@ def evaluate(modality: str, model: str, data: str | Path, *, split: str = "test"
     ids = prepared.identities
     e = emb.embed(items)
     gp, ip = make_pairs(ids, max_impostor_per_identity=max_impostor_per_identity, seed=seed)
-    gen = np.sum(e[gp[:, 0]] * e[gp[:, 1]], axis=1)
-    imp = np.sum(e[ip[:, 0]] * e[ip[:, 1]], axis=1)
+    probes, cuts = e, []
+    if probe_s is not None:
+        if modality != "voice":
+            raise ConfigError("--probe-s applies to voice only")
+        from edge_runtime.frontend.vad import SpeechGate
+
+        gate = SpeechGate()
+        vad = f"vad-{gate.backend}-{gate.threshold:g}"
+        cuts = [voiced_probe(w, gate, probe_s) for w in prepared.audio]
+        probes = (teacher_probe_embeddings(prepared.samples, cuts, probe_s, vad, cache_dir)
+                  if teacher else emb.embed(cuts))
+    gen = np.sum(probes[gp[:, 0]] * e[gp[:, 1]], axis=1)
+    imp = np.sum(probes[ip[:, 0]] * e[ip[:, 1]], axis=1)
     report: dict[str, Any] = {
         "modality": modality, "model": emb.name, "data": str(data),
         "data_manifest": manifest_hash(reader.samples, Path(data)),
@@ -254,6 +327,11 @@ def evaluate(modality: str, model: str, data: str | Path, *, split: str = "test"
         **verification_report(gen, imp, fars=(1e-2, 1e-3)),
     }
     n_time = min(timing_samples, len(items))
+    if probe_s is not None:
+        report["protocol"] = {"probe_s": probe_s, "vad": vad, "template": "whole utterance",
+                              "probe_voiced_s_median": float(np.median([len(c) for c in cuts]) / 16000)}
+        if not teacher:
+            report["probe_timing"] = probe_timing(emb, cuts, n=n_time)
     if teacher:
         times = [emb.timer(s) for s in prepared.samples[:n_time]]  # type: ignore[attr-defined]
     else:

@@ -11,19 +11,31 @@ The trainer (`train.distill`) is modality-agnostic; a task turns prepared data i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from edge_runtime.errors import ConfigError
 from edge_runtime.frontend.audio import LogMelConfig
 from edge_runtime.frontend.features import VoiceFrontEnd, face_tensor
 from train.augment import FaceAugment, VoiceAugment
-from train.datasets import FaceFolder, Sample, SpeechFolder, holdout_split
+from train.augment_room import RoomAugment
+from train.datasets import (
+    FaceFolder,
+    LibriSpeechFlat,
+    Sample,
+    SpeechFolder,
+    holdout_split,
+    manifest_hash,
+)
 from train.models import FaceNetConfig, MobileFaceNet, VoiceNetConfig, VoiceResNet, face_stages
 from train.prepare import FaceSet, VoiceSet, prepare_faces, prepare_voices
+from train.room_views import RoomViews, prepare_room_views
+
+EXTRA_VOICE_READERS = {"librispeech": LibriSpeechFlat}
 
 
 def build_model(cfg: dict) -> nn.Module:
@@ -110,34 +122,80 @@ class FaceTask:
                 self.val.identities)
 
 
+def extra_voice_samples(cfg: dict) -> tuple[list[Sample], dict]:
+    """Training-only speakers from `extra_train` (e.g. LibriSpeech): never validated or
+    evaluated on, so a one-recording speaker never forms a same-session evaluation pair."""
+    samples: list[Sample] = []
+    info: dict = {}
+    for name, root in (cfg.get("extra_train") or {}).items():
+        if not root:
+            continue
+        if name not in EXTRA_VOICE_READERS:
+            raise ConfigError(f"extra_train.{name}: unknown reader (known: "
+                              f"{', '.join(EXTRA_VOICE_READERS)})")
+        reader = EXTRA_VOICE_READERS[name](root)
+        samples += reader.samples
+        info[name] = {"root": str(root), "identities": len(reader.identities()),
+                      "samples": len(reader.samples), "manifest_hash": manifest_hash(
+                          reader.samples, Path(root))}
+    return samples, info
+
+
+def room_augment(cfg: dict) -> RoomAugment:
+    """The door-condition augmentation described by the config's `room` section."""
+    r = {k: v for k, v in cfg["room"].items() if k not in ("views_per_window", "seed")}
+    for k in ("snr_db", "speed", "babble_talkers", "rt60_s", "noise_kinds"):
+        if k in r:
+            r[k] = tuple(r[k])
+    return RoomAugment(**r)
+
+
 @dataclass
 class VoiceTask:
-    """Voice distillation on 2 s log-mel windows with per-window teacher targets."""
+    """Voice distillation on 2 s log-mel windows with per-window teacher targets.
+
+    With `views` (door conditions, `train.room_views`), each item is either a clean window
+    (light on-the-fly augmentation, target of the clean window) or one of its labelled views
+    (target of that view).
+    """
 
     train: VoiceSet
     val: VoiceSet
     front_end: VoiceFrontEnd
     augment: VoiceAugment
+    views: RoomViews | None = None
+    extra_data: dict = field(default_factory=dict)
 
     @classmethod
     def build(cls, cfg: dict, samples: list[Sample], splits: dict, cache_dir: Path) -> VoiceTask:
         fe = voice_front_end(cfg)
+        extra, extra_info = extra_voice_samples(cfg)
         sets = {}
         for part in ("train", "val"):
             ids = set(splits[part])
-            sets[part] = prepare_voices([s for s in samples if s.identity in ids], cache_dir, fe,
-                                        workers=cfg["train"]["workers"])
+            chosen = [s for s in samples if s.identity in ids] + (extra if part == "train" else [])
+            sets[part] = prepare_voices(chosen, cache_dir, fe, workers=cfg["train"]["workers"])
         aug = dict(cfg["augment"])
         aug["snr_db"] = tuple(aug["snr_db"])
         if "short_s" in aug:
             aug["short_s"] = tuple(aug["short_s"])
-        return cls(sets["train"], sets["val"], fe, VoiceAugment(**aug))
+        views = None
+        if cfg.get("room") and int(cfg["room"].get("views_per_window", 0)) > 0:
+            views = prepare_room_views(sets["train"], cache_dir, fe.window_samples,
+                                       room_augment(cfg),
+                                       views_per_window=int(cfg["room"]["views_per_window"]),
+                                       seed=int(cfg["room"].get("seed", cfg["seed"])))
+            extra_info["room_views"] = {"views": len(views.params), "computed": views.computed}
+        return cls(sets["train"], sets["val"], fe, VoiceAugment(**aug), views, extra_info)
 
     def __post_init__(self) -> None:
         utt_labels, self.classes = _labels(self.train.identities)
         self.teacher_mean = np.concatenate(self.train.window_teacher).mean(axis=0)
-        self.items = np.array([(u, w) for u, st in enumerate(self.train.window_starts)
-                               for w in range(len(st))], dtype=np.int64)
+        items = [(u, w, -1) for u, st in enumerate(self.train.window_starts)
+                 for w in range(len(st))]
+        if self.views is not None:
+            items += [(int(u), -1, k) for k, u in enumerate(self.views.utterance)]
+        self.items = np.array(items, dtype=np.int64)
         self.labels = utt_labels[self.items[:, 0]]
 
     def __len__(self) -> int:
@@ -146,8 +204,14 @@ class VoiceTask:
     def batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
         n = self.front_end.window_samples
         feats, targets = [], []
-        for u, w in self.items[idx]:
+        for u, w, v in self.items[idx]:
             wav = self.train.audio[u]
+            if v >= 0:  # a labelled door-condition view: exact window, its own target
+                assert self.views is not None
+                view = self.augment.shorten(self.views.audio(int(v), wav, n), 16000, rng)
+                feats.append(self.front_end.windows(view)[0])
+                targets.append(self.views.teacher[v])
+                continue
             crop = self.augment.crop(wav, int(self.train.window_starts[u][w]), n, 16000, rng)
             crop = self.augment.shorten(crop, 16000, rng)
             feats.append(self.front_end.windows(self.augment(crop, rng))[0])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from train.datasets.core import MODALITIES, Reader, Sample, check_file
 from train.datasets.folders import ClipFolder, FaceFolder, SpeechFolder
 from train.datasets.labels import read_labels_tsv
+from train.datasets.librispeech import LibriSpeechFlat
 from train.datasets.manifest import file_sha256, manifest_hash, write_manifest
 from train.datasets.splits import holdout_split, identity_split, split_samples
 from train.datasets.voxceleb import VoxCeleb1, VoxIdentity, read_vox1_meta
@@ -17,6 +18,7 @@ __all__ = [
     "MODALITIES",
     "ClipFolder",
     "FaceFolder",
+    "LibriSpeechFlat",
     "Reader",
     "Sample",
     "SpeechFolder",

@@ -1,0 +1,100 @@
+"""Door-condition views: deterministic, right length, SNR and band as asked (synthetic signals:
+shape and signal-processing checks only, no accuracy claim)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from train.augment_room import RirBank, RoomAugment, ViewParams, apply_view, band_limit
+
+SR = 16000
+
+
+def _tone(n: int = 32000) -> np.ndarray:
+    t = np.arange(n) / SR
+    return (0.1 * np.sin(2 * np.pi * 1000 * t) + 0.05 * np.sin(2 * np.pi * 5000 * t)).astype(np.float32)
+
+
+def test_sample_is_deterministic_and_in_range() -> None:
+    aug = RoomAugment()
+    pool = [f"h{i}" for i in range(10)]
+    views = [aug.sample(s, 48, pool) for s in range(200)]
+    assert views == [aug.sample(s, 48, pool) for s in range(200)]
+    noisy = [v for v in views if v.noise != "none"]
+    assert noisy and all(5.0 <= v.snr_db <= 20.0 for v in noisy)
+    assert all(3 <= len(v.babble) <= 5 for v in views if v.noise == "babble")
+    assert all(0.9 <= v.speed <= 1.1 for v in views)
+    assert len({v.key() for v in views}) == len(views)
+
+
+def test_additive_noise_hits_the_snr() -> None:
+    x = _tone()
+    p = ViewParams(seed=3, noise="fan", snr_db=10.0)
+    y = apply_view(x, p, None, {}).astype(np.float64)
+    snr = 10 * np.log10(np.mean(x.astype(np.float64) ** 2) / np.mean((y - x) ** 2))
+    assert len(y) == len(x)
+    assert snr == pytest.approx(10.0, abs=0.5)
+    assert np.array_equal(y, apply_view(x, p, None, {}))
+
+
+def test_babble_needs_its_talkers_and_mixes_them() -> None:
+    x = _tone()
+    talkers = {"a": np.random.default_rng(0).standard_normal(40000).astype(np.float32),
+               "b": np.random.default_rng(1).standard_normal(20000).astype(np.float32)}
+    y = apply_view(x, ViewParams(seed=1, noise="babble", snr_db=5.0, babble=("a", "b")), None,
+                   talkers)
+    assert not np.allclose(y, x)
+    with pytest.raises(KeyError):
+        apply_view(x, ViewParams(seed=1, noise="babble", snr_db=5.0, babble=("zz",)), None, talkers)
+
+
+def test_telephone_band_removes_high_frequencies() -> None:
+    x = _tone().astype(np.float64)
+    y = band_limit(x, "telephone", 3400.0)
+    spec_x, spec_y = np.abs(np.fft.rfft(x)), np.abs(np.fft.rfft(y))
+    k5, k1 = int(5000 * len(x) / SR), int(1000 * len(x) / SR)
+    assert spec_y[k5] < 0.01 * spec_x[k5]
+    assert spec_y[k1] > 0.7 * spec_x[k1]
+
+
+def test_rir_bank_rooms_reverberate() -> None:
+    pytest.importorskip("pyroomacoustics")
+    bank = RirBank(size=2, rt60_s=(0.2, 0.6), seed=0)
+    assert [r["rt60_s"] for r in bank.rooms] == [0.2, 0.6]
+    # a longer RT60 keeps more energy after 50 ms
+    tail = [float(np.sum(h[800:] ** 2) / np.sum(h**2)) for h in bank.rirs]
+    assert tail[1] > tail[0]
+    x = np.zeros(32000, np.float32)
+    x[1000] = 0.5
+    y = apply_view(x, ViewParams(seed=0, rir=1), bank, {})
+    assert len(y) == len(x) and np.count_nonzero(np.abs(y) > 1e-4) > 1000
+
+
+def test_voice_task_mixes_clean_windows_and_labelled_views(tmp_path) -> None:  # noqa: ANN001
+    """Batches hold both kinds of item; a view's target is ITS teacher embedding (centred)."""
+    from edge_runtime.frontend.features import VoiceFrontEnd
+    from train.augment import VoiceAugment
+    from train.datasets import Sample
+    from train.prepare import VoiceSet
+    from train.room_views import RoomViews
+    from train.tasks import VoiceTask
+
+    fe = VoiceFrontEnd()
+    n = fe.window_samples
+    rng = np.random.default_rng(0)
+    samples = [Sample(f"s{i}", tmp_path / f"{i}.flac", modality="voice") for i in range(2)]
+    audio = [(0.1 * rng.standard_normal(n + 16000)).astype(np.float32) for _ in samples]
+    starts = [np.array([0, 16000]) for _ in samples]
+    win_t = [rng.random((2, 256)).astype(np.float32) for _ in samples]
+    data = VoiceSet(samples, audio, starts, win_t, rng.random((2, 256)).astype(np.float32))
+    views = RoomViews(np.array([0, 1]), np.array([16000, 0]),
+                      [ViewParams(seed=1, noise="fan", snr_db=5.0), ViewParams(seed=2, band="telephone",
+                                                                            band_hz=3400.0)],
+                      rng.random((2, 256)).astype(np.float32), None, {}, 0)  # type: ignore[arg-type]
+    task = VoiceTask(data, data, fe, VoiceAugment(short_p=0.0), views)
+    assert len(task) == 4 + 2
+    x, target, labels = task.batch(np.array([4, 5, 0]), np.random.default_rng(0))
+    assert x.shape == (3, 200, 64) and labels.tolist() == [0, 1, 0]
+    want = views.teacher[0] - task.teacher_mean
+    assert np.allclose(target[0].numpy(), want / np.linalg.norm(want), atol=1e-6)
