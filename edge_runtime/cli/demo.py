@@ -149,6 +149,20 @@ def _load_clips(clips_dir: Path, people: int | None) -> dict[str, Clip]:
     return {p.stem: decode_clip(p) for p in paths}
 
 
+def _play(loop: AccessLoop, plan: list[tuple[str, str, str | None, ReplaySource]],
+          on_attempt: Callable[[DemoAttempt], None] | None) -> list[DemoAttempt]:
+    """Replay each planned attempt through the loop, once, and time it."""
+    out = []
+    for label, truth, expected, source in plan:
+        t0 = time.perf_counter()
+        result = loop.run(source, once=True)[0]
+        attempt = DemoAttempt(label, truth, expected, result, time.perf_counter() - t0)
+        out.append(attempt)
+        if on_attempt is not None:
+            on_attempt(attempt)
+    return out
+
+
 def run_demo(
     models: str | Path | None = None,
     clips: str | Path | None = None,
@@ -239,13 +253,7 @@ def run_demo(
                 plan.append((f"{name} video, audio {shift_s:+g} s", "shifted", None,
                              ReplaySource(shifted_attack(clip_map[name], halves[name][1],
                                                          shift_s), realtime=realtime)))
-            for label, truth, expected, source in plan:
-                t0 = time.perf_counter()
-                result = loop.run(source, once=True)[0]
-                attempt = DemoAttempt(label, truth, expected, result, time.perf_counter() - t0)
-                attempts.append(attempt)
-                if on_attempt is not None:
-                    on_attempt(attempt)
+            attempts += _play(loop, plan, on_attempt)
             verifier.close()
             audit_rows = audit.verify()
     door_attempts: list[DemoAttempt] = []
@@ -324,13 +332,7 @@ def _artificial_door(bundle: ModelBundle, detector: FaceDetector, gate: SpeechGa
                                  probe(p, q)))
             for s in strangers:
                 plan.append((f"stranger {s['name']}", "door-stranger", None, probe(s, s)))
-            for label, truth, expected, source in plan:
-                t0 = time.perf_counter()
-                result = loop.run(source, once=True)[0]
-                attempt = DemoAttempt(label, truth, expected, result, time.perf_counter() - t0)
-                attempts.append(attempt)
-                if on_attempt is not None:
-                    on_attempt(attempt)
+            attempts += _play(loop, plan, on_attempt)
             verifier.close()
     notes.append(f"artificial door: {len(enrolled)} ARTIFICIAL identities enrolled (LFW photo + "
                  f"speechocean762 voice of the same gender: different people), probes 2-4 s; "
