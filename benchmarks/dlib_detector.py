@@ -23,9 +23,8 @@ import numpy as np
 from rich.progress import track
 
 from edge_runtime.face_detectors import open_cnn_detector
-from edge_runtime.frontend.face import DlibHogDetector, load_image
+from edge_runtime.frontend.face import DlibHogDetector, load_image, wheel_model_path
 from edge_runtime.frontend.video import decode_clip
-from export.dlib.models import wheel_model_path
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 

@@ -10,9 +10,15 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import ModelError
-from edge_runtime.frontend.face import DlibHogDetector, detect_and_align, dlib_chip, load_image
+from edge_runtime.frontend.face import (
+    DlibHogDetector,
+    detect_and_align,
+    dlib_chip,
+    load_image,
+    wheel_model_path,
+)
 from export.dlib.layouts import FACE_RESNET, MMOD_DETECTOR
-from export.dlib.models import FACE_RESNET_SPEC, cached_port, port_version, wheel_model_path
+from export.dlib.models import FACE_RESNET_SPEC, cached_port, port_version
 from export.dlib.reader import Layout, Stream, read_network
 
 

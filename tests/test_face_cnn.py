@@ -18,9 +18,8 @@ from edge_runtime.bundle import load_manifest
 from edge_runtime.cli.main import main
 from edge_runtime.errors import ConfigError, ModelError
 from edge_runtime.face_detectors import open_cnn_detector, open_face_detector
-from edge_runtime.frontend.face import DlibHogDetector, load_image
+from edge_runtime.frontend.face import DlibHogDetector, load_image, wheel_model_path
 from edge_runtime.frontend.face_cnn import MmodConfig, MmodDetector, decode, pyramid_layout
-from export.dlib.models import wheel_model_path
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 

