@@ -162,6 +162,24 @@ def tiled_pyramid(image: np.ndarray, cfg: MmodConfig, max_levels: int | None = N
     return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None]), rects
 
 
+def working_image(image: np.ndarray, max_side: int | None = 320,
+                  upsample_below: int | None = 200) -> tuple[np.ndarray, float]:
+    """The image the network runs on at the runtime's settings, and its scale: shrunk to
+    `max_side`, or enlarged 2x under `upsample_below` (faces of a small photo, AT&T's 92x112,
+    are under the 80 px window)."""
+    img = as_rgb(image)
+    longest = max(img.shape[:2])
+    if max_side is not None and longest > max_side:
+        scale = max_side / longest
+    elif upsample_below is not None and longest < upsample_below:
+        scale = 2.0
+    else:
+        return img, 1.0
+    size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
+    interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    return cv2.resize(img, size, interpolation=interp), scale
+
+
 def _nearest_level(rects: Sequence[tuple[int, int, int, int]], x: float, y: float) -> int:
     px, py = np.floor(x + 0.5), np.floor(y + 0.5)
     best, best_d = 0, np.inf
@@ -245,24 +263,9 @@ class MmodDetector:
         scores = self._runner.run({self._input: x})[self._output]
         return decode(scores, rects, self.cfg, self.adjust_threshold)
 
-    def working_scale(self, shape: tuple[int, ...]) -> float:
-        """The factor a frame of this shape is resized by before the network sees it."""
-        longest = max(shape[:2])
-        if self.max_side is not None and longest > self.max_side:
-            return self.max_side / longest
-        if self.upsample_below is not None and longest < self.upsample_below:
-            return 2.0  # a small photo (AT&T is 92x112): faces under the 80 px window
-        return 1.0
-
     def working_image(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         """The image the network runs on at the runtime's settings, and its scale."""
-        img = as_rgb(image)
-        scale = self.working_scale(img.shape)
-        if scale == 1.0:
-            return img, scale
-        size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
-        interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-        return cv2.resize(img, size, interpolation=interp), scale
+        return working_image(image, self.max_side, self.upsample_below)
 
     def raw_boxes(self, image: np.ndarray, max_levels: int | None = ROI_LEVELS
                   ) -> list[tuple[tuple[float, float, float, float], float]]:
