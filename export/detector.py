@@ -78,7 +78,7 @@ class ImageCounts:
     gate_grid: int = 40
 
 
-def _calib_identity(name: str) -> bool:
+def calib_identity(name: str) -> bool:
     """One in five LFW identities calibrates; the others are the gate's (stable, by name)."""
     return zlib.crc32(name.encode()) % 5 == 0
 
@@ -93,7 +93,7 @@ def _spread(items: Sequence[Any], n: int) -> list[Any]:
 def detector_images(root: Path, role: str, counts: ImageCounts = ImageCounts()) -> list[Image]:
     """Real images for ``role`` "calib" or "gate" from ``root`` (lfw/, att_faces/, grid/).
 
-    Disjoint by construction: LFW by identity (``_calib_identity``), AT&T subjects in the
+    Disjoint by construction: LFW by identity (``calib_identity``), AT&T subjects in the
     first fifth (sorted) calibrate, GRID: the first clip in five (sorted) calibrates.
     """
     from edge_runtime.frontend.video import decode_clip
@@ -104,7 +104,7 @@ def detector_images(root: Path, role: str, counts: ImageCounts = ImageCounts()) 
     calib = role == "calib"
     out: list[Image] = []
     lfw = sorted(p for p in (root / "lfw").glob("*/*.jpg")
-                 if _calib_identity(p.parent.name) == calib)
+                 if calib_identity(p.parent.name) == calib)
     out += [(str(p), load_image(p), True)
             for p in _spread(lfw, counts.calib_lfw if calib else counts.gate_lfw)]
     subjects = sorted((root / "att_faces").glob("s*"), key=lambda p: p.name)
