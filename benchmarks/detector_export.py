@@ -8,6 +8,8 @@ Parts (one run each; the .md is re-rendered from the .json):
   working image, the ONNX port in FP32, FP16 and INT8 as TensorRT computes them (the export
   gate's reference graphs), INT8 on onnxruntime's CPU kernels, and dlib HOG as the runtime
   runs it. Recall = share of images where the person is found (LFW: a box over the centre).
+- ``bench``: `edgepin bench`'s detection and frame-to-decision rows (640x480, both
+  detectors, with and without ROI tracking), FP32 students, ``--bench-runs`` runs per row.
 - ``roi``: every frame of the GRID clips, enlarged to the camera's 640x480, HOG and the CNN
   (onnxruntime, one thread), full-frame detection on every frame vs `RoiTracker` (default
   settings): recall, ms/frame (median, mean), how often the full frame was scanned and why,
@@ -16,7 +18,7 @@ Parts (one run each; the .md is re-rendered from the .json):
   two faces. The timing rows are the re-runnable command below; write the load average.
 
     PYTHONPATH=$PWD nice -n 10 python -m benchmarks.detector_export --data ../shared/data recall roi
-    python -m benchmarks.detector_export roi      # timing only (the lead re-runs it quiet)
+    python -m benchmarks.detector_export roi bench   # timing only (the lead re-runs it quiet)
 """
 
 from __future__ import annotations
@@ -254,6 +256,19 @@ def render(doc: dict) -> str:
             lines.append(f"| {s['detector']} | {s['clip']} | {s['faces_full_frame']} | "
                          f"{s['frames_until_seen']} |")
         lines += ["", "![ms per frame](detector_export.png)", ""]
+    if "bench" in doc:
+        b, m = doc["bench"], doc["bench"]["machine"]
+        lines += ["## `edgepin bench`: detection and frame to decision at 640x480", "",
+                  f"- run: {m['date']}; {m['cpu']}, {m['cores']} cores; load average at the "
+                  f"start {', '.join(str(x) for x in m['load_average_1_5_15min'])}, at the end "
+                  f"{', '.join(f'{x:.2f}' for x in b['load_average_end'])}; {b['runs']} runs per "
+                  "row; FP32 students on onnxruntime, one thread; the `clip frames` rows take "
+                  "the GRID clip's frames in turn (enlarged to 640x480), so the ROI rows include "
+                  "their periodic full-frame scans (p50: a ROI frame, p95: a full one)", "",
+                  "| stage | variant | p50 ms | p95 ms | mean ms |", "|---|---|---|---|---|"]
+        lines += [f"| {r['stage']} | {r['variant']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+                  f"{r['mean_ms']:.1f} |" for r in b["rows"]]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -282,18 +297,29 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("EDGEPIN_DATA",
                                                                       "/work/shared/data")))
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("parts", nargs="*", help="recall, roi; none: re-render the .md")
+    ap.add_argument("--bench-runs", type=int, default=40, help="bench part: timed runs per row")
+    ap.add_argument("parts", nargs="*", help="recall, roi, bench; none: re-render the .md")
     args = ap.parse_args()
     from benchmarks.machine import machine_info
 
-    unknown = set(args.parts) - {"recall", "roi"}
+    unknown = set(args.parts) - {"recall", "roi", "bench"}
     if unknown:
-        ap.error(f"unknown part(s) {sorted(unknown)}: choose from recall, roi")
+        ap.error(f"unknown part(s) {sorted(unknown)}: choose from recall, roi, bench")
     doc = json.loads(args.out.read_text()) if args.out.is_file() else {}
     if "recall" in args.parts:
         doc["recall"] = {"machine": machine_info(), **recall_part(args.data)}
     if "roi" in args.parts:
         doc["roi"] = {"machine": machine_info(), **roi_part(args.data)}
+    if "bench" in args.parts:  # the detector rows of `edgepin bench` (FP32 students)
+        from edge_runtime.cli.bench import run_bench
+
+        report = run_bench(None, runs=args.bench_runs, warmup=5, teachers=False,
+                           gallery_sizes=(1, 100))
+        doc["bench"] = {"machine": report["machine"], "runs": report["runs"],
+                        "load_average_end": list(os.getloadavg()),
+                        "rows": [r for r in report["rows"]
+                                 if r["stage"].startswith(("detect", "FRAME TO DECISION"))
+                                 and "int8" not in r["variant"]]}
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(render(doc))
     if "roi" in doc:
