@@ -259,9 +259,9 @@ def render(doc: dict) -> str:
     if "bench" in doc:
         b, m = doc["bench"], doc["bench"]["machine"]
         lines += ["## `edgepin bench`: detection and frame to decision at 640x480", "",
-                  f"- run: {m['date']}; {m['cpu']}, {m['cores']} cores; load average at the "
-                  f"start {', '.join(str(x) for x in m['load_average_1_5_15min'])}, at the end "
-                  f"{', '.join(f'{x:.2f}' for x in b['load_average_end'])}; {b['runs']} runs per "
+                  f"- run: {m['date']}; {m['cpu']}, {m['cores']} cores; load average (1/5/15 "
+                  f"min) after the rows: {', '.join(f'{x:.2f}' for x in b['load_average_end'])}"
+                  f" (shared machine: compare rows, not machines); {b['runs']} runs per "
                   "row; FP32 students on onnxruntime, one thread; the `clip frames` rows take "
                   "the GRID clip's frames in turn (enlarged to 640x480), so the ROI rows include "
                   "their periodic full-frame scans (p50: a ROI frame, p95: a full one)", "",

@@ -78,7 +78,8 @@ def _print_summary(report: dict) -> None:
             "[green]pass[/]" if g["ok"] else "[red]FAIL[/]: " + "; ".join(g["failures"]),
             r["int8"]["path"])
     console = Console()
-    console.print(table)
+    if report["models"]:  # `--only face_detector` has no student rows
+        console.print(table)
     for m, r in report["models"].items():
         if r.get("search_wrote"):
             console.print(f"  {m}: --search found a passing recipe, written to {r['search_wrote']}")
