@@ -119,3 +119,17 @@ def test_new_frame_size_drops_the_track_and_settings_are_checked(frames, hog):
 def test_open_face_detector_wraps_in_a_tracker():
     choice = open_face_detector("hog", roi=RoiSettings(rescan_every=7))
     assert isinstance(choice.detector, RoiTracker) and "every 7 frames" in choice.reason
+
+
+def test_run_roi_rescan_option_wraps_the_detector_or_refuses_zero():
+    from edge_runtime.cli.main import build_parser
+    from edge_runtime.cli.options import face_detector
+
+    args = build_parser().parse_args(["run", "--detector", "hog", "--roi-rescan", "3"])
+    det = face_detector(args)
+    assert isinstance(det, RoiTracker) and det.settings.rescan_every == 3
+    plain = build_parser().parse_args(["run", "--detector", "hog"])
+    assert isinstance(face_detector(plain), DlibHogDetector)  # default: every frame in full
+    args.roi_rescan = 0
+    with pytest.raises(ConfigError, match="rescan_every"):
+        face_detector(args)
