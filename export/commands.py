@@ -31,15 +31,18 @@ def _export(args: argparse.Namespace) -> int:
     from train.environment import default_cache_dir
 
     data_faces = Path(args.data_faces) if args.data_faces else _existing(_data_root() / "lfw")
+    data_detector = Path(args.data_detector) if args.data_detector else _existing(_data_root())
+    # by default the detector comes along where its images are; asked for, it needs them
+    default = ("face", "voice") + (("face_detector",) if data_detector is not None else ())
     data_voices = (Path(args.data_voices) if args.data_voices
                    else _existing(_data_root() / "speechocean762"))
     opts = ExportOptions(
         target=args.target, models=Path(args.models), out=Path(args.out),
         cache_dir=Path(args.cache) if args.cache else default_cache_dir(),
         data_faces=data_faces, data_voices=data_voices,
-        data_detector=Path(args.data_detector) if args.data_detector else _existing(_data_root()),
+        data_detector=data_detector,
         calib=Path(args.calib) if args.calib else None,
-        modalities=tuple(args.only) if args.only else ("face", "voice", "face_detector"),
+        modalities=tuple(args.only) if args.only else default,
         n_calib=args.n_calib, min_calib=args.min_calib,
         exclude=tuple(args.exclude or ()), calibrate_method=tuple(args.calibrate_method),
         keep_float=tuple(args.keep_float or ()),
@@ -50,6 +53,9 @@ def _export(args: argparse.Namespace) -> int:
         quiet=args.json,
     )
     report = run_export(opts)
+    if "face_detector" not in opts.modalities:
+        report["detector"] = {"skipped": "no --data-detector (lfw/, att_faces/, grid/) given "
+                                         "or found under $EDGEPIN_DATA"}
     trt_note = report["tensorrt"].get("note")
     if args.json:
         print(json.dumps(report, indent=2, default=str))
@@ -128,7 +134,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "there otherwise (default <cache>/calibration)")
     p.add_argument("--cache", help="crop/audio cache folder (default ~/.cache/edgepin)")
     p.add_argument("--only", nargs="+", choices=["face", "voice", "face_detector"],
-                   help="export only these (default: all three)")
+                   help="export only these (default: all three; the face detector only where "
+                   "its images are, see --data-detector)")
     p.add_argument("--n-calib", type=int, default=640, help="calibration samples per model")
     p.add_argument("--min-calib", type=int, default=500,
                    help="refuse calibration sets smaller than this")
