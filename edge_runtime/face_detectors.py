@@ -25,6 +25,7 @@ from edge_runtime.bundle import load_manifest
 from edge_runtime.errors import ConfigError, DependencyError, ModelError
 from edge_runtime.frontend.face import DlibHogDetector, FaceDetector
 from edge_runtime.frontend.face_cnn import MmodConfig, MmodDetector
+from edge_runtime.frontend.face_roi import RoiSettings, RoiTracker
 
 DETECTORS = ("auto", "cnn", "hog")
 DETECTOR_ENTRY = "face_detector"
@@ -60,9 +61,21 @@ def open_cnn_detector(models: str | Path, *, backend: str = "onnxruntime", threa
     cfg = MmodConfig.from_metadata(meta)
     if backend == "tensorrt":
         engine_root = Path(engines) if engines is not None else root / "tensorrt"
-        # the detector's engine is built in FP16 from the FP32 graph (docs/dlib_port.md)
-        path, expected = find_engine(engine_root, manifest[DETECTOR_ENTRY].sha256, "fp16",
-                                     tensorrt_machine(), model=DETECTOR_ENTRY)
+        # `edgepin export` builds an INT8 engine from the gated QDQ graph and an FP16 one from
+        # the FP32 graph (export/detector.py): INT8 when it is there, else FP16
+        wanted = [(manifest[f"{DETECTOR_ENTRY}_int8"].sha256, "int8-qdq")] \
+            if f"{DETECTOR_ENTRY}_int8" in manifest else []
+        wanted.append((manifest[DETECTOR_ENTRY].sha256, "fp16"))
+        errors = []
+        for sha, precision in wanted:
+            try:
+                path, expected = find_engine(engine_root, sha, precision, tensorrt_machine(),
+                                             model=DETECTOR_ENTRY)
+                break
+            except ModelError as exc:
+                errors.append(str(exc))
+        else:
+            raise ModelError(" / ".join(errors))
         runner = load_runner(path, backend="tensorrt", expected_key=expected)
     elif backend == "onnxruntime":
         runner = load_runner(onnx_path, backend="onnxruntime", threads=threads)
@@ -84,8 +97,23 @@ def _time_ms(fn: Callable[[], object], runs: int) -> float:
 def open_face_detector(choice: str = "auto", *, models: str | Path | None = None,
                        backend: str = "onnxruntime", threads: int = 1,
                        engines: str | Path | None = None, frame_size: tuple[int, int] = (640, 480),
-                       max_side: int | None = 320, runs: int = 3) -> DetectorChoice:
-    """Open the detector `choice` names ("auto": decided as the module docstring says)."""
+                       max_side: int | None = 320, runs: int = 3,
+                       roi: RoiSettings | None = None) -> DetectorChoice:
+    """Open the detector `choice` names ("auto": decided as the module docstring says);
+    with `roi`, wrapped in a `RoiTracker` (edge_runtime.frontend.face_roi)."""
+    found = _open_face_detector(choice, models=models, backend=backend, threads=threads,
+                                engines=engines, frame_size=frame_size, max_side=max_side,
+                                runs=runs)
+    if roi is not None:
+        found.detector = RoiTracker(found.detector, roi)  # type: ignore[arg-type]
+        found.reason += (f"; ROI tracking (full-frame scan at least every "
+                         f"{roi.rescan_every} frames)")
+    return found
+
+
+def _open_face_detector(choice: str, *, models: str | Path | None, backend: str, threads: int,
+                        engines: str | Path | None, frame_size: tuple[int, int],
+                        max_side: int | None, runs: int) -> DetectorChoice:
     if choice not in DETECTORS:
         raise ConfigError(f"unknown face detector {choice!r}: choose one of {', '.join(DETECTORS)}")
     if choice == "hog":

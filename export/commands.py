@@ -31,14 +31,18 @@ def _export(args: argparse.Namespace) -> int:
     from train.environment import default_cache_dir
 
     data_faces = Path(args.data_faces) if args.data_faces else _existing(_data_root() / "lfw")
+    data_detector = Path(args.data_detector) if args.data_detector else _existing(_data_root())
+    # by default the detector comes along where its images are; asked for, it needs them
+    default = ("face", "voice") + (("face_detector",) if data_detector is not None else ())
     data_voices = (Path(args.data_voices) if args.data_voices
                    else _existing(_data_root() / "speechocean762"))
     opts = ExportOptions(
         target=args.target, models=Path(args.models), out=Path(args.out),
         cache_dir=Path(args.cache) if args.cache else default_cache_dir(),
         data_faces=data_faces, data_voices=data_voices,
+        data_detector=data_detector,
         calib=Path(args.calib) if args.calib else None,
-        modalities=tuple(args.only) if args.only else ("face", "voice"),
+        modalities=tuple(args.only) if args.only else default,
         n_calib=args.n_calib, min_calib=args.min_calib,
         exclude=tuple(args.exclude or ()), calibrate_method=tuple(args.calibrate_method),
         keep_float=tuple(args.keep_float or ()),
@@ -49,6 +53,9 @@ def _export(args: argparse.Namespace) -> int:
         quiet=args.json,
     )
     report = run_export(opts)
+    if "face_detector" not in opts.modalities:
+        report["detector"] = {"skipped": "no --data-detector (lfw/, att_faces/, grid/) given "
+                                         "or found under $EDGEPIN_DATA"}
     trt_note = report["tensorrt"].get("note")
     if args.json:
         print(json.dumps(report, indent=2, default=str))
@@ -77,7 +84,8 @@ def _print_summary(report: dict) -> None:
             "[green]pass[/]" if g["ok"] else "[red]FAIL[/]: " + "; ".join(g["failures"]),
             r["int8"]["path"])
     console = Console()
-    console.print(table)
+    if report["models"]:  # `--only face_detector` has no student rows
+        console.print(table)
     for m, r in report["models"].items():
         if r.get("search_wrote"):
             console.print(f"  {m}: --search found a passing recipe, written to {r['search_wrote']}")
@@ -90,6 +98,17 @@ def _print_summary(report: dict) -> None:
         for row in (r.get("layer_errors") or [])[:3]:
             console.print(f"  {m} layer error jumps by {row['jump']:+.3f} at {row['node']} "
                           f"(relative error {row['rel_error']:.3f}; --keep-float candidate)")
+    det = report.get("detector", {})
+    if "gate" in det:
+        for v in ("int8", "fp16"):
+            g = det["gate"][v]
+            console.print(f"face_detector {v}: recall {g['recall']:.1%} (FP32 {g['recall_fp32']:.1%}"
+                          f"), FP32 boxes found again {g['box_recall']:.1%}, mean IoU "
+                          f"{g['mean_iou']:.3f} on {g['images']} held-out images: "
+                          + ("[green]pass[/]" if g["ok"] else "[red]FAIL[/]: "
+                             + "; ".join(g["failures"])))
+    elif det.get("skipped"):
+        console.print(f"face_detector: skipped ({det['skipped']})")
     sz = report["sizes"]
     console.print(f"deployable models {', '.join(sz['deployable'])}: "
                   f"{sz['deployable_bytes'] / 2**20:.2f} MiB (limit {sz['limit_bytes'] / 2**20:.0f}"
@@ -109,10 +128,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "the held-out gate (default $EDGEPIN_DATA/lfw, EDGEPIN_DATA=/work/shared/data)")
     p.add_argument("--data-voices", help="speech dataset <speaker>/<utt> (default "
                    "$EDGEPIN_DATA/speechocean762)")
+    p.add_argument("--data-detector", help="folder with lfw/, att_faces/ and grid/: real images "
+                   "for the face detector's calibration and recall gate (default $EDGEPIN_DATA)")
     p.add_argument("--calib", help="calibration-set folder: reused when they match, built "
                    "there otherwise (default <cache>/calibration)")
     p.add_argument("--cache", help="crop/audio cache folder (default ~/.cache/edgepin)")
-    p.add_argument("--only", nargs="+", choices=["face", "voice"], help="export only these")
+    p.add_argument("--only", nargs="+", choices=["face", "voice", "face_detector"],
+                   help="export only these (default: all three; the face detector only where "
+                   "its images are, see --data-detector)")
     p.add_argument("--n-calib", type=int, default=640, help="calibration samples per model")
     p.add_argument("--min-calib", type=int, default=500,
                    help="refuse calibration sets smaller than this")

@@ -109,6 +109,29 @@ def engine_specs(target: Target, modality: str, fp32: Path, int8: Path,
     return specs
 
 
+def detector_specs(target: Target, fp32: Path | None, int8: Path | None, work_dir: Path,
+                   trt_version: Version) -> list[tuple[str, BuildSpec]]:
+    """Engines of the face detector (``export.detector``): INT8 from its QDQ graph (strongly
+    typed where TensorRT allows it) and FP16 from the FP32 graph (weak typing, < 11), each
+    only if its gate passed (None). One dynamic-shape profile for the pyramid
+    (``export.detector.PROFILE``); no DLA engine: DLA needs static shapes."""
+    from export.detector import DETECTOR, PROFILE
+
+    ws = WORKSPACE_MB.get(target.name, 1024)
+    timing = work_dir / "timing.cache"
+    specs: list[tuple[str, BuildSpec]] = []
+    if int8 is not None and target.fast_int8:
+        specs.append(("gpu", BuildSpec(int8, "int8-qdq", PROFILE, workspace_mb=ws,
+                                       timing_cache=timing,
+                                       engine=work_dir / f"{DETECTOR}.int8.engine")))
+    if fp32 is not None and trt_version.major < 11:
+        specs.append(("fp16", BuildSpec(fp32, "fp16", PROFILE, workspace_mb=ws,
+                                        timing_cache=timing,
+                                        strongly_typed=None if trt_version.major < 10 else False,
+                                        engine=work_dir / f"{DETECTOR}.fp16.engine")))
+    return specs
+
+
 def _relative(spec: BuildSpec, base: Path) -> BuildSpec:
     def rel(p: Path | None) -> Path | None:
         return None if p is None else Path(os.path.relpath(Path(p).resolve(), base.resolve()))
@@ -250,9 +273,13 @@ def tensorrt_stage(target: Target, students: dict[str, dict[str, Any]], out: Pat
     root.mkdir(parents=True, exist_ok=True)
     jobs = []
     for modality, s in students.items():
-        for variant, spec in engine_specs(target, modality, Path(s["fp32"]), Path(s["int8"]),
-                                          tuple(s["sample_shape"]), root, version, dla=dla):
-            jobs.append((modality, variant, spec))
+        if s.get("sample_shape") is None:  # the face detector: dynamic pyramid input
+            specs = detector_specs(target, None if s["fp32"] is None else Path(s["fp32"]),
+                                   None if s["int8"] is None else Path(s["int8"]), root, version)
+        else:
+            specs = engine_specs(target, modality, Path(s["fp32"]), Path(s["int8"]),
+                                 tuple(s["sample_shape"]), root, version, dla=dla)
+        jobs += [(modality, variant, spec) for variant, spec in specs]
     if not jobs:
         raise ModelError(f"target {target.name}: no engine to build")
     scripts = write_scripts(target, jobs, root, version, export_out=out)

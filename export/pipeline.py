@@ -28,6 +28,7 @@ import onnx
 from calibration.build_sets import CalibSpec, ensure_set
 from edge_runtime.bundle import load_manifest, sha256_file
 from edge_runtime.errors import ModelError
+from export.detector import DETECTOR, detector_engines, export_detector, register_detector
 from export.gate_stage import (  # noqa: F401 - agreement, cosine_stats: the benchmarks' API
     Student,
     agreement,
@@ -239,20 +240,28 @@ def run_export(opts: ExportOptions) -> dict[str, Any]:
     stash: dict[str, Any] = {}
     st = Stages(opts.quiet)
     for modality in opts.modalities:
-        report["models"][modality] = export_student_int8(modality, opts, target, st, stash)
+        if modality != DETECTOR:
+            report["models"][modality] = export_student_int8(modality, opts, target, st, stash)
+    if DETECTOR in opts.modalities:
+        report["detector"] = export_detector(opts, target, st,
+                                             model_recipe(opts, DETECTOR, target))
     report["heads"] = head_sets(opts, report, stash, st)
     passed = {m: r for m, r in report["models"].items() if r["int8"]["registered"]}
     with st.stage("TensorRT") as s:
         students = {m: {"fp32": r["fp32"]["path"], "int8": r["int8"]["path"],
                         "sample_shape": _sample_shape(Path(r["fp32"]["path"]))}
                     for m, r in passed.items()}
+        students.update(detector_engines(report.get("detector", {})))
         report["tensorrt"] = (tensorrt_for(target, students, out, opts.dla) if students
                               else {"note": "no INT8 model passed the gate: no engines"})
         s["done"] = "see below" if report["tensorrt"].get("available") is False \
             else report["tensorrt"].get("note", "")
     register_outputs(out, report, target)
+    if "detector" in report:
+        register_detector(out, report["detector"], target)
     report["sizes"] = sizes(out, report)
-    report["ok"] = all(r["gate"]["ok"] for r in report["models"].values())
+    report["ok"] = (all(r["gate"]["ok"] for r in report["models"].values())
+                    and report.get("detector", {}).get("ok", True) is not False)
     (out / "export_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
 

@@ -28,6 +28,7 @@ class ExportOptions:
     cache_dir: Path
     data_faces: Path | None = None
     data_voices: Path | None = None
+    data_detector: Path | None = None  # lfw/, att_faces/, grid/: the face detector's images
     calib: Path | None = None  # default: <cache_dir>/calibration
     modalities: Sequence[str] = ("face", "voice")
     n_calib: int = 640  # a multiple of CALIB_BATCH: every calibration batch is full

@@ -60,9 +60,17 @@ def test_bench_times_the_cnn_detector_when_the_bundle_has_it(test_models, fixtur
                        teachers=False, gallery_sizes=(1,))
     rows = {(r["stage"], r["variant"]): r for r in report["rows"]}
     assert (CNN, "360x288, onnxruntime") in rows and (CNN, "640x480, onnxruntime") in rows
-    f2d = [r for r in report["rows"] if r["stage"].startswith("FRAME TO DECISION")]
+    f2d = [r for r in report["rows"] if r["stage"].startswith("FRAME TO DECISION 640x480,")]
     assert [r["stage"].split(", ")[1] for r in f2d] == ["hog detector (detect", "cnn detector (detect"]
     assert all(r["p50_ms"] > 0 for r in f2d)
+    # the clip's frames in turn, each detector without and with ROI tracking
+    clip = [r for r in report["rows"] if r["stage"].startswith("FRAME TO DECISION 640x480 clip")]
+    assert [r["stage"].split(", ", 1)[1] for r in clip] == [
+        "hog detector, full frame", "hog detector, ROI tracking",
+        "cnn detector, full frame", "cnn detector, ROI tracking"]
+    assert all(r["p50_ms"] > 0 for r in clip)
+    roi = [r["roi_counts"] for r in clip if "ROI" in r["stage"]]
+    assert all(c["full: no track"] == 1 for c in roi)  # the first frame is a full scan
 
 
 def test_teachers_are_timed_in_a_child_process(fixtures):

@@ -38,6 +38,7 @@ from edge_runtime.errors import EdgepinError, MediaError
 from edge_runtime.face_detectors import open_cnn_detector
 from edge_runtime.frontend.face import DlibHogDetector, align_face, choose_face
 from edge_runtime.frontend.face_quality import face_quality
+from edge_runtime.frontend.face_roi import RoiTracker
 from edge_runtime.frontend.vad import SpeechGate
 from edge_runtime.frontend.video import decode_clip, iter_frames
 from edge_runtime.models import ModelBundle
@@ -137,6 +138,8 @@ def run_bench(models: str | Path | None = None, *, runs: int = 200, warmup: int 
     hist["detect"] = ms
     # the camera's size: the same frame enlarged to 640x480, each detector as the runtime runs it
     frame640 = cv2.resize(image, (640, 480), interpolation=cv2.INTER_LINEAR)
+    clip640 = [cv2.resize(f.image, (640, 480), interpolation=cv2.INTER_LINEAR)
+               for f in full.frames]
     detectors: dict[str, Any] = {"hog": detector}
     ms = timer(lambda: detector.detect(frame640))
     rows.append(_row("detect (dlib HOG + 5 landmarks)", "640x480", ms))
@@ -177,9 +180,19 @@ def run_bench(models: str | Path | None = None, *, runs: int = 200, warmup: int 
                                                 detector, gate, full, image)
             if precision == "fp32":  # detection included, per detector, at the camera's size
                 for det_name, det_obj in detectors.items():
-                    ms = _frame_to_decision(timer, bundle, det_obj, gate, full, frame640)
+                    ms = _frame_to_decision(timer, bundle, det_obj, gate, full, [frame640])
                     vrows.insert(-1, _row(f"FRAME TO DECISION 640x480, {det_name} detector "
                                           "(detect, align, embed, decide)", name, ms))
+                # the clip's frames in turn (the face moves), without and with ROI tracking
+                for det_name, det_obj in detectors.items():
+                    for label, det_used in (("full frame", det_obj),
+                                            ("ROI tracking", RoiTracker(det_obj))):
+                        ms = _frame_to_decision(timer, bundle, det_used, gate, full, clip640)
+                        vrows.insert(-1, _row(
+                            f"FRAME TO DECISION 640x480 clip frames, {det_name} detector, "
+                            f"{label}", name, ms,
+                            **({"roi_counts": dict(det_used.counts)}
+                               if isinstance(det_used, RoiTracker) else {})))
         rows += vrows
         hist.update(vhist)
         skipped += vskip
@@ -319,10 +332,11 @@ def _end_to_end(timer: Timer, bundle: ModelBundle, detector: Any, gate: SpeechGa
 
 
 def _frame_to_decision(timer: Timer, bundle: ModelBundle, detector: Any, gate: SpeechGate,
-                       clip: Any, image: np.ndarray) -> np.ndarray:
+                       clip: Any, images: list[np.ndarray]) -> np.ndarray:
     """The last frame's cost plus the decision: the attempt's speech is already in (VAD and
     voice run while the person speaks, untimed), then one frame is detected, aligned and
-    embedded and the decision taken, timed together."""
+    embedded and the decision taken, timed together. Run i takes ``images[i % len]``, so a
+    ROI tracker sees the clip's frames in order, its periodic full-frame scans included."""
     from edge_runtime.frontend.video import Frame
 
     handle = _synthetic_gallery(100, bundle)
@@ -332,7 +346,7 @@ def _frame_to_decision(timer: Timer, bundle: ModelBundle, detector: Any, gate: S
         col = verifier.new_attempt("bench")
         col.add_audio(clip.audio)
         t0 = time.perf_counter()
-        col.add_frame(Frame(0.0, image))
+        col.add_frame(Frame(0.0, images[i % len(images)]))
         verifier.decide(col)
         if i >= 0:
             out[i] = 1e3 * (time.perf_counter() - t0)

@@ -318,6 +318,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "and on every exit")
     p.add_argument("--audit", type=Path, default=None, help="default: audit.db by the gallery")
     p.add_argument("--no-status", action="store_true", help="no live status line")
+    p.add_argument("--roi-rescan", type=int, default=None, metavar="N",
+                   help="track the face: search a region around it, the full frame at least "
+                        "every N frames and whenever the region finds no face or two faces "
+                        "are in view (docs/dlib_port.md); default: every frame in full")
     _gallery_options(p)
     _models_options(p)
     p.set_defaults(handler=_run)

@@ -56,12 +56,14 @@ def face_detector(args: argparse.Namespace, frame_size: tuple[int, int] = (640, 
     import logging
 
     from edge_runtime.face_detectors import open_face_detector
+    from edge_runtime.frontend.face_roi import RoiSettings
 
+    rescan = getattr(args, "roi_rescan", None)
     choice = open_face_detector(
         getattr(args, "detector", "auto"),
         models=args.models if args.models is not None else default_models_dir(),
         backend=args.backend, threads=args.threads, engines=getattr(args, "engines", None),
-        frame_size=frame_size)
+        frame_size=frame_size, roi=RoiSettings(rescan_every=rescan) if rescan is not None else None)
     logging.getLogger(__name__).info("face detector: %s (%s)", choice.name, choice.reason)
     return choice.detector
 

@@ -208,6 +208,22 @@ class DlibHogDetector:
         found.sort(key=lambda d: d.area, reverse=True)
         return found
 
+    def raw_boxes(self, image: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
+        """One HOG pass (no upsampled retry), boxes only: the ROI tracker's step."""
+        rects, scores, _ = self._detector.run(as_rgb(image), 0, self.adjust_threshold)
+        return [((float(r.left()), float(r.top()), float(r.right()), float(r.bottom())),
+                 float(s)) for r, s in zip(rects, scores, strict=True)]
+
+    def landmarks(self, image: np.ndarray, box: tuple[float, float, float, float],
+                  score: float) -> FaceDetection:
+        """dlib's 5 points for a box of the full-resolution frame."""
+        shape = self._predictor(image, dlib.rectangle(*(int(round(v)) for v in box)))
+        if shape.num_parts != 5:
+            raise ModelError(f"{self._predictor_path} predicts {shape.num_parts} landmarks; "
+                             "the 5-point model is needed")
+        pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+        return FaceDetection(box=box, landmarks=pts, score=score)
+
 
 def alignment_points(landmarks: np.ndarray) -> np.ndarray:
     """Reduce dlib's 5 points to (image-left eye centre, image-right eye centre, nose base)."""

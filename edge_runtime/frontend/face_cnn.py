@@ -45,6 +45,7 @@ from edge_runtime.frontend.face import (
 PYRAMID_RATE = 5.0 / 6.0
 MIN_LEVEL_ROWS = 5
 STRIDE, OFFSET = 8, 14
+ROI_LEVELS = 3
 
 
 class RunnerLike(Protocol):
@@ -82,16 +83,18 @@ class MmodConfig:
                    d["pyramid_padding"], d["pyramid_outer_padding"])
 
 
-def pyramid_layout(nr: int, nc: int, padding: int = 10, outer: int = 11
+def pyramid_layout(nr: int, nc: int, padding: int = 10, outer: int = 11,
+                   max_levels: int | None = None
                    ) -> tuple[list[tuple[int, int, int, int]], tuple[int, int]]:
     """dlib's tiled pyramid: (left, top, right, bottom) of each level, and the canvas (rows, cols).
 
     Levels go down the left column until the rest fits beside them, then up the right side
-    from the bottom, as dlib's compute_tiled_image_pyramid_details places them.
+    from the bottom, as dlib's compute_tiled_image_pyramid_details places them. `max_levels`
+    keeps only the first levels (the ROI tracker knows the face's size: a few levels suffice).
     """
     sizes = [(nc, nr)]
     w, h = nc, nr
-    while True:
+    while max_levels is None or len(sizes) < max_levels:
         h, w = int(np.floor(PYRAMID_RATE * h)), int(np.floor(PYRAMID_RATE * w))
         if h * w == 0 or h < MIN_LEVEL_ROWS:
             break
@@ -143,12 +146,12 @@ def _resize_align_corners(src: np.ndarray, h: int, w: int) -> np.ndarray:
     return rows[:, left] * (1 - fx)[None, :, None] + rows[:, right] * fx[None, :, None]
 
 
-def tiled_pyramid(image: np.ndarray, cfg: MmodConfig
+def tiled_pyramid(image: np.ndarray, cfg: MmodConfig, max_levels: int | None = None
                   ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     """The network input (1, 3, H, W) float32 RGB pixels, and the level rectangles."""
     img = as_rgb(image).astype(np.float32)
     rects, (nr, nc) = pyramid_layout(img.shape[0], img.shape[1], cfg.pyramid_padding,
-                                     cfg.pyramid_outer_padding)
+                                     cfg.pyramid_outer_padding, max_levels)
     canvas = np.empty((nr, nc, 3), np.float32)
     canvas[:] = np.asarray(cfg.mean_rgb, np.float32)
     level = img
@@ -157,6 +160,24 @@ def tiled_pyramid(image: np.ndarray, cfg: MmodConfig
             level = _resize_align_corners(level, y1 - y0 + 1, x1 - x0 + 1)
         canvas[y0 : y1 + 1, x0 : x1 + 1] = level
     return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None]), rects
+
+
+def working_image(image: np.ndarray, max_side: int | None = 320,
+                  upsample_below: int | None = 200) -> tuple[np.ndarray, float]:
+    """The image the network runs on at the runtime's settings, and its scale: shrunk to
+    `max_side`, or enlarged 2x under `upsample_below` (faces of a small photo, AT&T's 92x112,
+    are under the 80 px window)."""
+    img = as_rgb(image)
+    longest = max(img.shape[:2])
+    if max_side is not None and longest > max_side:
+        scale = max_side / longest
+    elif upsample_below is not None and longest < upsample_below:
+        scale = 2.0
+    else:
+        return img, 1.0
+    size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
+    interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    return cv2.resize(img, size, interpolation=interp), scale
 
 
 def _nearest_level(rects: Sequence[tuple[int, int, int, int]], x: float, y: float) -> int:
@@ -234,33 +255,40 @@ class MmodDetector:
         self.upsample_below = upsample_below
         self.adjust_threshold = adjust_threshold
 
-    def boxes(self, image: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
-        """Boxes at the image's own resolution, as dlib's cnn_face_detection_model_v1 gives them."""
-        x, rects = tiled_pyramid(image, self.cfg)
+    def boxes(self, image: np.ndarray, max_levels: int | None = None
+              ) -> list[tuple[tuple[int, int, int, int], float]]:
+        """Boxes at the image's own resolution, as dlib's cnn_face_detection_model_v1 gives them
+        (with `max_levels`, only faces the first pyramid levels hold)."""
+        x, rects = tiled_pyramid(image, self.cfg, max_levels)
         scores = self._runner.run({self._input: x})[self._output]
         return decode(scores, rects, self.cfg, self.adjust_threshold)
 
+    def working_image(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """The image the network runs on at the runtime's settings, and its scale."""
+        return working_image(image, self.max_side, self.upsample_below)
+
+    def raw_boxes(self, image: np.ndarray, max_levels: int | None = ROI_LEVELS
+                  ) -> list[tuple[tuple[float, float, float, float], float]]:
+        """Boxes in this image's pixels, no resizing, no landmarks: the ROI tracker's step,
+        where the face is shrunk to about 96 px, so the first `max_levels` levels (faces of
+        about 100 down to 65 px) hold it."""
+        return [(tuple(float(v) for v in box), score)  # type: ignore[misc]
+                for box, score in self.boxes(image, max_levels)]
+
+    def landmarks(self, image: np.ndarray, box: tuple[float, float, float, float],
+                  score: float) -> FaceDetection:
+        """dlib's 5 points for a box of the full-resolution frame."""
+        rect = dlib.rectangle(*(int(round(v)) for v in box))
+        shape = self._predictor(image, rect)
+        if shape.num_parts != 5:
+            raise ModelError("the landmark model must be dlib's 5-point one")
+        pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+        return FaceDetection(box=box, landmarks=pts, score=score)
+
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
         img = as_rgb(image)
-        scale = 1.0
-        work = img
-        longest = max(img.shape[:2])
-        if self.max_side is not None and longest > self.max_side:
-            scale = self.max_side / longest
-            size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
-            work = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-        elif self.upsample_below is not None and longest < self.upsample_below:
-            scale = 2.0  # a small photo (AT&T is 92x112): faces under the 80 px window
-            work = cv2.resize(img, (img.shape[1] * 2, img.shape[0] * 2),
-                              interpolation=cv2.INTER_LINEAR)
-        found = []
-        for (x0, y0, x1, y1), score in self.boxes(work):
-            box = (x0 / scale, y0 / scale, x1 / scale, y1 / scale)
-            rect = dlib.rectangle(*(int(round(v)) for v in box))
-            shape = self._predictor(img, rect)
-            if shape.num_parts != 5:
-                raise ModelError("the landmark model must be dlib's 5-point one")
-            pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
-            found.append(FaceDetection(box=box, landmarks=pts, score=score))
+        work, scale = self.working_image(img)
+        found = [self.landmarks(img, (x0 / scale, y0 / scale, x1 / scale, y1 / scale), score)
+                 for (x0, y0, x1, y1), score in self.boxes(work)]
         found.sort(key=lambda d: d.area, reverse=True)
         return found
