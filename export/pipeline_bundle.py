@@ -13,7 +13,7 @@ from calibration.build_sets import CalibSpec
 from edge_runtime.bundle import load_manifest, register_model, sha256_file
 from edge_runtime.errors import DatasetError, ModelError
 from export.quantize import Target
-from export.stages import ExportOptions, Stages, onnx_metadata
+from export.stages import ExportOptions, Stages, input_name, onnx_metadata
 
 SIZE_TARGET_BYTES = 4 * 1024 * 1024
 HEADS = ("pin_face", "pin_voice", "faa")
@@ -104,9 +104,18 @@ def register_outputs(out: Path, report: dict, target: Target) -> None:
                            gate={"cos_p1": g["cos_p1"], "cos_min": r["agreement"]["cos_min"],
                                  "eer_fp32": g["eer_fp32"], "eer_int8": g["eer_int8"],
                                  "eer_delta_pt": g["eer_delta_pt"]},
-                           input="face" if m == "face" else "feats", output="embedding",
-                           recipe=r["recipe"],
+                           input=input_name(m), output="embedding",
+                           recipe=r["recipe"], **_tier_meta(m, r),
                            **({"latency_ratio": r["latency"]["ratio"]} if "latency" in r else {}))
+
+
+def _tier_meta(model: str, r: dict) -> dict[str, Any]:
+    """The large face tier's INT8 entry repeats its crop (the runtime binds the input shape
+    from the manifest before it opens the file) and its tier."""
+    src = r["fp32_source"].get("meta", {})
+    if model != "face_large":
+        return {}
+    return {"front_end": src.get("front_end"), "tier": "large", "modality": "face"}
 
 
 def sizes(out: Path, report: dict) -> dict[str, Any]:

@@ -9,7 +9,6 @@ import argparse
 import json
 from pathlib import Path
 
-
 # What the face_large file says about itself (ONNX metadata, as a student's export writes):
 # the export reads the split and the front-end from it, the runtime the front-end.
 FACE_LARGE_SPLIT = {"test_fraction": 0.2, "val_fraction": 0.1, "seed": 0}
