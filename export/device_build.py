@@ -76,6 +76,11 @@ NO_DLA = {"face_large": "dlib's ResNet zero-pads the channels of its shortcut in
                         "down-sampling block (5 Pad layers, not a DLA layer): each would fall "
                         "back to the GPU, splitting the network into GPU/DLA segments; and the "
                         "DLA build needs the QDQ-stripped FP32 graph (22 MB) on the device"}
+# FP32 graphs that are generated where onnx is installed, not shipped: their FP16 engine step
+# is skipped with this hint on a device that does not have the file (the INT8 one builds).
+GENERATED_FP32 = {"face_large": "it is generated, not committed: run `edgepin port-dlib "
+                                "--face-large --models DIR` where the onnx package is "
+                                "installed and copy face_large.onnx next to face_large.int8.onnx"}
 
 
 def profiles(modality: str, sample_shape: tuple[int, ...], *, static: bool = False
@@ -221,8 +226,9 @@ def write_scripts(target: Target, jobs: list[tuple[str, str, BuildSpec]], root: 
         d = root / f"{modality}-{variant}"
         d.mkdir(exist_ok=True)
         local = _relative(spec, d)
-        scripts.append(write_build_script(local, d, trt_version=trt_version, target=target.name,
-                                          export_out=export_out))
+        scripts.append(write_build_script(
+            local, d, trt_version=trt_version, target=target.name, export_out=export_out,
+            if_missing=GENERATED_FP32.get(modality) if spec.precision == "fp16" else None))
         commands[f"{modality}-{variant}"] = trtexec_command(
             _relative(spec, root), trt_version=trt_version)
         steps.append((d.name, spec))
