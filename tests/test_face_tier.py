@@ -193,3 +193,20 @@ def test_engines_for_face_large_no_dla_and_students_steps_kept(tmp_path):
     txt = (root / "trtexec.txt").read_text()
     assert "--saveEngine=face.int8.engine" in txt and "--saveEngine=face_large.int8.engine" in txt
     assert "face:8x3x150x150" in txt
+
+
+def test_bench_has_rows_for_both_tiers(large_models, fixtures):
+    from edge_runtime.cli.bench import run_bench
+
+    report = run_bench(large_models, runs=2, warmup=0, clip=fixtures / "grid/lbax4n.mpg",
+                       teachers=False, gallery_sizes=(1,))
+    rows = {(r["stage"], r["variant"]): r for r in report["rows"]}
+    assert ("align", "dlib chip 150x150 RGB (face tier large)") in rows
+    for variant in ("fp32 onnxruntime", "fp32 onnxruntime, face tier large"):
+        assert rows[("face embed", variant)]["p50_ms"] > 0
+        f2d = ("FRAME TO DECISION 640x480, hog detector (detect, align, embed, decide)", variant)
+        assert rows[f2d]["p50_ms"] > 0
+    # the search does not depend on the tier: timed for the student only
+    assert not any(s.startswith("gallery search") and v.endswith("large") for s, v in rows)
+    skipped = {s["what"] for s in report["skipped"]}
+    assert "face tier large" not in skipped
