@@ -138,6 +138,9 @@ def register_model(root: str | Path, name: str, file: str | Path, **meta: Any) -
              "bytes": target.stat().st_size,
              "registered": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
              "meta": meta}
+    old = data.get("models", {}).get(name)
+    if isinstance(old, dict) and all(old.get(k) == entry[k] for k in ("file", "sha256", "meta")):
+        return ModelEntry(name, str(rel), entry["sha256"], meta, root)  # same file: keep its entry
     data.setdefault("models", {})[name] = entry
     _write_manifest(root, data)
     return ModelEntry(name, str(rel), entry["sha256"], meta, root)
