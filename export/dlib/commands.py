@@ -9,6 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
+from edge_runtime.errors import ConfigError
+
 # What the face_large file says about itself (ONNX metadata, as a student's export writes):
 # the export reads the split and the front-end from it, the runtime the front-end.
 FACE_LARGE_SPLIT = {"test_fraction": 0.2, "val_fraction": 0.1, "seed": 0}
@@ -44,6 +46,11 @@ def _port(args: argparse.Namespace) -> int:
                                source=f"{spec.dat_name} (dlib, CC0)", **meta)
         done[name] = {"file": str(out), "sha256": entry.sha256, "bytes": out.stat().st_size}
     if args.default_tier:
+        bad = [i for i in args.default_tier
+               if i.partition("=")[0] not in ("tensorrt", "onnxruntime") or "=" not in i]
+        if bad:
+            raise ConfigError(f"--default-tier {bad}: expected BACKEND=TIER with BACKEND "
+                              "tensorrt or onnxruntime")
         defaults = dict(item.split("=", 1) for item in args.default_tier)
         set_default_face_tier(models, defaults)
         done["default_face_tier"] = defaults
