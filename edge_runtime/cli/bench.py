@@ -121,8 +121,10 @@ def _variants(root: Path) -> tuple[list[tuple[str, str, str]], list[dict[str, st
 def run_bench(models: str | Path | None = None, *, runs: int = 200, warmup: int = 20,
               clip: str | Path | None = None, out_dir: str | Path | None = None,
               teachers: bool = True, gallery_sizes: tuple[int, ...] = (1, 100, 1000, 10000),
-              threads: int = 1) -> dict[str, Any]:
-    """Time everything; write bench.json and bench.png into ``out_dir`` when given."""
+              threads: int = 1, face_tiers: tuple[str, ...] = ("student", "large")
+              ) -> dict[str, Any]:
+    """Time everything; write bench.json and bench.png into ``out_dir`` when given.
+    ``face_tiers``: the face tiers whose variants are timed."""
     from edge_runtime.cli.options import default_clips_dir, default_models_dir
 
     if runs < 1 or warmup < 0:
@@ -133,6 +135,7 @@ def run_bench(models: str | Path | None = None, *, runs: int = 200, warmup: int 
     rows: list[dict[str, Any]] = []
     hist: dict[str, np.ndarray] = {}
     variants, skipped = _variants(root)
+    variants = [v for v in variants if v[2] in face_tiers]
 
     # ---- media front-end stages (model independent)
     ms = timer(FrameDecoder(clip_path))

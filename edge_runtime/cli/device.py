@@ -224,7 +224,9 @@ def _bench(args: argparse.Namespace) -> int:
 
     report = run_bench(args.models, runs=args.runs, warmup=args.warmup, clip=args.clip,
                        out_dir=args.out, teachers=not args.no_teachers,
-                       gallery_sizes=tuple(args.gallery_sizes), threads=args.threads)
+                       gallery_sizes=tuple(args.gallery_sizes), threads=args.threads,
+                       face_tiers=("student", "large") if args.face_tier == "all"
+                       else (args.face_tier,))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -358,5 +360,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-teachers", action="store_true",
                    help="skip timing the teachers (dlib, Resemblyzer)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    p.add_argument("--face-tier", choices=("all", "student", "large"), default="all",
+                   help="face tiers to time (all: the student and, when the manifest has "
+                        "face_large, the large tier)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=_bench)
