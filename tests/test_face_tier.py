@@ -210,3 +210,33 @@ def test_bench_has_rows_for_both_tiers(large_models, fixtures):
     assert not any(s.startswith("gallery search") and v.endswith("large") for s, v in rows)
     skipped = {s["what"] for s in report["skipped"]}
     assert "face tier large" not in skipped
+
+
+def test_export_gate_of_face_large_on_a_tiny_set(large_models, fixtures, tmp_path):
+    """The real port through `edgepin export --only face_large` on the LFW fixture: 3 people
+    calibrate, 3 held-out people gate it (the real figures: benchmarks/face_large.md)."""
+    from export.pipeline import run_export
+    from export.stages import ExportOptions
+
+    out = tmp_path / "out"
+    shutil.copytree(large_models, out)
+    opts = ExportOptions(target="orin", models=out, out=out, cache_dir=tmp_path / "cache",
+                         data_faces=fixtures / "lfw", modalities=("face_large",), n_calib=12,
+                         min_calib=8, split={"test_fraction": 0.5, "val_fraction": 0.0,
+                                             "seed": 0}, threads=1, quiet=True)
+    report = run_export(opts)
+    r = report["models"]["face_large"]
+    assert report["ok"] and r["gate"]["ok"], r["gate"]
+    assert r["lint"]["ok"] and r["agreement"]["cos_p1"] > 0.99
+    assert r["gate_measures"].startswith("QDQ arithmetic")
+    assert r["heldout"]["identities"] == 3 and r["calibration"]["n"] == 12
+    assert abs(r["gate"]["eer_delta_pt"]) <= 0.3
+    entry = load_manifest(out)["face_large_int8"]
+    assert entry.meta["front_end"] == DLIB_CHIP_INPUT.to_dict() and entry.meta["tier"] == "large"
+    assert (out / "export_report.face_large.json").is_file()
+    assert not (out / "export_report.json").exists()  # the students' report is not replaced
+    planned = {(p["model"], p["variant"]) for p in report["tensorrt"]["planned"]}
+    assert planned == {("face_large", "gpu"), ("face_large", "fp16")}  # no DLA (NO_DLA)
+    from export.stages import onnx_metadata
+
+    assert FaceInput.from_meta(onnx_metadata(entry.path)["front_end"]) == DLIB_CHIP_INPUT
