@@ -93,9 +93,10 @@ def _print_summary(report: dict) -> None:
             console.print(f"  {m} layer error jumps by {row['jump']:+.3f} at {row['node']} "
                           f"(relative error {row['rel_error']:.3f}; --keep-float candidate)")
     sz = report["sizes"]
+    limit = (f"limit {sz['limit_bytes'] / 2**20:.0f} MiB: "
+             f"{'ok' if sz['within_limit'] else 'OVER'}" if sz["limit_bytes"] else sz["note"])
     console.print(f"deployable models {', '.join(sz['deployable'])}: "
-                  f"{sz['deployable_bytes'] / 2**20:.2f} MiB (limit {sz['limit_bytes'] / 2**20:.0f}"
-                  f" MiB: {'ok' if sz['within_limit'] else 'OVER'}); report: "
+                  f"{sz['deployable_bytes'] / 2**20:.2f} MiB ({limit}); report: "
                   f"{Path(report['options']['out']) / report_name(list(report['models']))}")
 
 

