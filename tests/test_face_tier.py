@@ -240,3 +240,14 @@ def test_export_gate_of_face_large_on_a_tiny_set(large_models, fixtures, tmp_pat
     from export.stages import onnx_metadata
 
     assert FaceInput.from_meta(onnx_metadata(entry.path)["front_end"]) == DLIB_CHIP_INPUT
+
+
+def test_heads_of_the_large_tier_read_face_large(large_models):
+    from train.pins.export import head_suffix
+    from train.pins.features import resolve_students
+
+    students = resolve_students(large_models, "large")
+    assert students.face.name == "face_large.onnx"
+    assert students.face_sha256 == load_manifest(large_models)["face_large"].sha256
+    assert resolve_students(large_models).face.name == "face.onnx"
+    assert (head_suffix("student"), head_suffix("large")) == ("", "_large")
