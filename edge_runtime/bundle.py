@@ -53,7 +53,11 @@ class ModelEntry:
         """The file's path after checking it exists and still has the recorded hash."""
         p = self.path
         if not p.is_file():
-            raise ModelError(f"model {self.name!r}: file {p} is missing (see {self.root / MANIFEST})")
+            hint = (f"; it is generated from the dlib wheel, not committed: run `edgepin "
+                    f"port-dlib --face-large --models {self.root}`"
+                    if self.meta.get("dlib_port") and self.name == "face_large" else "")
+            raise ModelError(f"model {self.name!r}: file {p} is missing (see "
+                             f"{self.root / MANIFEST}){hint}")
         actual = sha256_file(p)
         if actual != self.sha256:
             raise ModelError(
