@@ -37,7 +37,11 @@ from calibration.int8_sets import (
     save_calibration_set,
 )
 from edge_runtime.errors import DatasetError, ModelError
-from edge_runtime.frontend.features import VoiceFrontEnd, face_tensor
+from edge_runtime.frontend.features import (
+    STUDENT_FACE_INPUT,
+    FaceInput,
+    VoiceFrontEnd,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +105,11 @@ def _check_count(what: str, n: int, spec: CalibSpec, data: Path) -> None:
 
 
 def face_calibration(
-    data: str | Path, cache_dir: str | Path, spec: CalibSpec
+    data: str | Path, cache_dir: str | Path, spec: CalibSpec,
+    face_input: FaceInput = STUDENT_FACE_INPUT,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """``{"face": (N, 3, 112, 112)}`` from aligned training-identity faces, and its source."""
+    """``{"face": (N, 3, S, S)}`` from training-identity faces, cropped as ``face_input``
+    (the students' aligned 112 crop, or the large tier's 150 dlib chip), and its source."""
     from train.datasets import FaceFolder
     from train.prepare import prepare_faces
 
@@ -114,7 +120,7 @@ def face_calibration(
     chosen = _spread(pool, int(spec.n * 1.1) + 8, rng)
     if not chosen:
         raise DatasetError(f"face calibration: no training-identity images in {data}")
-    faces = prepare_faces(chosen, cache_dir, with_teacher=False)
+    faces = prepare_faces(chosen, cache_dir, with_teacher=False, face_input=face_input)
     crops = faces.crops[: spec.n]
     used = faces.samples[: spec.n]
     _check_count("face", len(crops), spec, data)
@@ -122,10 +128,12 @@ def face_calibration(
         "dataset": str(data), "modality": "face", "split": split, "identities": "train",
         "n_identities": len({s.identity for s in used}), "n_images": len(used),
         "skipped_no_face": len(faces.skipped),
-        "front_end": "prepare_faces (dlib HOG + 5-point align 112) -> face_tensor",
+        "front_end": ("prepare_faces (dlib HOG + 5-point align 112) -> face_tensor"
+                      if face_input == STUDENT_FACE_INPUT else
+                      f"prepare_faces (dlib HOG + 5 points) -> FaceInput {face_input.to_dict()}"),
         "files": sorted(str(s.path.relative_to(reader.root)) for s in used),
     }
-    return {"face": face_tensor(list(crops))}, source
+    return {"face": face_input.tensor(list(crops))}, source
 
 
 def _noise(wav: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:

@@ -190,8 +190,12 @@ def calibrate(
     coverage_splits: int = DEFAULT_COVERAGE_SPLITS,
     coverage_bootstrap: int = DEFAULT_COVERAGE_BOOTSTRAP,
     base: str | Path | None = None,
+    face_tier: str = "student",
 ) -> dict[str, Any]:
     """Build, check, save and re-load the operating points; return the full report dict.
+
+    ``face_tier`` "large" calibrates the bundle with dlib's face ResNet (``face_large``) and
+    its heads (``pin_face_large``, ...) instead of the student.
 
     ``coverage_splits`` > 0 also re-splits the held-out people that many times to test that
     the intervals the check relies on hold as often as they claim (``coverage_study``).
@@ -204,7 +208,7 @@ def calibrate(
     if not out.parent.is_dir():
         raise ConfigError(f"cannot write {out}: folder {out.parent} does not exist")
     cfg = sets_cfg or SetConfig(seed=seed)
-    with open_bundle(models, precision, threads) as bundle:
+    with open_bundle(models, precision, threads, face_tier) as bundle:
         hashes = hash_model_files({e.name: e.path for e in bundle.entries.values()})
         models_info = {e.name: {"file": e.file, "sha256": e.sha256, "meta_note":
                                 e.meta.get("note")} for e in bundle.entries.values()}
@@ -261,7 +265,8 @@ def calibrate(
     cross = sets.join(CROSS) if any(k in sets.parts for k in CROSS) else None
     joint_ok = frozenset(("face", "voice")) in op.fuser.subsets
     report: dict[str, Any] = {
-        "out": str(out), "precision": precision, "models_dir": str(models),
+        "out": str(out), "precision": precision, "face_tier": face_tier,
+        "models_dir": str(models),
         "models": models_info, "model_hashes": hashes, "data": str(data),
         "data_manifest_sha256": sets.data_sha256, "provisional": op.provisional,
         "notes": op.notes, "sets": sets.info, "pin_training_splits": pin_splits,

@@ -45,7 +45,8 @@ def _calibrate(args: argparse.Namespace) -> int:
                        n_bootstrap=args.bootstrap, seed=args.seed,
                        min_per_class=args.min_per_class, det_png=args.plot,
                        threads=args.threads, coverage_splits=args.coverage_splits,
-                       coverage_bootstrap=args.coverage_bootstrap, base=args.base)
+                       coverage_bootstrap=args.coverage_bootstrap, base=args.base,
+                       face_tier=args.face_tier)
     command = "edgepin " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
         if sys.argv and sys.argv[0].endswith("edgepin") else ""
     out = Path(args.out)
@@ -142,6 +143,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--report", type=Path, default=None, help="also write a markdown report")
     p.add_argument("--cache", type=Path, default=None,
                    help="face-crop cache (default $EDGEPIN_CACHE or ~/.cache/edgepin)")
+    p.add_argument("--face-tier", choices=("student", "large"), default="student",
+                   help="face model to calibrate: the student, or face_large (dlib's face "
+                        "ResNet) with its own heads; the runtime loads "
+                        "operating_points.large[.int8].yaml for --face-tier large")
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="int8 calibrates face_int8/voice_int8 (a separate file: name it so)")
     p.add_argument("--split", choices=("heldout", "test", "all"), default="heldout",

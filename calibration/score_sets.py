@@ -138,8 +138,8 @@ class ScoreSets:
 
 # ------------------------------------------------------------------------------ the models
 @contextmanager
-def open_bundle(models: str | Path, precision: str = "fp32", threads: int = 2
-                ) -> Iterator[ModelBundle]:
+def open_bundle(models: str | Path, precision: str = "fp32", threads: int = 2,
+                face_tier: str = "student") -> Iterator[ModelBundle]:
     """The bundle as the device loads it, minus its current operating-point file.
 
     A calibration usually runs because the models changed, so the old file is stale and
@@ -154,7 +154,8 @@ def open_bundle(models: str | Path, precision: str = "fp32", threads: int = 2
             link.parent.mkdir(parents=True, exist_ok=True)
             os.symlink(e.path.resolve(), link)
         (Path(tmp) / MANIFEST).write_bytes((root / MANIFEST).read_bytes())
-        bundle = ModelBundle.load(tmp, precision=precision, threads=threads)
+        bundle = ModelBundle.load(tmp, precision=precision, threads=threads,
+                                  face_tier=face_tier)
         bundle.root = root
         try:
             yield bundle
@@ -192,10 +193,12 @@ def _chosen(reader: Any, split: str, split_cfg: Mapping[str, Any]) -> list:
 # --------------------------------------------------------------------------- embeddings
 def embed_faces(bundle: ModelBundle, samples: Sequence[Any], cache_dir: str | Path,
                 workers: int = 2) -> Embedded:
-    """LFW-style photos: detected and aligned once (cached), embedded by the face model."""
+    """LFW-style photos: detected and cropped once (cached) the way the face model takes
+    them (``bundle.face_input``), embedded by the face model."""
     from train.prepare import prepare_faces
 
-    prepared = prepare_faces(samples, cache_dir, with_teacher=False, workers=workers)
+    prepared = prepare_faces(samples, cache_dir, with_teacher=False, workers=workers,
+                             face_input=bundle.face_input)
     crops = list(prepared.crops)
     emb = np.concatenate([bundle.embed_faces(crops[i: i + FACE_BATCH])
                           for i in range(0, len(crops), FACE_BATCH)])

@@ -22,7 +22,8 @@ from edge_runtime.errors import ModelError
 MANIFEST = "manifest.json"
 FORMAT = 1
 # Names the runtime knows. precision variants are separate entries: "face" and "face_int8".
-KNOWN = ("face", "voice", "face_int8", "voice_int8", "pin_face", "pin_voice", "faa")
+KNOWN = ("face", "voice", "face_int8", "voice_int8", "pin_face", "pin_voice", "faa",
+         "face_large", "face_large_int8", "pin_face_large", "pin_voice_large", "faa_large")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -52,7 +53,11 @@ class ModelEntry:
         """The file's path after checking it exists and still has the recorded hash."""
         p = self.path
         if not p.is_file():
-            raise ModelError(f"model {self.name!r}: file {p} is missing (see {self.root / MANIFEST})")
+            hint = (f"; it is generated from the dlib wheel, not committed: run `edgepin "
+                    f"port-dlib --face-large --models {self.root}`"
+                    if self.meta.get("dlib_port") and self.name == "face_large" else "")
+            raise ModelError(f"model {self.name!r}: file {p} is missing (see "
+                             f"{self.root / MANIFEST}){hint}")
         actual = sha256_file(p)
         if actual != self.sha256:
             raise ModelError(
@@ -83,6 +88,40 @@ def load_manifest(root: str | Path) -> dict[str, ModelEntry]:
     return entries
 
 
+FACE_TIER_CHOICES = ("student", "large")
+
+
+def default_face_tier(root: str | Path, backend: str) -> str:
+    """The face tier a models folder runs by default on ``backend`` (manifest
+    ``default_face_tier``: {backend: tier}, set by `edgepin port-dlib --default-tier`);
+    "student" when the manifest names none."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        return "student"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: unreadable model manifest ({exc})") from exc
+    choice = (data.get("default_face_tier") or {}).get(backend, "student")
+    if choice not in FACE_TIER_CHOICES:
+        raise ModelError(f"{path}: default_face_tier.{backend} is {choice!r}; expected one of "
+                         f"{FACE_TIER_CHOICES}")
+    return str(choice)
+
+
+def set_default_face_tier(root: str | Path, defaults: dict[str, str]) -> None:
+    """Record which face tier each backend runs by default (rewrites the manifest atomically)."""
+    bad = {b: t for b, t in defaults.items() if t not in FACE_TIER_CHOICES}
+    if bad:
+        raise ModelError(f"face tiers must be one of {FACE_TIER_CHOICES}, got {bad}")
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise ModelError(f"no model manifest at {path}")
+    data = json.loads(path.read_text())
+    data["default_face_tier"] = {**(data.get("default_face_tier") or {}), **defaults}
+    _write_manifest(Path(root), data)
+
+
 def register_model(root: str | Path, name: str, file: str | Path, **meta: Any) -> ModelEntry:
     """Add or replace one entry (hashing the file now); the manifest is rewritten atomically."""
     root = Path(root)
@@ -103,11 +142,18 @@ def register_model(root: str | Path, name: str, file: str | Path, **meta: Any) -
              "bytes": target.stat().st_size,
              "registered": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
              "meta": meta}
+    old = data.get("models", {}).get(name)
+    if isinstance(old, dict) and all(old.get(k) == entry[k] for k in ("file", "sha256", "meta")):
+        return ModelEntry(name, str(rel), entry["sha256"], meta, root)  # same file: keep its entry
     data.setdefault("models", {})[name] = entry
+    _write_manifest(root, data)
+    return ModelEntry(name, str(rel), entry["sha256"], meta, root)
+
+
+def _write_manifest(root: Path, data: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(dir=root, prefix=".manifest.")
     with os.fdopen(fd, "w") as out:
         json.dump(data, out, indent=2, sort_keys=True)
         out.write("\n")
     os.chmod(tmp, 0o644)  # mkstemp makes 0600; the manifest is not secret
-    os.replace(tmp, path)
-    return ModelEntry(name, str(rel), entry["sha256"], meta, root)
+    os.replace(tmp, root / MANIFEST)

@@ -34,7 +34,7 @@ from edge_runtime.engine_meta import (
     rebuild_command,
 )
 from edge_runtime.errors import ConfigError, DependencyError, ModelError
-from edge_runtime.frontend.features import VoiceFrontEnd, face_tensor
+from edge_runtime.frontend.features import FaceInput, VoiceFrontEnd
 from edge_runtime.operating_points import OperatingPoints, load_operating_points
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,38 @@ ENGINE_MODELS = ("face", "voice")
 OPERATING_POINTS_FILE = "operating_points.yaml"
 
 
-def operating_points_file(precision: str) -> str:
-    """Default operating-point file name of a precision (``edgepin calibrate --precision``)."""
-    return OPERATING_POINTS_FILE if precision == "fp32" else f"operating_points.{precision}.yaml"
+# Face tiers: the distilled student, or dlib's face ResNet ported to ONNX (teacher-grade,
+# 150x150 RGB dlib chips). Manifest entries per tier and precision; a gallery enrolled with
+# one tier is never probed with the other (different embedding spaces).
+FACE_TIERS: Mapping[str, Mapping[str, str]] = {
+    "student": {"fp32": "face", "int8": "face_int8"},
+    "large": {"fp32": "face_large", "int8": "face_large_int8"},
+}
+# The cross-modal heads of each tier: they read that tier's face embedding space.
+TIER_HEADS: Mapping[str, tuple[str, str, str]] = {
+    "student": ("pin_face", "pin_voice", "faa"),
+    "large": ("pin_face_large", "pin_voice_large", "faa_large"),
+}
+
+
+def operating_points_file(precision: str, face_tier: str = "student") -> str:
+    """Default operating-point file name of a precision and face tier (``edgepin calibrate
+    --precision P --face-tier T``): the student's names are unchanged."""
+    parts = ([] if face_tier == "student" else [face_tier]) + \
+        ([] if precision == "fp32" else [precision])
+    return OPERATING_POINTS_FILE if not parts else f"operating_points.{'.'.join(parts)}.yaml"
+
+
+def face_entry_name(face_tier: str, precision: str) -> str:
+    """Manifest name of the face model of a tier at a runtime precision (fp16: the FP32 ONNX)."""
+    if face_tier not in FACE_TIERS:
+        raise ConfigError(f"face tier must be one of {', '.join(FACE_TIERS)}, got {face_tier!r}")
+    return FACE_TIERS[face_tier]["int8" if precision == "int8" else "fp32"]
+
+
+def face_tier_of(entry_name: str) -> str | None:
+    """The tier a face manifest entry belongs to (None: not a face model)."""
+    return next((t for t, names in FACE_TIERS.items() if entry_name in names.values()), None)
 # Score names, shared with calibration: cosine to the enrolled template (face, voice), cosine
 # of the live face and live voice in the PIN space (pin), FAA match probability (faa).
 SCORES = ("face", "voice", "pin", "faa")
@@ -176,6 +205,7 @@ class ModelBundle:
         operating_points: OperatingPoints | None,
         faa_inputs: str,
         notes: list[str],
+        face_tier: str = "student",
     ) -> None:
         self.root = root
         self.runners = dict(runners)
@@ -187,6 +217,7 @@ class ModelBundle:
         self.operating_points = operating_points
         self.faa_inputs = faa_inputs
         self.notes = notes
+        self.face_tier = face_tier
         self.engines: dict[str, str] = {}  # model -> TensorRT engine file (backend tensorrt)
         self.hashes = {m: self.entries[m].sha256 for m in ("face", "voice")}
         self.model_hashes = {e.name: e.sha256 for e in self.entries.values()}
@@ -203,8 +234,12 @@ class ModelBundle:
         engines: str | Path | None = None,
         operating_points: str | Path | None = None,
         threshold_overrides: Mapping[str, float] | None = None,
+        face_tier: str = "student",
     ) -> ModelBundle:
         """Open every model of the bundle; fail early, naming the file, on anything stale.
+
+        ``face_tier`` "student" (the distilled face model) or "large" (dlib's face ResNet as
+        ONNX, ``face_large``; its heads and operating points are its own).
 
         ``operating_points`` None looks for ``root/operating_points.yaml`` (FP32) or
         ``root/operating_points.int8.yaml`` (INT8: its scores differ, so do its thresholds); a
@@ -220,32 +255,38 @@ class ModelBundle:
         manifest = load_manifest(root)
         notes: list[str] = []
         entries: dict[str, ModelEntry] = {}
+        face_name = face_entry_name(face_tier, precision)
         for modality in ("face", "voice"):
-            name = f"{modality}_int8" if precision == "int8" else modality
+            name = face_name if modality == "face" else \
+                ("voice_int8" if precision == "int8" else "voice")
             if name not in manifest:
                 have = ", ".join(sorted(manifest)) or "nothing"
-                raise ModelError(
-                    f"{root}: the manifest has no {name!r} model (it has {have}); "
-                    + ("export the INT8 models or use --precision fp32" if precision == "int8"
-                       else "is this an edgepin models folder?")
-                )
+                hint = ("export the INT8 models or use --precision fp32" if precision == "int8"
+                        else "is this an edgepin models folder?")
+                if face_tier == "large" and modality == "face":
+                    hint = ("make it with `edgepin port-dlib --face-large --models "
+                            f"{root}`" + (" then `edgepin export --only face_large`"
+                                          if precision == "int8" else ""))
+                raise ModelError(f"{root}: the manifest has no {name!r} model (it has {have}); "
+                                 + hint)
             entries[modality] = manifest[name]
-        heads = [h for h in ("pin_face", "pin_voice", "faa") if h in manifest]
+        heads = [h for h in TIER_HEADS[face_tier] if h in manifest]
         for head in heads:
-            entries[head] = manifest[head]
+            entries[head.removesuffix("_large")] = manifest[head]
         if "pin_face" in entries and "pin_voice" not in entries or (
             "pin_voice" in entries and "pin_face" not in entries
         ):
             raise ModelError(f"{root}: the manifest has only one of pin_face/pin_voice")
         if not heads:
             notes.append(
-                "cross-modal check unavailable (no pin/faa models in the manifest): liveness "
-                "means face and voice each match the SAME enrolled identity"
-            )
+                f"cross-modal check unavailable (no {'/'.join(TIER_HEADS[face_tier])} models in "
+                "the manifest): liveness means face and voice each match the SAME enrolled "
+                "identity")
         engines_root = Path(engines) if engines is not None else root / "tensorrt"
         machine = tensorrt_machine() if backend == "tensorrt" else None
         runners: dict[str, Runner] = {}
         engine_files: dict[str, str] = {}
+        face_input = FaceInput.from_meta(entries["face"].meta.get("front_end"))
         try:
             for key, entry in entries.items():
                 path, expected, kind = entry.verified_path(), None, "onnxruntime"
@@ -256,6 +297,8 @@ class ModelBundle:
                     kind = "tensorrt"
                     engine_files[key] = str(path)
                 ins, outs = _EMBED_SPECS[key]
+                if key == "face":
+                    ins = {"face": TensorSpec("face", np.float32, (-1, *face_input.shape))}
                 runners[key] = load_runner(path, backend=kind, threads=threads,
                                            expect_inputs=ins, expect_outputs=outs,
                                            expected_key=expected)
@@ -274,7 +317,7 @@ class ModelBundle:
         if faa_inputs == "pin" and "pin_face" not in entries:
             raise ModelError(f"{root}: faa takes PIN embeddings but the manifest has no pin heads")
         op_path = (Path(operating_points) if operating_points is not None
-                   else root / operating_points_file(precision))
+                   else root / operating_points_file(precision, face_tier))
         op = None
         if op_path.exists() or operating_points is not None:
             op = load_operating_points(op_path, {e.name: e.sha256 for e in entries.values()})
@@ -291,7 +334,8 @@ class ModelBundle:
         else:
             thresholds = _provisional(entries)
             notes.append(
-                f"PROVISIONAL thresholds (no {operating_points_file(precision)} in {root}): "
+                f"PROVISIONAL thresholds (no {operating_points_file(precision, face_tier)} in "
+                f"{root}): "
                 + ", ".join(f"{k} > {v:g} ({thresholds.sources[k]})"
                             for k, v in thresholds.values.items())
             )
@@ -302,7 +346,7 @@ class ModelBundle:
                              "identity decisions use the operating points")
         bundle = cls(root, runners, entries, precision=precision, backend=backend,
                      front_end=front_end, thresholds=thresholds, operating_points=op,
-                     faa_inputs=faa_inputs, notes=notes)
+                     faa_inputs=faa_inputs, notes=notes, face_tier=face_tier)
         bundle.engines = engine_files
         return bundle
 
@@ -328,18 +372,24 @@ class ModelBundle:
         return tuple(out)
 
     def embed_faces(self, crops: list[np.ndarray]) -> np.ndarray:
-        """Aligned 112x112 crops -> (N, 128) L2-normalised float32 embeddings."""
+        """Crops made by ``face_input.crop`` -> (N, 128) L2-normalised float32 embeddings."""
         if not crops:
             raise ConfigError("embed_faces needs at least one aligned crop")
-        out = self.runners["face"].run({"face": face_tensor(list(crops), colour=self.face_colour)})["embedding"]
+        out = self.runners["face"].run({"face": self.face_input.tensor(list(crops))})["embedding"]
         return _l2(out)
 
     @functools.cached_property
-    def face_colour(self) -> bool:
-        """True when the face model was trained on RGB crops (its recorded front-end says so)."""
+    def face_input(self) -> FaceInput:
+        """The face model's input (ArcFace 112 crop or dlib 150 chip), as it records it."""
         session = getattr(self.runners["face"], "session", None)
         meta = dict(session.get_modelmeta().custom_metadata_map) if session is not None else {}
-        return face_colour_from_meta(meta, self.entries["face"].meta)
+        raw = meta.get("edgepin.front_end") or self.entries["face"].meta.get("front_end")
+        return FaceInput.from_meta(raw)
+
+    @property
+    def face_colour(self) -> bool:
+        """True when the face model takes RGB input (its recorded front-end says so)."""
+        return self.face_input.colour
 
     def voice_windows(self, wav16k: np.ndarray) -> np.ndarray:
         """The ``feats`` windows of an utterance (front-end only: timed apart in the bench)."""
@@ -375,6 +425,7 @@ class ModelBundle:
             "root": str(self.root),
             "precision": self.precision,
             "backend": self.backend,
+            "face_tier": self.face_tier,
             "models": {k: {"file": e.file, "sha256": e.sha256} for k, e in self.entries.items()},
             "engines": dict(self.engines) or None,
             "cross_modal": list(self.cross_modal) or None,
@@ -391,13 +442,7 @@ def face_colour_from_meta(onnx_meta: Mapping[str, str], manifest_meta: Mapping[s
     Students before the colour option record `{"face_size": 112}` and were trained on grey.
     """
     raw: Any = onnx_meta.get("edgepin.front_end") or manifest_meta.get("front_end")
-    try:
-        data = json.loads(raw) if isinstance(raw, str) else (raw or {})
-    except ValueError as exc:
-        raise ModelError(f"face model: unreadable front-end settings {raw!r} ({exc})") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("colour", False), bool):
-        raise ModelError(f"face model: front-end settings {raw!r} have no boolean 'colour'")
-    return bool(data.get("colour", False))
+    return FaceInput.from_meta(raw).colour
 
 
 def _voice_front_end(runner: Runner, entry: ModelEntry) -> VoiceFrontEnd:

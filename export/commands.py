@@ -70,6 +70,8 @@ def _print_summary(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from export.pipeline import report_name
+
     table = Table(title=f"edgepin export --target {report['target']['name']}")
     for col in ("model", "recipe", "calib", "lint", "cos min / p1 / median", "EER fp32 -> int8",
                 "gate", "int8 file"):
@@ -110,10 +112,11 @@ def _print_summary(report: dict) -> None:
     elif det.get("skipped"):
         console.print(f"face_detector: skipped ({det['skipped']})")
     sz = report["sizes"]
+    limit = (f"limit {sz['limit_bytes'] / 2**20:.0f} MiB: "
+             f"{'ok' if sz['within_limit'] else 'OVER'}" if sz["limit_bytes"] else sz["note"])
     console.print(f"deployable models {', '.join(sz['deployable'])}: "
-                  f"{sz['deployable_bytes'] / 2**20:.2f} MiB (limit {sz['limit_bytes'] / 2**20:.0f}"
-                  f" MiB: {'ok' if sz['within_limit'] else 'OVER'}); report: "
-                  f"{Path(report['options']['out']) / 'export_report.json'}")
+                  f"{sz['deployable_bytes'] / 2**20:.2f} MiB ({limit}); report: "
+                  f"{Path(report['options']['out']) / report_name(list(report['models']))}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -133,9 +136,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", help="calibration-set folder: reused when they match, built "
                    "there otherwise (default <cache>/calibration)")
     p.add_argument("--cache", help="crop/audio cache folder (default ~/.cache/edgepin)")
-    p.add_argument("--only", nargs="+", choices=["face", "voice", "face_detector"],
-                   help="export only these (default: all three; the face detector only where "
-                   "its images are, see --data-detector)")
+    p.add_argument("--only", nargs="+", choices=["face", "voice", "face_detector", "face_large"],
+                   help="export only these (default: face, voice and the face detector, the "
+                   "detector only where its images are, see --data-detector; face_large: the "
+                   "large face tier, dlib's face ResNet made by `edgepin port-dlib --face-large`; "
+                   "never exported unless named)")
     p.add_argument("--n-calib", type=int, default=640, help="calibration samples per model")
     p.add_argument("--min-calib", type=int, default=500,
                    help="refuse calibration sets smaller than this")

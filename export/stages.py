@@ -17,6 +17,20 @@ import onnx
 
 from export.recipes import RECIPES_FILE
 
+# Models `edgepin export` quantizes: the two students and the large face tier (dlib's face
+# ResNet as ONNX), which goes through the same stages with its own crop (a 150 dlib chip).
+EXPORT_MODELS = ("face", "voice", "face_large")
+
+
+def input_name(model: str) -> str:
+    """The graph input of an exported model (every face model's is ``face``)."""
+    return "feats" if model == "voice" else "face"
+
+
+def data_kind(model: str) -> str:
+    """The data a model is calibrated and gated on: ``face`` or ``voice``."""
+    return "voice" if model == "voice" else "face"
+
 
 @dataclass
 class ExportOptions:

@@ -11,11 +11,13 @@ from edge_runtime.cli import main
 from edge_runtime.cli.bench import run_bench, teacher_rows
 
 STAGES = ["decode (1 video frame)", "detect (dlib HOG + 5 landmarks)",
-          "detect (dlib HOG + 5 landmarks)", "align", "quality gate",
+          "detect (dlib HOG + 5 landmarks)", "align", "align", "quality gate",
           "VAD (1 s of audio)", "face embed", "voice front-end (log-mel)", "voice embed",
           "fusion + decision rule", "gallery search + decision (1 people)",
           "gallery search + decision (100 people)",
           "FRAME TO DECISION 640x480, hog detector (detect, align, embed, decide)",
+          "FRAME TO DECISION 640x480 clip frames, hog detector, full frame",
+          "FRAME TO DECISION 640x480 clip frames, hog detector, ROI tracking",
           "END TO END (capture end -> decision)"]
 CNN = "detect (dlib CNN as ONNX, max side 320, + 5 landmarks)"
 
@@ -26,7 +28,7 @@ def test_bench_rows_files_and_reasons(test_models, fixtures, tmp_path):  # noqa:
     assert [r["stage"] for r in report["rows"]] == STAGES
     for r in report["rows"]:
         assert r["n"] == 5 and 0 <= r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
-    assert report["rows"][6]["variant"] == "fp32 onnxruntime"
+    assert report["rows"][7]["variant"] == "fp32 onnxruntime"
     assert [r["variant"] for r in report["rows"][1:3]] == ["360x288", "640x480"]
     skipped = {s["what"]: s["reason"] for s in report["skipped"]}
     assert "no 'face_detector' model" in skipped["CNN face detector"]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.errors import ConfigError, DatasetError, ModelError
-from edge_runtime.frontend.features import VoiceFrontEnd, face_tensor
+from edge_runtime.frontend.features import STUDENT_FACE_INPUT, FaceInput, VoiceFrontEnd
 from edge_runtime.metrics import make_pairs, verification_report
 from train.datasets import FaceFolder, Sample, SpeechFolder, holdout_split, manifest_hash
 
@@ -52,10 +52,12 @@ class _NetEmbedder(Embedder):
                  split: dict | None, front_end: dict | None) -> None:
         self.modality, self._run, self.name, self.split = modality, run, name, split
         self.front_end = VoiceFrontEnd.from_dict(front_end) if modality == "voice" else None
+        self.face_input = FaceInput.from_meta(front_end) if modality == "face" else None
 
     def embed(self, items: list[Any]) -> np.ndarray:
-        if self.modality == "face":
-            out = [self._run(face_tensor(list(items[i : i + 64]))) for i in range(0, len(items), 64)]
+        if self.face_input is not None:
+            make = self.face_input.tensor
+            out = [self._run(make(list(items[i : i + 64]))) for i in range(0, len(items), 64)]
             return _unit(np.concatenate(out))
         assert self.front_end is not None
         return _unit(np.stack([self._run(self.front_end.windows(w)).mean(axis=0) for w in items]))
@@ -296,7 +298,9 @@ def evaluate(modality: str, model: str, data: str | Path, *, split: str = "test"
     teacher = model in ("teacher", "teacher-dlib")
     if modality == "face":
         prepared = prepare_faces(samples, cache_dir, with_teacher=teacher,
-                                 teacher_impl="dlib" if model == "teacher-dlib" else "onnx")
+                                 teacher_impl="dlib" if model == "teacher-dlib" else "onnx",
+                                 face_input=getattr(emb, "face_input", None)
+                                 or STUDENT_FACE_INPUT)
         items = list(prepared.teacher) if teacher else list(prepared.crops)
     else:
         fe = emb.front_end or VoiceFrontEnd()

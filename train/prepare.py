@@ -25,7 +25,7 @@ from rich.progress import Progress
 from edge_runtime.errors import DatasetError, MediaError
 from edge_runtime.frontend.audio import load_audio
 from edge_runtime.frontend.face import DlibHogDetector, detect_and_align, load_image
-from edge_runtime.frontend.features import VoiceFrontEnd, face_grey
+from edge_runtime.frontend.features import STUDENT_FACE_INPUT, FaceInput, VoiceFrontEnd, face_grey
 from train.cache import ArrayCache
 from train.datasets import Sample, file_sha256
 
@@ -42,7 +42,7 @@ class FaceSet:
     """Aligned grey crops with their teacher targets (teacher may be absent: eval-only sets)."""
 
     samples: list[Sample]
-    crops: np.ndarray  # (N, 112, 112) uint8
+    crops: np.ndarray  # (N, 112, 112) uint8 grey, or (N, S, S, 3) RGB (`FaceInput.stored`)
     teacher: np.ndarray | None  # (N, 128) float32
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
@@ -67,9 +67,10 @@ class VoiceSet:
         return [s.identity for s in self.samples]
 
 
-def _face_chunk(paths: list[str], with_teacher: bool, cache_dir: str, impl: str = "onnx"
-                ) -> list[dict[str, np.ndarray] | str]:
+def _face_chunk(paths: list[str], with_teacher: bool, cache_dir: str, impl: str = "onnx",
+                face_input: dict | None = None) -> list[dict[str, np.ndarray] | str]:
     detector = DlibHogDetector()
+    chips = FaceInput.from_meta(face_input) if face_input is not None else None
     teacher = None
     if with_teacher:
         from train.teachers import DlibFaceTeacher, FaceTeacher
@@ -83,7 +84,7 @@ def _face_chunk(paths: list[str], with_teacher: bool, cache_dir: str, impl: str 
         except MediaError as exc:
             out.append(str(exc))
             continue
-        item = {"crop": face_grey(aligned)}
+        item = {"crop": face_grey(aligned) if chips is None else chips.stored(chips.crop(image, det))}
         if teacher is not None:
             item["emb"] = teacher.embed(image, det)
         out.append(item)
@@ -181,22 +182,28 @@ def prepare_faces(
     workers: int = 2,
     chunk: int = 64,
     teacher_impl: str = "onnx",
+    face_input: FaceInput = STUDENT_FACE_INPUT,
 ) -> FaceSet:
     """Detect, align and (optionally) embed with the teacher every face image.
 
     `teacher_impl` "dlib" labels with dlib's own code instead of the ONNX port (reference runs).
+    `face_input`: the crop kept per image (default the students' grey ArcFace 112 crop; the
+    large tier's 150x150 RGB dlib chip), made by the runtime's own `FaceInput.crop`.
     """
     from train.teachers import DlibFaceTeacher, FaceTeacher
 
     if teacher_impl not in FACE_TEACHERS:
         raise ValueError(f"teacher_impl must be one of {FACE_TEACHERS}, got {teacher_impl!r}")
     impl = FaceTeacher if teacher_impl == "onnx" else DlibFaceTeacher
-    version = FACE_PREP_VERSION + ("|" + impl.version_string() if with_teacher else "")
+    default = face_input == STUDENT_FACE_INPUT
+    version = (FACE_PREP_VERSION if default else f"{face_input.key}-dlib5-v1") + \
+        ("|" + impl.version_string() if with_teacher else "")
     what = "face+teacher" if with_teacher else "face"
     cache = ArrayCache(Path(cache_dir) / "faces.sqlite")
     try:
         results = _run_cached(samples, cache, what, version, _face_chunk,
-                              (with_teacher, str(cache_dir), teacher_impl),
+                              (with_teacher, str(cache_dir), teacher_impl,
+                               None if default else face_input.to_dict()),
                               workers=workers, chunk=chunk, label="faces")
     finally:
         cache.close()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.access.face_tier import check_gallery_tier
 from edge_runtime.access.pipeline import Collector, PipelineConfig
 from edge_runtime.capture.base import AVSource
 from edge_runtime.errors import ConfigError, EdgepinError, MediaError
@@ -72,7 +73,8 @@ class Enroller:
 
     # ---------------------------------------------------------------------------- samples
     def _collector(self, source: str) -> Collector:
-        return Collector(self.detector, self.gate.stream(), self.config, source)
+        return Collector(self.detector, self.gate.stream(), self.config, source,
+                         face_input=self.bundle.face_input)
 
     def faces_from_frames(self, frames: Sequence[Frame], source: str,
                           limit: int | None = None) -> tuple[list[np.ndarray], list[SampleReport]]:
@@ -215,6 +217,7 @@ class Enroller:
                             else r.reason for r in reports if not r.ok and r.modality in empty)
             raise EnrollmentError(f"{name!r} not enrolled: no usable {' or '.join(empty)} "
                                   f"sample ({why or 'none given'}); gallery left unchanged")
+        check_gallery_tier(gallery, self.bundle)
         templates, counts, hashes = {}, {}, {}
         if crops:
             templates["face"] = make_template(self.bundle.embed_faces(crops))

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.access.decision import Evidence, Matches, Outcome, decide, decide_mode
+from edge_runtime.access.face_tier import check_gallery_tier
 from edge_runtime.errors import (
     ConfigError,
     EdgepinError,
@@ -37,12 +38,14 @@ from edge_runtime.frontend.avsync import (
     speech_band,
     sync_score,
 )
-from edge_runtime.frontend.face import FACE_POLICIES, FaceDetector, align_face, as_rgb, choose_face
+from edge_runtime.frontend.face import FACE_POLICIES, FaceDetector, as_rgb, choose_face
 from edge_runtime.frontend.face_quality import FaceQuality, QualityGate, face_quality
+from edge_runtime.frontend.features import STUDENT_FACE_INPUT, FaceInput
 from edge_runtime.frontend.vad import SpeechGate, SpeechStream
 from edge_runtime.frontend.video import Frame
 from edge_runtime.models import ModelBundle
 from edge_runtime.operating_points import MODE_NAMES, SecurityMode
+from edge_runtime.store.gallery import Gallery
 from edge_runtime.store.gallery_handle import GalleryHandle
 
 log = logging.getLogger(__name__)
@@ -152,8 +155,10 @@ class Collector:
     def __init__(self, detector: FaceDetector, stream: SpeechStream, config: PipelineConfig,
                  source: str = "",
                  embed_face: Callable[[list[np.ndarray]], np.ndarray] | None = None,
-                 mouth: MouthTracker | None = None) -> None:
+                 mouth: MouthTracker | None = None,
+                 face_input: FaceInput = STUDENT_FACE_INPUT) -> None:
         self.detector = detector
+        self.face_input = face_input  # the crop the face model of the bundle takes
         self.mouth = mouth
         self.mouth_t: list[float] = []
         self.mouth_open: list[float] = []
@@ -198,7 +203,7 @@ class Collector:
             self.mouth_open.append(self.mouth.opening(image, det.box))
             self._stage_ms["mouth"].append(1e3 * (time.perf_counter() - t1))
         t1 = time.perf_counter()
-        crop = align_face(image, det.landmarks, 112)
+        crop = self.face_input.crop(image, det)
         t2 = time.perf_counter()
         q = face_quality(image, det)
         self._stage_ms["align"].append(1e3 * (t2 - t1))
@@ -310,6 +315,7 @@ class Verifier:
         self.detector = detector
         self.gate = gate
         self.mouth = MouthTracker()
+        self._tier_checked: int | None = None  # id of the gallery object checked last
         # one worker: the face embedding runs next to the voice pipeline (2 cores, each
         # onnxruntime session single-threaded); both release the GIL while they compute
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgepin-face")
@@ -319,6 +325,7 @@ class Verifier:
         person does not wait for it; a problem here is reported by that attempt instead."""
         try:
             gallery = self.gallery.get()
+            self.check_tier(gallery)
             for m in ("face", "voice"):
                 gallery.templates(m, self.bundle.hashes[m], skip_stale=True)
         except EdgepinError as exc:
@@ -326,9 +333,16 @@ class Verifier:
             if isinstance(exc, GalleryError):
                 self.gallery.reset()
 
+    def check_tier(self, gallery: Gallery) -> None:
+        """Refuse a gallery enrolled with the other face tier (once per opened gallery)."""
+        if self._tier_checked != id(gallery):
+            check_gallery_tier(gallery, self.bundle)
+            self._tier_checked = id(gallery)
+
     def new_attempt(self, source: str = "") -> Collector:
         return Collector(self.detector, self.gate.stream(), self.config, source,
-                         embed_face=lambda crops: self._embed_face(crops)[0], mouth=self.mouth)
+                         embed_face=lambda crops: self._embed_face(crops)[0], mouth=self.mouth,
+                         face_input=self.bundle.face_input)
 
     def security_mode(self) -> SecurityMode | None:
         """The mode attempts are decided in (None: the operating-point file has no modes, or
@@ -424,6 +438,7 @@ class Verifier:
                 cross = self.bundle.cross_scores(face_emb, voice_emb)
                 t = lap("cross_modal", t)
             gallery = self.gallery.get()
+            self.check_tier(gallery)
             face_t = gallery.templates("face", self.bundle.hashes["face"], skip_stale=True) \
                 if face_emb is not None else None
             voice_t = gallery.templates("voice", self.bundle.hashes["voice"], skip_stale=True) \

@@ -39,6 +39,7 @@ from edge_runtime.face_detectors import open_cnn_detector
 from edge_runtime.frontend.face import DlibHogDetector, align_face, choose_face
 from edge_runtime.frontend.face_quality import face_quality
 from edge_runtime.frontend.face_roi import RoiTracker
+from edge_runtime.frontend.features import DLIB_CHIP_INPUT
 from edge_runtime.frontend.vad import SpeechGate
 from edge_runtime.frontend.video import decode_clip, iter_frames
 from edge_runtime.models import ModelBundle
@@ -89,28 +90,42 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _variants(root: Path) -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
+def _variants(root: Path) -> tuple[list[tuple[str, str, str]], list[dict[str, str]]]:
+    """(precision, backend, face tier) to time. The large face tier runs FP32 on onnxruntime
+    (its INT8 file is TensorRT's QDQ form) and FP16 / INT8 engines on TensorRT."""
     manifest = load_manifest(root)
     have_int8 = "face_int8" in manifest and "voice_int8" in manifest
-    variants, skipped = [("fp32", "onnxruntime")], []
+    variants, skipped = [("fp32", "onnxruntime", "student")], []
     if have_int8:
-        variants.append(("int8", "onnxruntime"))
+        variants.append(("int8", "onnxruntime", "student"))
     else:
         skipped.append({"what": "int8", "reason": "no face_int8/voice_int8 in the manifest"})
+    large = []
+    if "face_large" in manifest:
+        large.append(("fp32", "onnxruntime", "large"))
+    else:
+        skipped.append({"what": "face tier large", "reason": "no face_large in the manifest "
+                        "(edgepin port-dlib --face-large)"})
     if "tensorrt" in available_backends():
         # the export builds FP16 (not FP32) engines of the FP32 model, INT8 ones of the INT8
-        variants += [("fp16" if p == "fp32" else p, "tensorrt") for p, _ in list(variants)]
+        variants += [("fp16" if p == "fp32" else p, "tensorrt", t) for p, _, t in list(variants)]
+        if large:
+            large.append(("fp16", "tensorrt", "large"))
+        if "face_large_int8" in manifest and "voice_int8" in manifest:
+            large.append(("int8", "tensorrt", "large"))
     else:
         skipped.append({"what": "tensorrt", "reason": "TensorRT + cuda-python not installed "
                                                       "here (no NVIDIA GPU on this machine)"})
-    return variants, skipped
+    return variants + large, skipped
 
 
 def run_bench(models: str | Path | None = None, *, runs: int = 200, warmup: int = 20,
               clip: str | Path | None = None, out_dir: str | Path | None = None,
               teachers: bool = True, gallery_sizes: tuple[int, ...] = (1, 100, 1000, 10000),
-              threads: int = 1) -> dict[str, Any]:
-    """Time everything; write bench.json and bench.png into ``out_dir`` when given."""
+              threads: int = 1, face_tiers: tuple[str, ...] = ("student", "large")
+              ) -> dict[str, Any]:
+    """Time everything; write bench.json and bench.png into ``out_dir`` when given.
+    ``face_tiers``: the face tiers whose variants are timed."""
     from edge_runtime.cli.options import default_clips_dir, default_models_dir
 
     if runs < 1 or warmup < 0:
@@ -121,6 +136,7 @@ def run_bench(models: str | Path | None = None, *, runs: int = 200, warmup: int 
     rows: list[dict[str, Any]] = []
     hist: dict[str, np.ndarray] = {}
     variants, skipped = _variants(root)
+    variants = [v for v in variants if v[2] in face_tiers]
 
     # ---- media front-end stages (model independent)
     ms = timer(FrameDecoder(clip_path))
@@ -156,6 +172,8 @@ def run_bench(models: str | Path | None = None, *, runs: int = 200, warmup: int 
         hist["detect cnn 640x480"] = ms
     ms = timer(lambda: align_face(image, det.landmarks, 112))
     rows.append(_row("align", "112x112", ms))
+    ms = timer(lambda: DLIB_CHIP_INPUT.crop(image, det))
+    rows.append(_row("align", "dlib chip 150x150 RGB (face tier large)", ms))
     ms = timer(lambda: face_quality(image, det))
     rows.append(_row("quality gate", "", ms))
     assert full.audio is not None
@@ -165,18 +183,21 @@ def run_bench(models: str | Path | None = None, *, runs: int = 200, warmup: int 
     hist["vad 1 s"] = ms
     segments = gate.speech_segments(full.audio)
     speech = gate.extract_speech(full.audio, segments)
-    crop = align_face(image, det.landmarks, 112)
 
     # ---- per model variant
-    for precision, backend in variants:
-        name = f"{precision} {backend}"
+    for precision, backend, tier in variants:
+        name = f"{precision} {backend}" + (", face tier large" if tier == "large" else "")
         try:
-            bundle = ModelBundle.load(root, precision=precision, backend=backend, threads=threads)
+            bundle = ModelBundle.load(root, precision=precision, backend=backend, threads=threads,
+                                      face_tier=tier)
         except EdgepinError as exc:
             skipped.append({"what": name, "reason": str(exc)})
             continue
         with bundle:
-            vrows, vhist, vskip = _variant_rows(bundle, name, timer, crop, speech, gallery_sizes,
+            crop = bundle.face_input.crop(image, det)
+            # the gallery search does not depend on the face tier (128-d either way)
+            sizes = gallery_sizes if tier == "student" else ()
+            vrows, vhist, vskip = _variant_rows(bundle, name, timer, crop, speech, sizes,
                                                 detector, gate, full, image)
             if precision == "fp32":  # detection included, per detector, at the camera's size
                 for det_name, det_obj in detectors.items():
@@ -226,7 +247,7 @@ def _variant_rows(bundle: ModelBundle, name: str, timer: Timer, crop: np.ndarray
                   ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], list[dict[str, str]]]:
     """Model stages, search and end to end for one (precision, backend)."""
     rows, hist, skipped = [], {}, []
-    precision = bundle.precision
+    precision = bundle.precision + ("" if bundle.face_tier == "student" else " large")
     ms = timer(lambda: bundle.embed_faces([crop]))
     rows.append(_row("face embed", name, ms))
     hist[f"face embed {precision}"] = ms

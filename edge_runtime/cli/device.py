@@ -35,6 +35,11 @@ def _models_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     p.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
                    help="inference backend (tensorrt needs engines built on this device)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    p.add_argument("--face-tier", choices=("auto", "student", "large"), default="auto",
+                   help="face model: the distilled student (112 grey crop), or dlib's face "
+                        "ResNet as ONNX (face_large: 150x150 RGB dlib chip; teacher-grade, "
+                        "its own heads and operating points). auto: the models folder's "
+                        "default_face_tier for this backend (docs/dlib_port.md)")
     p.add_argument("--detector", choices=("auto", "cnn", "hog"), default="auto",
                    help="face detector: dlib's CNN as a network, dlib HOG, or auto (the CNN on "
                         "TensorRT, else the faster of the two measured at start; default: %(default)s)")
@@ -193,17 +198,19 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     single_thread_blas()
     from edge_runtime.cli.demo import print_report, run_demo
-    from edge_runtime.cli.options import default_models_dir, resolve_precision
+    from edge_runtime.cli.options import default_models_dir, resolve_face_tier, resolve_precision
     from edge_runtime.models import parse_threshold_overrides
 
     models = Path(args.models) if args.models is not None else default_models_dir()
+    tier = resolve_face_tier(args.face_tier, args.backend, models)
     report = run_demo(args.models, args.clips, people=args.people,
                       mixed_per_person=args.mixed, realtime=args.realtime,
                       min_speech_s=args.min_speech,
-                      precision=resolve_precision(args.precision, args.backend, models),
+                      precision=resolve_precision(args.precision, args.backend, models, tier),
                       backend=args.backend, threads=args.threads,
                       threshold_overrides=parse_threshold_overrides(args.threshold),
-                      detector=args.detector, door=args.door)
+                      detector=args.detector, door=args.door,
+                      face_tier=tier)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -217,7 +224,9 @@ def _bench(args: argparse.Namespace) -> int:
 
     report = run_bench(args.models, runs=args.runs, warmup=args.warmup, clip=args.clip,
                        out_dir=args.out, teachers=not args.no_teachers,
-                       gallery_sizes=tuple(args.gallery_sizes), threads=args.threads)
+                       gallery_sizes=tuple(args.gallery_sizes), threads=args.threads,
+                       face_tiers=("student", "large") if args.face_tier == "all"
+                       else (args.face_tier,))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -355,5 +364,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-teachers", action="store_true",
                    help="skip timing the teachers (dlib, Resemblyzer)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    p.add_argument("--face-tier", choices=("all", "student", "large"), default="all",
+                   help="face tiers to time (all: the student and, when the manifest has "
+                        "face_large, the large tier)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=_bench)

@@ -68,27 +68,47 @@ def face_detector(args: argparse.Namespace, frame_size: tuple[int, int] = (640, 
     return choice.detector
 
 
-def resolve_precision(precision: str, backend: str, models: Path) -> str:
-    """``auto``: INT8 on TensorRT when the folder has the INT8 students; on onnxruntime the
-    CPU probe's choice (``edge_runtime.cpu_int8``). Anything else unchanged."""
+def resolve_precision(precision: str, backend: str, models: Path,
+                      face_tier: str = "student") -> str:
+    """``auto``: INT8 on TensorRT when the folder has the INT8 models; on onnxruntime the
+    CPU probe's choice (``edge_runtime.cpu_int8``) for the student, FP32 for the large tier
+    (its INT8 file is a TensorRT QDQ graph; the FP32 port is the fast one on a CPU).
+    Anything else unchanged."""
     if precision != "auto":
         return precision
     if backend == "tensorrt":
         from edge_runtime.bundle import load_manifest
+        from edge_runtime.models import face_entry_name
 
         entries = load_manifest(models) if (models / "manifest.json").is_file() else {}
-        return "int8" if {"face_int8", "voice_int8"} <= set(entries) else "fp32"
+        return "int8" if {face_entry_name(face_tier, "int8"), "voice_int8"} <= set(entries) \
+            else "fp32"
+    if face_tier == "large":
+        return "fp32"
     from edge_runtime.cpu_int8 import choose
 
     return choose(models)["precision"]
+
+
+def resolve_face_tier(tier: str, backend: str, models: Path) -> str:
+    """``auto``: the tier the models folder names for this backend (manifest
+    ``default_face_tier``, written from the measurements in docs/dlib_port.md), else the
+    student. Anything else unchanged."""
+    if tier != "auto":
+        return tier
+    from edge_runtime.bundle import default_face_tier
+
+    return default_face_tier(models, backend)
 
 
 def model_bundle(args: argparse.Namespace) -> Any:
     from edge_runtime.models import ModelBundle, parse_threshold_overrides
 
     models = Path(args.models) if args.models is not None else default_models_dir()
+    tier = resolve_face_tier(getattr(args, "face_tier", "auto"), args.backend, models)
     return ModelBundle.load(
-        models, precision=resolve_precision(args.precision, args.backend, models),
+        models, face_tier=tier,
+        precision=resolve_precision(args.precision, args.backend, models, tier),
         backend=args.backend, threads=args.threads,
         engines=getattr(args, "engines", None),
         operating_points=getattr(args, "operating_points", None),

@@ -127,6 +127,7 @@ def _start_error(exc: EdgepinError, args: argparse.Namespace) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     from edge_runtime.access.actuators import check_actuator, close_actuator
+    from edge_runtime.access.face_tier import check_gallery_tier
     from edge_runtime.access.loop import AccessLoop, LoopConfig
     from edge_runtime.access.pipeline import PipelineConfig, Verifier
     from edge_runtime.access.status_line import StatusLine
@@ -162,6 +163,7 @@ def run_command(args: argparse.Namespace) -> int:
                 source, finite = build_source(args)
                 bundle = model_bundle(args)
                 opened.append(bundle)
+                check_gallery_tier(gallery.get(), bundle)
                 _check_target_far(bundle, args)
                 min_speech = args.min_speech if args.min_speech is not None else \
                     (0.5 if finite else 2.0)

@@ -8,12 +8,17 @@ device never feeds the model a distribution it was not trained on.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
 
+from edge_runtime.errors import ModelError
 from edge_runtime.frontend.audio import LogMelConfig, fixed_windows, log_mel
+from edge_runtime.frontend.face import FaceDetection, align_face, dlib_chip
 
 FACE_SIZE = 112
 
@@ -49,6 +54,93 @@ def face_tensor(aligned: np.ndarray | list[np.ndarray], colour: bool = False) ->
         raise ValueError(f"aligned face must be {FACE_SIZE}x{FACE_SIZE}, got {grey.shape[1:]}")
     x = grey.astype(np.float32) * (2.0 / 255.0) - 1.0
     return np.ascontiguousarray(np.repeat(x[:, None], 3, axis=1))
+
+
+FACE_CHIPS = ("arcface", "dlib")
+
+
+@dataclass(frozen=True)
+class FaceInput:
+    """What a face model's ``face`` input is, as its manifest entry (``front_end``) declares.
+
+    ``arcface``: the students' crop, 5-point similarity warp to the ArcFace 112 layout, grey
+    (or RGB with ``colour``), scaled to [-1, 1] by ``face_tensor``. ``dlib``: dlib's own
+    ``get_face_chip`` (150x150 RGB, padding 0.25), the chip the face ResNet (tier ``large``)
+    was trained on; raw 0..255 pixels, the graph does dlib's ``(x - mean) / 256``. Training,
+    export, calibration and the device all make crops and tensors through this one class.
+    """
+
+    chip: str = "arcface"
+    size: int = FACE_SIZE
+    colour: bool = False
+    padding: float = 0.25  # dlib chips only
+
+    def __post_init__(self) -> None:
+        if self.chip not in FACE_CHIPS:
+            raise ModelError(f"face front-end: chip must be one of {FACE_CHIPS}, got {self.chip!r}")
+        if self.chip == "arcface" and self.size != FACE_SIZE:
+            raise ModelError(f"face front-end: arcface crops are {FACE_SIZE} px, got {self.size}")
+        if self.chip == "dlib" and not self.colour:
+            raise ModelError("face front-end: dlib chips are RGB (colour: true)")
+
+    @classmethod
+    def from_meta(cls, raw: Mapping[str, Any] | str | None) -> FaceInput:
+        """From a recorded front-end (manifest meta or ONNX ``edgepin.front_end``); students
+        before this class record ``{"face_size": 112}`` (+ ``colour``) and mean the default."""
+        try:
+            data = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+        except (ValueError, TypeError) as exc:
+            raise ModelError(f"face model: unreadable front-end settings {raw!r} ({exc})") from exc
+        if not isinstance(data.get("colour", False), bool):
+            raise ModelError(f"face model: front-end settings {raw!r} have no boolean 'colour'")
+        chip = str(data.get("chip", "arcface"))
+        return cls(chip=chip, size=int(data.get("face_size", FACE_SIZE)),
+                   colour=bool(data.get("colour", chip == "dlib")),
+                   padding=float(data.get("padding", 0.25)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a face model's manifest entry records as ``front_end``."""
+        if self.chip == "arcface":
+            return {"face_size": self.size, **({"colour": True} if self.colour else {})}
+        return {"chip": self.chip, "face_size": self.size, "colour": self.colour,
+                "padding": self.padding}
+
+    @property
+    def key(self) -> str:
+        """Short name for cache keys and reports."""
+        if self.chip == "arcface":
+            return f"align{self.size}" + ("-rgb" if self.colour else "")
+        return f"dlibchip{self.size}-p{self.padding:g}"
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Per-sample tensor shape (C, H, W)."""
+        return (3, self.size, self.size)
+
+    def crop(self, image: np.ndarray, detection: FaceDetection) -> np.ndarray:
+        """The face of a full RGB frame as this model sees it (uint8, HxWx3)."""
+        if self.chip == "dlib":
+            return dlib_chip(image, detection, size=self.size, padding=self.padding)
+        return align_face(image, detection.landmarks, self.size)
+
+    def stored(self, crop: np.ndarray) -> np.ndarray:
+        """What a dataset cache keeps of a crop: grey for grey students (as before), else RGB."""
+        return crop if self.colour else face_grey(crop)
+
+    def tensor(self, crops: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        """Crops -> the model's ``face`` input (N, 3, size, size) float32."""
+        if self.chip == "arcface":
+            return face_tensor(crops, colour=self.colour)
+        items = list(crops) if isinstance(crops, list) or np.ndim(crops) == 4 else [crops]
+        x = np.stack([np.asarray(c) for c in items])
+        if x.dtype != np.uint8 or x.shape[1:] != (self.size, self.size, 3):
+            raise ValueError(f"dlib chips must be uint8 {self.size}x{self.size}x3, got "
+                             f"{x.dtype} {x.shape[1:]}")
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+STUDENT_FACE_INPUT = FaceInput()
+DLIB_CHIP_INPUT = FaceInput(chip="dlib", size=150, colour=True, padding=0.25)
 
 
 @dataclass(frozen=True)

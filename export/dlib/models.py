@@ -34,10 +34,15 @@ class PortSpec:
     layout: Layout
     input_hw: tuple[int | str, int | str]
     output: str
+    input_name: str = "image"
 
 
 FACE_RESNET_SPEC = PortSpec("face_resnet_v1", "dlib_face_recognition_resnet_model_v1.dat",
                             FACE_RESNET, (150, 150), "embedding")
+# The device tier `face_large`: the same graph, its input named as the runtime binds a face
+# model's (`face`), so the export, the contract and the engines treat it like a student.
+FACE_LARGE_SPEC = PortSpec("face_resnet_v1", "dlib_face_recognition_resnet_model_v1.dat",
+                           FACE_RESNET, (150, 150), "embedding", input_name="face")
 MMOD_SPEC = PortSpec("mmod_face_detector", "mmod_human_face_detector.dat", MMOD_DETECTOR,
                      ("height", "width"), "score")
 
@@ -48,15 +53,21 @@ def port_version(spec: PortSpec, dat: Path | None = None) -> str:
     return f"{spec.key}_onnx@{PORT_VERSION}+{sha256_file(path)[:12]}"
 
 
-def export_port(spec: PortSpec, out: str | Path, dat: Path | None = None) -> Path:
-    """Read the .dat and write its ONNX graph to `out` (atomically)."""
+def export_port(spec: PortSpec, out: str | Path, dat: Path | None = None,
+                metadata: dict[str, str] | None = None) -> Path:
+    """Read the .dat and write its ONNX graph to `out` (atomically); ``metadata``: extra
+    ``edgepin.*`` metadata_props (JSON strings)."""
     path = dat or wheel_model_path(spec.dat_name)
     layers = read_network(path, spec.layout)
-    model = build_onnx(layers, output_name=spec.output, input_hw=spec.input_hw,
+    model = build_onnx(layers, input_name=spec.input_name, output_name=spec.output,
+                       input_hw=spec.input_hw,
                        graph_name=spec.key, doc=f"{spec.layout.name}, ported from {path.name} "
                        f"({port_version(spec, path)}) by edgepin's pure-Python dlib reader")
     meta = model.metadata_props.add()
     meta.key, meta.value = "edgepin.dlib_port", port_version(spec, path)
+    for key, value in (metadata or {}).items():
+        meta = model.metadata_props.add()
+        meta.key, meta.value = f"edgepin.{key}", value
     if layers[-1].kind == "loss_mmod":  # what the runtime's pyramid and NMS need
         opts, inp = layers[-1].attrs, layers[0].attrs
         [(w, h, _)] = opts["detector_windows"]  # type: ignore[misc]

@@ -28,6 +28,8 @@ def _train(args: argparse.Namespace) -> int:
         print(json.dumps({"out": summary["out"], "exported": summary["exported"]}, indent=2))
         return 0
     cfg = load_config(args.config, DEFAULT_CONFIGS[args.stage], args.set)
+    if args.stage == "pins" and args.face_tier != "student":  # recorded in the checkpoint
+        cfg["data"]["face_tier"] = args.face_tier
     if args.stage == "pins" and cfg.get("mode", "edge") == "full":
         from train.pins.full import train_full
 
@@ -61,6 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML (default train/configs/pins_edge.yaml / fuse_edge.yaml;"
                                     " a config with mode: full trains end to end)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, history, summary")
+    p.add_argument("--face-tier", choices=("student", "large"), default="student",
+                   help="pins: the face model whose embeddings the heads read (large: "
+                        "face_large, exported as pin_face_large/pin_voice_large; fuse takes "
+                        "the tier of its PIN checkpoint and writes faa_large)")
     p.add_argument("--students", default="models",
                    help="folder with the frozen face/voice students (edge mode; default models)")
     p.add_argument("--export", help="models folder for the ONNX files and manifest "

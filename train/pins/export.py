@@ -47,17 +47,25 @@ def _export_one(model: torch.nn.Module, example: dict[str, torch.Tensor], out: P
     return cos
 
 
-def export_heads(heads: PinHeads, out_dir: str | Path, meta: dict, *, register: bool = True
-                 ) -> dict[str, dict]:
-    """Write pin_face.onnx and pin_voice.onnx into `out_dir` (and its manifest)."""
+def head_suffix(face_tier: str) -> str:
+    """Names of the heads of a face tier: pin_face / pin_face_large, faa / faa_large."""
+    return "" if face_tier == "student" else f"_{face_tier}"
+
+
+def export_heads(heads: PinHeads, out_dir: str | Path, meta: dict, *, register: bool = True,
+                 face_tier: str = "student") -> dict[str, dict]:
+    """Write pin_face.onnx and pin_voice.onnx (``_large`` for the large face tier's heads)
+    into `out_dir` (and its manifest)."""
     out_dir = Path(out_dir)
     heads = heads.eval()
     done = {}
-    for name, head, in_name in (("pin_face", heads.face, "face_emb"),
-                                ("pin_voice", heads.voice, "voice_emb")):
+    sfx = head_suffix(face_tier)
+    for name, head, in_name in ((f"pin_face{sfx}", heads.face, "face_emb"),
+                                (f"pin_voice{sfx}", heads.voice, "voice_emb")):
         path = out_dir / f"{name}.onnx"
         example = {in_name: torch.randn(2, head.in_dim)}
-        m = {**meta, "modality": name, "precision": "fp32", "input": in_name, "output": "pin"}
+        m = {**meta, "modality": name.removesuffix(sfx), "precision": "fp32", "input": in_name,
+             "output": "pin", "face_tier": face_tier}
         cos = _export_one(head, example, path, "pin", pin_contract(in_name), m)
         done[name] = {"file": path.name, "parity_min_cosine": cos, "bytes": path.stat().st_size}
         if register:
@@ -65,20 +73,22 @@ def export_heads(heads: PinHeads, out_dir: str | Path, meta: dict, *, register: 
     return done
 
 
-def export_faa(scorer: FaaScorer, out_dir: str | Path, meta: dict, *, register: bool = True
-               ) -> dict:
-    """Write faa.onnx (frozen PIN heads + encoder, student embeddings in) into `out_dir`."""
+def export_faa(scorer: FaaScorer, out_dir: str | Path, meta: dict, *, register: bool = True,
+               face_tier: str = "student") -> dict:
+    """Write faa.onnx (frozen PIN heads + encoder, student embeddings in; ``faa_large`` on
+    the large face tier's embeddings) into `out_dir`."""
     out_dir = Path(out_dir)
     scorer = scorer.eval()
-    path = out_dir / "faa.onnx"
+    name = f"faa{head_suffix(face_tier)}"
+    path = out_dir / f"{name}.onnx"
     example = {"face_emb": torch.randn(2, scorer.pins.face.in_dim),
                "voice_emb": torch.randn(2, scorer.pins.voice.in_dim)}
     m = {**meta, "modality": "faa", "precision": "fp32", "inputs_space": "student",
-         "output": "match_prob"}
+         "output": "match_prob", "face_tier": face_tier}
     contract = student_contract("faa", max_opset=DEFAULT_OPSET, max_size_bytes=MAX_BYTES)
     cos = _export_one(scorer, example, path, "match_prob", contract, m)
     if register:
-        register_model(out_dir, "faa", path.name, **m, parity_min_cosine=cos)
+        register_model(out_dir, name, path.name, **m, parity_min_cosine=cos)
     return {"file": path.name, "parity_min_cosine": cos, "bytes": path.stat().st_size}
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from edge_runtime.bundle import load_manifest, sha256_file
 from edge_runtime.errors import ConfigError, MediaError, ModelError
+from edge_runtime.frontend.features import STUDENT_FACE_INPUT
 from train.cache import ArrayCache
 from train.datasets import ClipFolder, Sample, file_sha256
 from train.pins.data import (
@@ -45,15 +46,19 @@ class Students:
                 "face_sha256": self.face_sha256, "voice_sha256": self.voice_sha256}
 
 
-def resolve_students(folder: str | Path) -> Students:
-    """face/voice ONNX of a models folder (through its manifest when it has one)."""
+def resolve_students(folder: str | Path, face_tier: str = "student") -> Students:
+    """face/voice ONNX of a models folder (through its manifest when it has one); the face
+    model of ``face_tier`` (``large``: the manifest's ``face_large``)."""
+    from edge_runtime.models import face_entry_name
+
     root = Path(folder)
     try:
         entries = load_manifest(root)
     except ModelError:
         entries = {}
     paths = {}
-    for name in ("face", "voice"):
+    face_name = face_entry_name(face_tier, "fp32")
+    for name in (face_name, "voice"):
         if name in entries:
             paths[name] = entries[name].verified_path()
         else:
@@ -62,7 +67,7 @@ def resolve_students(folder: str | Path) -> Students:
                 raise ModelError(f"no {name} student in {root} (expected {p} or a manifest "
                                  f"entry {name!r})")
             paths[name] = p
-    return Students(paths["face"], paths["voice"], sha256_file(paths["face"]),
+    return Students(paths[face_name], paths["voice"], sha256_file(paths[face_name]),
                     sha256_file(paths["voice"]))
 
 
@@ -76,6 +81,8 @@ class StudentFeatures:
         self.students = students
         self.cache_dir = Path(cache_dir)
         self.face = load_embedder(str(students.face), "face", threads)
+        # the crop of the face model (the student's 112 crop, or the large tier's dlib chip)
+        self.face_input = getattr(self.face, "face_input", None) or STUDENT_FACE_INPUT
         self.voice = load_embedder(str(students.voice), "voice", threads)
         self.crops_with_teacher = crops_with_teacher
         self.workers = workers
@@ -96,7 +103,8 @@ class StudentFeatures:
         todo = [i for i, g in enumerate(got) if g is None]
         if todo:
             prepared = prepare_faces([samples[i] for i in todo], self.cache_dir,
-                                     with_teacher=self.crops_with_teacher, workers=self.workers)
+                                     with_teacher=self.crops_with_teacher, workers=self.workers,
+                                     face_input=self.face_input)
             by_path = {s.path: i for i, s in enumerate(prepared.samples)}
             emb = self.face.embed(list(prepared.crops))
             rows = []
@@ -137,7 +145,7 @@ class StudentFeatures:
     def clip(self, path: Path, gcfg: dict) -> dict[str, np.ndarray]:
         """One talking-face clip: face embeddings of every `frame_step`-th frame (with time)
         and voice embeddings of the audio segments of each half (with start/end)."""
-        from edge_runtime.frontend.face import DlibHogDetector, detect_and_align
+        from edge_runtime.frontend.face import DlibHogDetector, choose_face, detect_and_align
         from edge_runtime.frontend.features import face_grey
         from edge_runtime.frontend.video import decode_clip
 
@@ -155,11 +163,17 @@ class StudentFeatures:
         crops, times = [], []
         for frame in clip.frames[:: int(gcfg["frame_step"])]:
             try:
-                aligned, _ = detect_and_align(frame.image, detector,  # type: ignore[arg-type]
-                                              source=f"{path}@{frame.t:.2f}")
+                if self.face_input == STUDENT_FACE_INPUT:
+                    aligned, _ = detect_and_align(frame.image, detector,  # type: ignore[arg-type]
+                                                  source=f"{path}@{frame.t:.2f}")
+                    crop = face_grey(aligned)
+                else:
+                    det = choose_face(detector.detect(frame.image),  # type: ignore[attr-defined]
+                                      frame.image.shape, source=f"{path}@{frame.t:.2f}")
+                    crop = self.face_input.stored(self.face_input.crop(frame.image, det))
             except MediaError:
                 continue
-            crops.append(face_grey(aligned))
+            crops.append(crop)
             times.append(frame.t)
         if not crops:
             raise MediaError(f"{path}: no face found in any sampled frame")

@@ -66,8 +66,13 @@ def _better(rec: dict, best: dict | None) -> bool:
     return (rec["val_eer"], -rec["val_auc"]) < (best["val_eer"], -best["val_auc"])
 
 
+def face_tier(cfg: dict) -> str:
+    """The face tier whose embeddings the heads read (`edgepin train pins --face-tier`)."""
+    return str(cfg["data"].get("face_tier", "student"))
+
+
 def _features(cfg: dict, students_dir: str | Path, cache_dir: str | Path) -> StudentFeatures:
-    return StudentFeatures(resolve_students(students_dir), cache_dir,
+    return StudentFeatures(resolve_students(students_dir, face_tier(cfg)), cache_dir,
                            threads=int(cfg["train"]["threads"]),
                            crops_with_teacher=bool(cfg["data"].get("crops_with_teacher", False)),
                            workers=int(cfg["train"].get("workers", 1)))
@@ -174,7 +179,7 @@ def fit_pins(cms: CrossModalSet, cfg: dict, out: str | Path, *, students: dict, 
     meta = {"config": cfg, "students": students, "splits": cms.splits, "data": DATA_NOTE,
             "params": n_params(heads), "val": {"eer": best["val_eer"], "auc": best["val_auc"]},
             "epoch": best["epoch"]}
-    exported = export_heads(heads, Path(export_dir or out), meta)
+    exported = export_heads(heads, Path(export_dir or out), meta, face_tier=face_tier(cfg))
     summary = {"out": str(out), "best": best, "exported": exported, "counts": cms.counts()}
     (out / "pins_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -276,7 +281,8 @@ def fit_fuse(cms: CrossModalSet, cfg: dict, out: str | Path, *, heads: PinHeads,
             "data": DATA_NOTE, "params_encoder": n_params(scorer.encoder),
             "params_total": n_params(scorer), "pair_selection": pair_cfg,
             "val": {"eer": best["val_eer"], "auc": best["val_auc"]}, "epoch": best["epoch"]}
-    exported = export_faa(scorer, Path(export_dir or out), meta)
+    exported = export_faa(scorer, Path(export_dir or out), meta,
+                          face_tier=face_tier(pins_config))
     summary = {"out": str(out), "best": best, "exported": exported,
                "params_encoder": n_params(scorer.encoder)}
     (out / "faa_summary.json").write_text(json.dumps(summary, indent=2))
