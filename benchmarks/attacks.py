@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.machine import machine_info
-from edge_runtime.access.enroll import Enroller
+from edge_runtime.access.enroll import Enroller, enroll_people
 from edge_runtime.access.pipeline import AttemptResult, PipelineConfig, Verifier
 from edge_runtime.cli.demo import shifted_attack
 from edge_runtime.errors import EdgepinError
@@ -194,15 +194,8 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
         key = create_key(Path(tmp) / "g.key")
         with Gallery.open(Path(tmp) / "g.db", key) as gallery:
             enroller = Enroller(bundle, detector, gate, min_speech_s=1.0)
-            ok = []
-            for p in enrolled:
-                try:
-                    enroller.enroll_files(gallery, p["name"], faces=p["photos"][:2],
-                                          voices=p["utterances"][:3])
-                    ok.append(p)
-                except EdgepinError:
-                    continue
-            enrolled = ok
+            names, _ = enroll_people(enroller, gallery, enrolled)
+            enrolled = [p for p in enrolled if p["name"] in names]
             handle = GalleryHandle.wrap(gallery)
 
             def verifier(mode: str, liveness: str) -> Verifier:

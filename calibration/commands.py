@@ -14,6 +14,8 @@ from pathlib import Path
 
 from edge_runtime.errors import ConfigError
 
+DETECTOR_KINDS = ("hog", "cnn")  # face detectors whose landmarks AV sync is calibrated on
+
 
 def _cache_dir(value: Path | None) -> Path:
     if value is not None:
@@ -92,31 +94,48 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _calibrate_modes(args: argparse.Namespace) -> int:
-    from calibration.avsync import write_modes
+    from calibration.avsync import measure, write_modes
+    from edge_runtime.face_detectors import open_face_detector
 
-    outs = []
+    syncs = {}
+    for kind in args.detector:  # landmarks follow the detector's box: one threshold each
+        models = args.models if args.models is not None else args.op[0].parent
+        det = open_face_detector(kind, models=models).detector
+        syncs[kind] = measure(args.grid, detector=det, kind=kind)
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(syncs, indent=2) + "\n")
     for path in args.op:
-        op, sync = write_modes(path, args.grid)
-        outs.append(path)
-        if args.json_out is not None:
-            args.json_out.write_text(json.dumps(sync, indent=2) + "\n")
-        print(f"wrote security modes into {path}: default {op.default_mode}; AV-sync threshold "
-              f"{op.avsync['threshold']:.3f} (equal-error point, {sync['shipped']['window_s']:g} s "
-              f"windows of {len(sync['clips'])} GRID clips)")
+        op = write_modes(path, syncs)
+        print(f"wrote security modes into {path}: default {op.default_mode}")
+    for kind, sync in syncs.items():
+        print(f"  {kind}: AV-sync threshold {sync['shipped']['threshold']:.3f} (equal-error "
+              f"point, {sync['shipped']['window_s']:g} s windows of {len(sync['clips'])} GRID "
+              "clips)")
         for r in sync["rows"]:
-            print(f"  {r['window_s']:g} s windows: AUC shifted {r['auc_shifted']:.3f}, swapped "
-                  f"{r['auc_swapped']:.3f}; photos rejected {r['photo_rejected']}/{r['n_photo']}")
+            n = r["nested_loo"]
+            print(f"    {r['window_s']:g} s windows: AUC shifted {r['auc_shifted']:.3f}, swapped "
+                  f"{r['auc_swapped']:.3f}; photos rejected {r['photo_rejected']}/{r['n_photo']}; "
+                  f"nested LOO BPCER {n['sync_rejected']['rate']:.1%}, APCER shifted "
+                  f"{n['shifted_accepted']['rate']:.1%}, swapped "
+                  f"{n['swapped_accepted']['rate']:.1%}")
     return 0
 
 
 def _register_modes(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "calibrate-modes", help="security modes + AV-sync threshold into operating-point files",
-        description="Measure audio-visual sync liveness on the GRID talking-face clips, set its "
-                    "threshold and write the security modes (face+liveness, two-factor) into "
-                    "operating-point files (their checksums are rewritten; thresholds unchanged).")
+        description="Measure audio-visual sync liveness on the GRID talking-face clips with each "
+                    "face detector, set one threshold per detector and write the security modes "
+                    "(face+liveness, two-factor) into operating-point files (their checksums are "
+                    "rewritten; identity thresholds unchanged).")
     p.add_argument("--op", type=Path, nargs="+", required=True, help="operating_points*.yaml")
     p.add_argument("--grid", type=Path, required=True, help="folder of GRID clips")
+    p.add_argument("--detector", nargs="+", choices=DETECTOR_KINDS, default=list(DETECTOR_KINDS),
+                   help="face detectors to calibrate AV sync for (default: all); the runtime "
+                        "refuses a detector the file has no threshold for")
+    p.add_argument("--models", type=Path, default=None,
+                   help="models folder holding the CNN detector (default: the first --op's "
+                        "folder)")
     p.add_argument("--json-out", type=Path, default=None, help="also write the measurement")
     p.set_defaults(handler=_calibrate_modes)
 

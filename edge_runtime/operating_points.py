@@ -230,6 +230,10 @@ class SecurityMode:
     # once; between the two the loop keeps collecting until its time limit
     avsync_margin: float = 1.0
     why: str = ""
+    # the AV-sync threshold measured with each face detector ("hog", "cnn"): the detectors
+    # give different boxes, the 68 landmarks and so the sync score move with them. Empty (a
+    # file written before this was measured per detector): ``avsync_threshold`` is HOG's.
+    avsync_thresholds: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.name not in MODE_NAMES:
@@ -240,6 +244,21 @@ class SecurityMode:
         if not 0 < self.target_far < 1 or self.min_speech_s <= 0:
             raise ConfigError(f"mode {self.name}: target_far must be in (0, 1) and "
                               f"min_speech_s > 0")
+
+    def for_detector(self, kind: str | None) -> SecurityMode:
+        """This mode with the AV-sync threshold measured on landmarks of ``kind``'s boxes;
+        refuses a detector the file holds no measurement for (its threshold would be a guess).
+        A mode whose liveness is only reported needs none."""
+        measured = dict(self.avsync_thresholds) or {"hog": self.avsync_threshold}
+        if kind in measured:
+            return replace(self, avsync_threshold=float(measured[str(kind)]))
+        if self.liveness != "required":
+            return self
+        raise ConfigError(
+            f"security mode {self.name}: AV-sync liveness is calibrated for the "
+            f"{', '.join(sorted(measured))} face detector(s), not for "
+            f"{kind or 'this detector (no kind)'}; run `edgepin calibrate-modes --detector "
+            f"{kind or 'hog'}` or choose a calibrated detector with --detector")
 
 
 @dataclass(frozen=True)
