@@ -66,7 +66,7 @@ def grid_tracks(grid_dir: Path, detector: Any | None = None) -> list[Track]:
             found = det.detect(f.image)
             if found:
                 ts.append(f.t)
-                ms.append(mouth.opening(f.image, found[0].box))
+                ms.append(mouth.opening(f.image, found[0].box, getattr(det, "kind", None)))
         assert clip.audio is not None  # decode_clip requires audio
         out.append(Track(p.stem, np.array(ts), np.array(ms),
                          np.asarray(clip.audio, np.float64), len(clip.frames)))

@@ -148,7 +148,8 @@ class Collector:
         if self.mouth is not None:  # every frame with the chosen face, good quality or not
             t1 = time.perf_counter()
             self.mouth_t.append(frame.t)
-            self.mouth_open.append(self.mouth.opening(image, det.box))
+            self.mouth_open.append(self.mouth.opening(image, det.box,
+                                                      getattr(self.detector, "kind", None)))
             self._stage_ms["mouth"].append(1e3 * (time.perf_counter() - t1))
         t1 = time.perf_counter()
         crop = align_face(image, det.landmarks, 112)
