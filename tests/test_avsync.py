@@ -266,8 +266,8 @@ def test_a_detector_without_its_own_sync_threshold_is_refused():
 
 
 def test_verifier_refuses_a_detector_the_file_has_no_sync_threshold_for(tmp_path):
-    from edge_runtime.access.verifier import Verifier
     from edge_runtime.access.collector import PipelineConfig
+    from edge_runtime.access.verifier import Verifier
     from edge_runtime.frontend.vad import SpeechGate
 
     class _Bundle:  # only what the constructor reads (no model runs in this check)

@@ -88,6 +88,11 @@ class MouthTracker:
         return gap / max(scale, 1e-6)
 
 
+#: the audio band whose energy is the envelope (see ``calibration/avsync.py``: chosen among a
+#: few candidates on GRID, and that choice is inside its nested leave-one-out estimate)
+BAND_HZ = (1000.0, 4000.0)
+
+
 def _band_sos(sample_rate: int, band_hz: tuple[float, float] = BAND_HZ) -> np.ndarray:
     lo, hi = float(band_hz[0]), min(float(band_hz[1]), 0.45 * sample_rate)
     if not 0 < lo < hi:
