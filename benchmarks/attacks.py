@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.machine import machine_info
+from calibration.voice_veto import QUANTILE, genuine_voice_llrs, veto_table
 from edge_runtime.access.enroll import Enroller, enroll_people
 from edge_runtime.access.pipeline import AttemptResult, PipelineConfig, Verifier
 from edge_runtime.cli.demo import shifted_attack
@@ -55,6 +56,7 @@ from edge_runtime.store.gallery import Gallery
 from edge_runtime.store.gallery_handle import GalleryHandle
 from edge_runtime.store.keys import create_key
 
+VETO_SWEEP = (0.01, 0.02, 0.05)  # veto quantiles compared in one run (trade-off table)
 KINDS = ("genuine", "zero-effort", "mixed-enrolled", "mixed-unenrolled", "photo")
 GRID_SHIFTS = (-0.8, -0.5, -0.3, 0.3, 0.5, 0.8)
 
@@ -173,11 +175,16 @@ def _cut(wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
-        threads: int, checkpoint: Callable[[dict[str, Any]], None] | None = None
+        threads: int, checkpoint: Callable[[dict[str, Any]], None] | None = None,
+        veto_quantile: float | None = QUANTILE, bundle_options: dict[str, str] | None = None
         ) -> dict[str, Any]:
     from rich.progress import Progress
 
-    bundle = ModelBundle.load(models, precision=precision, threads=threads)
+    try:
+        bundle = ModelBundle.load(models, precision=precision, threads=threads,
+                                  **(bundle_options or {}))
+    except TypeError as exc:  # an option this ModelBundle does not know
+        raise EdgepinError(f"--bundle-option {bundle_options}: {exc}") from exc
     op = bundle.operating_points
     if op is None or not op.modes:
         raise EdgepinError(f"{models}: the operating-point file has no security modes")
@@ -198,16 +205,37 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
             enrolled = [p for p in enrolled if p["name"] in names]
             handle = GalleryHandle.wrap(gallery)
 
-            def verifier(mode: str, liveness: str) -> Verifier:
+            # the voice veto is calibrated on the people of the OTHER fold (cross-fitting):
+            # no attempt is decided with a veto set on its own people's voices
+            fold = {p["name"]: k % 2 for k, p in enumerate(
+                [people[i] for i in np.random.default_rng(seed + 7).permutation(len(people))])}
+            llrs = {f: genuine_voice_llrs(bundle, op, [p for p in people
+                                                        if fold[p["name"]] != f], gate)
+                    for f in (0, 1)}
+            q_main = veto_quantile or QUANTILE
+            # variants decided on the same collected evidence (only the veto differs): the
+            # APCER/BPCER trade-off of the rule, in one run
+            variants = {"face+liveness": ("face+liveness", q_main),
+                        **{f"face+liveness, veto q={q:g}": ("face+liveness", q)
+                           for q in VETO_SWEEP if q != q_main},
+                        "face+liveness, fixed veto -2": ("face+liveness", None),
+                        "two-factor": ("two-factor", q_main)}
+            vetoes = {(f, q): veto_table(llrs[f], q) for f in (0, 1)
+                      for q in {q for _, q in variants.values() if q is not None}}
+
+            def verifier(mode: str, liveness: str, f: int, q: float | None) -> Verifier:
                 m = op.mode(mode)
                 cfg = PipelineConfig(mode=mode, liveness=liveness, min_speech_s=0.5,
-                                     target_far=m.target_far)
+                                     target_far=m.target_far,
+                                     voice_veto_by_length=vetoes[(f, q)] if q is not None
+                                     else ((1.0, m.voice_veto_llr),))
                 return Verifier(bundle, handle, cfg, detector, gate)
 
-            identity = {"face+liveness": verifier("face+liveness", "report"),
-                        "two-factor": verifier("two-factor", "report")}
-            live = {"face+liveness": verifier("face+liveness", "required"),
-                    "two-factor": verifier("two-factor", "required")}
+            verifiers = {(f, key): {name: verifier(m, lv, f, q)
+                                    for name, (m, q) in variants.items()}
+                         for f in (0, 1) for key, lv in (("identity", "report"),
+                                                         ("live", "required"))}
+            identity, live = "identity", "live"
             by_gender: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for p in enrolled:
                 by_gender[p["gender"]].append(p)
@@ -244,9 +272,18 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
             def state(done: int) -> dict[str, Any]:
                 return {"kinds": results, "grid": grid, "gallery_size": len(enrolled),
                         "strangers": len(strangers), "people": len(people),
-                        "modes": {k: vars(m) for k, m in op.modes.items()},
+                        "modes": {name: {**vars(op.modes[m]), "voice_veto":
+                                         f"calibrated, q={q:g} (cross-fitted)" if q is not None
+                                         else f"fixed LLR {op.modes[m].voice_veto_llr:g}"}
+                                  for name, (m, q) in variants.items()},
                         "default_mode": op.default_mode, "machine": machine_info(),
                         "per_kind": per_kind, "precision": precision,
+                        "voice_veto": {"cross_fitted": {
+                            f"fold {f}, q={q:g}": [list(r) for r in t]
+                            for (f, q), t in vetoes.items()},
+                            "genuine_trials": {f"fold {f}": {f"{x:g}s": int(v.size)
+                                                             for x, v in llrs[f].items()}
+                                               for f in (0, 1)}},
                         "planned": len(plan), "done": done}
 
             with Progress(transient=True) as bar:
@@ -261,13 +298,15 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                         results[kind].append({"who": who, "skipped": str(exc)})
                         bar.advance(task)
                         continue
-                    out = _attempt(vs, frames, audio, f"{kind} {who}")
+                    out = _attempt(verifiers[(fold[fp["name"]], vs)], frames, audio,
+                                   f"{kind} {who}")
                     results[kind].append({
                         "who": who, "expected": expected, "speech_s": out[next(iter(out))].speech_s,
                         **{m: _row(r) for m, r in out.items()}})
                     bar.advance(task)
-            for v in (*identity.values(), *live.values()):
-                v.close()
+            for group in verifiers.values():
+                for v in group.values():
+                    v.close()
             final = state(len(plan))
     bundle.close()
     return final
@@ -331,9 +370,10 @@ def _why(reason: str) -> str:
 
 def summarise(res: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for mode in ("face+liveness", "two-factor"):
+    for mode in res["modes"]:
         rows = {}
-        kinds = {**res["kinds"], **res["grid"]}
+        kinds = {k: v for k, v in {**res["kinds"], **res["grid"]}.items()
+                 if any(mode in r for r in v)}  # GRID runs the shipped modes only
         if "genuine" in kinds:  # the live loop would keep listening up to the mode's minimum
             need = res["modes"][mode]["min_speech_s"]
             kinds = {"genuine": kinds["genuine"],
@@ -393,7 +433,8 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
     for mode, rows in summary.items():
         mm = res["modes"][mode]
         lines += [f"## Mode `{mode}` (FAR target {mm['target_far']:g}, AV-sync threshold "
-                  f"{mm['avsync_threshold']:.2f}, voice veto LLR {mm['voice_veto_llr']:g}, "
+                  f"{mm['avsync_threshold']:.2f}, voice veto "
+                  f"{mm.get('voice_veto', 'LLR ' + format(mm['voice_veto_llr'], 'g'))}, "
                   f"min speech {mm['min_speech_s']:g} s)", "",
                   "| kind | measure | errors / attempts | rate | 95% CI (attempts) | 95% CI (people) |",
                   "|---|---|---|---|---|---|"]
@@ -469,6 +510,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--veto-quantile", type=float, default=QUANTILE,
+                    help="face+liveness voice veto: this share of genuine voices, per speech "
+                         "length, set on the other half of the people (0: the file's veto)")
+    ap.add_argument("--bundle-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="passed to ModelBundle.load (e.g. a face tier once the bundle has "
+                         "them); --models picks the models folder")
     ap.add_argument("--write-door", type=Path, default=None,
                     help="only write the artificial identities for `edgepin demo --door`")
     ap.add_argument("--render", type=Path, default=None, metavar="JSON",
@@ -489,8 +536,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.render is not None:  # re-render a finished run's JSON (e.g. after a format change)
         write(json.loads(args.render.read_text()))
         return 0
+    options = {}
+    for item in args.bundle_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            ap.error(f"--bundle-option needs KEY=VALUE, got {item!r}")
+        options[key] = value
     write(run(args.models, args.data, args.per_kind, args.precision, args.seed, args.threads,
-              checkpoint=write))
+              checkpoint=write, veto_quantile=args.veto_quantile or None,
+              bundle_options=options))
     print(args.out.read_text())
     return 0
 

@@ -212,7 +212,7 @@ def measure(grid_dir: Path, windows: Sequence[float] = (1.5, 2.0, 3.0),
 
 def with_modes(op: OperatingPoints, syncs: dict[str, dict[str, Any]],
                default: str = "face+liveness", voice_veto_llr: float = -2.0,
-               target_far: float = 1e-2) -> OperatingPoints:
+               target_far: float = 1e-2, veto: dict[str, Any] | None = None) -> OperatingPoints:
     """``op`` with the two security modes and the AV-sync measurements (one per face detector,
     ``syncs[kind]``) that set them. The HOG threshold is also the mode's plain
     ``avsync_threshold`` (what a reader that knows no detectors uses)."""
@@ -224,8 +224,11 @@ def with_modes(op: OperatingPoints, syncs: dict[str, dict[str, Any]],
               "~20% EER on GRID half-clips), so the face identifies and the voice may only "
               "veto; AV sync stops photos and replays")
     modes = {
-        "face+liveness": SecurityMode("face+liveness", target_far, 0.5, plain, voice_veto_llr,
-                                      why=why_fl, avsync_thresholds=thrs),
+        "face+liveness": SecurityMode(
+            "face+liveness", target_far, 0.5, plain, voice_veto_llr, why=why_fl,
+            avsync_thresholds=thrs,
+            voice_veto_by_length=tuple(veto["table"]) if veto is not None else (),
+            voice_veto_quantile=veto["quantile"] if veto is not None else None),
         "two-factor": SecurityMode("two-factor", target_far, 2.0, plain, voice_veto_llr,
                                    why="face and voice must each favour the person, >= 2 s of "
                                        "speech, plus AV sync: for doors that need both factors",
@@ -245,9 +248,11 @@ def with_modes(op: OperatingPoints, syncs: dict[str, dict[str, Any]],
 
 def write_modes(op_path: Path, syncs: dict[str, dict[str, Any]],
                 model_hashes: dict[str, str] | None = None,
-                voice_veto_llr: float = -2.0) -> OperatingPoints:
-    """(Re)write the modes block of an operating-point file from AV-sync measurements."""
+                voice_veto_llr: float = -2.0, veto: dict[str, Any] | None = None
+                ) -> OperatingPoints:
+    """(Re)write the modes block of an operating-point file from AV-sync measurements (and a
+    calibrated voice veto, ``calibration.voice_veto``)."""
     op = load_operating_points(op_path, model_hashes or {})
-    new = with_modes(op, syncs, voice_veto_llr=voice_veto_llr)
+    new = with_modes(op, syncs, voice_veto_llr=voice_veto_llr, veto=veto)
     save_operating_points(new, op_path)
     return new

@@ -105,8 +105,13 @@ def _calibrate_modes(args: argparse.Namespace) -> int:
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(syncs, indent=2) + "\n")
     for path in args.op:
-        op = write_modes(path, syncs)
+        veto = _voice_veto(args, path) if args.voice_data is not None else None
+        op = write_modes(path, syncs, veto=veto)
         print(f"wrote security modes into {path}: default {op.default_mode}")
+        if veto is not None:
+            print("  voice veto (LLR at seconds of speech): " + ", ".join(
+                f"{v:.2f} at {x:g} s" for x, v in veto["table"]) +
+                f" ({veto['quantile']:.0%} of {veto['speakers']} held-out speakers' own voices)")
     for kind, sync in syncs.items():
         print(f"  {kind}: AV-sync threshold {sync['shipped']['threshold']:.3f} (equal-error "
               f"point, {sync['shipped']['window_s']:g} s windows of {len(sync['clips'])} GRID "
@@ -119,6 +124,25 @@ def _calibrate_modes(args: argparse.Namespace) -> int:
                   f"{n['shifted_accepted']['rate']:.1%}, swapped "
                   f"{n['swapped_accepted']['rate']:.1%}")
     return 0
+
+
+def _voice_veto(args: argparse.Namespace, op_path: Path) -> dict:
+    """The calibrated voice veto of one operating-point file (its models' precision)."""
+    from calibration.voice_veto import genuine_voice_llrs, held_out_speakers, veto_table
+    from edge_runtime.frontend.vad import SpeechGate
+    from edge_runtime.models import ModelBundle
+
+    models = args.models if args.models is not None else op_path.parent
+    precision = "int8" if ".int8." in op_path.name else "fp32"
+    bundle = ModelBundle.load(models, precision=precision, operating_points=op_path)
+    try:
+        assert bundle.operating_points is not None  # loaded from op_path
+        speakers = held_out_speakers(args.voice_data, bundle)
+        llrs = genuine_voice_llrs(bundle, bundle.operating_points, speakers, SpeechGate("auto"))
+    finally:
+        bundle.close()
+    return {"table": veto_table(llrs, args.veto_quantile), "quantile": args.veto_quantile,
+            "speakers": len(speakers), "trials": {f"{x:g}": int(v.size) for x, v in llrs.items()}}
 
 
 def _register_modes(subparsers: argparse._SubParsersAction) -> None:
@@ -136,6 +160,11 @@ def _register_modes(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--models", type=Path, default=None,
                    help="models folder holding the CNN detector (default: the first --op's "
                         "folder)")
+    p.add_argument("--voice-data", type=Path, default=None,
+                   help="data folder with speechocean762/: calibrate the face+liveness voice "
+                        "veto on its held-out speakers (default: keep the fixed veto)")
+    p.add_argument("--veto-quantile", type=float, default=0.02,
+                   help="share of genuine voices the veto may reject at each speech length")
     p.add_argument("--json-out", type=Path, default=None, help="also write the measurement")
     p.set_defaults(handler=_calibrate_modes)
 

@@ -62,6 +62,9 @@ class PipelineConfig:
     mode: str | None = None
     liveness: str | None = None  # None: the mode's; "required" or "report" override it
     sync: SyncConfig = field(default_factory=SyncConfig)
+    # None: the mode's; a (seconds, LLR) table replaces the mode's voice veto (benchmarks that
+    # set it on other people than they evaluate, never for a door)
+    voice_veto_by_length: tuple[tuple[float, float], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.mode is not None and self.mode not in MODE_NAMES:

@@ -116,6 +116,8 @@ class Verifier:
         mode = op.mode(self.config.mode)
         if self.config.liveness is not None:
             mode = dataclasses.replace(mode, liveness=self.config.liveness)
+        if self.config.voice_veto_by_length is not None:
+            mode = dataclasses.replace(mode, voice_veto_by_length=self.config.voice_veto_by_length)
         mode = mode.for_detector(getattr(self.detector, "kind", None))
         if not math.isclose(mode.target_far, self.config.target_far):  # e.g. --target-far 1e-3
             mode = dataclasses.replace(mode, target_far=self.config.target_far)
