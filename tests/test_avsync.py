@@ -281,3 +281,25 @@ def test_verifier_refuses_a_detector_the_file_has_no_sync_threshold_for(tmp_path
 
     with pytest.raises(ConfigError, match="not for cnn"):
         Verifier(_Bundle(), None, PipelineConfig(), _OtherDetector(), SpeechGate("auto"))
+
+
+def test_calibrated_voice_veto_tightens_with_the_speech_heard():
+    """The veto table: at 0.5 s only a strongly negative voice LLR contradicts the face; at
+    3 s a mildly negative one does (voice LLR of ann: 8 * 0.35 - 4 = -1.2)."""
+    from calibration.voice_veto import veto_table
+
+    table = veto_table({0.5: np.linspace(-4.0, 4.0, 101), 3.0: np.linspace(-1.0, 6.0, 101)},
+                       quantile=0.02)
+    assert table[0] == (0.5, pytest.approx(-3.84)) and table[1] == (3.0, pytest.approx(-0.86))
+    op = _op()
+    mode = dataclasses.replace(op.mode(), voice_veto_by_length=table)
+    assert mode.voice_veto_at(0.2) == pytest.approx(-3.84)  # ends hold outside the table
+    assert mode.voice_veto_at(1.75) == pytest.approx((-3.84 - 0.86) / 2)
+    short = decide_mode(_ev({"ann": 0.9}, {"ann": 0.35}, speech=0.5), NO_PROV, op, mode)
+    assert short.granted
+    long = decide_mode(_ev({"ann": 0.9}, {"ann": 0.35}, speech=3.0), NO_PROV, op, mode)
+    assert not long.granted and "voice contradicts ann" in long.reason and "-0.86" in long.reason
+    with pytest.raises(ConfigError, match="distinct positive"):
+        dataclasses.replace(mode, voice_veto_by_length=((1.0, -1.0), (1.0, -2.0)))
+    with pytest.raises(ConfigError, match="genuine voice trials"):
+        veto_table({1.0: np.zeros(5)})
