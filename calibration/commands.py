@@ -134,7 +134,8 @@ def _voice_veto(args: argparse.Namespace, op_path: Path) -> dict:
 
     models = args.models if args.models is not None else op_path.parent
     precision = "int8" if ".int8." in op_path.name else "fp32"
-    bundle = ModelBundle.load(models, precision=precision, operating_points=op_path)
+    tier = {"face_tier": "large"} if ".large." in op_path.name else {}  # its face model
+    bundle = ModelBundle.load(models, precision=precision, operating_points=op_path, **tier)
     try:
         assert bundle.operating_points is not None  # loaded from op_path
         speakers = held_out_speakers(args.voice_data, bundle)
