@@ -97,12 +97,21 @@ def _calibrate_modes(args: argparse.Namespace) -> int:
     from calibration.avsync import measure, write_modes
     from edge_runtime.face_detectors import open_face_detector
 
+    if args.grid is None and args.sync_from is None:
+        raise ConfigError("calibrate-modes needs --grid DIR (to measure AV sync) or --sync-from "
+                          "JSON (a previous measurement)")
     syncs = {}
-    for kind in args.detector:  # landmarks follow the detector's box: one threshold each
+    if args.sync_from is not None:  # a finished measurement (e.g. to add the voice veto only)
+        syncs = {k: v for k, v in json.loads(args.sync_from.read_text()).items()
+                 if k in args.detector}
+        if not syncs:
+            raise ConfigError(f"{args.sync_from} holds no AV-sync measurement for "
+                              f"{', '.join(args.detector)}")
+    for kind in [] if syncs else args.detector:  # landmarks follow the box: one threshold each
         models = args.models if args.models is not None else args.op[0].parent
         det = open_face_detector(kind, models=models).detector
         syncs[kind] = measure(args.grid, detector=det, kind=kind)
-    if args.json_out is not None:
+    if args.json_out is not None and args.sync_from is None:
         args.json_out.write_text(json.dumps(syncs, indent=2) + "\n")
     for path in args.op:
         veto = _voice_veto(args, path) if args.voice_data is not None else None
@@ -154,7 +163,10 @@ def _register_modes(subparsers: argparse._SubParsersAction) -> None:
                     "(face+liveness, two-factor) into operating-point files (their checksums are "
                     "rewritten; identity thresholds unchanged).")
     p.add_argument("--op", type=Path, nargs="+", required=True, help="operating_points*.yaml")
-    p.add_argument("--grid", type=Path, required=True, help="folder of GRID clips")
+    p.add_argument("--grid", type=Path, default=None, help="folder of GRID clips")
+    p.add_argument("--sync-from", type=Path, default=None, metavar="JSON",
+                   help="reuse the AV-sync measurement a previous run wrote with --json-out "
+                        "instead of measuring again")
     p.add_argument("--detector", nargs="+", choices=DETECTOR_KINDS, default=list(DETECTOR_KINDS),
                    help="face detectors to calibrate AV sync for (default: all); the runtime "
                         "refuses a detector the file has no threshold for")
