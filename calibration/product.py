@@ -129,15 +129,17 @@ class ProductImpostors:
 
 def product_impostors(fuser: Fuser, scores: dict[str, np.ndarray], genuine: np.ndarray,
                       people: np.ndarray | None = None) -> ProductImpostors | None:
-    """The face-only and voice-only impostor rows of a trial table as a product set for the
-    face+voice fusion (None: no face+voice fusion, or no rows of one modality)."""
+    """The face and the voice impostor trials of a table as a product set for the face+voice
+    fusion (None: no face+voice fusion, or no impostor trials of one modality)."""
     subset = frozenset({"face", "voice"})
     if subset not in fuser.subsets or not {"face", "voice"} <= set(scores):
         return None
     f, v = np.asarray(scores["face"], np.float64), np.asarray(scores["voice"], np.float64)
     gen = np.asarray(genuine, bool)
-    face_only = np.isfinite(f) & ~np.isfinite(v) & ~gen
-    voice_only = np.isfinite(v) & ~np.isfinite(f) & ~gen
+    # every impostor trial that has the modality: face-only (LFW), voice-only (speechocean)
+    # and the joint ARTIFICIAL ones (whose face and voice parts are independent already)
+    face_only = np.isfinite(f) & ~gen
+    voice_only = np.isfinite(v) & ~gen
     if not face_only.any() or not voice_only.any():
         return None
     w = fuser.subsets[subset].weights

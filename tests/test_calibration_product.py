@@ -56,13 +56,13 @@ def test_build_sets_the_joint_1e3_point_on_the_product_and_it_holds_on_new_trial
                                 provisional=False)
     by = {("+".join(p.modalities), p.target_far): p for p in op.thresholds}
     joint = by[("face+voice", 1e-3)]
-    # 1350 joint impostors cannot measure 1e-3 (needs 3000); the product of 18000 face and
-    # 7200 voice impostors can
+    # 1350 joint impostors cannot measure 1e-3 (needs 3000); the product of the 18000 + 1350
+    # face and 7200 + 1350 voice impostor trials can
     assert joint.measurable and joint.method == METHOD
-    assert joint.n_impostor == 18000 * 7200
+    assert joint.n_impostor == 19350 * 8550
     assert joint.far_ci[0] <= 1e-3 <= joint.far_ci[1]
     assert by[("face+voice", 1e-2)].method is None  # measurable on the joint set: unchanged
-    assert "product of 18000 face x 7200 voice" in op.notes
+    assert "product of 19350 face x 8550 voice" in op.notes
     # other people: the FAR of this threshold on their product set is near the target
     row = next(r for r in check_held_out(op, other) if r["target_far"] == 1e-3
                and r["modalities"] == "face+voice")
