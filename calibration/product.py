@@ -177,18 +177,20 @@ def product_threshold_point(prod: ProductImpostors, genuine_llr: np.ndarray, tar
 
     def refused(why: str) -> ThresholdPoint:
         return ThresholdPoint(threshold=None, achieved_far=None, frr=None, threshold_ci=None,
-                              far_ci=None, frr_ci=None, reason=f"not measurable: {why}",
+                              far_ci=None, frr_ci=None,
+                              reason=f"not measurable with {prod.n} impostor pairs (product of "
+                                     f"{prod.a.size} face x {prod.b.size} voice trials): {why}",
                               method=METHOD, **common)
 
     if g.size == 0:
         return refused("no joint genuine trials")
     if prod.n < math.ceil(3.0 / target_far):
-        return refused(f"{prod.n} impostor pairs (needs >= {math.ceil(3.0 / target_far)})")
+        return refused(f"needs >= {math.ceil(3.0 / target_far)}")
     thr = prod.threshold_at(target_far)
     n_a, n_b = prod.distinct_above(thr)
     if min(n_a, n_b) < MIN_DISTINCT:
-        return refused(f"the accepted impostor pairs rest on {n_a} face and {n_b} voice trials "
-                       f"(needs >= {MIN_DISTINCT} of each)")
+        return refused(f"the accepted pairs rest on {n_a} face and {n_b} voice trials (needs "
+                       f">= {MIN_DISTINCT} of each)")
     thr_ci, far_ci = prod.intervals(thr, target_far, n_bootstrap=n_bootstrap, seed=seed,
                                     confidence=confidence)
     rng = np.random.default_rng(seed + 1)
