@@ -85,13 +85,13 @@ def held_out_checks(op: OperatingPoints, sets: ScoreSets, threshold_half: int, l
         point = next(p for p in op.thresholds if subset_name(p.modalities) == r["modalities"]
                      and p.target_far == r["target_far"])
         if point.method == PRODUCT and prod is not None:
-            # people of both modalities resampled; the interval of this threshold's FAR (no
-            # prediction interval for the product: the check is the stricter for it)
-            _, ci = prod.intervals(r["threshold"], r["target_far"],
-                                   n_bootstrap=point.n_bootstrap, seed=point.seed,
-                                   confidence=point.confidence)
+            # people of both modalities resampled: the FAR of this threshold, and the FAR a
+            # threshold set the same way on other people shows (prediction interval)
+            kw = dict(n_bootstrap=point.n_bootstrap, seed=point.seed, confidence=point.confidence)
+            _, ci = prod.intervals(r["threshold"], r["target_far"], **kw)
+            pi = prod.prediction_interval(r["target_far"], **kw)
             r.update(run=label, far_ci_people=ci, far_in_ci_people=ci[0] <= r["far"] <= ci[1],
-                     far_pi_people=ci, far_in_pi_people=ci[0] <= r["far"] <= ci[1],
+                     far_pi_people=pi, far_in_pi_people=pi[0] <= r["far"] <= pi[1],
                      confidence=point.confidence)
             continue
         imp = t.mask(subset) & ~gen

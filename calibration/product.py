@@ -127,6 +127,24 @@ class ProductImpostors:
         return percentile_interval(thr, confidence), percentile_interval(far, confidence)
 
 
+    def prediction_interval(self, target_far: float, *, n_bootstrap: int, seed: int,
+                            confidence: float) -> tuple[float, float]:
+        """Interval of the FAR that a threshold set at ``target_far`` on one group of people
+        shows on another, independent group (both resampled from these people, both
+        modalities): what a held-out check is compared with (as
+        ``calibration.people.PersonTrials.prediction_interval``)."""
+        check_bootstrap(n_bootstrap, confidence)
+        rng = np.random.default_rng(seed)
+        far = np.empty(n_bootstrap)
+        for k in range(n_bootstrap):
+            grid, surv = self._survival(self._weights(rng, "a"), self._weights(rng, "b"))
+            ok = np.flatnonzero(surv <= target_far)
+            thr = grid[ok[0]] if ok.size else grid[-1]
+            grid2, surv2 = self._survival(self._weights(rng, "a"), self._weights(rng, "b"))
+            far[k] = float(np.interp(thr, grid2, surv2))
+        return percentile_interval(far, confidence)
+
+
 def product_impostors(fuser: Fuser, scores: dict[str, np.ndarray], genuine: np.ndarray,
                       people: np.ndarray | None = None) -> ProductImpostors | None:
     """The face and the voice impostor trials of a table as a product set for the face+voice

@@ -98,3 +98,19 @@ def test_independence_check_sees_dependent_scores():
     assert abs(independence({"face": f, "voice": rng.normal(0, 1, 2000)}, gen)["spearman"]) < 0.1
     assert independence({"face": f, "voice": f + rng.normal(0, 0.5, 2000)}, gen)["spearman"] > 0.8
     assert independence({"face": f[:5], "voice": f[:5]}, gen[:5])["spearman"] is None
+
+
+def test_prediction_interval_is_wider_than_the_fixed_threshold_one():
+    """Another group of people sees the FAR of a threshold chosen on a sample: both the
+    threshold and the FAR vary, so the prediction interval must be wider than the FAR
+    interval of the fixed threshold (the coverage study compares held-out FARs with it)."""
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(-5, 2, 6000), rng.normal(-4, 1.5, 1500)
+    pa = np.array([(f"p{i % 50}", f"t{i % 47}") for i in range(a.size)], object)
+    pb = np.array([(f"q{i % 15}", f"u{i % 14}") for i in range(b.size)], object)
+    prod = ProductImpostors(a, b, pa, pb)
+    thr = prod.threshold_at(1e-3)
+    _, ci = prod.intervals(thr, 1e-3, n_bootstrap=200, seed=0, confidence=0.95)
+    pi = prod.prediction_interval(1e-3, n_bootstrap=200, seed=0, confidence=0.95)
+    assert pi[0] <= 1e-3 <= pi[1]
+    assert pi[1] - pi[0] > ci[1] - ci[0]
