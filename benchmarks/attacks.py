@@ -1,6 +1,6 @@
 """Attack benchmark: presentation and identity attacks at scale, through the real ``Verifier``.
 
-Re-run (about 20-40 min on 2 shared cores; writes attacks.md and attacks.json):
+Re-run (about 20-40 min on 2 shared cores; writes attacks.md, attacks.json.gz and attacks.png):
 
     nice -n 19 python -m benchmarks.attacks --models models --data ../shared/data \\
         --out benchmarks/attacks.md [--face-tier large] [--precision int8]
@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gzip
 import json
 import math
+import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
@@ -290,7 +292,9 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                             "genuine_trials": {f"fold {f}": {f"{x:g}s": int(v.size)
                                                              for x, v in llrs[f].items()}
                                                for f in (0, 1)}},
-                        "planned": len(plan), "done": done}
+                        "planned": len(plan), "done": done,
+                        "load_average": " / ".join(f"{x:.1f}" for x in os.getloadavg())
+                        + " (1/5/15 min, at the last checkpoint)"}
 
             with Progress(transient=True) as bar:
                 task = bar.add_task("attempts", total=len(plan))
@@ -411,10 +415,13 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
         f"onnxruntime {m.get('onnxruntime')}. Date: 2026-11-30. Models: `models/` "
         f"({res['precision']}), operating points `models/operating_points"
         f"{'' if res['precision'] == 'fp32' else '.int8'}.yaml`, default mode "
-        f"`{res['default_mode']}`.",
+        f"`{res['default_mode']}`."
+        + (f" Load average during the run: {res['load_average']} (a 2-core machine shared with "
+           "a training run and other jobs: this benchmark measures errors, not time)."
+           if res.get("load_average") else ""),
         "",
         "Re-run: `nice -n 19 python -m benchmarks.attacks --models models --data ../shared/data "
-        "--out benchmarks/attacks.md`.",
+        "--out benchmarks/attacks.md [--face-tier large]`.",
         "",
         f"Data: {res['people']} ARTIFICIAL identities (held-out LFW person + held-out "
         f"speechocean762 speaker of the same gender: different people, paired here); "
@@ -433,14 +440,28 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
         "(attempts of one person are not independent; this is the honest one).",
         "",
         "Plot: `benchmarks/attacks.png`. Discussion and the choice of default: "
-        "`docs/security_modes.md`.",
+        "`docs/security_modes.md`. Per-attempt rows: `benchmarks/attacks.json.gz`.",
         "",
     ]
+    veto = res.get("voice_veto") or {}
+    if veto.get("cross_fitted"):
+        lines += [
+            "Voice veto of face+liveness (\"the voice must not contradict\"): per speech length, "
+            "the q-quantile of the calibrated voice LLRs of people's OWN voices "
+            "(`calibration/voice_veto.py`), set on one half of the 30 people and applied to the "
+            "attempts whose claimed (face) identity is in the other half (cross-fitted). The "
+            "`face+liveness` rows use q = 2 % (fixed before this run); `veto q=...` and `fixed "
+            "veto -2` (the previous rule) decide the SAME collected attempts: only the veto "
+            "differs. GRID rows use the shipped file's table (set on all 30 speakers, none of "
+            "them GRID people). Tables (seconds: LLR): " + "; ".join(
+                f"{name}: " + ", ".join(f"{x:g} s {v:+.2f}" for x, v in rows)
+                for name, rows in veto["cross_fitted"].items() if "q=0.02" in name) + ".", ""]
     for mode, rows in summary.items():
         mm = res["modes"][mode]
+        veto = "voice must support the candidate" if mode.startswith("two-factor") else \
+            f"voice veto {mm.get('voice_veto', 'LLR ' + format(mm['voice_veto_llr'], 'g'))}"
         lines += [f"## Mode `{mode}` (FAR target {mm['target_far']:g}, AV-sync threshold "
-                  f"{mm['avsync_threshold']:.2f}, voice veto "
-                  f"{mm.get('voice_veto', 'LLR ' + format(mm['voice_veto_llr'], 'g'))}, "
+                  f"{mm['avsync_threshold']:.2f}, {veto}, "
                   f"min speech {mm['min_speech_s']:g} s)", "",
                   "| kind | measure | errors / attempts | rate | 95% CI (attempts) | 95% CI (people) |",
                   "|---|---|---|---|---|---|"]
@@ -539,13 +560,17 @@ def main(argv: list[str] | None = None) -> int:
     def write(res: dict[str, Any]) -> None:
         summary = summarise(res)
         args.out.write_text(render(res, summary))
-        args.out.with_suffix(".json").write_text(json.dumps(
-            {**res, "summary": summary}, separators=(",", ":"), default=str) + "\n")
+        # gzip: per-attempt rows of every mode and veto variant (~4 MB as plain JSON)
+        with gzip.open(args.out.with_suffix(".json.gz"), "wt", encoding="utf-8") as fh:
+            fh.write(json.dumps({**res, "summary": summary}, separators=(",", ":"),
+                                default=str) + "\n")
         plot(summary, args.out.with_suffix(".png"))
         print(f"{res['done']}/{res['planned']} attempts written to {args.out}", flush=True)
 
     if args.render is not None:  # re-render a finished run's JSON (e.g. after a format change)
-        write(json.loads(args.render.read_text()))
+        opener = gzip.open if args.render.suffix == ".gz" else open
+        with opener(args.render, "rt", encoding="utf-8") as fh:
+            write(json.load(fh))
         return 0
     options = {"face_tier": args.face_tier} if args.face_tier else {}
     write(run(args.models, args.data, args.per_kind, args.precision, args.seed, args.threads,
