@@ -14,6 +14,8 @@ from pathlib import Path
 
 from edge_runtime.errors import ConfigError
 
+DETECTOR_KINDS = ("hog", "cnn")  # face detectors whose landmarks AV sync is calibrated on
+
 
 def _cache_dir(value: Path | None) -> Path:
     if value is not None:
@@ -93,31 +95,90 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _calibrate_modes(args: argparse.Namespace) -> int:
-    from calibration.avsync import write_modes
+    from calibration.avsync import measure, write_modes
+    from edge_runtime.face_detectors import open_face_detector
 
-    outs = []
+    if args.grid is None and args.sync_from is None:
+        raise ConfigError("calibrate-modes needs --grid DIR (to measure AV sync) or --sync-from "
+                          "JSON (a previous measurement)")
+    syncs = {}
+    if args.sync_from is not None:  # a finished measurement (e.g. to add the voice veto only)
+        syncs = {k: v for k, v in json.loads(args.sync_from.read_text()).items()
+                 if k in args.detector}
+        if not syncs:
+            raise ConfigError(f"{args.sync_from} holds no AV-sync measurement for "
+                              f"{', '.join(args.detector)}")
+    for kind in [] if syncs else args.detector:  # landmarks follow the box: one threshold each
+        models = args.models if args.models is not None else args.op[0].parent
+        det = open_face_detector(kind, models=models).detector
+        syncs[kind] = measure(args.grid, detector=det, kind=kind)
+    if args.json_out is not None and args.sync_from is None:
+        args.json_out.write_text(json.dumps(syncs, indent=2) + "\n")
     for path in args.op:
-        op, sync = write_modes(path, args.grid)
-        outs.append(path)
-        if args.json_out is not None:
-            args.json_out.write_text(json.dumps(sync, indent=2) + "\n")
-        print(f"wrote security modes into {path}: default {op.default_mode}; AV-sync threshold "
-              f"{op.avsync['threshold']:.3f} (equal-error point, {sync['shipped']['window_s']:g} s "
-              f"windows of {len(sync['clips'])} GRID clips)")
+        veto = _voice_veto(args, path) if args.voice_data is not None else None
+        op = write_modes(path, syncs, veto=veto)
+        print(f"wrote security modes into {path}: default {op.default_mode}")
+        if veto is not None:
+            print("  voice veto (LLR at seconds of speech): " + ", ".join(
+                f"{v:.2f} at {x:g} s" for x, v in veto["table"]) +
+                f" ({veto['quantile']:.0%} of {veto['speakers']} held-out speakers' own voices)")
+    for kind, sync in syncs.items():
+        print(f"  {kind}: AV-sync threshold {sync['shipped']['threshold']:.3f} (equal-error "
+              f"point, {sync['shipped']['window_s']:g} s windows of {len(sync['clips'])} GRID "
+              "clips)")
         for r in sync["rows"]:
-            print(f"  {r['window_s']:g} s windows: AUC shifted {r['auc_shifted']:.3f}, swapped "
-                  f"{r['auc_swapped']:.3f}; photos rejected {r['photo_rejected']}/{r['n_photo']}")
+            n = r["nested_loo"]
+            print(f"    {r['window_s']:g} s windows: AUC shifted {r['auc_shifted']:.3f}, swapped "
+                  f"{r['auc_swapped']:.3f}; photos rejected {r['photo_rejected']}/{r['n_photo']}; "
+                  f"nested LOO BPCER {n['sync_rejected']['rate']:.1%}, APCER shifted "
+                  f"{n['shifted_accepted']['rate']:.1%}, swapped "
+                  f"{n['swapped_accepted']['rate']:.1%}")
     return 0
+
+
+def _voice_veto(args: argparse.Namespace, op_path: Path) -> dict:
+    """The calibrated voice veto of one operating-point file (its models' precision)."""
+    from calibration.voice_veto import genuine_voice_llrs, held_out_speakers, veto_table
+    from edge_runtime.frontend.vad import SpeechGate
+    from edge_runtime.models import ModelBundle
+
+    models = args.models if args.models is not None else op_path.parent
+    precision = "int8" if ".int8." in op_path.name else "fp32"
+    tier = {"face_tier": "large"} if ".large." in op_path.name else {}  # its face model
+    bundle = ModelBundle.load(models, precision=precision, operating_points=op_path, **tier)
+    try:
+        assert bundle.operating_points is not None  # loaded from op_path
+        speakers = held_out_speakers(args.voice_data, bundle)
+        llrs = genuine_voice_llrs(bundle, bundle.operating_points, speakers, SpeechGate("auto"))
+    finally:
+        bundle.close()
+    return {"table": veto_table(llrs, args.veto_quantile), "quantile": args.veto_quantile,
+            "speakers": len(speakers), "trials": {f"{x:g}": int(v.size) for x, v in llrs.items()}}
 
 
 def _register_modes(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "calibrate-modes", help="security modes + AV-sync threshold into operating-point files",
-        description="Measure audio-visual sync liveness on the GRID talking-face clips, set its "
-                    "threshold and write the security modes (face+liveness, two-factor) into "
-                    "operating-point files (their checksums are rewritten; thresholds unchanged).")
+        description="Measure audio-visual sync liveness on the GRID talking-face clips with each "
+                    "face detector, set one threshold per detector and write the security modes "
+                    "(face+liveness, two-factor) into operating-point files (their checksums are "
+                    "rewritten; identity thresholds unchanged).")
     p.add_argument("--op", type=Path, nargs="+", required=True, help="operating_points*.yaml")
-    p.add_argument("--grid", type=Path, required=True, help="folder of GRID clips")
+    p.add_argument("--grid", type=Path, default=None, help="folder of GRID clips")
+    p.add_argument("--sync-from", type=Path, default=None, metavar="JSON",
+                   help="reuse the AV-sync measurement a previous run wrote with --json-out "
+                        "instead of measuring again")
+    p.add_argument("--detector", nargs="+", choices=DETECTOR_KINDS, default=list(DETECTOR_KINDS),
+                   help="face detectors to calibrate AV sync for (default: all); the runtime "
+                        "refuses a detector the file has no threshold for")
+    p.add_argument("--models", type=Path, default=None,
+                   help="models folder holding the CNN detector (default: the first --op's "
+                        "folder)")
+    p.add_argument("--voice-data", type=Path, default=None,
+                   help="data folder with speechocean762/: calibrate the face+liveness voice "
+                        "veto on its held-out speakers (default: keep the fixed veto)")
+    p.add_argument("--veto-quantile", type=float, default=0.02,
+                   help="share of genuine voices the veto may reject at each speech length")
     p.add_argument("--json-out", type=Path, default=None, help="also write the measurement")
     p.set_defaults(handler=_calibrate_modes)
 

@@ -22,6 +22,8 @@ import numpy as np
 
 from calibration.operating_points import build_operating_points, check_held_out
 from calibration.people import PersonTrials
+from calibration.product import METHOD as PRODUCT
+from calibration.product import product_impostors
 from calibration.score_sets import ScoreSets
 from calibration.scores import TrialScores, fit_calibration
 from edge_runtime.errors import ConfigError
@@ -49,7 +51,8 @@ def fit_half(sets: ScoreSets, fit_half: int, hashes: dict[str, str], kw: dict[st
         else TrialScores({}, np.zeros(0, bool))
     fit = sets.join(names) if skipped is None or any(n in sets.parts for n in names) \
         else TrialScores({}, np.zeros(0, bool))
-    op = build_operating_points(fit, held, model_hashes=hashes,
+    held_people = sets.half_people(1 - fit_half) if sets.half_names(1 - fit_half) else None
+    op = build_operating_points(fit, held, model_hashes=hashes, held_out_people=held_people,
                                 data_manifest_sha256=sets.data_sha256, transforms=TRANSFORMS,
                                 subsets=SUBSETS, provisional=False, notes=notes,
                                 skipped=skipped, **kw)
@@ -76,12 +79,23 @@ def held_out_checks(op: OperatingPoints, sets: ScoreSets, threshold_half: int, l
     t = sets.half(threshold_half)
     people = sets.half_people(threshold_half)
     gen = np.asarray(t.genuine, bool)
+    prod = product_impostors(op.fuser, dict(t.scores), t.genuine, people)
     for r in rows:
         subset = r["modalities"].split("+")
-        imp = t.mask(subset) & ~gen
-        llr = op.fuser.score_many({m: np.asarray(t.scores[m])[imp] for m in subset}, subset)
         point = next(p for p in op.thresholds if subset_name(p.modalities) == r["modalities"]
                      and p.target_far == r["target_far"])
+        if point.method == PRODUCT and prod is not None:
+            # people of both modalities resampled: the FAR of this threshold, and the FAR a
+            # threshold set the same way on other people shows (prediction interval)
+            kw = dict(n_bootstrap=point.n_bootstrap, seed=point.seed, confidence=point.confidence)
+            _, ci = prod.intervals(r["threshold"], r["target_far"], **kw)
+            pi = prod.prediction_interval(r["target_far"], **kw)
+            r.update(run=label, far_ci_people=ci, far_in_ci_people=ci[0] <= r["far"] <= ci[1],
+                     far_pi_people=pi, far_in_pi_people=pi[0] <= r["far"] <= pi[1],
+                     confidence=point.confidence)
+            continue
+        imp = t.mask(subset) & ~gen
+        llr = op.fuser.score_many({m: np.asarray(t.scores[m])[imp] for m in subset}, subset)
         kw = dict(n_bootstrap=point.n_bootstrap, seed=point.seed, confidence=point.confidence)
         trials = PersonTrials(llr, people[imp])
         ci = trials.far_interval(r["threshold"], **kw)

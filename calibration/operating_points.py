@@ -15,6 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from calibration.product import (
+    METHOD as PRODUCT,
+)
+from calibration.product import (
+    independence,
+    product_impostors,
+    product_threshold_point,
+)
 from calibration.scores import (
     DEFAULT_PRIOR,
     TrialScores,
@@ -80,11 +88,13 @@ def build_operating_points(
     provisional: bool = True,
     notes: str = "",
     skipped: list[str] | None = None,
+    held_out_people: np.ndarray | None = None,
 ) -> OperatingPoints:
     """Calibrate each modality and fit the subset fusers on ``fit``; measure quality (EER,
     AUC, Cllr, min-Cllr of the fused LLRs) and thresholds on ``held_out``. With a
     ``skipped`` list, what has too few trials is left out (reason appended) instead of an
-    error."""
+    error. ``held_out_people`` ((probe, template) per held-out row) lets the product
+    face+voice points resample people."""
     for name, digest in model_hashes.items():
         if not _SHA256.match(str(digest)):
             raise ConfigError(f"model hash for {name!r} is not a sha256 hex digest: {digest!r}")
@@ -102,11 +112,23 @@ def build_operating_points(
         remarks.append("thresholds set on the fitting trials (no held-out set): optimistic")
     targets = tuple(targets)
     points, quality = [], []
+    prod = product_impostors(fuser, dict(held_out.scores), held_out.genuine, held_out_people)
     for name, (g, i) in fused_score_sets(fuser, held_out).items():
         quality.append(_quality(name, g, i))
-        points.extend(thresholds_at_fars(g, i, targets, modalities=name.split("+"),
-                                         n_bootstrap=n_bootstrap, seed=seed,
-                                         confidence=confidence))
+        for p in thresholds_at_fars(g, i, targets, modalities=name.split("+"),
+                                    n_bootstrap=n_bootstrap, seed=seed, confidence=confidence):
+            if not p.measurable and name == "face+voice" and prod is not None:
+                # too few joint impostors: pair every face impostor with every voice one
+                p = product_threshold_point(prod, g, p.target_far, n_bootstrap=n_bootstrap,
+                                            seed=seed, confidence=confidence)
+            points.append(p)
+    if prod is not None and any(p.method == PRODUCT for p in points):
+        ind = independence(dict(held_out.scores), held_out.genuine)
+        remarks.append(f"face+voice thresholds below the joint set's reach set on the product "
+                       f"of {prod.a.size} face x {prod.b.size} voice impostor trials "
+                       f"(independence assumed: different datasets; Spearman of face vs voice "
+                       f"score over {ind['n_joint_impostors']} joint impostor trials: "
+                       f"{'n/a' if ind['spearman'] is None else format(ind['spearman'], '.3f')})")
     covered = {"+".join(q["modalities"]) for q in quality}
     missing = sorted({subset_name(s) for s in fuser.subsets} - covered)
     if missing:
@@ -123,18 +145,24 @@ def check_held_out(op: OperatingPoints, trials: TrialScores) -> list[dict[str, A
     """FAR/FRR of each stored threshold on other trials, and whether the FAR is inside the
     stored bootstrap interval (the issue's acceptance check on a held-out half)."""
     sets = fused_score_sets(op.fuser, trials)
+    prod = product_impostors(op.fuser, dict(trials.scores), trials.genuine)
     rows = []
     for p in op.thresholds:
         name = subset_name(p.modalities)
         if p.threshold is None or name not in sets:
             continue
         g, i = sets[name]
-        far = float(np.mean(i > p.threshold))
+        if p.method == PRODUCT:
+            if prod is None:
+                continue
+            far, n_imp = prod.far(p.threshold), prod.n  # checked the way it was set
+        else:
+            far, n_imp = float(np.mean(i > p.threshold)), int(i.size)
         assert p.far_ci is not None
         rows.append({"modalities": name, "target_far": p.target_far, "threshold": p.threshold,
                      "far": far, "frr": float(np.mean(g <= p.threshold)),
                      "far_ci": p.far_ci, "far_in_ci": p.far_ci[0] <= far <= p.far_ci[1],
-                     "n_genuine": int(g.size), "n_impostor": int(i.size)})
+                     "n_genuine": int(g.size), "n_impostor": n_imp, "method": p.method})
     return rows
 
 

@@ -189,6 +189,9 @@ class ThresholdPoint:
     # interval): impostor trials share people, so ``far_ci`` (trials resampled) is narrower
     # than what a new population sees. None when not computed.
     far_pi_people: tuple[float, float] | None = None
+    # how the impostor set was made when not the plain fused trials (e.g. face+voice as the
+    # product of the face and voice impostor sets, see calibration/product.py); None: plain
+    method: str | None = None
 
     @property
     def measurable(self) -> bool:
@@ -230,6 +233,16 @@ class SecurityMode:
     # once; between the two the loop keeps collecting until its time limit
     avsync_margin: float = 1.0
     why: str = ""
+    # the AV-sync threshold measured with each face detector ("hog", "cnn"): the detectors
+    # give different boxes, the 68 landmarks and so the sync score move with them. Empty (a
+    # file written before this was measured per detector): ``avsync_threshold`` is HOG's.
+    avsync_thresholds: Mapping[str, float] = field(default_factory=dict)
+    # "voice must not contradict", calibrated: (speech seconds, LLR) pairs, the LLR below
+    # which only a small share of held-out people's OWN voices fall at that length (see
+    # calibration/voice_veto.py); between lengths linear, outside the table its ends. Empty:
+    # the fixed ``voice_veto_llr``.
+    voice_veto_by_length: tuple[tuple[float, float], ...] = ()
+    voice_veto_quantile: float | None = None
 
     def __post_init__(self) -> None:
         if self.name not in MODE_NAMES:
@@ -240,6 +253,35 @@ class SecurityMode:
         if not 0 < self.target_far < 1 or self.min_speech_s <= 0:
             raise ConfigError(f"mode {self.name}: target_far must be in (0, 1) and "
                               f"min_speech_s > 0")
+        table = tuple(sorted((float(a), float(b)) for a, b in self.voice_veto_by_length))
+        if any(not (math.isfinite(a) and math.isfinite(b) and a > 0) for a, b in table) or \
+                len({a for a, _ in table}) != len(table):
+            raise ConfigError(f"mode {self.name}: voice veto table needs distinct positive "
+                              f"lengths and finite LLRs, got {self.voice_veto_by_length}")
+        object.__setattr__(self, "voice_veto_by_length", table)
+
+    def voice_veto_at(self, seconds: float) -> float:
+        """The calibrated LLR under which the voice contradicts the candidate, for a probe of
+        ``seconds`` of speech (short speech is weak evidence either way: a looser veto)."""
+        if not self.voice_veto_by_length:
+            return self.voice_veto_llr
+        xs, ys = zip(*self.voice_veto_by_length, strict=True)
+        return float(np.interp(float(seconds), xs, ys))
+
+    def for_detector(self, kind: str | None) -> SecurityMode:
+        """This mode with the AV-sync threshold measured on landmarks of ``kind``'s boxes;
+        refuses a detector the file holds no measurement for (its threshold would be a guess).
+        A mode whose liveness is only reported needs none."""
+        measured = dict(self.avsync_thresholds) or {"hog": self.avsync_threshold}
+        if kind in measured:
+            return replace(self, avsync_threshold=float(measured[str(kind)]))
+        if self.liveness != "required":
+            return self
+        raise ConfigError(
+            f"security mode {self.name}: AV-sync liveness is calibrated for the "
+            f"{', '.join(sorted(measured))} face detector(s), not for "
+            f"{kind or 'this detector (no kind)'}; run `edgepin calibrate-modes --detector "
+            f"{kind or 'hog'}` or choose a calibrated detector with --detector")
 
 
 @dataclass(frozen=True)
@@ -401,7 +443,7 @@ def _from_body(doc: Mapping[str, Any], source: str) -> OperatingPoints:
             frr_ci=_pair(t["frr_ci"]), n_genuine=int(t["n_genuine"]),
             n_impostor=int(t["n_impostor"]), n_bootstrap=int(t["n_bootstrap"]),
             confidence=float(t["confidence"]), seed=int(t["seed"]), reason=t.get("reason"),
-            far_pi_people=_pair(t.get("far_pi_people")),
+            far_pi_people=_pair(t.get("far_pi_people")), method=t.get("method"),
         ))
     modes_doc = doc.get("modes") or {}
     modes = {str(m["name"]): SecurityMode(**m) for m in modes_doc.get("list") or ()}

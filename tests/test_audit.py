@@ -190,3 +190,34 @@ def test_unkeyed_v1_log_is_refused_then_rotated(tmp_path):
     with AuditLog.open(path, key=KEY) as log:
         log.append(denied(None, T0))
         assert log.verify() == 1
+
+
+def test_v2_log_gains_the_time_index_and_keeps_every_row(tmp_path):
+    """A log written before the time index (schema v2) opens, is migrated in place (one index
+    added), and keeps its rows, its chain and its anchor: nothing is lost or rewritten."""
+    path = tmp_path / "audit.db"
+    with AuditLog.open(path, key=KEY) as log:
+        for k in range(5):
+            log.append(denied("alice", T0 + timedelta(minutes=k)))
+        before = log.tail(10)
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    conn.execute("DROP INDEX events_by_time")  # what a v2 file looks like
+    conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    with AuditLog.open(path, key=KEY) as log:
+        assert log.tail(10) == before
+        log.verify()
+        assert log.failures_since(T0 + timedelta(seconds=90)) == 3
+        log.append(denied("bob", T0 + timedelta(minutes=9)))
+        log.verify()
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert "events_by_time" in names
+        plan = " ".join(str(r) for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT time FROM events WHERE time >= ? ORDER BY time, id",
+            ("2024",)))
+        assert "events_by_time" in plan
+    finally:
+        conn.close()

@@ -13,6 +13,7 @@ from edge_runtime.access.decision import Evidence, Matches, decide_mode
 from edge_runtime.errors import ConfigError
 from edge_runtime.frontend.audio import TARGET_SR
 from edge_runtime.frontend.avsync import (
+    BandEnergy,
     MouthTracker,
     SyncConfig,
     SyncResult,
@@ -43,15 +44,15 @@ def _talking(seed: int = 0, seconds: float = 3.0):
     mouth = np.convolve(rng.uniform(0, 1, t.size), np.ones(3) / 3, mode="same")
     gain = np.interp(np.arange(int(seconds * TARGET_SR)) / TARGET_SR, t, mouth)
     audio = rng.normal(0, 1, gain.size) * gain
-    return t, 0.1 + 0.2 * mouth, speech_band(audio, TARGET_SR)
+    return t, 0.1 + 0.2 * mouth, BandEnergy.of(audio, TARGET_SR)
 
 
 def test_in_sync_scores_above_shifted_and_swapped_synthetic():
     t, mouth, band = _talking(0)
     _, _, other = _talking(1)
-    live = sync_score(t, mouth, band, TARGET_SR)
-    shifted = sync_score(t, mouth, band, TARGET_SR, audio_start=0.5)
-    swapped = sync_score(t, mouth, other, TARGET_SR)
+    live = sync_score(t, mouth, band)
+    shifted = sync_score(t, mouth, band, audio_start=0.5)
+    swapped = sync_score(t, mouth, other)
     assert live.measured and abs(live.lag_s) <= 0.04
     assert live.score > 3.0 and live.score > shifted.score + 2 and live.score > swapped.score + 2
     assert abs(shifted.peak_lag_s - 0.5) <= 0.08  # the audio lags by 0.5 s: the peak says so
@@ -59,35 +60,85 @@ def test_in_sync_scores_above_shifted_and_swapped_synthetic():
 
 def test_still_picture_few_frames_and_bad_input():
     t, mouth, band = _talking(0)
-    still = sync_score(t, np.full_like(mouth, 0.2), band, TARGET_SR)
+    still = sync_score(t, np.full_like(mouth, 0.2), band)
     assert not still.measured and "does not move" in still.reason and still.score == 0.0
-    few = sync_score(t[:5], mouth[:5], band, TARGET_SR)
+    few = sync_score(t[:5], mouth[:5], band)
     assert not few.measured and "5 mouth frames" in few.reason
     with pytest.raises(ConfigError, match="frame times"):
-        sync_score(t, mouth[:-1], band, TARGET_SR)
+        sync_score(t, mouth[:-1], band)
     with pytest.raises(ConfigError):
         SyncConfig(near_s=0.3)
     # an envelope sample outside the audio is the floor, never an index error
-    env = speech_envelope(np.ones(1600), TARGET_SR, np.array([-1.0, 0.05, 5.0]))
-    assert env[0] == -100.0 and env[2] == -100.0 and env[1] > -1
+    noise = np.random.default_rng(0).normal(0, 0.1, 1600)
+    env = speech_envelope(BandEnergy.of(noise, TARGET_SR), np.array([-1.0, 0.05, 5.0]))
+    assert env[0] == -100.0 and env[2] == -100.0 and env[1] > -100.0
 
 
-def test_real_grid_clip_in_sync_beats_its_own_shifted_audio():
+def test_band_energy_pushed_in_chunks_equals_the_whole_recording():
+    """The loop pushes ~20 ms chunks while the person speaks; the decision must see the same
+    envelope a whole-file filter gives (the calibration scores whole files)."""
+    audio = np.random.default_rng(3).normal(0, 0.1, 3 * TARGET_SR)
+    whole = BandEnergy.of(audio, TARGET_SR)
+    live = BandEnergy(TARGET_SR)
+    for k in range(0, audio.size, 321):  # odd chunk size: crosses every boundary
+        live.push(audio[k: k + 321])
+    assert live.samples == audio.size
+    np.testing.assert_allclose(live.cumulative(), whole.cumulative(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(np.diff(whole.cumulative()), speech_band(audio, TARGET_SR) ** 2,
+                               rtol=1e-6, atol=1e-12)
+    t = np.arange(0.0, 3.0, 0.04)
+    np.testing.assert_allclose(speech_envelope(live, t), speech_envelope(whole, t), atol=1e-9)
+    late = whole.starting_at(0.5)  # a recording played 0.5 s late: same values, later
+    np.testing.assert_allclose(speech_envelope(late, t[20:] + 0.5), speech_envelope(whole, t[20:]))
+
+
+def _grid_mouth(name: str):
     from edge_runtime.frontend.face import DlibHogDetector
     from edge_runtime.frontend.video import decode_clip
 
-    clip = decode_clip(GRID / "lbax4n.mpg")
+    clip = decode_clip(GRID / f"{name}.mpg")
     det, tracker = DlibHogDetector(), MouthTracker()
     ts, ms = [], []
     for f in clip.frames:
         found = det.detect(f.image)
         ts.append(f.t)
         ms.append(tracker.opening(f.image, found[0].box))
-    band = speech_band(clip.audio, TARGET_SR)
-    live = sync_score(ts, ms, band, TARGET_SR)
-    late = sync_score(ts, ms, band, TARGET_SR, audio_start=0.5)
+    return clip, np.array(ts), np.array(ms)
+
+
+def test_real_grid_clip_in_sync_beats_its_own_shifted_audio():
+    clip, ts, ms = _grid_mouth("lbax4n")
+    band = BandEnergy.of(clip.audio, TARGET_SR)
+    live = sync_score(ts, ms, band)
+    late = sync_score(ts, ms, band, audio_start=0.5)
     assert live.measured and live.motion > 0.02  # the person speaks: the lips move
     assert live.score > late.score + 1.0
+
+
+def test_collector_scores_real_grid_frames_as_the_whole_clip_does():
+    """The Collector keeps the band energy chunk by chunk during capture; its score on a real
+    GRID clip equals the whole-clip score, and at the decision it only looks values up."""
+    from edge_runtime.access.collector import Collector, PipelineConfig
+    from edge_runtime.frontend.vad import SpeechGate
+    from edge_runtime.frontend.video import Frame
+
+    clip, ts, ms = _grid_mouth("bbaf2n")
+
+    from edge_runtime.frontend.face import DlibHogDetector
+
+    c = Collector(DlibHogDetector(), SpeechGate("auto").stream(), PipelineConfig(), "bbaf2n",
+                  mouth=MouthTracker())
+    chunk = TARGET_SR // 25
+    audio = np.asarray(clip.audio, np.float32)
+    for i, f in enumerate(clip.frames):
+        c.add_audio(audio[i * chunk: (i + 1) * chunk], TARGET_SR, t=i * chunk / TARGET_SR)
+        c.add_frame(Frame(f.t, f.image))
+    c.add_audio(audio[len(clip.frames) * chunk:], TARGET_SR)
+    got = c.sync(SyncConfig())
+    want = sync_score(ts, ms, BandEnergy.of(audio, TARGET_SR))
+    assert got is not None and got.measured
+    assert got.score == pytest.approx(want.score, abs=1e-6)
+    assert c.stage_ms()["band_energy_total"] > 0  # done during capture
 
 
 # ------------------------------------------------------------------------------ modes
@@ -167,9 +218,10 @@ def test_modes_round_trip_and_missing_mode_is_refused(tmp_path):
 
 
 def test_calibrate_modes_measures_grid_and_writes_the_modes(tmp_path):
-    """`calibration.avsync.write_modes` on 3 real GRID clips: AUC rows, a leave-one-clip-out
-    table and the modes block in a file that still loads (checksum rewritten)."""
-    from calibration.avsync import write_modes
+    """`calibration.avsync` on 3 real GRID clips: AUC rows, the leave-one-clip-out tables
+    (threshold only, and band + threshold), one threshold per detector in a file that still
+    loads (checksum rewritten)."""
+    from calibration.avsync import measure, write_modes
 
     grid = tmp_path / "grid"
     grid.mkdir()
@@ -177,14 +229,77 @@ def test_calibrate_modes_measures_grid_and_writes_the_modes(tmp_path):
         (grid / f"{name}.mpg").write_bytes((GRID / f"{name}.mpg").read_bytes())
     path = save_operating_points(dataclasses.replace(_op(), modes={}, default_mode=""),
                                  tmp_path / "op.yaml")
-    op, sync = write_modes(path, grid, {"face": "0" * 64})
-    assert sync["clips"] == ["bbaf2n", "lbax4n", "lrwp9a"]
-    assert [r["window_s"] for r in sync["rows"]] == [1.5, 2.0, 3.0]
+    sync = measure(grid, windows=(1.5, 2.0), bands=((300.0, 3000.0), (1000.0, 4000.0)))
+    assert sync["clips"] == ["bbaf2n", "lbax4n", "lrwp9a"] and sync["detector"] == "hog"
+    assert [r["window_s"] for r in sync["rows"]] == [1.5, 2.0]
     for r in sync["rows"]:
         assert 0.5 < r["auc_shifted"] <= 1 and r["photo_rejected"] == r["n_photo"]
         assert len(r["loo"]["thresholds"]) == 3
+        assert [f["held_out"] for f in r["nested_loo"]["folds"]] == sync["clips"]
+        assert r["nested_loo"]["sync_rejected"]["n"] == r["windows"]
+    # a second "detector" measured the same way stands in for the CNN (no CNN model here)
+    other = {**sync, "shipped": {**sync["shipped"], "threshold": 0.5}}
+    op = write_modes(path, {"hog": sync, "cnn": other}, {"face": "0" * 64})
     back = load_operating_points(path, {"face": "0" * 64})
     assert back.default_mode == "face+liveness" and set(back.modes) == {"face+liveness",
                                                                          "two-factor"}
-    assert back.mode().avsync_threshold == pytest.approx(sync["shipped"]["threshold"])
-    assert back.avsync["clips"] == 3
+    assert back.mode().avsync_thresholds == {"hog": pytest.approx(sync["shipped"]["threshold"]),
+                                             "cnn": 0.5}
+    assert back.mode().for_detector("cnn").avsync_threshold == 0.5
+    assert back.mode().for_detector("hog").avsync_threshold == op.mode().avsync_threshold
+    assert back.avsync["detectors"]["hog"]["clips"] == 3
+
+
+def test_a_detector_without_its_own_sync_threshold_is_refused():
+    """Landmarks follow the detector's box: a threshold measured on HOG boxes is not used for
+    another detector. A file from before per-detector thresholds counts as HOG's."""
+    legacy = _op(1.36).mode()
+    assert legacy.for_detector("hog").avsync_threshold == 1.36
+    with pytest.raises(ConfigError, match="calibrated for the hog face detector.*not for cnn"):
+        legacy.for_detector("cnn")
+    both = dataclasses.replace(legacy, avsync_thresholds={"hog": 1.4, "cnn": 0.9})
+    assert both.for_detector("cnn").avsync_threshold == 0.9
+    with pytest.raises(ConfigError, match="calibrate-modes --detector"):
+        both.for_detector(None)
+    reported = dataclasses.replace(legacy, liveness="report")  # never decides: no threshold
+    assert reported.for_detector("cnn") is reported
+
+
+def test_verifier_refuses_a_detector_the_file_has_no_sync_threshold_for(tmp_path):
+    from edge_runtime.access.collector import PipelineConfig
+    from edge_runtime.access.verifier import Verifier
+    from edge_runtime.frontend.vad import SpeechGate
+
+    class _Bundle:  # only what the constructor reads (no model runs in this check)
+        operating_points = _op(1.36)
+
+    class _OtherDetector:
+        kind = "cnn"
+
+        def detect(self, image):
+            return []
+
+    with pytest.raises(ConfigError, match="not for cnn"):
+        Verifier(_Bundle(), None, PipelineConfig(), _OtherDetector(), SpeechGate("auto"))
+
+
+def test_calibrated_voice_veto_tightens_with_the_speech_heard():
+    """The veto table: at 0.5 s only a strongly negative voice LLR contradicts the face; at
+    3 s a mildly negative one does (voice LLR of ann: 8 * 0.35 - 4 = -1.2)."""
+    from calibration.voice_veto import veto_table
+
+    table = veto_table({0.5: np.linspace(-4.0, 4.0, 101), 3.0: np.linspace(-1.0, 6.0, 101)},
+                       quantile=0.02)
+    assert table[0] == (0.5, pytest.approx(-3.84)) and table[1] == (3.0, pytest.approx(-0.86))
+    op = _op()
+    mode = dataclasses.replace(op.mode(), voice_veto_by_length=table)
+    assert mode.voice_veto_at(0.2) == pytest.approx(-3.84)  # ends hold outside the table
+    assert mode.voice_veto_at(1.75) == pytest.approx((-3.84 - 0.86) / 2)
+    short = decide_mode(_ev({"ann": 0.9}, {"ann": 0.35}, speech=0.5), NO_PROV, op, mode)
+    assert short.granted
+    long = decide_mode(_ev({"ann": 0.9}, {"ann": 0.35}, speech=3.0), NO_PROV, op, mode)
+    assert not long.granted and "voice contradicts ann" in long.reason and "-0.86" in long.reason
+    with pytest.raises(ConfigError, match="distinct positive"):
+        dataclasses.replace(mode, voice_veto_by_length=((1.0, -1.0), (1.0, -2.0)))
+    with pytest.raises(ConfigError, match="genuine voice trials"):
+        veto_table({1.0: np.zeros(5)})

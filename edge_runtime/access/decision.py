@@ -308,9 +308,10 @@ def decide_mode(ev: Evidence, thresholds: Thresholds, op: OperatingPoints,
         cal = op.fuser.calibrations.get("voice")
         if own is not None and cal is not None:
             llr = float(cal.llr([own])[0])
-            if llr < mode.voice_veto_llr:
+            veto = mode.voice_veto_at(ev.speech_s)
+            if llr < veto:
                 failures.append(f"the voice contradicts {candidate} ({own:.2f}, calibrated LLR "
-                                f"{llr:.2f} < {mode.voice_veto_llr:g})")
+                                f"{llr:.2f} < {veto:.2f} at {ev.speech_s:.1f} s of speech)")
     if live_fail:
         failures.append(live_fail)
         final = final or not live_open

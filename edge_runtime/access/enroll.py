@@ -10,14 +10,15 @@ a refused modality leaves the previous enrolment of that person exactly as it wa
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from edge_runtime.access.collector import Collector, PipelineConfig
 from edge_runtime.access.face_tier import check_gallery_tier
-from edge_runtime.access.pipeline import Collector, PipelineConfig
 from edge_runtime.capture.base import AVSource
 from edge_runtime.errors import ConfigError, EdgepinError, MediaError
 from edge_runtime.frontend.audio import TARGET_SR, check_audio, load_audio
@@ -228,3 +229,26 @@ class Enroller:
             hashes[m] = self.bundle.hashes[m]
         gallery.enroll(name, templates, counts, hashes, replace=replace)
         return Enrollment(name, counts, reports)
+
+
+def enroll_people(enroller: Enroller, gallery: Gallery, people: Iterable[Mapping[str, Any]],
+                  *, root: Path | None = None, photos: int = 2, utterances: int = 3
+                  ) -> tuple[list[str], list[str]]:
+    """Enrol a door of people given as ``{"name", "photos", "utterances"}`` (paths, relative to
+    ``root`` when given) from their first ``photos`` photos and ``utterances`` recordings; the
+    later ones stay for probes. A person who cannot be enrolled is skipped with the reason.
+    Returns (enrolled names, one line per refusal). Shared by the demo's artificial door and
+    the attack benchmark, so both enrol the same way."""
+    enrolled, refused = [], []
+    for p in people:
+        def at(x: Any) -> Path:
+            return Path(root) / x if root is not None else Path(x)
+        try:
+            enroller.enroll_files(gallery, str(p["name"]),
+                                  faces=[at(x) for x in list(p["photos"])[:photos]],
+                                  voices=[at(x) for x in list(p["utterances"])[:utterances]])
+            enrolled.append(str(p["name"]))
+        except EdgepinError as exc:
+            refused.append(f"could not enrol {p['name']}: {exc}")
+    return enrolled, refused
+

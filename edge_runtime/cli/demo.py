@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.access.enroll import Enroller
+from edge_runtime.access.enroll import Enroller, enroll_people
 from edge_runtime.access.loop import AccessLoop, LoopConfig
 from edge_runtime.access.pipeline import AttemptResult, PipelineConfig, Verifier
 from edge_runtime.capture import ReplaySource
 from edge_runtime.cli.options import default_clips_dir, default_models_dir
-from edge_runtime.errors import ConfigError, EdgepinError, MediaError, ModelError
+from edge_runtime.errors import ConfigError, MediaError, ModelError
 from edge_runtime.face_detectors import open_face_detector
 from edge_runtime.frontend.audio import TARGET_SR, load_audio
 from edge_runtime.frontend.face import FaceDetector, load_image
@@ -297,15 +297,8 @@ def _artificial_door(bundle: ModelBundle, detector: FaceDetector, gate: SpeechGa
         key = create_key(Path(tmp) / "gallery.key")
         with Gallery.open(Path(tmp) / "gallery.db", key) as gallery:
             enroller = Enroller(bundle, detector, gate, min_speech_s=1.0)
-            enrolled = []
-            for p in members:
-                try:
-                    enroller.enroll_files(gallery, p["name"],
-                                          faces=[data / x for x in p["photos"][:2]],
-                                          voices=[data / x for x in p["utterances"][:3]])
-                    enrolled.append(p["name"])
-                except EdgepinError as exc:
-                    notes.append(f"artificial door: could not enrol {p['name']}: {exc}")
+            enrolled, refused = enroll_people(enroller, gallery, members, root=data)
+            notes += [f"artificial door: {r}" for r in refused]
             config = PipelineConfig(min_speech_s=0.5, liveness="report")
             verifier = Verifier(bundle, GalleryHandle.wrap(gallery), config, detector, gate)
             loop = AccessLoop(verifier, LoopConfig(decide_at_end=True, cooldown_s=0.0,

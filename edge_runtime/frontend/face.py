@@ -169,6 +169,8 @@ class DlibHogDetector:
     `max_upsampled_side`; large frames are never upsampled, which keeps the device loop fast.
     """
 
+    kind = "hog"  # what a per-detector calibration (AV-sync liveness) is keyed by
+
     def __init__(
         self,
         predictor_path: str | Path | None = None,

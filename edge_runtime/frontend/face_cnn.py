@@ -243,6 +243,8 @@ class MmodDetector:
     the HOG detector retries small images upsampled.
     """
 
+    kind = "cnn"  # what a per-detector calibration (AV-sync liveness) is keyed by
+
     def __init__(self, runner: RunnerLike, cfg: MmodConfig, *, max_side: int | None = 320,
                  upsample_below: int | None = 200, adjust_threshold: float = 0.0,
                  predictor_path: str | Path | None = None) -> None:

@@ -1,0 +1,100 @@
+"""The "voice must not contradict" rule of face+liveness, calibrated on held-out people.
+
+The face identifies; the voice may only veto. A fixed veto (calibrated LLR < -2) let 21 % of
+"face of A + a stranger's voice" attempts through, while a stricter fixed one rejects real
+people whose speech is short (under 1 s the voice LLR of one's OWN voice is often below 0).
+So the veto follows the evidence that the amount of speech can give: at each speech length L,
+the veto is the ``quantile`` (default 2 %) of the calibrated voice LLRs of held-out people's
+OWN voices (probe cut to L seconds of speech vs their template): by construction it rejects
+about that share of genuine voices at every length, and as much of everyone else as the voice
+model can tell apart at that length.
+
+Templates are made as enrolment makes them (3 utterances, voiced parts, normalised mean);
+probes are the speaker's other utterances. The people who set the veto must not be the people
+it is evaluated on: ``benchmarks/attacks.py`` sets it on one half of its people and measures
+on the other (and the reverse); the shipped table uses all held-out speakers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.errors import ConfigError, EdgepinError
+from edge_runtime.frontend.audio import TARGET_SR, load_audio
+from edge_runtime.frontend.vad import SpeechGate
+from edge_runtime.models import ModelBundle
+from edge_runtime.operating_points import OperatingPoints
+
+LENGTHS_S = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+QUANTILE = 0.02
+ENROL_UTTERANCES = 3
+
+
+def genuine_voice_llrs(bundle: ModelBundle, op: OperatingPoints, speakers: Sequence[Any],
+                       gate: SpeechGate, lengths: Sequence[float] = LENGTHS_S,
+                       max_probes: int = 8) -> dict[float, np.ndarray]:
+    """Calibrated voice LLR of each speaker's own probes vs their own template, per speech
+    length. ``speakers``: ``{"name", "utterances": [paths]}`` (the first 3 enrol)."""
+    cal = op.fuser.calibrations.get("voice")
+    if cal is None:
+        raise ConfigError(f"{op.source or 'operating points'} has no voice calibration")
+    out: dict[float, list[float]] = {float(x): [] for x in lengths}
+    for sp in speakers:
+        utts = [Path(u) for u in sp["utterances"]]
+        if len(utts) <= ENROL_UTTERANCES:
+            continue
+        speech = []
+        for u in utts:
+            try:
+                wav = load_audio(u, TARGET_SR)
+            except EdgepinError:
+                speech.append(None)
+                continue
+            speech.append(gate.extract_speech(wav, gate.speech_segments(wav)))
+        enrol = [s for s in speech[:ENROL_UTTERANCES] if s is not None and s.size]
+        if not enrol:
+            continue
+        t = np.mean([bundle.embed_voice(s) for s in enrol], axis=0)
+        t /= max(float(np.linalg.norm(t)), 1e-12)
+        for s in speech[ENROL_UTTERANCES:][:max_probes]:
+            if s is None:
+                continue
+            for x in out:
+                n = int(round(x * TARGET_SR))
+                if s.size < n:
+                    continue
+                score = float(bundle.embed_voice(s[:n]) @ t)
+                out[x].append(float(cal.llr([score], x)[0]))
+    return {x: np.asarray(v) for x, v in out.items()}
+
+
+def veto_table(llrs: dict[float, np.ndarray], quantile: float = QUANTILE,
+               min_trials: int = 20) -> tuple[tuple[float, float], ...]:
+    """(seconds, LLR) pairs: at each length with enough genuine trials, their ``quantile``."""
+    if not 0 < quantile < 0.5:
+        raise ConfigError(f"veto quantile must be in (0, 0.5), got {quantile}")
+    rows = tuple((float(x), float(np.quantile(v, quantile))) for x, v in sorted(llrs.items())
+                 if v.size >= min_trials)
+    if not rows:
+        raise ConfigError(f"no speech length has >= {min_trials} genuine voice trials")
+    return rows
+
+
+def held_out_speakers(data: Path, bundle: ModelBundle) -> list[dict[str, Any]]:
+    """speechocean762 speakers the voice student never trained on (its test and val people)."""
+    from calibration.score_sets import model_split
+    from train.datasets import SpeechFolder, holdout_split
+
+    so = SpeechFolder(Path(data) / "speechocean762")
+    s = model_split(bundle, "voice")
+    parts = holdout_split(so.identities(), s["test_fraction"], s["val_fraction"], s["seed"])
+    keep = set(parts["test"]) | set(parts["val"])
+    clips: dict[str, list[str]] = {}
+    for smp in so.samples:
+        if smp.identity in keep:
+            clips.setdefault(smp.identity, []).append(str(smp.path))
+    return [{"name": k, "utterances": sorted(v)} for k, v in sorted(clips.items())]
