@@ -98,3 +98,43 @@ def test_voice_task_mixes_clean_windows_and_labelled_views(tmp_path) -> None:  #
     assert x.shape == (3, 200, 64) and labels.tolist() == [0, 1, 0]
     want = views.teacher[0] - task.teacher_mean
     assert np.allclose(target[0].numpy(), want / np.linalg.norm(want), atol=1e-6)
+
+
+def test_narrowband_keeps_the_lows_that_telephone_cuts() -> None:
+    t = np.arange(32000) / SR
+    x = 0.1 * np.sin(2 * np.pi * 150 * t) + 0.05 * np.sin(2 * np.pi * 5000 * t)
+    spec_x = np.abs(np.fft.rfft(x))
+    k150, k5 = int(150 * len(x) / SR), int(5000 * len(x) / SR)
+    nb = np.abs(np.fft.rfft(band_limit(x, "narrowband", 0.0)))
+    tel = np.abs(np.fft.rfft(band_limit(x, "telephone", 3400.0)))
+    assert nb[k5] < 0.01 * spec_x[k5] and tel[k5] < 0.01 * spec_x[k5]
+    assert nb[k150] > 0.9 * spec_x[k150]
+    assert tel[k150] < 0.5 * spec_x[k150]
+
+
+def test_default_bands_draw_the_views_cached_before_bands_existed() -> None:
+    """Keys of 300 views from the room-v1 code (before `bands`): the cached targets stay valid."""
+    import hashlib
+
+    pool = [f"h{i}" for i in range(10)]
+    keys = "\n".join(RoomAugment().sample(s, 48, pool).key() for s in range(300))
+    assert hashlib.sha256(keys.encode()).hexdigest() == (
+        "6091a384d95b0e2f8d84df2b24148711fd820c67fa0368070db79365c307bdaa")
+
+
+def test_bands_from_config_and_unknown_band_refused() -> None:
+    from edge_runtime.errors import ConfigError
+    from train.config import CONFIG_DIR, load_config
+    from train.tasks import room_augment
+
+    cfg = load_config(CONFIG_DIR / "voice_distill_door_v2.yaml", "voice_distill.yaml")
+    aug = room_augment(cfg)
+    assert aug.bands == ("telephone", "mems", "narrowband") and aug.band_p == 0.6
+    assert cfg["loss"]["classification"] == 0.02 and cfg["augment"]["short_p"] == 0.4
+    drawn = {aug.sample(s, 48, []).band for s in range(300)}
+    assert drawn == {"none", "telephone", "mems", "narrowband"}
+    with pytest.raises(ConfigError, match="room.bands"):
+        room_augment(load_config(CONFIG_DIR / "voice_distill_door_v2.yaml", "x",
+                                 ["room.bands=[telephone,walkie]"]))
+    with pytest.raises(ConfigError, match="room.bands"):
+        RoomAugment(bands=())

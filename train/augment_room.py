@@ -13,8 +13,9 @@ time, so no augmented audio is stored.
 - room: image-source impulse responses from `pyroomacoustics` (shoebox rooms sized and
   absorbed by Sabine's formula for RT60 0.2-0.6 s, random source/microphone positions), a bank
   of `RirBank.size` rooms built once from a seed;
-- microphone: 8 kHz telephone (resample to 8 kHz, 300-3400 Hz band) or a cheap MEMS part
-  (high-pass roll-off at 100-250 Hz, low-pass at 5-7 kHz);
+- microphone: 8 kHz telephone (resample to 8 kHz, 300-3400 Hz band), a cheap MEMS part
+  (high-pass roll-off at 100-250 Hz, low-pass at 5-7 kHz) or, where the config's `bands` lists
+  it, narrowband (through 8 kHz and back, no high-pass: an 8 kHz recorder such as FSDD's);
 - speed perturbation 0.9-1.1 (tempo and pitch together, Kaldi-style) and gain +-6 dB.
 """
 
@@ -27,12 +28,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import signal
 
-from edge_runtime.errors import DependencyError
+from edge_runtime.errors import ConfigError, DependencyError
 
 SR = 16000
 AUG_VERSION = "room-v1"
 NOISE_KINDS = ("fan", "street", "babble")
-BANDS = ("none", "telephone", "mems")
+BANDS = ("none", "telephone", "mems", "narrowband")
+#: The band kinds a view draws from unless the config lists others (the issue-15 default).
+DEFAULT_BANDS = ("telephone", "mems")
 
 
 @dataclass(frozen=True)
@@ -97,12 +100,19 @@ class RoomAugment:
     noise_kinds: tuple[str, ...] = NOISE_KINDS
     reverb_p: float = 0.6
     band_p: float = 0.4
+    bands: tuple[str, ...] = DEFAULT_BANDS
     speed_p: float = 0.4
     speed: tuple[float, float] = (0.9, 1.1)
     gain_db: float = 6.0
     babble_talkers: tuple[int, int] = (3, 5)
     rir_bank: int = 48
     rt60_s: tuple[float, float] = (0.2, 0.6)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.bands) - set(BANDS[1:]))
+        if not self.bands or unknown:
+            raise ConfigError(f"room.bands must be a non-empty list of {list(BANDS[1:])}, got "
+                              f"{list(self.bands)}")
 
     def sample(self, seed: int, rir_count: int, babble_pool: Sequence[str]) -> ViewParams:
         """The parameters of one view; the same seed gives the same view."""
@@ -122,7 +132,7 @@ class RoomAugment:
                     babble = tuple(babble_pool[i] for i in sorted(pick))
         band, band_hz = "none", 0.0
         if rng.random() < self.band_p:
-            band = str(rng.choice(BANDS[1:]))
+            band = str(rng.choice(self.bands))
             band_hz = 3400.0 if band == "telephone" else float(np.round(rng.uniform(5000, 7000)))
         gain = float(np.round(rng.uniform(-self.gain_db, self.gain_db), 2))
         return ViewParams(seed=int(seed), speed=speed, rir=rir, noise=noise, snr_db=snr,
@@ -176,6 +186,8 @@ def band_limit(x: np.ndarray, band: str, hz: float) -> np.ndarray:
         y = signal.resample_poly(x, 1, 2)
         sos = signal.butter(4, [300, 3400], btype="bandpass", fs=SR // 2, output="sos")
         return signal.resample_poly(signal.sosfilt(sos, y), 2, 1)[: len(x)]
+    if band == "narrowband":  # an 8 kHz recorder upsampled: nothing above 4 kHz, lows kept
+        return signal.resample_poly(signal.resample_poly(x, 1, 2), 2, 1)[: len(x)]
     if band == "mems":
         hp = signal.butter(2, 100 + (hz - 5000) / 2000 * 150, btype="highpass", fs=SR, output="sos")
         lp = signal.butter(2, hz, btype="lowpass", fs=SR, output="sos")

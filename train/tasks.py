@@ -144,7 +144,7 @@ def extra_voice_samples(cfg: dict) -> tuple[list[Sample], dict]:
 def room_augment(cfg: dict) -> RoomAugment:
     """The door-condition augmentation described by the config's `room` section."""
     r = {k: v for k, v in cfg["room"].items() if k not in ("views_per_window", "seed")}
-    for k in ("snr_db", "speed", "babble_talkers", "rt60_s", "noise_kinds"):
+    for k in ("snr_db", "speed", "babble_talkers", "rt60_s", "noise_kinds", "bands"):
         if k in r:
             r[k] = tuple(r[k])
     return RoomAugment(**r)
