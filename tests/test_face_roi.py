@@ -133,3 +133,11 @@ def test_run_roi_rescan_option_wraps_the_detector_or_refuses_zero():
     args.roi_rescan = 0
     with pytest.raises(ConfigError, match="rescan_every"):
         face_detector(args)
+
+
+def test_tracker_keeps_the_detector_kind_for_liveness_calibration():
+    """The Verifier picks the AV-sync threshold by detector kind; a tracker must not hide it."""
+    from edge_runtime.frontend.face import DlibHogDetector
+    from edge_runtime.frontend.face_roi import RoiTracker
+
+    assert RoiTracker(DlibHogDetector()).kind == "hog"

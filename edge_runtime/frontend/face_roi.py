@@ -73,6 +73,13 @@ class RoiTracker:
         self.last_mode = ""
         self.reset()
 
+    @property
+    def kind(self) -> str | None:
+        """The wrapped detector's kind: its landmarks, and so its AV-sync calibration (the
+        shipped thresholds were measured on full-frame detections; see
+        docs/face_detector_export.md before making tracking a default)."""
+        return getattr(self.detector, "kind", None)
+
     def reset(self) -> None:
         """Forget the track: the next frame is a full-frame scan."""
         self._track: FaceDetection | None = None
