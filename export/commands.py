@@ -70,7 +70,6 @@ def _print_summary(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from export.pipeline import report_name
 
     table = Table(title=f"edgepin export --target {report['target']['name']}")
     for col in ("model", "recipe", "calib", "lint", "cos min / p1 / median", "EER fp32 -> int8",
@@ -116,7 +115,7 @@ def _print_summary(report: dict) -> None:
              f"{'ok' if sz['within_limit'] else 'OVER'}" if sz["limit_bytes"] else sz["note"])
     console.print(f"deployable models {', '.join(sz['deployable'])}: "
                   f"{sz['deployable_bytes'] / 2**20:.2f} MiB ({limit}); report: "
-                  f"{Path(report['options']['out']) / report_name(list(report['models']))}")
+                  f"{report['report_file']}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -279,7 +279,8 @@ def run_export(opts: ExportOptions) -> dict[str, Any]:
     report["sizes"] = sizes(out, report)
     report["ok"] = (all(r["gate"]["ok"] for r in report["models"].values())
                     and report.get("detector", {}).get("ok", True) is not False)
-    (out / report_name(opts.modalities)).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    report["report_file"] = str(out / report_name(opts.modalities))
+    Path(report["report_file"]).write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
 
 

@@ -20,5 +20,9 @@ bash face_large-gpu/build_engine.sh; rc=$?
 if [ $rc -eq 0 ]; then built+=(face_large-gpu); elif [ $rc -eq 3 ]; then skipped+=(face_large-gpu); else failed+=(face_large-gpu); fi
 bash face_large-fp16/build_engine.sh; rc=$?
 if [ $rc -eq 0 ]; then built+=(face_large-fp16); elif [ $rc -eq 3 ]; then skipped+=(face_large-fp16); else failed+=(face_large-fp16); fi
+bash face_detector-gpu/build_engine.sh; rc=$?
+if [ $rc -eq 0 ]; then built+=(face_detector-gpu); elif [ $rc -eq 3 ]; then skipped+=(face_detector-gpu); else failed+=(face_detector-gpu); fi
+bash face_detector-fp16/build_engine.sh; rc=$?
+if [ $rc -eq 0 ]; then built+=(face_detector-fp16); elif [ $rc -eq 3 ]; then skipped+=(face_detector-fp16); else failed+=(face_detector-fp16); fi
 echo "orin-agx: built ${#built[@]} engine(s): ${built[*]:-}; skipped (not on this TensorRT): ${skipped[*]:-none}; failed: ${failed[*]:-none}"
 if [ ${#failed[@]} -gt 0 ]; then exit 1; fi
