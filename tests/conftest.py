@@ -25,6 +25,30 @@ _REPO = FIXTURES.parents[1]
 _LOCAL_ROOTS = ("edge_runtime", "export", "train", "calibration")
 
 
+@pytest.fixture(scope="session")
+def gpu_tensorrt():
+    """TensorRT with a usable CUDA device, or a skip saying what is missing (the gpu tests)."""
+    trt = pytest.importorskip(
+        "tensorrt", reason="TensorRT is not installed (needs an NVIDIA GPU machine or a Jetson)")
+    from edge_runtime.backends.cuda import load_cudart
+    from edge_runtime.engine_meta import probe_cuda_device
+    from edge_runtime.errors import DependencyError, ModelError
+
+    try:
+        rt = load_cudart()
+    except DependencyError as exc:
+        pytest.skip(str(exc))
+    err, count = rt.cudaGetDeviceCount()
+    if err != rt.cudaError_t.cudaSuccess or count == 0:
+        pytest.skip(f"no CUDA device usable by cuda-python ({err}): wrong cuda-python for "
+                    "this driver? (JetPack 6: pip install 'edgepin[jetpack6]')")
+    try:
+        probe_cuda_device()
+    except ModelError as exc:
+        pytest.skip(f"no usable NVIDIA GPU: {exc}")
+    return trt
+
+
 def _module_file(name: str) -> Path | None:
     parts = name.split(".")
     if parts[0] not in _LOCAL_ROOTS:

@@ -26,24 +26,8 @@ BATCH_MAX = {"face": 8, "voice": 16}  # the export's profiles (export.device_bui
 
 
 @pytest.fixture(scope="module")
-def trt():
-    trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (no GPU stack here)")
-    from edge_runtime.backends.cuda import load_cudart
-    from edge_runtime.engine_meta import probe_cuda_device
-    from edge_runtime.errors import DependencyError
-
-    try:
-        rt = load_cudart()
-    except DependencyError as exc:
-        pytest.skip(str(exc))
-    err, count = rt.cudaGetDeviceCount()
-    if err != rt.cudaError_t.cudaSuccess or count == 0:
-        pytest.skip(f"no CUDA device usable by cuda-python ({err}): wrong cuda-python for "
-                    "this driver? (JetPack 6: pip install 'edgepin[jetpack6]')")
-    try:
-        probe_cuda_device()
-    except ModelError as exc:
-        pytest.skip(f"no usable NVIDIA GPU: {exc}")
+def trt(gpu_tensorrt):
+    trt = gpu_tensorrt
     if not (MODELS / "manifest.json").is_file():
         pytest.skip(f"no models bundle at {MODELS}")
     return trt

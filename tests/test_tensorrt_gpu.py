@@ -11,30 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_runtime.errors import ModelError
-
 pytestmark = pytest.mark.gpu
 
 
 @pytest.fixture(scope="module")
-def trt():
-    trt = pytest.importorskip(
-        "tensorrt", reason="TensorRT is not installed (needs an NVIDIA GPU machine or a Jetson)")
-    from edge_runtime.backends.cuda import load_cudart
-    from edge_runtime.engine_meta import probe_cuda_device
-    from edge_runtime.errors import DependencyError
-
-    try:
-        rt = load_cudart()
-    except DependencyError as exc:
-        pytest.skip(str(exc))
-    err, count = rt.cudaGetDeviceCount()
-    if err != rt.cudaError_t.cudaSuccess or count == 0:
-        pytest.skip(f"no CUDA device usable by cuda-python ({err})")
-    try:
-        probe_cuda_device()
-    except ModelError as exc:
-        pytest.skip(f"no usable NVIDIA GPU: {exc}")
+def trt(gpu_tensorrt):
+    trt = gpu_tensorrt
     pytest.importorskip("torch", reason="the tiny model is exported from torch (train extra)")
     pytest.importorskip("onnx", reason="quantizing needs onnx (export extra)")
     return trt
