@@ -58,7 +58,7 @@ from edge_runtime.frontend.audio import TARGET_SR, load_audio
 from edge_runtime.frontend.face import DlibHogDetector, load_image
 from edge_runtime.frontend.vad import SpeechGate
 from edge_runtime.frontend.video import Clip, Frame, decode_clip
-from edge_runtime.models import ModelBundle
+from edge_runtime.models import ModelBundle, operating_points_file
 from edge_runtime.store.gallery import Gallery
 from edge_runtime.store.gallery_handle import GalleryHandle
 from edge_runtime.store.keys import create_key
@@ -286,6 +286,7 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                                   for name, (m, q) in variants.items()},
                         "default_mode": op.default_mode, "machine": machine_info(),
                         "per_kind": per_kind, "precision": precision,
+                        "face_tier": (bundle_options or {}).get("face_tier", "student"),
                         "voice_veto": {"cross_fitted": {
                             f"fold {f}, q={q:g}": [list(r) for r in t]
                             for (f, q), t in vetoes.items()},
@@ -408,20 +409,23 @@ def _pct(x: float) -> str:
 
 def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
     m = res["machine"]
+    tier = res.get("face_tier", "student")
+    stem = "attacks" if tier == "student" else f"attacks_{tier}"
     lines = [
         "# Attack benchmark (ISO/IEC 30107-3 terms), through the real `Verifier`",
         "",
         f"Machine: {m.get('cpu')}, {m.get('memory')}, {m.get('os')}, Python {m.get('python')}, "
         f"onnxruntime {m.get('onnxruntime')}. Date: 2026-11-30. Models: `models/` "
-        f"({res['precision']}), operating points `models/operating_points"
-        f"{'' if res['precision'] == 'fp32' else '.int8'}.yaml`, default mode "
+        f"({res['precision']}, face tier {tier}), operating points "
+        f"`models/{operating_points_file(res['precision'], tier)}`, default mode "
         f"`{res['default_mode']}`."
         + (f" Load average during the run: {res['load_average']} (a 2-core machine shared with "
            "a training run and other jobs: this benchmark measures errors, not time)."
            if res.get("load_average") else ""),
         "",
         "Re-run: `nice -n 19 python -m benchmarks.attacks --models models --data ../shared/data "
-        "--out benchmarks/attacks.md [--face-tier large]`.",
+        f"--out benchmarks/{stem}.md" + ("" if tier == "student" else f" --face-tier {tier}")
+        + "`.",
         "",
         f"Data: {res['people']} ARTIFICIAL identities (held-out LFW person + held-out "
         f"speechocean762 speaker of the same gender: different people, paired here); "
@@ -439,8 +443,8 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
         "95% Clopper-Pearson on attempts, and 95% percentile bootstrap over the attacked PEOPLE "
         "(attempts of one person are not independent; this is the honest one).",
         "",
-        "Plot: `benchmarks/attacks.png`. Discussion and the choice of default: "
-        "`docs/security_modes.md`. Per-attempt rows: `benchmarks/attacks.json.gz`.",
+        f"Plot: `benchmarks/{stem}.png`. Discussion and the choice of default: "
+        f"`docs/security_modes.md`. Per-attempt rows: `benchmarks/{stem}.json.gz`.",
         "",
     ]
     veto = res.get("voice_veto") or {}
