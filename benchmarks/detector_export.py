@@ -18,7 +18,7 @@ Parts (one run each; the .md is re-rendered from the .json):
   two faces. The timing rows are the re-runnable command below; write the load average.
 
     PYTHONPATH=$PWD nice -n 10 python -m benchmarks.detector_export --data ../shared/data recall roi
-    python -m benchmarks.detector_export roi bench   # timing only (the lead re-runs it quiet)
+    python -m benchmarks.detector_export roi bench   # timing only (run it on a quiet machine)
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def render(doc: dict) -> str:
         la = ", ".join(f"{x:.2f}" for x in r["load_average"])
         lines += ["## ROI tracking on the GRID clips (640x480)", "",
                   f"- run: {m['date']}; {m['cpu']}; load average at the end (1/5/15 min): {la} "
-                  "(the machine is shared: the ratios matter, the lead re-runs it quiet)",
+                  "(2 cores: a load above ~2 means other jobs shared them; compare rows of one run)",
                   "- every frame of the 7 GRID clips enlarged to 640x480; full = the detector on "
                   "every frame; ROI = `RoiTracker` defaults (pad 0.6 face widths, face shrunk "
                   "to 96 px, full-frame scan at least every 5 frames); one thread; landmarks "
