@@ -328,36 +328,14 @@ def _search(handle: GalleryHandle, bundle: ModelBundle, f: np.ndarray, v: np.nda
     decide(ev, bundle.thresholds, bundle.operating_points, TARGET_FAR)
 
 
-def _end_to_end(timer: Timer, bundle: ModelBundle, detector: Any, gate: SpeechGate,
-                clip: Any, image: np.ndarray) -> np.ndarray:
-    """Verifier.decide on evidence gathered the loop's way; collection is untimed (it happens
-    while the person speaks: detection, alignment, VAD, and the best face's embedding), the
-    decision is timed (what they wait for)."""
-    from edge_runtime.frontend.video import Frame
-
-    handle = _synthetic_gallery(100, bundle)
-    config = PipelineConfig(min_speech_s=0.5)
-    verifier = Verifier(bundle, handle, config, detector, gate)
-    out = np.empty(timer.runs)
-    for i in range(-timer.warmup, timer.runs):
-        col = verifier.new_attempt("bench")  # capture-time work, untimed: detect + embed
-        col.add_frame(Frame(0.0, image))
-        col.add_audio(clip.audio)
-        t0 = time.perf_counter()
-        verifier.decide(col)
-        if i >= 0:
-            out[i] = 1e3 * (time.perf_counter() - t0)
-    verifier.close()
-    _close_gallery(handle)
-    return out
-
-
-def _frame_to_decision(timer: Timer, bundle: ModelBundle, detector: Any, gate: SpeechGate,
-                       clip: Any, images: list[np.ndarray]) -> np.ndarray:
-    """The last frame's cost plus the decision: the attempt's speech is already in (VAD and
-    voice run while the person speaks, untimed), then one frame is detected, aligned and
-    embedded and the decision taken, timed together. Run i takes ``images[i % len]``, so a
-    ROI tracker sees the clip's frames in order, its periodic full-frame scans included."""
+def _timed_decisions(timer: Timer, bundle: ModelBundle, detector: Any, gate: SpeechGate,
+                     clip: Any, images: list[np.ndarray], *, frame_timed: bool) -> np.ndarray:
+    """Decisions on attempts gathered the loop's way, against a 100-person gallery. The
+    attempt's speech is always in before the clock starts (VAD and voice run while the person
+    speaks). ``frame_timed``: the last frame's detection, alignment and embedding are timed
+    with the decision (frame to decision); otherwise only the decision is (end to end, what
+    the person waits for once capture ends). Run i takes ``images[i % len]``, so a ROI tracker
+    sees a clip's frames in order, its periodic full-frame scans included."""
     from edge_runtime.frontend.video import Frame
 
     handle = _synthetic_gallery(100, bundle)
@@ -365,15 +343,31 @@ def _frame_to_decision(timer: Timer, bundle: ModelBundle, detector: Any, gate: S
     out = np.empty(timer.runs)
     for i in range(-timer.warmup, timer.runs):
         col = verifier.new_attempt("bench")
+        frame = Frame(0.0, images[i % len(images)])
+        if not frame_timed:
+            col.add_frame(frame)
         col.add_audio(clip.audio)
         t0 = time.perf_counter()
-        col.add_frame(Frame(0.0, images[i % len(images)]))
+        if frame_timed:
+            col.add_frame(frame)
         verifier.decide(col)
         if i >= 0:
             out[i] = 1e3 * (time.perf_counter() - t0)
     verifier.close()
     _close_gallery(handle)
     return out
+
+
+def _end_to_end(timer: Timer, bundle: ModelBundle, detector: Any, gate: SpeechGate,
+                clip: Any, image: np.ndarray) -> np.ndarray:
+    """Capture end -> decision: collection untimed, the decision timed."""
+    return _timed_decisions(timer, bundle, detector, gate, clip, [image], frame_timed=False)
+
+
+def _frame_to_decision(timer: Timer, bundle: ModelBundle, detector: Any, gate: SpeechGate,
+                       clip: Any, images: list[np.ndarray]) -> np.ndarray:
+    """The last frame's cost plus the decision, timed together."""
+    return _timed_decisions(timer, bundle, detector, gate, clip, images, frame_timed=True)
 
 
 def teacher_rows(runs: int, warmup: int, clip: Path, which: tuple[str, ...] = ("face", "voice")
