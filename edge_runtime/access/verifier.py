@@ -82,7 +82,7 @@ class Verifier:
         self.detector = detector
         self.gate = gate
         self.mouth = MouthTracker()
-        self._tier_checked: int | None = None  # id of the gallery object checked last
+        self._tier_checked: Gallery | None = None  # the gallery object checked last
         self.security_mode()  # refuse now a mode the file lacks or a detector it has no
         # AV-sync calibration for, rather than deny every attempt for it later
         # one worker: the face embedding runs next to the voice pipeline (2 cores, each
@@ -104,9 +104,9 @@ class Verifier:
 
     def check_tier(self, gallery: Gallery) -> None:
         """Refuse a gallery enrolled with the other face tier (once per opened gallery)."""
-        if self._tier_checked != id(gallery):
+        if self._tier_checked is not gallery:
             check_gallery_tier(gallery, self.bundle)
-            self._tier_checked = id(gallery)
+            self._tier_checked = gallery
 
     def new_attempt(self, source: str = "") -> Collector:
         return Collector(self.detector, self.gate.stream(), self.config, source,
