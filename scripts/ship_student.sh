@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Replace a shipped student and re-run everything that depends on it, in order (issues 14, 15;
+# models/README.md, "How they were trained"). Usage, from the repository root with the train
+# venv active (or EDGEPIN/PY pointing at it):
+#
+#   scripts/ship_student.sh face  /work/runs/face_w10/student.pt
+#   scripts/ship_student.sh voice /work/runs/i15_v3/student.pt
+#
+# Environment: DATA (default ../shared/data), CACHE (default /work/cache), RUNS (scratch folder
+# for the head runs, default /work/runs/ship), STEPS (default all; e.g. "calibrate modes" to
+# resume after a failed step). Long steps run under `nice -n 19`; a 2-core machine needs
+# about 1-2 h for the whole chain. A voice student changes the large face tier's heads and
+# operating points too (they fuse the same voice), a face student only the student tier's.
+set -euo pipefail
+
+modality=${1:?usage: ship_student.sh face|voice CHECKPOINT}
+ckpt=${2:?usage: ship_student.sh face|voice CHECKPOINT}
+DATA=${DATA:-../shared/data}
+CACHE=${CACHE:-/work/cache}
+RUNS=${RUNS:-/work/runs/ship}
+STEPS=${STEPS:-"ship export heads calibrate modes benchmarks demo"}
+PY=${PY:-python}
+EDGEPIN=${EDGEPIN:-edgepin}
+NICE="nice -n 19"
+
+case "$modality" in face|voice) ;; *) echo "modality must be face or voice, got $modality" >&2; exit 2 ;; esac
+[[ -f "$ckpt" ]] || { echo "checkpoint not found: $ckpt" >&2; exit 2; }
+[[ -d "$DATA/lfw" && -d "$DATA/speechocean762" && -d "$DATA/grid" ]] || {
+  echo "$DATA lacks lfw/, speechocean762/ or grid/ (the shared data)" >&2; exit 2; }
+
+tiers=(student)
+if [[ "$modality" == voice ]]; then
+  [[ -f models/face_large.onnx ]] || {
+    echo "models/face_large.onnx missing: run 'edgepin port-dlib --face-large --models models' first" >&2; exit 2; }
+  tiers=(student large)
+fi
+want() { [[ " $STEPS " == *" $1 "* ]]; }
+say() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+
+if want ship; then
+  say "ship $ckpt as models/$modality.onnx"
+  $PY -c "from export.students import ship_student; ship_student('$ckpt', 'models')"
+fi
+if want export; then
+  say "INT8 export and its gate"
+  $NICE $EDGEPIN export --target orin --models models --out models
+  $NICE $PY -m benchmarks.int8 --models models --data-faces "$DATA/lfw" \
+    --data-voices "$DATA/speechocean762" --cache "$CACHE" --threads 1
+fi
+if want heads; then
+  say "cross-modal heads"
+  $NICE $PY -m benchmarks.crossmodal --data "$DATA" --students models --export models
+  if [[ " ${tiers[*]} " == *" large "* ]]; then
+    $NICE $EDGEPIN train pins --data "$DATA" --face-tier large --students models \
+      --export models --out "$RUNS/pins_large" --cache "$CACHE"
+    $NICE $EDGEPIN train fuse --data "$DATA" --pins "$RUNS/pins_large" --students models \
+      --export models --out "$RUNS/faa_large" --cache "$CACHE"
+  fi
+fi
+if want calibrate; then
+  for tier in "${tiers[@]}"; do
+    suffix=$([[ $tier == large ]] && echo ".large" || echo "")
+    say "operating points, $tier tier"
+    $NICE $EDGEPIN calibrate --models models --data "$DATA" --face-tier "$tier" --cache "$CACHE" \
+      --out "models/operating_points$suffix.yaml" \
+      $([[ $tier == student ]] && echo "--report benchmarks/operating_points.md")
+    $NICE $EDGEPIN calibrate --models models --data "$DATA" --face-tier "$tier" --cache "$CACHE" \
+      --precision int8 --out "models/operating_points$suffix.int8.yaml" \
+      $([[ $tier == student ]] && echo "--report benchmarks/operating_points_int8.md")
+  done
+fi
+if want modes; then
+  say "security modes (AV sync from benchmarks/avsync.json, voice veto re-measured)"
+  ops=(models/operating_points.yaml models/operating_points.int8.yaml)
+  [[ " ${tiers[*]} " == *" large "* ]] && ops+=(models/operating_points.large.yaml models/operating_points.large.int8.yaml)
+  $NICE $EDGEPIN calibrate-modes --op "${ops[@]}" --grid "$DATA/grid" \
+    --sync-from benchmarks/avsync.json --voice-data "$DATA"
+fi
+if want benchmarks; then
+  say "students vs teachers, attacks"
+  $NICE $PY -m benchmarks.students --models models --data "$DATA" --timing-samples 100
+  $NICE $PY -m benchmarks.attacks --models models --data "$DATA" --out benchmarks/attacks.md
+  if [[ " ${tiers[*]} " == *" large "* ]]; then
+    $NICE $PY -m benchmarks.attacks --models models --data "$DATA" --face-tier large \
+      --out benchmarks/attacks_large.md
+  fi
+fi
+if want demo; then
+  say "demo"
+  $EDGEPIN demo --door "$DATA"
+fi
+say "done: update benchmarks/students.md and models/README.md with the figures above"
