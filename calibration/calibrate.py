@@ -191,8 +191,12 @@ def calibrate(
     coverage_bootstrap: int = DEFAULT_COVERAGE_BOOTSTRAP,
     base: str | Path | None = None,
     face_tier: str = "student",
+    face_tta: str = "none",
 ) -> dict[str, Any]:
     """Build, check, save and re-load the operating points; return the full report dict.
+
+    ``face_tta`` "flip": face embeddings averaged with the mirror image's; recorded in the
+    file, so the runtime (and every gallery enrolled with it) embeds faces the same way.
 
     ``face_tier`` "large" calibrates the bundle with dlib's face ResNet (``face_large``) and
     its heads (``pin_face_large``, ...) instead of the student.
@@ -209,6 +213,7 @@ def calibrate(
         raise ConfigError(f"cannot write {out}: folder {out.parent} does not exist")
     cfg = sets_cfg or SetConfig(seed=seed)
     with open_bundle(models, precision, threads, face_tier) as bundle:
+        bundle.use_face_tta(face_tta)
         hashes = hash_model_files({e.name: e.path for e in bundle.entries.values()})
         models_info = {e.name: {"file": e.file, "sha256": e.sha256, "meta_note":
                                 e.meta.get("note")} for e in bundle.entries.values()}
@@ -305,6 +310,8 @@ def calibrate(
         sets.half(1).scores)
     report["plots"] = _plots(op, sets, sets.half(1), out,
                              Path(det_png) if det_png is not None else None) if can_plot else {}
+    op = dataclasses.replace(op, face_tta=face_tta)
+    report["face_tta"] = face_tta
     save_operating_points(op, out)
     load_operating_points(out, hashes)  # the file the runtime will read accepts these models
     return _finite(report)

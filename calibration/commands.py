@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from edge_runtime.errors import ConfigError
+from edge_runtime.frontend.features import FACE_TTA
 
 DETECTOR_KINDS = ("hog", "cnn")  # face detectors whose landmarks AV sync is calibrated on
 
@@ -48,7 +49,7 @@ def _calibrate(args: argparse.Namespace) -> int:
                        min_per_class=args.min_per_class, det_png=args.plot,
                        threads=args.threads, coverage_splits=args.coverage_splits,
                        coverage_bootstrap=args.coverage_bootstrap, base=args.base,
-                       face_tier=args.face_tier)
+                       face_tier=args.face_tier, face_tta=args.face_tta)
     command = "edgepin " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
         if sys.argv and sys.argv[0].endswith("edgepin") else ""
     out = Path(args.out)
@@ -210,6 +211,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "operating_points.large[.int8].yaml for --face-tier large")
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="int8 calibrates face_int8/voice_int8 (a separate file: name it so)")
+    p.add_argument("--face-tta", choices=FACE_TTA, default="none",
+                   help="flip: each face embedding is averaged with its mirror image's (about "
+                        "-0.3 pt EER for the student, 2x its time; benchmarks/face_tta.md); "
+                        "recorded in the file, the runtime then embeds faces the same way")
     p.add_argument("--split", choices=("heldout", "test", "all"), default="heldout",
                    help="heldout: identities each student never trained on (its test and val "
                         "people); test: its test people only; all: every identity")

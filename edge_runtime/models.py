@@ -34,7 +34,13 @@ from edge_runtime.engine_meta import (
     rebuild_command,
 )
 from edge_runtime.errors import ConfigError, DependencyError, ModelError
-from edge_runtime.frontend.features import FaceInput, VoiceFrontEnd
+from edge_runtime.frontend.features import (
+    FACE_TTA,
+    FaceInput,
+    VoiceFrontEnd,
+    embed_face_tensor,
+    tta_digest,
+)
 from edge_runtime.operating_points import OperatingPoints, load_operating_points
 
 log = logging.getLogger(__name__)
@@ -219,8 +225,10 @@ class ModelBundle:
         self.notes = notes
         self.face_tier = face_tier
         self.engines: dict[str, str] = {}  # model -> TensorRT engine file (backend tensorrt)
-        self.hashes = {m: self.entries[m].sha256 for m in ("face", "voice")}
         self.model_hashes = {e.name: e.sha256 for e in self.entries.values()}
+        self.face_tta = "none"
+        self.hashes: dict[str, str] = {}
+        self.use_face_tta(operating_points.face_tta if operating_points is not None else "none")
 
     # --------------------------------------------------------------------------- loading
     @classmethod
@@ -371,12 +379,23 @@ class ModelBundle:
             out.append("faa")
         return tuple(out)
 
+    def use_face_tta(self, tta: str) -> None:
+        """Embed faces with test-time augmentation ``tta`` (``FACE_TTA``); normally what the
+        operating-point file was calibrated with (``calibrate --face-tta`` sets it there).
+        The face hash that keys gallery templates changes with it."""
+        if tta not in FACE_TTA:
+            raise ConfigError(f"face test-time augmentation must be one of {FACE_TTA}, got {tta!r}")
+        self.face_tta = tta
+        self.hashes = {"face": tta_digest(self.entries["face"].sha256, tta),
+                       "voice": self.entries["voice"].sha256}
+
     def embed_faces(self, crops: list[np.ndarray]) -> np.ndarray:
         """Crops made by ``face_input.crop`` -> (N, 128) L2-normalised float32 embeddings."""
         if not crops:
             raise ConfigError("embed_faces needs at least one aligned crop")
-        out = self.runners["face"].run({"face": self.face_input.tensor(list(crops))})["embedding"]
-        return _l2(out)
+        runner = self.runners["face"]
+        return embed_face_tensor(lambda x: runner.run({"face": x})["embedding"],
+                                 self.face_input.tensor(list(crops)), self.face_tta)
 
     @functools.cached_property
     def face_input(self) -> FaceInput:

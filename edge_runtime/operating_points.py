@@ -27,6 +27,7 @@ import numpy as np
 import yaml
 
 from edge_runtime.errors import ConfigError, ModelError
+from edge_runtime.frontend.features import FACE_TTA
 
 SCHEMA_VERSION = 2  # 2: a calibration may depend on the probe's speech length (by_seconds)
 FILE_FORMAT = "edgepin-operating-points"
@@ -300,6 +301,9 @@ class OperatingPoints:
     modes: Mapping[str, SecurityMode] = field(default_factory=dict)
     default_mode: str = ""
     avsync: Mapping[str, Any] = field(default_factory=dict)
+    # how the face embeddings these scores came from were made ("flip": averaged with the
+    # mirror image); the runtime embeds the same way, since the thresholds hold only for it
+    face_tta: str = "none"
 
     def mode(self, name: str | None = None) -> SecurityMode:
         """The named security mode (None: the file's default); refuses one the file lacks."""
@@ -367,6 +371,7 @@ def _body(op: OperatingPoints) -> dict[str, Any]:
         "thresholds": [_plain(asdict(p)) for p in op.thresholds],
         "quality": [_plain(dict(q)) for q in op.quality],
         "notes": op.notes,
+        **({"face_tta": op.face_tta} if op.face_tta != "none" else {}),
         **({"modes": {"default": op.default_mode,
                       "list": [_plain(asdict(m)) for _, m in sorted(op.modes.items())],
                       "avsync": _plain(dict(op.avsync))}} if op.modes else {}),
@@ -450,8 +455,11 @@ def _from_body(doc: Mapping[str, Any], source: str) -> OperatingPoints:
     default_mode = str(modes_doc.get("default", ""))
     if modes and default_mode not in modes:
         raise ValueError(f"default mode {default_mode!r} is not among {sorted(modes)}")
+    face_tta = str(doc.get("face_tta", "none"))
+    if face_tta not in FACE_TTA:
+        raise ValueError(f"face_tta {face_tta!r} is not one of {FACE_TTA}")
     return OperatingPoints(
-        modes=modes, default_mode=default_mode, avsync=dict(modes_doc.get("avsync") or {}),
+        face_tta=face_tta, modes=modes, default_mode=default_mode, avsync=dict(modes_doc.get("avsync") or {}),
         model_hashes={str(k): str(v) for k, v in doc["model_hashes"].items()},
         data_manifest_sha256=str(doc["data_manifest_sha256"]),
         fuser=Fuser(calibrations, subsets), thresholds=tuple(points), prior=float(doc["prior"]),

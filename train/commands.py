@@ -11,6 +11,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+from edge_runtime.frontend.features import FACE_TTA
 from train.environment import default_cache_dir, need_torch
 from train.pins.commands import add_crossmodal_eval_args
 from train.pins.commands import register as register_pins
@@ -52,7 +53,7 @@ def _eval(args: argparse.Namespace) -> int:
                       max_impostor_per_identity=args.max_impostor_per_identity, seed=args.seed,
                       cache_dir=args.cache or default_cache_dir(), plot=args.plot,
                       threads=args.threads, timing_samples=args.timing_samples,
-                      probe_s=args.probe_s)
+                      probe_s=args.probe_s, face_tta=args.face_tta)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -127,6 +128,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--probe-s", type=float, metavar="SECONDS",
                    help="voice: probes are the first SECONDS of voiced speech, scored against "
                         "whole-utterance templates (the live condition), timed per probe")
+    p.add_argument("--face-tta", choices=FACE_TTA, default="none",
+                   help="face: flip averages each embedding with its mirror image's (what "
+                        "`edgepin calibrate --face-tta flip` makes the device do)")
     add_crossmodal_eval_args(p)
     p.set_defaults(handler=_eval)
 

@@ -15,7 +15,12 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.errors import ConfigError, DatasetError, ModelError
-from edge_runtime.frontend.features import STUDENT_FACE_INPUT, FaceInput, VoiceFrontEnd
+from edge_runtime.frontend.features import (
+    STUDENT_FACE_INPUT,
+    FaceInput,
+    VoiceFrontEnd,
+    embed_face_tensor,
+)
 from edge_runtime.metrics import make_pairs, verification_report
 from train.datasets import FaceFolder, Sample, SpeechFolder, holdout_split, manifest_hash
 
@@ -54,10 +59,13 @@ class _NetEmbedder(Embedder):
         self.front_end = VoiceFrontEnd.from_dict(front_end) if modality == "voice" else None
         self.face_input = FaceInput.from_meta(front_end) if modality == "face" else None
 
+    face_tta = "none"  # "flip": as the device embeds with an operating-point file that says so
+
     def embed(self, items: list[Any]) -> np.ndarray:
         if self.face_input is not None:
             make = self.face_input.tensor
-            out = [self._run(make(list(items[i : i + 64]))) for i in range(0, len(items), 64)]
+            out = [embed_face_tensor(self._run, make(list(items[i : i + 64])), self.face_tta)
+                   for i in range(0, len(items), 64)]
             return _unit(np.concatenate(out))
         assert self.front_end is not None
         return _unit(np.stack([self._run(self.front_end.windows(w)).mean(axis=0) for w in items]))
@@ -278,7 +286,7 @@ def evaluate(modality: str, model: str, data: str | Path, *, split: str = "test"
              split_cfg: dict | None = None, max_impostor_per_identity: int = 20, seed: int = 0,
              cache_dir: str | Path, plot: str | Path | None = None, threads: int = 2,
              timing_samples: int = TIMING_SAMPLES, keep_scores: bool = False,
-             probe_s: float | None = None) -> dict:
+             probe_s: float | None = None, face_tta: str = "none") -> dict:
     """Embed the chosen identities, score all genuine and sampled impostor pairs, report.
 
     With `probe_s` (voice), each trial compares a PROBE, the first `probe_s` seconds of voiced
@@ -293,6 +301,11 @@ def evaluate(modality: str, model: str, data: str | Path, *, split: str = "test"
     if modality not in ("face", "voice"):
         raise ConfigError(f"unknown modality {modality!r}: choose face or voice")
     emb = load_embedder(model, modality, threads)
+    if face_tta != "none":
+        if not isinstance(emb, _NetEmbedder) or emb.face_input is None:
+            raise ConfigError(f"--face-tta {face_tta} applies to a face student or face ONNX "
+                              f"model, not to {model!r} ({modality})")
+        emb.face_tta = face_tta
     reader, samples, split_desc = select_samples(modality, data, split,
                                                  split_cfg or emb.split or DEFAULT_SPLIT)
     teacher = model in ("teacher", "teacher-dlib")
@@ -327,7 +340,9 @@ def evaluate(modality: str, model: str, data: str | Path, *, split: str = "test"
         "data_manifest": manifest_hash(reader.samples, Path(data)),
         "split": {**split_desc, "n_identities": len(set(ids)), "n_samples": len(ids),
                   "skipped": len(prepared.skipped)},
-        "scoring": "cosine of L2-normalised embeddings",
+        "scoring": "cosine of L2-normalised embeddings"
+                   + (f", faces averaged with their mirror image ({face_tta})"
+                      if face_tta != "none" else ""),
         **verification_report(gen, imp, fars=(1e-2, 1e-3)),
     }
     n_time = min(timing_samples, len(items))

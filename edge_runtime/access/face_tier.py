@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from edge_runtime.bundle import load_manifest
 from edge_runtime.errors import GalleryError, ModelError
+from edge_runtime.frontend.features import FACE_TTA, tta_digest
 from edge_runtime.models import ModelBundle, face_tier_of
 from edge_runtime.store.gallery import Gallery
 
@@ -22,8 +23,8 @@ def gallery_tiers(gallery: Gallery, bundle: ModelBundle) -> dict[str, list[str]]
         manifest = load_manifest(bundle.root)
     except ModelError:  # a bundle assembled in memory: only its own face model is known
         manifest = {}
-    tiers = {e.sha256: tier for name, e in manifest.items()
-             if (tier := face_tier_of(name)) is not None}
+    tiers = {tta_digest(e.sha256, tta): tier for name, e in manifest.items()
+             if (tier := face_tier_of(name)) is not None for tta in FACE_TTA}
     tiers[bundle.hashes["face"]] = bundle.face_tier
     out: dict[str, list[str]] = {}
     for entry in gallery.list():
