@@ -15,11 +15,21 @@ import json
 from pathlib import Path
 
 from benchmarks.machine import markdown_header
+from edge_runtime.frontend.features import FACE_TTA
 from edge_runtime.plots import plot_roc_det
 from train.evaluate import evaluate, paired_timing
 
 
-def run(models: Path, data: Path, cache: Path, out: Path, timing_samples: int) -> list[dict]:
+def shipped_face_tta(models: Path) -> str:
+    """How the device embeds faces with these models: its FP32 operating-point file says."""
+    from edge_runtime.operating_points import load_operating_points
+
+    path = models / "operating_points.yaml"
+    return load_operating_points(path, {}).face_tta if path.is_file() else "none"
+
+
+def run(models: Path, data: Path, cache: Path, out: Path, timing_samples: int,
+        face_tta: str = "none") -> list[dict]:
     jobs = [("face", data / "lfw", "test", "LFW held-out identities"),
             ("voice", data / "speechocean762", "test", "speechocean762 held-out speakers"),
             ("voice", data / "fsdd", "all", "FSDD, 8 kHz resampled, all 6 speakers (never trained on)")]
@@ -31,15 +41,17 @@ def run(models: Path, data: Path, cache: Path, out: Path, timing_samples: int) -
             candidates.append(("student INT8", str(int8)))
         curves = {}
         for name, model in candidates:
+            tta = face_tta if modality == "face" and name != "teacher" else "none"
             r = evaluate(modality, model, root, split=split, cache_dir=cache,
-                         timing_samples=timing_samples, keep_scores=True)
+                         timing_samples=timing_samples, keep_scores=True, face_tta=tta)
             curves[name] = r.pop("scores")
             rows.append({**r, "modality": modality, "data": label, "model": name, "path": r["model"]})
             print(json.dumps({k: rows[-1][k] for k in ("modality", "data", "model", "eer", "ms_per_sample")}))
         for r in rows[-len(candidates):]:
             if r["model"] != "teacher":  # teacher and this student alternately, same samples
-                r["paired_timing"] = paired_timing(modality, r["path"], root, split=split,
-                                                   cache_dir=cache, n=timing_samples)
+                r["paired_timing"] = paired_timing(
+                    modality, r["path"], root, split=split, cache_dir=cache, n=timing_samples,
+                    face_tta=face_tta if modality == "face" else "none")
                 print(json.dumps({"model": r["model"], **r["paired_timing"]}))
         png = out.parent / f"students_{modality}_{root.name}.png"
         plot_roc_det(curves, png, title=f"{modality}: {label}")
@@ -109,8 +121,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/students.md"))
     ap.add_argument("--timing-samples", type=int, default=100)
     ap.add_argument("--notes", type=Path, help="markdown appended verbatim (what was tried)")
+    ap.add_argument("--face-tta", choices=("auto", *FACE_TTA), default="auto",
+                    help="how face students embed (auto: as MODELS/operating_points.yaml says)")
     args = ap.parse_args()
-    rows = run(args.models, args.data, args.cache, args.out, args.timing_samples)
+    face_tta = shipped_face_tta(args.models) if args.face_tta == "auto" else args.face_tta
+    rows = run(args.models, args.data, args.cache, args.out, args.timing_samples, face_tta)
     (args.out.with_suffix(".json")).write_text(json.dumps(rows, indent=2, default=str))
     text = markdown_header("Students vs teachers (issue 3)", "see the data column; held-out identities "
                            "from holdout_split(test_fraction=0.2, val_fraction=0.1, seed=0)")
@@ -122,6 +137,10 @@ def main() -> None:
              f"pass timing teacher and student ALTERNATELY on the same {args.timing_samples} "
              "samples (this VM's speed drifts by ~2x from minute to minute).\n")
     text += "\n" + table(rows) + "\n"
+    if face_tta != "none":
+        text += (f"\nFace student rows embed as the device does with the shipped operating "
+                 f"points (`face_tta: {face_tta}`: each face averaged with its mirror image, a "
+                 "batch of 2; the timing includes it). Plain vs flip: `benchmarks/face_tta.md`.\n")
     if any(r["model"] == "student INT8" for r in rows):
         text += ("\nINT8 rows run the shipped QDQ file on onnxruntime's CPU int8 kernels. Without "
                  "VNNI this CPU sums u8 x s8 products in saturating int16, an error TensorRT's "

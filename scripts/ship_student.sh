@@ -7,8 +7,9 @@
 #   scripts/ship_student.sh voice /work/runs/i15_v3/student.pt
 #
 # Environment: DATA (default ../shared/data), CACHE (default /work/cache), RUNS (scratch folder
-# for the head runs, default /work/runs/ship), STEPS (default all; e.g. "calibrate modes" to
-# resume after a failed step). Long steps run under `nice -n 19`; a 2-core machine needs
+# for the head runs, default /work/runs/ship), FACE_TTA (none|flip: how the student tier's
+# operating points make the device embed faces, benchmarks/face_tta.md; default flip),
+# STEPS (default all; e.g. "calibrate modes" to resume after a failed step). Long steps run under `nice -n 19`; a 2-core machine needs
 # about 1-2 h for the whole chain. A voice student changes the large face tier's heads and
 # operating points too (they fuse the same voice), a face student only the student tier's.
 set -euo pipefail
@@ -19,6 +20,7 @@ DATA=${DATA:-../shared/data}
 CACHE=${CACHE:-/work/cache}
 RUNS=${RUNS:-/work/runs/ship}
 STEPS=${STEPS:-"ship export heads calibrate modes benchmarks demo"}
+FACE_TTA=${FACE_TTA:-flip}
 PY=${PY:-python}
 EDGEPIN=${EDGEPIN:-edgepin}
 NICE="nice -n 19"
@@ -43,7 +45,8 @@ if want ship; then
 fi
 if want export; then
   say "INT8 export and its gate"
-  $NICE $EDGEPIN export --target orin --models models --out models
+  $NICE $EDGEPIN export --target orin --models models --out models --only "$modality" \
+    --data-faces "$DATA/lfw" --data-voices "$DATA/speechocean762" --cache "$CACHE"
   $NICE $PY -m benchmarks.int8 --models models --data-faces "$DATA/lfw" \
     --data-voices "$DATA/speechocean762" --cache "$CACHE" --threads 1
 fi
@@ -60,12 +63,13 @@ fi
 if want calibrate; then
   for tier in "${tiers[@]}"; do
     suffix=$([[ $tier == large ]] && echo ".large" || echo "")
+    tta=$([[ $tier == large ]] && echo none || echo "$FACE_TTA")
     say "operating points, $tier tier"
     $NICE $EDGEPIN calibrate --models models --data "$DATA" --face-tier "$tier" --cache "$CACHE" \
-      --out "models/operating_points$suffix.yaml" \
+      --face-tta "$tta" --out "models/operating_points$suffix.yaml" \
       $([[ $tier == student ]] && echo "--report benchmarks/operating_points.md")
     $NICE $EDGEPIN calibrate --models models --data "$DATA" --face-tier "$tier" --cache "$CACHE" \
-      --precision int8 --out "models/operating_points$suffix.int8.yaml" \
+      --face-tta "$tta" --precision int8 --out "models/operating_points$suffix.int8.yaml" \
       $([[ $tier == student ]] && echo "--report benchmarks/operating_points_int8.md")
   done
 fi
@@ -77,8 +81,10 @@ if want modes; then
     --sync-from benchmarks/avsync.json --voice-data "$DATA"
 fi
 if want benchmarks; then
-  say "students vs teachers, attacks"
-  $NICE $PY -m benchmarks.students --models models --data "$DATA" --timing-samples 100
+  say "students vs teachers, latency, attacks"
+  $NICE $PY -m benchmarks.students --models models --data "$DATA" --cache "$CACHE" \
+    --timing-samples 100 --notes benchmarks/notes/students_tried.md
+  $EDGEPIN bench --models models --runs 200 --warmup 20 --out benchmarks
   $NICE $PY -m benchmarks.attacks --models models --data "$DATA" --out benchmarks/attacks.md
   if [[ " ${tiers[*]} " == *" large "* ]]; then
     $NICE $PY -m benchmarks.attacks --models models --data "$DATA" --face-tier large \

@@ -189,7 +189,7 @@ def select_samples(modality: str, data: str | Path, split: str, split_cfg: dict
 
 def paired_timing(modality: str, student: str, data: str | Path, *, split: str = "test",
                   cache_dir: str | Path, threads: int = 2, n: int = TIMING_SAMPLES,
-                  pause_s: float = 0.25) -> dict:
+                  pause_s: float = 0.25, face_tta: str = "none") -> dict:
     """Teacher and student timed alternately on the same samples (batch 1, embedding only).
 
     On a shared or throttled machine the speed changes from minute to minute; alternating
@@ -200,6 +200,8 @@ def paired_timing(modality: str, student: str, data: str | Path, *, split: str =
     from train.prepare import prepare_faces, prepare_voices
 
     st = load_embedder(student, modality, threads)
+    if isinstance(st, _NetEmbedder) and st.face_input is not None:
+        st.face_tta = face_tta  # the student as the device runs it (one batch of 2 with flip)
     te = load_embedder("teacher", modality, threads)
     _, samples, _ = select_samples(modality, data, split, st.split or DEFAULT_SPLIT)
     if modality == "face":
