@@ -23,7 +23,7 @@ STEPS=${STEPS:-"ship export heads calibrate modes benchmarks demo"}
 FACE_TTA=${FACE_TTA:-flip}
 PY=${PY:-python}
 EDGEPIN=${EDGEPIN:-edgepin}
-NICE="nice -n 19"
+NICE=${NICE:-nice -n 19}
 
 case "$modality" in face|voice) ;; *) echo "modality must be face or voice, got $modality" >&2; exit 2 ;; esac
 [[ -f "$ckpt" ]] || { echo "checkpoint not found: $ckpt" >&2; exit 2; }
