@@ -115,7 +115,8 @@ def _calibration(modality: str, fp32: Path, meta: dict, opts: ExportOptions, spl
             else VoiceFrontEnd()
         key["front_end"] = front_end.to_dict()
 
-    if modality == "face_large":  # its own crop: the key keeps its set apart from the student's
+    if modality in ("face", "face_large"):  # its own crop (grey or colour student, dlib chip): a
+        # set made for one face input is never reused for another
         key["front_end"] = FaceInput.from_meta(meta.get("front_end")).to_dict()
 
     def build() -> tuple[dict, dict]:

@@ -9,6 +9,8 @@
 # Environment: DATA (default ../shared/data), CACHE (default /work/cache), RUNS (scratch folder
 # for the head runs, default /work/runs/ship), FACE_TTA (none|flip: how the student tier's
 # operating points make the device embed faces, benchmarks/face_tta.md; default flip),
+# EXPORT_ARGS (extra `edgepin export` options, e.g. "--n-calib 320" where memory is short: the
+# face's percentile calibration holds every activation of every sample, ~30 MB each),
 # STEPS (default all; e.g. "calibrate modes" to resume after a failed step). Long steps run under `nice -n 19`; a 2-core machine needs
 # about 1-2 h for the whole chain. A voice student changes the large face tier's heads and
 # operating points too (they fuse the same voice), a face student only the student tier's.
@@ -46,7 +48,7 @@ fi
 if want export; then
   say "INT8 export and its gate"
   $NICE $EDGEPIN export --target orin --models models --out models --only "$modality" \
-    --data-faces "$DATA/lfw" --data-voices "$DATA/speechocean762" --cache "$CACHE"
+    --data-faces "$DATA/lfw" --data-voices "$DATA/speechocean762" --cache "$CACHE" ${EXPORT_ARGS:-}
   $NICE $PY -m benchmarks.int8 --models models --data-faces "$DATA/lfw" \
     --data-voices "$DATA/speechocean762" --cache "$CACHE" --threads 1
 fi
