@@ -281,8 +281,28 @@ def run_export(opts: ExportOptions) -> dict[str, Any]:
     report["ok"] = (all(r["gate"]["ok"] for r in report["models"].values())
                     and report.get("detector", {}).get("ok", True) is not False)
     report["report_file"] = str(out / report_name(opts.modalities))
+    _carry_over(report, Path(report["report_file"]))
     Path(report["report_file"]).write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
+
+
+def _carry_over(report: dict[str, Any], path: Path) -> None:
+    """Re-exporting one student (``--only face``) keeps the other student's section of the
+    folder's report: its INT8 file and gate are still the shipped ones."""
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+        models = old["models"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # an unreadable old report is simply replaced
+    kept = {m: r for m, r in models.items() if m not in report["models"]}
+    if not kept:
+        return
+    report["models"].update(kept)
+    report["carried_over"] = {m: {"from_export": old.get("created"), "reason":
+                                  "not re-exported in this run (--only)"} for m in kept}
+    report["ok"] = report["ok"] and all(r["gate"]["ok"] for r in kept.values())
 
 
 def report_name(models: Sequence[str]) -> str:

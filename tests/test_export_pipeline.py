@@ -360,3 +360,21 @@ def test_per_model_options() -> None:
     items = ["Softmax", "voice:ReduceMean", "face:PRelu", "face:last:2"]
     assert for_model(items, "voice") == ["Softmax", "ReduceMean"]
     assert for_model(items, "face") == ["Softmax", "PRelu", "last:2"]
+
+
+def test_only_one_student_keeps_the_other_students_report(orin: dict, work: dict,
+                                                          tmp_path: Path) -> None:
+    """`--only face` into a folder exported before: the voice section (its INT8 file and gate,
+    still the shipped ones) stays in export_report.json, marked as carried over."""
+    import shutil
+
+    out = tmp_path / "again"
+    shutil.copytree(orin["out"], out)
+    before = json.loads((out / "export_report.json").read_text())
+    code = main(_cli(work, out, "--target", "orin", "--only", "face", "--min-cos-p1", "0.5",
+                     "--max-eer-rise-pt", "100"))
+    after = json.loads((out / "export_report.json").read_text())
+    assert code == 0
+    assert after["models"]["voice"] == before["models"]["voice"]
+    assert after["carried_over"]["voice"]["from_export"] == before["created"]
+    assert set(after["carried_over"]) == {"voice"}  # face was exported again, not carried
