@@ -162,9 +162,11 @@ def markdown(results: dict[str, Any], report: dict[str, Any], sizes: dict[str, A
         if k:
             lines.append(f"- {m}: the same file run by onnxruntime's fused CPU int8 kernels on "
                          f"this machine gives cosine min {k['cos_min']:.4f}, p1 {k['cos_p1']:.4f}"
-                         f", median {k['cos_median']:.4f} (no VNNI: u8 x s8 products are summed "
-                         "in saturating int16, an error TensorRT's int32 accumulation does not "
-                         "have; see export/qdq_reference.py).")
+                         f", median {k['cos_median']:.4f} " + (
+                             "(VNNI: int32 accumulation, as TensorRT's)." if mach["vnni"] else
+                             "(no VNNI: u8 x s8 products are summed in saturating int16, an "
+                             "error TensorRT's int32 accumulation does not have; see "
+                             "export/qdq_reference.py)."))
         q = report["models"][m].get("quantization", {})
         lines.append(f"- {m} quantization: calibration {q.get('calibrate_method')}, op types kept "
                      f"in float beyond the defaults: {[o for o in q.get('excluded_op_types', []) if o not in DEFAULT_EXCLUDED] or 'none'}"
