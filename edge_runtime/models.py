@@ -39,6 +39,7 @@ from edge_runtime.frontend.features import (
     FaceInput,
     VoiceFrontEnd,
     embed_face_tensor,
+    l2_normalise,
     tta_digest,
 )
 from edge_runtime.operating_points import OperatingPoints, load_operating_points
@@ -139,12 +140,6 @@ def parse_threshold_overrides(items: list[str] | None) -> dict[str, float]:
             )
         out[name.strip()] = number
     return out
-
-
-def _l2(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
 def tensorrt_machine() -> dict[str, str | None]:
@@ -418,8 +413,8 @@ class ModelBundle:
                     windows: np.ndarray | None = None) -> np.ndarray:
         """Utterance -> (256,) embedding: L2-normalised mean of its window embeddings."""
         feats = self.voice_windows(wav16k) if windows is None else windows
-        out = _l2(self.runners["voice"].run({"feats": feats})["embedding"])
-        return _l2(out.mean(axis=0))
+        out = l2_normalise(self.runners["voice"].run({"feats": feats})["embedding"])
+        return l2_normalise(out.mean(axis=0))
 
     def cross_scores(self, face_emb: np.ndarray, voice_emb: np.ndarray) -> dict[str, float]:
         """Live face vs live voice: {"pin": cosine, "faa": probability} for the heads present."""
@@ -428,8 +423,8 @@ class ModelBundle:
         out: dict[str, float] = {}
         pf = pv = None
         if "pin_face" in self.runners:
-            pf = _l2(self.runners["pin_face"].run({"face_emb": f})["pin"])
-            pv = _l2(self.runners["pin_voice"].run({"voice_emb": v})["pin"])
+            pf = l2_normalise(self.runners["pin_face"].run({"face_emb": f})["pin"])
+            pv = l2_normalise(self.runners["pin_voice"].run({"voice_emb": v})["pin"])
             out["pin"] = float(np.sum(pf * pv))
         if "faa" in self.runners:
             feed = {"face_emb": pf, "voice_emb": pv} if self.faa_inputs == "pin" else \

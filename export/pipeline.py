@@ -300,8 +300,10 @@ def _carry_over(report: dict[str, Any], path: Path) -> None:
     if not kept:
         return
     report["models"].update(kept)
-    report["carried_over"] = {m: {"from_export": old.get("created"), "reason":
-                                  "not re-exported in this run (--only)"} for m in kept}
+    earlier = old.get("carried_over") or {}  # already carried: keep the export it came from
+    report["carried_over"] = {m: {"from_export": (earlier.get(m) or {}).get("from_export")
+                                  or old.get("created"),
+                                  "reason": "not re-exported in this run (--only)"} for m in kept}
     report["ok"] = report["ok"] and all(r["gate"]["ok"] for r in kept.values())
 
 

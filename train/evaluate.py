@@ -66,7 +66,7 @@ class _NetEmbedder(Embedder):
             make = self.face_input.tensor
             out = [embed_face_tensor(self._run, make(list(items[i : i + 64])), self.face_tta)
                    for i in range(0, len(items), 64)]
-            return _unit(np.concatenate(out))
+            return np.concatenate(out)  # unit rows already
         assert self.front_end is not None
         return _unit(np.stack([self._run(self.front_end.windows(w)).mean(axis=0) for w in items]))
 

@@ -75,10 +75,10 @@ def embed_face_tensor(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
     if tta not in FACE_TTA:
         raise ModelError(f"face test-time augmentation must be one of {FACE_TTA}, got {tta!r}")
     if tta == "none":
-        return _unit(run(x))
+        return l2_normalise(run(x))
     n = x.shape[0]
-    out = _unit(run(np.ascontiguousarray(np.concatenate([x, x[..., ::-1]]))))
-    return _unit(out[:n] + out[n:])
+    out = l2_normalise(run(np.ascontiguousarray(np.concatenate([x, x[..., ::-1]]))))
+    return l2_normalise(out[:n] + out[n:])
 
 
 def tta_digest(sha256: str, tta: str) -> str:
@@ -90,7 +90,8 @@ def tta_digest(sha256: str, tta: str) -> str:
     return hashlib.sha256(f"{sha256}+tta:{tta}".encode()).hexdigest()
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows (last axis) scaled to unit length, float32; a zero row stays zero."""
     x = np.asarray(x, dtype=np.float32)
     return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
