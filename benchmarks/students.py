@@ -53,6 +53,15 @@ def run(models: Path, data: Path, cache: Path, out: Path, timing_samples: int,
                     modality, r["path"], root, split=split, cache_dir=cache, n=timing_samples,
                     face_tta=face_tta if modality == "face" else "none")
                 print(json.dumps({"model": r["model"], **r["paired_timing"]}))
+            if modality == "face" and r["model"] == "student FP32":  # the promise: vs dlib itself
+                for key, tta in (("paired_timing_dlib", face_tta),
+                                 ("paired_timing_dlib_plain", "none")):
+                    if key.endswith("plain") and face_tta == "none":
+                        break
+                    r[key] = paired_timing(
+                        modality, r["path"], root, split=split, cache_dir=cache,
+                        n=max(1, timing_samples // 2), face_tta=tta, teacher="teacher-dlib")
+                    print(json.dumps({"model": r["model"], "face_tta": tta, **r[key]}))
         png = out.parent / f"students_{modality}_{root.name}.png"
         plot_roc_det(curves, png, title=f"{modality}: {label}")
         rows[-1]["plot"] = str(png)
@@ -89,6 +98,8 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# issue 14's acceptance for the face student FP32 (held-out LFW)
+ISSUE14_EER, ISSUE14_TAR = 0.030, 0.90
 # issue 3's acceptance: (data label, max EER gap in points, min speed-up), FP32 students
 TARGETS = {"face": ("LFW held-out identities", 1.0, 25.0),
            "voice": ("speechocean762 held-out speakers", 1.0, 15.0)}
@@ -104,13 +115,52 @@ def verdict(rows: list[dict]) -> str:
             continue
         t, s = pick["teacher"], pick["student FP32"]
         gap = 100 * (s["eer"] - t["eer"])
-        p = s.get("paired_timing")
+        p = s.get("paired_timing_dlib") or s.get("paired_timing")
         speed = p["speedup_median_of_ratios"] if p else t["ms_per_sample"] / s["ms_per_sample"]
+        against = "dlib's own code" if "paired_timing_dlib" in s else "the teacher row"
         g = "met" if gap <= max_gap else f"MISSED by {gap - max_gap:.2f} pt"
         v = "met" if speed >= min_speed else f"MISSED by {min_speed - speed:.1f}x"
         lines.append(f"- {modality} ({label}): EER gap {gap:+.2f} pt (target <= {max_gap:.1f} pt): "
-                     f"{g}; speed-up {speed:.1f}x (target >= {min_speed:.0f}x): {v}")
+                     f"{g}; speed-up vs {against} {speed:.1f}x (target >= {min_speed:.0f}x): {v}")
+    face = {r["model"]: r for r in rows
+            if r["modality"] == "face" and r["data"] == TARGETS["face"][0]}
+    if "student FP32" in face:
+        s = face["student FP32"]
+        tar = (s.get("tar@far=0.01") or {}).get("tar")
+        lines += ["", "## Targets (issue 14: face student FP32, same run)", "",
+                  f"- EER {100 * s['eer']:.2f} % (target <= {100 * ISSUE14_EER:.1f} %): "
+                  + ("met" if s["eer"] <= ISSUE14_EER else "MISSED"),
+                  f"- TAR at FAR 1e-2 {'n/a' if tar is None else f'{100 * tar:.1f} %'} (target >= "
+                  f"{100 * ISSUE14_TAR:.0f} %): " + ("met" if tar is not None and tar >= ISSUE14_TAR
+                                                     else "MISSED")]
     return "\n".join(lines) + "\n"
+
+
+def dlib_timing(rows: list[dict]) -> str:
+    """The face student against dlib's own code (what issue 14's speed-up is promised against)."""
+    for r in rows:
+        p = r.get("paired_timing_dlib")
+        if p:
+            return (f"\nFace student FP32 vs dlib's own code (`teacher-dlib`: dlib's "
+                    f"`compute_face_descriptor` on the same chip), timed alternately on "
+                    f"{p['samples']} held-out faces: {p['teacher_ms']:.1f} ms vs "
+                    f"{p['student_ms']:.2f} ms, speed-up {p['speedup_median_of_ratios']:.1f}x "
+                    "(median of per-face ratios)." + _plain(r) + " The `teacher` rows are the ONNX "
+                    "port of the same network, which the device could run too; it is about as "
+                    "fast as the student on this CPU, so against it the student's case is "
+                    "accuracy per byte (INT8 file size), not speed.\n")
+    return ""
+
+
+def _plain(r: dict) -> str:
+    p = r.get("paired_timing_dlib_plain")
+    if not p:
+        return ""
+    return (f" Without the flip (one face, no mirror image) the same pass gave {p['teacher_ms']:.1f}"
+            f" ms vs {p['student_ms']:.2f} ms, {p['speedup_median_of_ratios']:.1f}x: the flip "
+            "doubles the student's network time, and it is kept because it lowers the held-out "
+            "EER (`benchmarks/face_tta.md`); a device short of time can ship `face_tta: none` "
+            "operating points instead.")
 
 
 def main() -> None:
@@ -136,16 +186,19 @@ def main() -> None:
              "log-mel included); the speed-up is the median of per-sample ratios from a second "
              f"pass timing teacher and student ALTERNATELY on the same {args.timing_samples} "
              "samples (this VM's speed drifts by ~2x from minute to minute).\n")
-    text += "\n" + table(rows) + "\n"
+    text += "\n" + table(rows) + "\n" + dlib_timing(rows)
     if face_tta != "none":
         text += (f"\nFace student rows embed as the device does with the shipped operating "
                  f"points (`face_tta: {face_tta}`: each face averaged with its mirror image, a "
                  "batch of 2; the timing includes it). Plain vs flip: `benchmarks/face_tta.md`.\n")
     if any(r["model"] == "student INT8" for r in rows):
-        text += ("\nINT8 rows run the shipped QDQ file on onnxruntime's CPU int8 kernels. Without "
-                 "VNNI this CPU sums u8 x s8 products in saturating int16, an error TensorRT's "
-                 "int32 accumulation does not have; the export's accuracy gate measures the QDQ "
-                 "arithmetic as TensorRT executes it (`benchmarks/int8.md`).\n")
+        from benchmarks.int8 import machine
+
+        text += ("\nINT8 rows run the shipped QDQ file on onnxruntime's CPU int8 kernels " + (
+            "(this CPU has VNNI: int32 accumulation, as TensorRT's). " if machine()["vnni"] else
+            "(this CPU has no VNNI: u8 x s8 products are summed in saturating int16, an error "
+            "TensorRT's int32 accumulation does not have). ") + "The export's accuracy gate "
+            "measures the QDQ arithmetic as TensorRT executes it (`benchmarks/int8.md`).\n")
     text += "\n" + verdict(rows)
     text += "".join(f"\n![{Path(r['plot']).stem}]({Path(r['plot']).name})\n" for r in rows if "plot" in r)
     if args.notes:

@@ -20,9 +20,9 @@ def test_verdict_says_which_target_is_missed_and_by_how_much():
             row("voice", VOICE, "teacher", 0.02, 80.0), row("voice", VOICE, "student FP32", 0.025, 8.0)]
     text = verdict(rows)
     assert "face (LFW held-out identities): EER gap +1.50 pt (target <= 1.0 pt): MISSED by 0.50 pt; " \
-           "speed-up 20.0x (target >= 25x): MISSED by 5.0x" in text
+           "speed-up vs the teacher row 20.0x (target >= 25x): MISSED by 5.0x" in text
     assert "voice (speechocean762 held-out speakers): EER gap +0.50 pt (target <= 1.0 pt): met; " \
-           "speed-up 10.0x (target >= 15x): MISSED by 5.0x" in text
+           "speed-up vs the teacher row 10.0x (target >= 15x): MISSED by 5.0x" in text
 
 
 def test_verdict_without_rows_says_not_measured():
@@ -32,4 +32,37 @@ def test_verdict_without_rows_says_not_measured():
 
 def test_verdict_prefers_the_paired_speedup():
     rows = [row("face", FACE, "teacher", 0.02, 100.0), row("face", FACE, "student FP32", 0.02, 10.0, 30.0)]
-    assert "speed-up 30.0x (target >= 25x): met" in verdict(rows)
+    assert "speed-up vs the teacher row 30.0x (target >= 25x): met" in verdict(rows)
+
+
+def test_face_speedup_is_judged_against_dlibs_own_code_when_timed():
+    """The ONNX port is as fast as the student; the promise is against dlib itself."""
+    student = row("face", FACE, "student FP32", 0.028, 2.0, 1.0)
+    student["paired_timing_dlib"] = {"speedup_median_of_ratios": 27.0}
+    student["tar@far=0.01"] = {"tar": 0.93}
+    text = verdict([row("face", FACE, "teacher", 0.0174, 2.0), student])
+    assert "speed-up vs dlib's own code 27.0x (target >= 25x): met" in text
+    assert "- EER 2.80 % (target <= 3.0 %): met" in text
+    assert "- TAR at FAR 1e-2 93.0 % (target >= 90 %): met" in text
+
+
+def test_issue14_verdict_flags_a_missed_eer():
+    student = row("face", FACE, "student FP32", 0.0322, 2.0, 1.0)
+    student["tar@far=0.01"] = {"tar": 0.89}
+    text = verdict([row("face", FACE, "teacher", 0.0174, 2.0), student])
+    assert "- EER 3.22 % (target <= 3.0 %): MISSED" in text
+    assert "- TAR at FAR 1e-2 89.0 % (target >= 90 %): MISSED" in text
+
+
+def test_dlib_timing_line_gives_both_the_shipped_and_the_plain_student():
+    from benchmarks.students import dlib_timing
+
+    student = row("face", FACE, "student FP32", 0.028, 2.0, 1.0)
+    student["paired_timing_dlib"] = {"samples": 50, "teacher_ms": 56.0, "student_ms": 2.8,
+                                     "speedup_median_of_ratios": 20.1}
+    student["paired_timing_dlib_plain"] = {"samples": 50, "teacher_ms": 55.0, "student_ms": 1.9,
+                                           "speedup_median_of_ratios": 28.9}
+    text = dlib_timing([row("face", FACE, "teacher", 0.0174, 2.0), student])
+    assert "56.0 ms vs 2.80 ms, speed-up 20.1x" in text
+    assert "55.0 ms vs 1.90 ms, 28.9x" in text
+    assert dlib_timing([row("face", FACE, "teacher", 0.0174, 2.0)]) == ""

@@ -189,8 +189,11 @@ def select_samples(modality: str, data: str | Path, split: str, split_cfg: dict
 
 def paired_timing(modality: str, student: str, data: str | Path, *, split: str = "test",
                   cache_dir: str | Path, threads: int = 2, n: int = TIMING_SAMPLES,
-                  pause_s: float = 0.25, face_tta: str = "none") -> dict:
+                  pause_s: float = 0.25, face_tta: str = "none", teacher: str = "teacher") -> dict:
     """Teacher and student timed alternately on the same samples (batch 1, embedding only).
+
+    `teacher` is `teacher` (face: the ONNX port of dlib's network) or `teacher-dlib` (dlib's own
+    code, which a face student's speed-up is promised against).
 
     On a shared or throttled machine the speed changes from minute to minute; alternating
     sample by sample gives both models the same conditions, so their ratio is fair. A pause
@@ -202,7 +205,7 @@ def paired_timing(modality: str, student: str, data: str | Path, *, split: str =
     st = load_embedder(student, modality, threads)
     if isinstance(st, _NetEmbedder) and st.face_input is not None:
         st.face_tta = face_tta  # the student as the device runs it (one batch of 2 with flip)
-    te = load_embedder("teacher", modality, threads)
+    te = load_embedder(teacher, modality, threads)
     _, samples, _ = select_samples(modality, data, split, st.split or DEFAULT_SPLIT)
     if modality == "face":
         prep = prepare_faces(samples[: n + 16], cache_dir, with_teacher=False)
@@ -221,7 +224,7 @@ def paired_timing(modality: str, student: str, data: str | Path, *, split: str =
         t_student.append(st.time_one(item))
         time.sleep(pause_s)
     a, b = np.asarray(t_teacher), np.asarray(t_student)
-    return {"samples": len(pairs), "teacher_ms": float(np.median(a) * 1000),
+    return {"samples": len(pairs), "teacher": te.name, "teacher_ms": float(np.median(a) * 1000),
             "student_ms": float(np.median(b) * 1000), "speedup_median_of_ratios":
             float(np.median(a / b)), "batch": 1, "threads": threads, "statistic": "median",
             "order": f"alternating teacher, student per sample, {pause_s:g} s pause between"}
