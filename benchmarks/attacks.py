@@ -474,7 +474,7 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
     for mode, rows in summary.items():
         mm = res["modes"][mode]
         veto = "voice must support the candidate" if mode.startswith("two-factor") else \
-            f"voice veto {mm.get('voice_veto', 'LLR ' + format(mm['voice_veto_llr'], 'g'))}"
+            f"voice veto {mm.get('voice_veto') or 'LLR ' + format(mm['voice_veto_llr'], 'g')}"
         lines += [f"## Mode `{mode}` (FAR target {mm['target_far']:g}, AV-sync threshold "
                   f"{mm['avsync_threshold']:.2f}, {veto}, "
                   f"min speech {mm['min_speech_s']:g} s)", "",

@@ -1,0 +1,57 @@
+"""The attack benchmark's tables from per-attempt rows (synthetic rows: the report logic only;
+the attempts themselves run through the real Verifier in `benchmarks/attacks.py`)."""
+
+from __future__ import annotations
+
+from benchmarks.attacks import clopper_pearson, render, summarise
+
+MODES = {"face+liveness": {"target_far": 0.01, "avsync_threshold": 1.38, "min_speech_s": 0.5,
+                           "voice_veto": "calibrated, q=0.02 (cross-fitted)"},
+         "face+liveness, FAR 0.001": {"target_far": 0.001, "avsync_threshold": 1.38,
+                                      "min_speech_s": 0.5,
+                                      "voice_veto": "calibrated, q=0.02 (cross-fitted)"}}
+
+
+def _att(who: str, expected: str | None, granted: dict[str, bool], identity: str | None = None):
+    return {"who": who, "expected": expected, "speech_s": 2.0,
+            **{m: {"granted": g, "identity": identity if g else None,
+                   "reason": "[face+liveness] granted" if g else
+                   "[face+liveness] face does not identify anyone: best x 0.5"}
+               for m, g in granted.items()}}
+
+
+def _result() -> dict:
+    genuine = [_att(f"p{i % 5}", f"p{i % 5}", {"face+liveness": i != 0,
+                                                "face+liveness, FAR 0.001": i > 2},
+                    identity=f"p{i % 5}") for i in range(20)]
+    zero = [_att(f"s{i % 4}", None, {"face+liveness": i == 7, "face+liveness, FAR 0.001": False})
+            for i in range(40)]
+    return {"kinds": {"genuine": genuine, "zero-effort": zero}, "grid": {}, "modes": MODES,
+            "gallery_size": 5, "strangers": 4, "people": 9, "machine": {"cpu": "test"},
+            "precision": "fp32", "default_mode": "face+liveness", "done": 60, "planned": 60,
+            "date": "2026-12-01"}
+
+
+def test_rates_count_each_mode_on_the_same_attempts():
+    s = summarise(_result())
+    assert s["face+liveness"]["genuine"]["errors"] == 1
+    assert s["face+liveness, FAR 0.001"]["genuine"]["errors"] == 3
+    assert s["face+liveness"]["zero-effort"]["errors"] == 1
+    assert s["face+liveness"]["zero-effort"]["n"] == 40
+    lo, hi = s["face+liveness"]["zero-effort"]["ci"]
+    assert (lo, hi) == clopper_pearson(1, 40) and lo < 1 / 40 < hi
+    assert s["face+liveness"]["genuine"]["denied_because"] == {"face does not identify anyone": 1}
+
+
+def test_a_grant_of_the_wrong_person_is_a_bona_fide_error():
+    res = _result()
+    res["kinds"]["genuine"][1]["face+liveness"]["identity"] = "p3"  # granted, but as someone else
+    assert summarise(res)["face+liveness"]["genuine"]["errors"] == 2
+
+
+def test_report_names_the_far_of_each_mode_the_date_and_the_fmr_gallery():
+    res = _result()
+    text = render(res, summarise(res))
+    assert "## Mode `face+liveness, FAR 0.001` (FAR target 0.001," in text
+    assert "| zero-effort (ARTIFICIAL) | FMR (gallery 5) | 1 / 40 | 2.50% |" in text
+    assert "Date: 2026-12-01." in text
