@@ -138,3 +138,24 @@ def test_bands_from_config_and_unknown_band_refused() -> None:
                                  ["room.bands=[telephone,walkie]"]))
     with pytest.raises(ConfigError, match="room.bands"):
         RoomAugment(bands=())
+
+
+def test_clean_band_views_only_limit_the_band() -> None:
+    """Band-only views: no noise, room or speed; deterministic; the 5 kHz tone is gone."""
+    aug = RoomAugment(clean_band_views=1)
+    views = [aug.sample_clean_band(s) for s in range(100)]
+    assert views == [aug.sample_clean_band(s) for s in range(100)]
+    assert {v.band for v in views} == {"narrowband", "telephone"}
+    assert all(v.noise == "none" and v.rir == -1 and v.speed == 1.0 for v in views)
+    x = _tone()
+    y = apply_view(x, next(v for v in views if v.band == "narrowband"), None, {}).astype(np.float64)
+    spec_x, spec_y = np.abs(np.fft.rfft(x)), np.abs(np.fft.rfft(y))
+    k5 = int(5000 * len(x) / SR)
+    assert len(y) == len(x) and spec_y[k5] < 0.05 * spec_x[k5]
+
+
+def test_clean_band_settings_are_checked() -> None:
+    with pytest.raises(Exception, match="clean_bands"):
+        RoomAugment(clean_bands=("fm-radio",))
+    with pytest.raises(Exception, match="clean_band_views"):
+        RoomAugment(clean_band_views=-1)

@@ -144,7 +144,7 @@ def extra_voice_samples(cfg: dict) -> tuple[list[Sample], dict]:
 def room_augment(cfg: dict) -> RoomAugment:
     """The door-condition augmentation described by the config's `room` section."""
     r = {k: v for k, v in cfg["room"].items() if k not in ("views_per_window", "seed")}
-    for k in ("snr_db", "speed", "babble_talkers", "rt60_s", "noise_kinds", "bands"):
+    for k in ("snr_db", "speed", "babble_talkers", "rt60_s", "noise_kinds", "bands", "clean_bands"):
         if k in r:
             r[k] = tuple(r[k])
     return RoomAugment(**r)
@@ -180,7 +180,8 @@ class VoiceTask:
         if "short_s" in aug:
             aug["short_s"] = tuple(aug["short_s"])
         views = None
-        if cfg.get("room") and int(cfg["room"].get("views_per_window", 0)) > 0:
+        if cfg.get("room") and (int(cfg["room"].get("views_per_window", 0))
+                                + int(cfg["room"].get("clean_band_views", 0))) > 0:
             views = prepare_room_views(sets["train"], cache_dir, fe.window_samples,
                                        room_augment(cfg),
                                        views_per_window=int(cfg["room"]["views_per_window"]),
