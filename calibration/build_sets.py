@@ -41,6 +41,7 @@ from edge_runtime.frontend.features import (
     STUDENT_FACE_INPUT,
     FaceInput,
     VoiceFrontEnd,
+    l2_normalise,
 )
 
 log = logging.getLogger(__name__)
@@ -247,10 +248,6 @@ def _run_onnx(path: Path, feeds: Mapping[str, np.ndarray], batch: int = 64) -> n
     return np.concatenate(out)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
 def head_calibration(
     heads: Mapping[str, Path], face_onnx: Path, voice_onnx: Path,
     face_inputs: np.ndarray, utterance_windows: list[np.ndarray], *,
@@ -266,7 +263,7 @@ def head_calibration(
     if not utterance_windows:
         raise DatasetError("head calibration: no voiced utterance in the voice calibration data")
     face_emb = _run_onnx(face_onnx, {"face": face_inputs})
-    voice_emb = _unit(np.stack([_run_onnx(voice_onnx, {"feats": w}).mean(axis=0)
+    voice_emb = l2_normalise(np.stack([_run_onnx(voice_onnx, {"feats": w}).mean(axis=0)
                                 for w in utterance_windows]))
     rng = np.random.default_rng(seed)
     n = max(len(face_emb), len(voice_emb))

@@ -20,16 +20,13 @@ from edge_runtime.frontend.features import (
     FaceInput,
     VoiceFrontEnd,
     embed_face_tensor,
+    l2_normalise,
 )
 from edge_runtime.metrics import make_pairs, verification_report
 from train.datasets import FaceFolder, Sample, SpeechFolder, holdout_split, manifest_hash
 
 DEFAULT_SPLIT = {"test_fraction": 0.2, "val_fraction": 0.1, "seed": 0}
 TIMING_SAMPLES = 50
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 class Embedder:
@@ -68,7 +65,7 @@ class _NetEmbedder(Embedder):
                    for i in range(0, len(items), 64)]
             return np.concatenate(out)  # unit rows already
         assert self.front_end is not None
-        return _unit(np.stack([self._run(self.front_end.windows(w)).mean(axis=0) for w in items]))
+        return l2_normalise(np.stack([self._run(self.front_end.windows(w)).mean(axis=0) for w in items]))
 
 
 def load_embedder(model: str, modality: str, threads: int = 2) -> Embedder:
@@ -138,7 +135,7 @@ class _TeacherEmbedder(Embedder):
         self._detector: Any = None
 
     def embed(self, items: list[Any]) -> np.ndarray:
-        return _unit(np.stack(items))
+        return l2_normalise(np.stack(items))
 
     def timer(self, sample: Sample) -> float:
         """Seconds for the teacher to embed one sample (dlib chip / Resemblyzer utterance)."""
@@ -260,7 +257,7 @@ def teacher_probe_embeddings(samples: list[Sample], cuts: list[np.ndarray], seco
                 got[i] = r
     finally:
         cache.close()
-    return _unit(np.stack([g["emb"] for g in got]))  # type: ignore[index]
+    return l2_normalise(np.stack([g["emb"] for g in got]))  # type: ignore[index]
 
 
 def probe_timing(student: Embedder, cuts: list[np.ndarray], *, n: int = TIMING_SAMPLES,

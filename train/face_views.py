@@ -48,7 +48,7 @@ from edge_runtime.frontend.face import (
     load_image,
     transform_points,
 )
-from edge_runtime.frontend.features import face_tensor
+from edge_runtime.frontend.features import face_tensor, l2_normalise
 from train.cache import ArrayCache
 from train.datasets import Sample, file_sha256
 from train.datasets.utkface import UTKFace, is_unlabelled
@@ -403,10 +403,6 @@ def unlabelled_samples(roots: Sequence[str | Path], limit: int | None, seed: int
     return out
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
-
-
 class ViewFaceTask:
     """Face distillation on teacher-labelled views of LFW training people plus unlabelled faces.
 
@@ -422,7 +418,7 @@ class ViewFaceTask:
         index = {n: k for k, n in enumerate(self.classes)}
         self.labels = np.array([index.get(i, -1) for i in ids], dtype=np.int64)
         self.teacher_mean = train.teacher.reshape(-1, train.teacher.shape[-1]).mean(axis=0)
-        self.targets = _unit(train.teacher - self.teacher_mean)  # (N, V, dim)
+        self.targets = l2_normalise(train.teacher - self.teacher_mean)  # (N, V, dim)
         self.n_views = train.teacher.shape[1]
         self.val_crops = np.stack([align_face(load_image(s.path), lm, 112)
                                    for s, lm in zip(val.samples, val.landmarks, strict=True)])
@@ -472,5 +468,5 @@ class ViewFaceTask:
         for i in range(0, len(self.val_crops), 128):
             x = torch.from_numpy(face_tensor(list(self.val_crops[i : i + 128]), colour=self.colour))
             out.append(model(x.to(device)).cpu().numpy())
-        return (np.concatenate(out), _unit(self.val.teacher[:, 0] - self.teacher_mean),
+        return (np.concatenate(out), l2_normalise(self.val.teacher[:, 0] - self.teacher_mean),
                 [s.identity for s in self.val.samples])

@@ -20,7 +20,7 @@ from torch import nn
 
 from edge_runtime.errors import ConfigError
 from edge_runtime.frontend.audio import LogMelConfig
-from edge_runtime.frontend.features import VoiceFrontEnd, face_tensor
+from edge_runtime.frontend.features import VoiceFrontEnd, face_tensor, l2_normalise
 from train.augment import FaceAugment, VoiceAugment
 from train.augment_room import RoomAugment
 from train.datasets import (
@@ -102,7 +102,7 @@ class FaceTask:
     def __post_init__(self) -> None:
         self.labels, self.classes = _labels(self.train.identities)
         self.teacher_mean = self.train.teacher.mean(axis=0)
-        self.targets = _unit(self.train.teacher - self.teacher_mean)
+        self.targets = l2_normalise(self.train.teacher - self.teacher_mean)
 
     def __len__(self) -> int:
         return len(self.train.samples)
@@ -118,7 +118,7 @@ class FaceTask:
         for i in range(0, len(self.val.samples), 128):
             x = torch.from_numpy(face_tensor(list(self.val.crops[i : i + 128]))).to(device)
             out.append(model(x).cpu().numpy())
-        return (np.concatenate(out), _unit(self.val.teacher - self.teacher_mean),
+        return (np.concatenate(out), l2_normalise(self.val.teacher - self.teacher_mean),
                 self.val.identities)
 
 
@@ -217,14 +217,14 @@ class VoiceTask:
             crop = self.augment.shorten(crop, 16000, rng)
             feats.append(self.front_end.windows(self.augment(crop, rng))[0])
             targets.append(self.train.window_teacher[u][w])
-        targets_c = _unit(np.stack(targets) - self.teacher_mean)
+        targets_c = l2_normalise(np.stack(targets) - self.teacher_mean)
         return (torch.from_numpy(np.stack(feats)), torch.from_numpy(targets_c),
                 torch.from_numpy(self.labels[idx]))
 
     @torch.no_grad()
     def embed_val(self, model: nn.Module, device: torch.device) -> tuple[np.ndarray, np.ndarray, list[str]]:
         return (embed_utterances(model, self.val.audio, self.front_end, device),
-                _unit(self.val.utterance_teacher - self.teacher_mean), self.val.identities)
+                l2_normalise(self.val.utterance_teacher - self.teacher_mean), self.val.identities)
 
 
 @torch.no_grad()
@@ -235,8 +235,4 @@ def embed_utterances(model: nn.Module, audio: list[np.ndarray], front_end: Voice
     for wav in audio:
         w = model(torch.from_numpy(front_end.windows(wav)).to(device)).cpu().numpy()
         out.append(w.mean(axis=0))
-    return _unit(np.stack(out))
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return l2_normalise(np.stack(out))
