@@ -125,8 +125,7 @@ class RoomAugment:
     def sample_clean_band(self, seed: int) -> ViewParams:
         """A view that only passes the window through a band (and a gain); same seed, same view."""
         rng = np.random.default_rng(seed)
-        band = str(rng.choice(self.clean_bands))
-        band_hz = 3400.0 if band == "telephone" else float(np.round(rng.uniform(5000, 7000)))
+        band, band_hz = _draw_band(rng, self.clean_bands)
         gain = float(np.round(rng.uniform(-self.gain_db, self.gain_db), 2))
         return ViewParams(seed=int(seed), band=band, band_hz=band_hz, gain_db=gain)
 
@@ -148,11 +147,16 @@ class RoomAugment:
                     babble = tuple(babble_pool[i] for i in sorted(pick))
         band, band_hz = "none", 0.0
         if rng.random() < self.band_p:
-            band = str(rng.choice(self.bands))
-            band_hz = 3400.0 if band == "telephone" else float(np.round(rng.uniform(5000, 7000)))
+            band, band_hz = _draw_band(rng, self.bands)
         gain = float(np.round(rng.uniform(-self.gain_db, self.gain_db), 2))
         return ViewParams(seed=int(seed), speed=speed, rir=rir, noise=noise, snr_db=snr,
                           babble=babble, band=band, band_hz=band_hz, gain_db=gain)
+
+
+def _draw_band(rng: np.random.Generator, bands: Sequence[str]) -> tuple[str, float]:
+    """One of `bands` and its corner: telephone 3.4 kHz, the others a low-pass at 5-7 kHz."""
+    band = str(rng.choice(bands))
+    return band, 3400.0 if band == "telephone" else float(np.round(rng.uniform(5000, 7000)))
 
 
 # ---------------------------------------------------------------------------------- pieces

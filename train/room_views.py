@@ -1,8 +1,8 @@
 """Teacher targets for door-condition views of the training windows, cached.
 
 Each training window gets `views_per_window` door-condition views and `clean_band_views`
-band-only views (`train.augment_room`); the teacher embeds each view once. The cache key is the utterance file's sha256, the window offset and the view's
-full parameters (`ViewParams.key`, seed included), with the augmentation, RIR-bank and teacher
+band-only views (`train.augment_room`); the teacher embeds each view once. The cache key is the
+utterance file's sha256, the window offset and the view's full parameters (`ViewParams.key`, seed included), with the augmentation, RIR-bank and teacher
 versions: a second run with the same config computes nothing, a changed parameter or teacher
 never reuses a stale target.
 """

@@ -180,12 +180,12 @@ class VoiceTask:
         if "short_s" in aug:
             aug["short_s"] = tuple(aug["short_s"])
         views = None
-        if cfg.get("room") and (int(cfg["room"].get("views_per_window", 0))
-                                + int(cfg["room"].get("clean_band_views", 0))) > 0:
+        room = cfg.get("room") or {}
+        per_window = int(room.get("views_per_window", 0))
+        if per_window + int(room.get("clean_band_views", 0)) > 0:
             views = prepare_room_views(sets["train"], cache_dir, fe.window_samples,
-                                       room_augment(cfg),
-                                       views_per_window=int(cfg["room"]["views_per_window"]),
-                                       seed=int(cfg["room"].get("seed", cfg["seed"])))
+                                       room_augment(cfg), views_per_window=per_window,
+                                       seed=int(room.get("seed", cfg["seed"])))
             extra_info["room_views"] = {"views": len(views.params), "computed": views.computed}
         return cls(sets["train"], sets["val"], fe, VoiceAugment(**aug), views, extra_info)
 
