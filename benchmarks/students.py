@@ -54,10 +54,10 @@ def run(models: Path, data: Path, cache: Path, out: Path, timing_samples: int,
                     face_tta=face_tta if modality == "face" else "none")
                 print(json.dumps({"model": r["model"], **r["paired_timing"]}))
             if modality == "face" and r["model"] == "student FP32":  # the promise: vs dlib itself
-                for key, tta in (("paired_timing_dlib", face_tta),
-                                 ("paired_timing_dlib_plain", "none")):
-                    if key.endswith("plain") and face_tta == "none":
-                        break
+                runs = [("paired_timing_dlib", face_tta)]
+                if face_tta != "none":  # and what the flip costs, in the same pass
+                    runs.append(("paired_timing_dlib_plain", "none"))
+                for key, tta in runs:
                     r[key] = paired_timing(
                         modality, r["path"], root, split=split, cache_dir=cache,
                         n=max(1, timing_samples // 2), face_tta=tta, teacher="teacher-dlib")
