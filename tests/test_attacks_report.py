@@ -3,7 +3,7 @@ the attempts themselves run through the real Verifier in `benchmarks/attacks.py`
 
 from __future__ import annotations
 
-from benchmarks.attacks import clopper_pearson, render, summarise
+from benchmarks.attacks_report import clopper_pearson, render, summarise
 
 MODES = {"face+liveness": {"target_far": 0.01, "avsync_threshold": 1.38, "min_speech_s": 0.5,
                            "voice_veto": "calibrated, q=0.02 (cross-fitted)"},
