@@ -26,7 +26,17 @@ presentations rejected; zero-effort impostors give the FMR):
   person of the same gender, enrolled or not;
 - photo: a still photo of an enrolled person held for 0.6 s with their own recording;
 - GRID shifted / swapped: the 7 real talking-face clips (enrolled from their first halves), the
-  second half with its audio shifted by +-0.3/0.5/0.8 s or with another clip's audio.
+  second half with its audio shifted by +-0.3/0.5/0.8 s or with another clip's audio;
+- mixed-unenrolled, short speech: as mixed-unenrolled, but the stranger says only 0.8-1.2 s of
+  audio (an informed attacker stops early, where the voice veto is loosest); drawn with their
+  own random stream after all the others, so the other kinds keep their attempts.
+
+Every attempt is decided on the whole probe (as a replayed file is), and for the default mode
+also as the LIVE loop decides it (``sequential``): the audio arrives in 0.1 s chunks and the
+``Verifier`` looks after 0.5 s of speech and every 0.5 s of speech more; a look that is final
+ends the attempt, else the end of the probe decides. Two rules: a look may grant only after the
+mode's ``decisive_speech_s`` (2 s, the rule now), or at once (the rule before: the first look
+at 0.5 s of speech judged every voice at the loosest veto).
 
 LFW photos are stills: AV sync cannot be measured on them. Identity kinds are therefore
 decided with the mode's liveness set to "report" (the identity part of the mode, exactly as the
@@ -67,8 +77,12 @@ from edge_runtime.store.gallery_handle import GalleryHandle
 from edge_runtime.store.keys import create_key
 
 VETO_SWEEP = (0.01, 0.02, 0.05)  # veto quantiles compared in one run (trade-off table)
-KINDS = ("genuine", "zero-effort", "mixed-enrolled", "mixed-unenrolled", "photo")
 GRID_SHIFTS = (-0.8, -0.5, -0.3, 0.3, 0.5, 0.8)
+LOOK_EVERY_S = 0.5  # the live loop's default (LoopConfig.look_every_s)
+CHUNK_S = 0.1  # audio arrives in chunks this long in the sequential emulation
+SHORT_AUDIO_S = (0.8, 1.2)  # the informed attacker's probe
+SHORT_KIND = "mixed-unenrolled, short speech"
+KINDS = ("genuine", "zero-effort", "mixed-enrolled", "mixed-unenrolled", "photo", SHORT_KIND)
 
 
 # ----------------------------------------------------------------------------- people
@@ -137,6 +151,41 @@ def _attempt(verifiers: dict[str, Verifier], frames: list[Frame], audio: np.ndar
     return {name: v.decide(c) for name, v in verifiers.items()}
 
 
+def _sequential(verifiers: dict[str, Verifier], frames: list[Frame], audio: np.ndarray,
+                source: str) -> dict[str, tuple[AttemptResult, int]]:
+    """The same presentation as the live loop decides it: audio in chunks, a look after the
+    minimum speech and every ``LOOK_EVERY_S`` more, the first final look ends it (per rule);
+    the end of the probe decides the rest. Returns each rule's decision and its looks."""
+    first = next(iter(verifiers.values()))
+    cfg = first.config
+    c = first.new_attempt(source)
+    for f in frames:
+        c.add_frame(f)
+    t0 = frames[0].t if frames else 0.0
+    step = round(CHUNK_S * TARGET_SR)
+    out: dict[str, tuple[AttemptResult, int]] = {}
+    looks = 0
+    next_look = cfg.min_speech_s
+    for i in range(0, audio.size, step):
+        c.add_audio(audio[i: i + step].astype(np.float32), TARGET_SR, t=t0 + i / TARGET_SR)
+        heard = c.speech_seconds()
+        if heard < next_look or c.good_faces < cfg.min_face_frames:
+            continue
+        looks += 1
+        for name, v in verifiers.items():
+            if name not in out:
+                r = v.decide(c, final=False)
+                if r.final:
+                    out[name] = (r, looks)
+        if len(out) == len(verifiers):
+            return out
+        next_look = heard + LOOK_EVERY_S
+    for name, v in verifiers.items():
+        if name not in out:
+            out[name] = (v.decide(c), looks)
+    return out
+
+
 def _row(r: AttemptResult) -> dict[str, Any]:
     """What one decision leaves in the JSON: verdict, reason and the scores it saw."""
     out = {"granted": r.granted, "reason": r.reason[:60],  # the JSON stays < 2 MB
@@ -147,8 +196,9 @@ def _row(r: AttemptResult) -> dict[str, Any]:
     return out
 
 
-def _cut(wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    n = round(rng.uniform(2.0, 4.0) * TARGET_SR)
+def _cut(wav: np.ndarray, rng: np.random.Generator,
+         seconds: tuple[float, float] = (2.0, 4.0)) -> np.ndarray:
+    n = round(rng.uniform(*seconds) * TARGET_SR)
     if wav.size <= n:
         return wav
     k = int(rng.integers(0, wav.size - n))
@@ -221,6 +271,21 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                                     for name, (m, q, far) in variants.items()}
                          for f in (0, 1) for key, lv in (("identity", "report"),
                                                          ("live", "required"))}
+            # the default mode as the live loop decides (see the module docstring): a look may
+            # grant after the mode's decisive speech (None), or at once (0.5 s: the rule before)
+            sequential = {"face+liveness, live looks": None,
+                          "face+liveness, live looks, grant at the first look (before)":
+0.5}
+
+            def seq_verifier(f: int, liveness: str, decisive: float | None) -> Verifier:
+                v = verifier("face+liveness", liveness, f, q_main, None)
+                v.config = dataclasses.replace(v.config, decisive_speech_s=decisive)
+                return v
+
+            seq_verifiers = {(f, key): {name: seq_verifier(f, lv, d)
+                                        for name, d in sequential.items()}
+                             for f in (0, 1) for key, lv in (("identity", "report"),
+                                                             ("live", "required"))}
             identity, live = "identity", "live"
             by_gender: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for p in enrolled:
@@ -229,32 +294,43 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
             for p in strangers:
                 stranger_gender[p["gender"]].append(p)
 
-            def pick(pool: list[dict[str, Any]]) -> dict[str, Any]:
-                return pool[int(rng.integers(0, len(pool)))]
+            def pick(pool: list[dict[str, Any]], r: np.random.Generator = rng
+                     ) -> dict[str, Any]:
+                return pool[int(r.integers(0, len(pool)))]
 
-            def probe_face(p: dict[str, Any], still_frames: int = 1) -> list[Frame]:
-                photo = p["photos"][2:][int(rng.integers(0, len(p["photos"]) - 2))]
+            def probe_face(p: dict[str, Any], still_frames: int, r: np.random.Generator
+                           ) -> list[Frame]:
+                photo = p["photos"][2:][int(r.integers(0, len(p["photos"]) - 2))]
                 img = media.image(photo)
                 return [Frame(i * 0.04, img) for i in range(still_frames)]
 
-            def probe_voice(p: dict[str, Any]) -> np.ndarray:
-                utt = p["utterances"][3:][int(rng.integers(0, len(p["utterances"]) - 3))]
-                return _cut(media.audio(utt), rng)
+            def probe_voice(p: dict[str, Any], r: np.random.Generator, short: bool
+                            ) -> np.ndarray:
+                utt = p["utterances"][3:][int(r.integers(0, len(p["utterances"]) - 3))]
+                return _cut(media.audio(utt), r, SHORT_AUDIO_S) if short else \
+                    _cut(media.audio(utt), r)
 
             plan = []
             for _ in range(per_kind):
                 a = pick(enrolled)
-                plan.append(("genuine", a["name"], a["name"], a, a, identity, 1))
+                plan.append(("genuine", a["name"], a["name"], a, a, identity, 1, rng))
                 s = pick(strangers)
-                plan.append(("zero-effort", s["name"], None, s, s, identity, 1))
+                plan.append(("zero-effort", s["name"], None, s, s, identity, 1, rng))
                 b_pool = [q for q in by_gender[a["gender"]] if q is not a]
                 if b_pool:
                     b = pick(b_pool)
-                    plan.append(("mixed-enrolled", a["name"], None, a, b, identity, 1))
+                    plan.append(("mixed-enrolled", a["name"], None, a, b, identity, 1, rng))
                 if stranger_gender[a["gender"]]:
                     c = pick(stranger_gender[a["gender"]])
-                    plan.append(("mixed-unenrolled", a["name"], None, a, c, identity, 1))
-                plan.append(("photo", a["name"], None, a, a, live, 15))
+                    plan.append(("mixed-unenrolled", a["name"], None, a, c, identity, 1, rng))
+                plan.append(("photo", a["name"], None, a, a, live, 15, rng))
+            # drawn from their own stream and run last: the kinds above keep their attempts
+            rng_short = np.random.default_rng(seed + 11)
+            for _ in range(per_kind):
+                a = pick(enrolled, rng_short)
+                if stranger_gender[a["gender"]]:
+                    c = pick(stranger_gender[a["gender"]], rng_short)
+                    plan.append((SHORT_KIND, a["name"], None, a, c, identity, 1, rng_short))
             def state(done: int) -> dict[str, Any]:
                 return {"kinds": results, "grid": grid, "gallery_size": len(enrolled),
                         "strangers": len(strangers), "people": len(people),
@@ -263,7 +339,13 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                                          "voice_veto":
                                          f"calibrated, q={q:g} (cross-fitted)" if q is not None
                                          else f"fixed LLR {op.modes[m].voice_veto_llr:g}"}
-                                  for name, (m, q, far) in variants.items()},
+                                  for name, (m, q, far) in variants.items()}
+                        | {name: {**vars(op.modes["face+liveness"]),
+                                  "voice_veto": f"calibrated, q={q_main:g} (cross-fitted)",
+                                  "decisive_speech_s": d if d is not None else
+                                  op.modes["face+liveness"].decisive_speech_s,
+                                  "sequential": f"looks every {LOOK_EVERY_S:g} s of speech"}
+                           for name, d in sequential.items()},
                         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
                         "default_mode": op.default_mode, "machine": machine_info(),
                         "per_kind": per_kind, "precision": precision,
@@ -280,23 +362,27 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
 
             with Progress(transient=True) as bar:
                 task = bar.add_task("attempts", total=len(plan))
-                for done, (kind, who, expected, fp, vp, vs, nframes) in enumerate(plan):
+                for done, (kind, who, expected, fp, vp, vs, nframes, gen) in enumerate(plan):
                     if checkpoint is not None and done and done % 250 == 0:
                         checkpoint(state(done))
                     try:
-                        frames = probe_face(fp, nframes)
-                        audio = probe_voice(vp)
+                        frames = probe_face(fp, nframes, gen)
+                        audio = probe_voice(vp, gen, kind == SHORT_KIND)
                     except EdgepinError as exc:
                         results[kind].append({"who": who, "skipped": str(exc)})
                         bar.advance(task)
                         continue
                     out = _attempt(verifiers[(fold[fp["name"]], vs)], frames, audio,
                                    f"{kind} {who}")
+                    seq = _sequential(seq_verifiers[(fold[fp["name"]], vs)], frames, audio,
+                                      f"{kind} {who}")
                     results[kind].append({
                         "who": who, "expected": expected, "speech_s": out[next(iter(out))].speech_s,
-                        **{m: _row(r) for m, r in out.items()}})
+                        **{m: _row(r) for m, r in out.items()},
+                        **{m: {**_row(r), "looks": n, "decided_at_s": round(r.speech_s, 2)}
+                           for m, (r, n) in seq.items()}})
                     bar.advance(task)
-            for group in verifiers.values():
+            for group in (*verifiers.values(), *seq_verifiers.values()):
                 for v in group.values():
                     v.close()
             final = state(len(plan))

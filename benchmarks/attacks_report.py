@@ -86,6 +86,12 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
                 if "skipped" not in r and not r[mode]["granted"]:
                     why[_why(r[mode]["reason"])] += 1
             rows[kind]["denied_because"] = dict(sorted(why.items(), key=lambda kv: -kv[1])[:6])
+            heard = [r[mode]["decided_at_s"] for r in data
+                     if "skipped" not in r and "decided_at_s" in r.get(mode, {})]
+            if heard:  # a sequential (live-loop) variant: how much speech its decisions took
+                rows[kind]["decided_at_s_median"] = float(np.median(heard))
+                rows[kind]["looks_mean"] = float(np.mean(
+                    [r[mode]["looks"] for r in data if "skipped" not in r]))
         out[mode] = rows
     return out
 
@@ -166,6 +172,12 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
                          f"{_pct(r['ci'][0])}-{_pct(r['ci'][1])} | "
                          f"{_pct(r['ci_people'][0])}-{_pct(r['ci_people'][1])} |")
         lines.append("")
+        if mm.get("sequential"):
+            lines += [f"Decided as the live loop decides ({mm['sequential']}, a look grants "
+                      f"from {mm['decisive_speech_s']:g} s of speech on): speech heard at the "
+                      "decision, median (looks per attempt, mean): " + "; ".join(
+                          f"{kind} {r['decided_at_s_median']:.2f} s ({r['looks_mean']:.1f})"
+                          for kind, r in rows.items() if "decided_at_s_median" in r) + ".", ""]
     return "\n".join(lines) + "\n"
 
 
