@@ -1,6 +1,7 @@
 """Attack benchmark: presentation and identity attacks at scale, through the real ``Verifier``.
 
-Re-run (about 20-40 min on 2 shared cores; writes attacks.md, attacks.json.gz and attacks.png):
+Re-run (about 20-40 min on 2 shared cores; writes attacks.md, attacks.json.gz and attacks.png;
+rates, report and plot: ``benchmarks.attacks_report``):
 
     nice -n 19 python -m benchmarks.attacks --models models --data ../shared/data \\
         --out benchmarks/attacks.md [--face-tier large] [--precision int8]
@@ -25,7 +26,17 @@ presentations rejected; zero-effort impostors give the FMR):
   person of the same gender, enrolled or not;
 - photo: a still photo of an enrolled person held for 0.6 s with their own recording;
 - GRID shifted / swapped: the 7 real talking-face clips (enrolled from their first halves), the
-  second half with its audio shifted by +-0.3/0.5/0.8 s or with another clip's audio.
+  second half with its audio shifted by +-0.3/0.5/0.8 s or with another clip's audio;
+- mixed-unenrolled, short speech: as mixed-unenrolled, but the stranger says only 0.8-1.2 s of
+  audio (an informed attacker stops early, where the voice veto is loosest); drawn with their
+  own random stream after all the others, so the other kinds keep their attempts.
+
+Every attempt is decided on the whole probe (as a replayed file is), and for the default mode
+also as the LIVE loop decides it (``sequential``): the audio arrives in 0.1 s chunks and the
+``Verifier`` looks after 0.5 s of speech and every 0.5 s of speech more; a look that is final
+ends the attempt, else the end of the probe decides. Two rules: a look may grant only after the
+mode's ``decisive_speech_s`` (2 s, the rule now), or at once (the rule before: the first look
+at 0.5 s of speech judged every voice at the loosest veto).
 
 LFW photos are stills: AV sync cannot be measured on them. Identity kinds are therefore
 decided with the mode's liveness set to "report" (the identity part of the mode, exactly as the
@@ -40,7 +51,6 @@ import dataclasses
 import datetime as _dt
 import gzip
 import json
-import math
 import os
 import tempfile
 from collections import defaultdict
@@ -50,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.attacks_report import STRICT_FAR, plot, render, summarise
 from benchmarks.machine import machine_info
 from calibration.voice_veto import QUANTILE, genuine_voice_llrs, veto_table
 from edge_runtime.access.enroll import Enroller, enroll_people
@@ -60,44 +71,18 @@ from edge_runtime.frontend.audio import TARGET_SR, load_audio
 from edge_runtime.frontend.face import DlibHogDetector, load_image
 from edge_runtime.frontend.vad import SpeechGate
 from edge_runtime.frontend.video import Clip, Frame, decode_clip
-from edge_runtime.models import ModelBundle, operating_points_file
+from edge_runtime.models import ModelBundle
 from edge_runtime.store.gallery import Gallery
 from edge_runtime.store.gallery_handle import GalleryHandle
 from edge_runtime.store.keys import create_key
 
 VETO_SWEEP = (0.01, 0.02, 0.05)  # veto quantiles compared in one run (trade-off table)
-STRICT_FAR = 1e-3  # the default mode at a stricter identity point, on the same attempts
-KINDS = ("genuine", "zero-effort", "mixed-enrolled", "mixed-unenrolled", "photo")
 GRID_SHIFTS = (-0.8, -0.5, -0.3, 0.3, 0.5, 0.8)
-
-
-def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Exact binomial interval for k of n (trials treated as independent)."""
-    from scipy.stats import beta
-
-    a = (1 - confidence) / 2
-    lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
-    hi = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
-    return lo, hi
-
-
-def people_interval(errors: list[tuple[str, bool]], n_boot: int = 1000, seed: int = 0,
-                    confidence: float = 0.95) -> tuple[float, float]:
-    """Percentile interval resampling PEOPLE (the attacked identity), not trials: attempts of
-    one person are not independent."""
-    by: dict[str, list[bool]] = defaultdict(list)
-    for who, err in errors:
-        by[who].append(err)
-    groups = [np.asarray(v, float) for v in by.values()]
-    if not groups:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    stats = []
-    for _ in range(n_boot):
-        pick = rng.integers(0, len(groups), len(groups))
-        stats.append(sum(groups[i].sum() for i in pick) / sum(groups[i].size for i in pick))
-    a = (1 - confidence) / 2
-    return float(np.quantile(stats, a)), float(np.quantile(stats, 1 - a))
+LOOK_EVERY_S = 0.5  # the live loop's default (LoopConfig.look_every_s)
+CHUNK_S = 0.1  # audio arrives in chunks this long in the sequential emulation
+SHORT_AUDIO_S = (0.8, 1.2)  # the informed attacker's probe
+SHORT_KIND = "mixed-unenrolled, short speech"
+KINDS = ("genuine", "zero-effort", "mixed-enrolled", "mixed-unenrolled", "photo", SHORT_KIND)
 
 
 # ----------------------------------------------------------------------------- people
@@ -166,6 +151,41 @@ def _attempt(verifiers: dict[str, Verifier], frames: list[Frame], audio: np.ndar
     return {name: v.decide(c) for name, v in verifiers.items()}
 
 
+def _sequential(verifiers: dict[str, Verifier], frames: list[Frame], audio: np.ndarray,
+                source: str) -> dict[str, tuple[AttemptResult, int]]:
+    """The same presentation as the live loop decides it: audio in chunks, a look after the
+    minimum speech and every ``LOOK_EVERY_S`` more, the first final look ends it (per rule);
+    the end of the probe decides the rest. Returns each rule's decision and its looks."""
+    first = next(iter(verifiers.values()))
+    cfg = first.config
+    c = first.new_attempt(source)
+    for f in frames:
+        c.add_frame(f)
+    t0 = frames[0].t if frames else 0.0
+    step = round(CHUNK_S * TARGET_SR)
+    out: dict[str, tuple[AttemptResult, int]] = {}
+    looks = 0
+    next_look = cfg.min_speech_s
+    for i in range(0, audio.size, step):
+        c.add_audio(audio[i: i + step].astype(np.float32), TARGET_SR, t=t0 + i / TARGET_SR)
+        heard = c.speech_seconds()
+        if heard < next_look or c.good_faces < cfg.min_face_frames:
+            continue
+        looks += 1
+        for name, v in verifiers.items():
+            if name not in out:
+                r = v.decide(c, final=False)
+                if r.final:
+                    out[name] = (r, looks)
+        if len(out) == len(verifiers):
+            return out
+        next_look = heard + LOOK_EVERY_S
+    for name, v in verifiers.items():
+        if name not in out:
+            out[name] = (v.decide(c), looks)
+    return out
+
+
 def _row(r: AttemptResult) -> dict[str, Any]:
     """What one decision leaves in the JSON: verdict, reason and the scores it saw."""
     out = {"granted": r.granted, "reason": r.reason[:60],  # the JSON stays < 2 MB
@@ -176,8 +196,9 @@ def _row(r: AttemptResult) -> dict[str, Any]:
     return out
 
 
-def _cut(wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    n = round(rng.uniform(2.0, 4.0) * TARGET_SR)
+def _cut(wav: np.ndarray, rng: np.random.Generator,
+         seconds: tuple[float, float] = (2.0, 4.0)) -> np.ndarray:
+    n = round(rng.uniform(*seconds) * TARGET_SR)
     if wav.size <= n:
         return wav
     k = int(rng.integers(0, wav.size - n))
@@ -250,6 +271,21 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                                     for name, (m, q, far) in variants.items()}
                          for f in (0, 1) for key, lv in (("identity", "report"),
                                                          ("live", "required"))}
+            # the default mode as the live loop decides (see the module docstring): a look may
+            # grant after the mode's decisive speech (None), or at once (0.5 s: the rule before)
+            sequential = {"face+liveness, live looks": None,
+                          "face+liveness, live looks, grant at the first look (before)":
+0.5}
+
+            def seq_verifier(f: int, liveness: str, decisive: float | None) -> Verifier:
+                v = verifier("face+liveness", liveness, f, q_main, None)
+                v.config = dataclasses.replace(v.config, decisive_speech_s=decisive)
+                return v
+
+            seq_verifiers = {(f, key): {name: seq_verifier(f, lv, d)
+                                        for name, d in sequential.items()}
+                             for f in (0, 1) for key, lv in (("identity", "report"),
+                                                             ("live", "required"))}
             identity, live = "identity", "live"
             by_gender: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for p in enrolled:
@@ -258,32 +294,43 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
             for p in strangers:
                 stranger_gender[p["gender"]].append(p)
 
-            def pick(pool: list[dict[str, Any]]) -> dict[str, Any]:
-                return pool[int(rng.integers(0, len(pool)))]
+            def pick(pool: list[dict[str, Any]], r: np.random.Generator = rng
+                     ) -> dict[str, Any]:
+                return pool[int(r.integers(0, len(pool)))]
 
-            def probe_face(p: dict[str, Any], still_frames: int = 1) -> list[Frame]:
-                photo = p["photos"][2:][int(rng.integers(0, len(p["photos"]) - 2))]
+            def probe_face(p: dict[str, Any], still_frames: int, r: np.random.Generator
+                           ) -> list[Frame]:
+                photo = p["photos"][2:][int(r.integers(0, len(p["photos"]) - 2))]
                 img = media.image(photo)
                 return [Frame(i * 0.04, img) for i in range(still_frames)]
 
-            def probe_voice(p: dict[str, Any]) -> np.ndarray:
-                utt = p["utterances"][3:][int(rng.integers(0, len(p["utterances"]) - 3))]
-                return _cut(media.audio(utt), rng)
+            def probe_voice(p: dict[str, Any], r: np.random.Generator, short: bool
+                            ) -> np.ndarray:
+                utt = p["utterances"][3:][int(r.integers(0, len(p["utterances"]) - 3))]
+                return _cut(media.audio(utt), r, SHORT_AUDIO_S) if short else \
+                    _cut(media.audio(utt), r)
 
             plan = []
             for _ in range(per_kind):
                 a = pick(enrolled)
-                plan.append(("genuine", a["name"], a["name"], a, a, identity, 1))
+                plan.append(("genuine", a["name"], a["name"], a, a, identity, 1, rng))
                 s = pick(strangers)
-                plan.append(("zero-effort", s["name"], None, s, s, identity, 1))
+                plan.append(("zero-effort", s["name"], None, s, s, identity, 1, rng))
                 b_pool = [q for q in by_gender[a["gender"]] if q is not a]
                 if b_pool:
                     b = pick(b_pool)
-                    plan.append(("mixed-enrolled", a["name"], None, a, b, identity, 1))
+                    plan.append(("mixed-enrolled", a["name"], None, a, b, identity, 1, rng))
                 if stranger_gender[a["gender"]]:
                     c = pick(stranger_gender[a["gender"]])
-                    plan.append(("mixed-unenrolled", a["name"], None, a, c, identity, 1))
-                plan.append(("photo", a["name"], None, a, a, live, 15))
+                    plan.append(("mixed-unenrolled", a["name"], None, a, c, identity, 1, rng))
+                plan.append(("photo", a["name"], None, a, a, live, 15, rng))
+            # drawn from their own stream and run last: the kinds above keep their attempts
+            rng_short = np.random.default_rng(seed + 11)
+            for _ in range(per_kind):
+                a = pick(enrolled, rng_short)
+                if stranger_gender[a["gender"]]:
+                    c = pick(stranger_gender[a["gender"]], rng_short)
+                    plan.append((SHORT_KIND, a["name"], None, a, c, identity, 1, rng_short))
             def state(done: int) -> dict[str, Any]:
                 return {"kinds": results, "grid": grid, "gallery_size": len(enrolled),
                         "strangers": len(strangers), "people": len(people),
@@ -292,7 +339,13 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                                          "voice_veto":
                                          f"calibrated, q={q:g} (cross-fitted)" if q is not None
                                          else f"fixed LLR {op.modes[m].voice_veto_llr:g}"}
-                                  for name, (m, q, far) in variants.items()},
+                                  for name, (m, q, far) in variants.items()}
+                        | {name: {**vars(op.modes["face+liveness"]),
+                                  "voice_veto": f"calibrated, q={q_main:g} (cross-fitted)",
+                                  "decisive_speech_s": d if d is not None else
+                                  op.modes["face+liveness"].decisive_speech_s,
+                                  "sequential": f"looks every {LOOK_EVERY_S:g} s of speech"}
+                           for name, d in sequential.items()},
                         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
                         "default_mode": op.default_mode, "machine": machine_info(),
                         "per_kind": per_kind, "precision": precision,
@@ -309,23 +362,27 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
 
             with Progress(transient=True) as bar:
                 task = bar.add_task("attempts", total=len(plan))
-                for done, (kind, who, expected, fp, vp, vs, nframes) in enumerate(plan):
+                for done, (kind, who, expected, fp, vp, vs, nframes, gen) in enumerate(plan):
                     if checkpoint is not None and done and done % 250 == 0:
                         checkpoint(state(done))
                     try:
-                        frames = probe_face(fp, nframes)
-                        audio = probe_voice(vp)
+                        frames = probe_face(fp, nframes, gen)
+                        audio = probe_voice(vp, gen, kind == SHORT_KIND)
                     except EdgepinError as exc:
                         results[kind].append({"who": who, "skipped": str(exc)})
                         bar.advance(task)
                         continue
                     out = _attempt(verifiers[(fold[fp["name"]], vs)], frames, audio,
                                    f"{kind} {who}")
+                    seq = _sequential(seq_verifiers[(fold[fp["name"]], vs)], frames, audio,
+                                      f"{kind} {who}")
                     results[kind].append({
                         "who": who, "expected": expected, "speech_s": out[next(iter(out))].speech_s,
-                        **{m: _row(r) for m, r in out.items()}})
+                        **{m: _row(r) for m, r in out.items()},
+                        **{m: {**_row(r), "looks": n, "decided_at_s": round(r.speech_s, 2)}
+                           for m, (r, n) in seq.items()}})
                     bar.advance(task)
-            for group in verifiers.values():
+            for group in (*verifiers.values(), *seq_verifiers.values()):
                 for v in group.values():
                     v.close()
             final = state(len(plan))
@@ -370,128 +427,6 @@ def run_grid(bundle: ModelBundle, grid_dir: Path, detector: Any, gate: Any
     return out
 
 
-def _rates(rows: list[dict[str, Any]], mode: str, bona_fide: bool) -> dict[str, Any]:
-    rows = [r for r in rows if "skipped" not in r]
-    if bona_fide:
-        errs = [(r["who"], not (r[mode]["granted"] and r[mode].get("identity") == r["expected"]))
-                for r in rows]
-    else:
-        errs = [(r["who"], bool(r[mode]["granted"])) for r in rows]
-    k, n = sum(e for _, e in errs), len(errs)
-    return {"errors": k, "n": n, "rate": k / n if n else math.nan,
-            "ci": clopper_pearson(k, n) if n else (math.nan, math.nan),
-            "ci_people": people_interval(errs)}
-
-
-def _why(reason: str) -> str:
-    """A denial reason without its numbers, to count which check fails."""
-    head = reason.split("] ", 1)[-1]
-    return "; ".join(part.split("(")[0].strip().split(":")[0] for part in head.split("; "))
-
-
-def summarise(res: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for mode in res["modes"]:
-        rows = {}
-        kinds = {k: v for k, v in {**res["kinds"], **res["grid"]}.items()
-                 if any(mode in r for r in v)}  # GRID runs the shipped modes only
-        if "genuine" in kinds:  # the live loop would keep listening up to the mode's minimum
-            need = res["modes"][mode]["min_speech_s"]
-            kinds = {"genuine": kinds["genuine"],
-                     f"genuine, >= {need:g} s voiced": [r for r in kinds["genuine"]
-                                                         if r.get("speech_s", 0) >= need],
-                     **{k: v for k, v in kinds.items() if k != "genuine"}}
-        for kind, data in kinds.items():
-            bona = kind.startswith("genuine") or kind == "grid-genuine"
-            rows[kind] = _rates(data, mode, bona)
-            why: dict[str, int] = defaultdict(int)
-            for r in data:
-                if "skipped" not in r and not r[mode]["granted"]:
-                    why[_why(r[mode]["reason"])] += 1
-            rows[kind]["denied_because"] = dict(sorted(why.items(), key=lambda kv: -kv[1])[:6])
-        out[mode] = rows
-    return out
-
-
-def _pct(x: float) -> str:
-    return "-" if x != x else f"{100 * x:.2f}%"
-
-
-def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
-    m = res["machine"]
-    tier = res.get("face_tier", "student")
-    stem = "attacks" if tier == "student" else f"attacks_{tier}"
-    lines = [
-        "# Attack benchmark (ISO/IEC 30107-3 terms), through the real `Verifier`",
-        "",
-        f"Machine: {m.get('cpu')}, {m.get('memory')}, {m.get('os')}, Python {m.get('python')}, "
-        f"onnxruntime {m.get('onnxruntime')}. Date: {res.get('date', 'not recorded')}. Models: `models/` "
-        f"({res['precision']}, face tier {tier}), operating points "
-        f"`models/{operating_points_file(res['precision'], tier)}`, default mode "
-        f"`{res['default_mode']}`."
-        + (f" Load average during the run: {res['load_average']} (a 2-core machine shared with "
-           "a training run and other jobs: this benchmark measures errors, not time)."
-           if res.get("load_average") else ""),
-        "",
-        "Re-run: `nice -n 19 python -m benchmarks.attacks --models models --data ../shared/data "
-        f"--out benchmarks/{stem}.md" + ("" if tier == "student" else f" --face-tier {tier}")
-        + "`.",
-        "",
-        f"Data: {res['people']} ARTIFICIAL identities (held-out LFW person + held-out "
-        f"speechocean762 speaker of the same gender: different people, paired here); "
-        f"{res['gallery_size']} enrolled (2 photos + 3 utterances each), {res['strangers']} "
-        "strangers. Probes: other photos, other utterances cut to 2-4 s. GRID: 7 real clips, "
-        "enrolled from first halves, second halves probed (1.5 s).",
-        "",
-        f"Attempts run: {res['done']} of {res['planned']} planned"
-        + (" (PARTIAL: the run was still going when this was written)"
-           if res["done"] < res["planned"] else "") + ".",
-        "",
-        "Identity kinds (genuine, zero-effort, mixed) run with the mode's liveness on "
-        "\"report\": photos are stills, AV sync cannot be measured on them; they measure the "
-        "IDENTITY part of each mode. Photo and GRID kinds run with liveness required. Intervals: "
-        "95% Clopper-Pearson on attempts, and 95% percentile bootstrap over the attacked PEOPLE "
-        "(attempts of one person are not independent; this is the honest one).",
-        "",
-        f"Plot: `benchmarks/{stem}.png`. Discussion and the choice of default: "
-        f"`docs/security_modes.md`. Per-attempt rows: `benchmarks/{stem}.json.gz`.",
-        "",
-    ]
-    veto = res.get("voice_veto") or {}
-    if veto.get("cross_fitted"):
-        lines += [
-            "Voice veto of face+liveness (\"the voice must not contradict\"): per speech length, "
-            "the q-quantile of the calibrated voice LLRs of people's OWN voices "
-            "(`calibration/voice_veto.py`), set on one half of the 30 people and applied to the "
-            "attempts whose claimed (face) identity is in the other half (cross-fitted). The "
-            "`face+liveness` rows use q = 2 % (fixed before this run); `veto q=...` and `fixed "
-            "veto -2` (the previous rule) decide the SAME collected attempts: only the veto "
-            f"differs; `FAR {STRICT_FAR:g}` is the default mode with its face point at that FAR "
-            "(same attempts, same veto). GRID rows use the shipped file's table (set on all 30 speakers, none of "
-            "them GRID people). Tables (seconds: LLR): " + "; ".join(
-                f"{name}: " + ", ".join(f"{x:g} s {v:+.2f}" for x, v in rows)
-                for name, rows in veto["cross_fitted"].items() if "q=0.02" in name) + ".", ""]
-    for mode, rows in summary.items():
-        mm = res["modes"][mode]
-        veto = "voice must support the candidate" if mode.startswith("two-factor") else \
-            f"voice veto {mm.get('voice_veto') or 'LLR ' + format(mm['voice_veto_llr'], 'g')}"
-        lines += [f"## Mode `{mode}` (FAR target {mm['target_far']:g}, AV-sync threshold "
-                  f"{mm['avsync_threshold']:.2f}, {veto}, "
-                  f"min speech {mm['min_speech_s']:g} s)", "",
-                  "| kind | measure | errors / attempts | rate | 95% CI (attempts) | 95% CI (people) |",
-                  "|---|---|---|---|---|---|"]
-        for kind, r in rows.items():
-            bona = kind.startswith("genuine") or kind == "grid-genuine"
-            what = "BPCER" if bona else ("FMR (gallery " f"{res['gallery_size']})"
-                                         if kind == "zero-effort" else "APCER")
-            label = kind if kind.startswith("grid") else f"{kind} (ARTIFICIAL)"
-            lines.append(f"| {label} | {what} | {r['errors']} / {r['n']} | {_pct(r['rate'])} | "
-                         f"{_pct(r['ci'][0])}-{_pct(r['ci'][1])} | "
-                         f"{_pct(r['ci_people'][0])}-{_pct(r['ci_people'][1])} |")
-        lines.append("")
-    return "\n".join(lines) + "\n"
-
-
 def write_door(data: Path, models: Path, out: Path, seed: int = 0) -> int:
     """The held-out ARTIFICIAL identities as a list for `edgepin demo --door` (the device
     demo cannot import train/ to recompute the split): paths relative to the data root."""
@@ -506,46 +441,6 @@ def write_door(data: Path, models: Path, out: Path, seed: int = 0) -> int:
            "made_by": "python -m benchmarks.attacks --write-door", "people": rows}
     out.write_text(json.dumps(doc, indent=1) + "\n")
     return len(rows)
-
-
-def plot(summary: dict[str, Any], out_png: Path) -> Path:
-    """Error rate per kind and mode with the people-level 95% interval (log-free, in %)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    modes = list(summary)
-    kinds = list(summary[modes[0]])  # the first mode runs every kind (GRID included)
-    fig, ax = plt.subplots(figsize=(12, 4.8))
-    width = 0.8 / len(modes)
-    for j, mode in enumerate(modes):
-        blank = {"rate": math.nan, "ci_people": (math.nan, math.nan)}
-        # a genuine row is named after the mode's speech minimum: match it by position
-        named = {("genuine, >=" if k.startswith("genuine, ") else k): r
-                 for k, r in summary[mode].items()}
-        rows = [named.get("genuine, >=" if k.startswith("genuine, ") else k, blank)
-                for k in kinds]  # veto variants skip GRID: a gap there
-        rates = [100 * r["rate"] for r in rows]
-        lo = [100 * r["ci_people"][0] for r in rows]
-        hi = [100 * r["ci_people"][1] for r in rows]
-        xs = [i + (j - (len(modes) - 1) / 2) * width for i in range(len(kinds))]
-        err = [[max(0.0, r - a) for r, a in zip(rates, lo, strict=True)],
-               [max(0.0, b - r) for r, b in zip(rates, hi, strict=True)]]
-        ax.bar(xs, rates, width, yerr=err, capsize=3, label=mode)
-    ax.axhline(1, color="red", lw=0.8, ls="--", label="APCER target 1 %")
-    ax.axhline(5, color="grey", lw=0.8, ls=":", label="BPCER target 5 %")
-    ax.set_xticks(range(len(kinds)))
-    ax.set_xticklabels(["genuine, >= the mode's speech" if k.startswith("genuine, ") else k
-                        for k in kinds], rotation=25, ha="right", fontsize=8)
-    ax.set_ylabel("error rate %  (BPCER | FMR | APCER)")
-    ax.set_title("Attack benchmark through the Verifier (ARTIFICIAL identities + GRID), "
-                 "95% intervals over people")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -244,6 +244,13 @@ class SecurityMode:
     # the fixed ``voice_veto_llr``.
     voice_veto_by_length: tuple[tuple[float, float], ...] = ()
     voice_veto_quantile: float | None = None
+    # sequential looks (the live loop): a grant, or a denial because the voice is recognised as
+    # someone else, ends an attempt early only once this much speech was heard. Before it the
+    # voice is weak evidence either way (the veto is loosest at 0.5 s), so an early grant would
+    # judge a stranger's voice at the laxest veto however long they go on speaking. The loop
+    # keeps listening, and when the attempt ends (the person stops speaking or leaves, or the
+    # time limit) it decides on all it heard, with the veto for that much speech.
+    decisive_speech_s: float = 2.0
 
     def __post_init__(self) -> None:
         if self.name not in MODE_NAMES:
@@ -251,9 +258,10 @@ class SecurityMode:
         if self.liveness not in ("required", "report"):
             raise ConfigError(f"mode {self.name}: liveness must be 'required' or 'report', "
                               f"got {self.liveness!r}")
-        if not 0 < self.target_far < 1 or self.min_speech_s <= 0:
-            raise ConfigError(f"mode {self.name}: target_far must be in (0, 1) and "
-                              f"min_speech_s > 0")
+        if not 0 < self.target_far < 1 or self.min_speech_s <= 0 or \
+                not self.decisive_speech_s > 0:
+            raise ConfigError(f"mode {self.name}: target_far must be in (0, 1), min_speech_s "
+                              f"and decisive_speech_s > 0")
         table = tuple(sorted((float(a), float(b)) for a, b in self.voice_veto_by_length))
         if any(not (math.isfinite(a) and math.isfinite(b) and a > 0) for a, b in table) or \
                 len({a for a, _ in table}) != len(table):

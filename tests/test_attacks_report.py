@@ -3,7 +3,7 @@ the attempts themselves run through the real Verifier in `benchmarks/attacks.py`
 
 from __future__ import annotations
 
-from benchmarks.attacks import clopper_pearson, render, summarise
+from benchmarks.attacks_report import clopper_pearson, render, summarise
 
 MODES = {"face+liveness": {"target_far": 0.01, "avsync_threshold": 1.38, "min_speech_s": 0.5,
                            "voice_veto": "calibrated, q=0.02 (cross-fitted)"},
@@ -55,3 +55,20 @@ def test_report_names_the_far_of_each_mode_the_date_and_the_fmr_gallery():
     assert "## Mode `face+liveness, FAR 0.001` (FAR target 0.001," in text
     assert "| zero-effort (ARTIFICIAL) | FMR (gallery 5) | 1 / 40 | 2.50% |" in text
     assert "Date: 2026-12-01." in text
+
+
+def test_a_live_loop_variant_reports_the_speech_its_decisions_took():
+    res = _result()
+    res["modes"]["face+liveness, live looks"] = {
+        **MODES["face+liveness"], "decisive_speech_s": 2.0,
+        "sequential": "looks every 0.5 s of speech"}
+    for i, r in enumerate(res["kinds"]["genuine"]):
+        r["face+liveness, live looks"] = {"granted": True, "identity": r["expected"],
+                                          "reason": "[face+liveness] granted",
+                                          "decided_at_s": 2.0 + (i % 3), "looks": 4}
+    s = summarise(res)
+    assert s["face+liveness, live looks"]["genuine"]["decided_at_s_median"] == 3.0
+    assert "zero-effort" not in s["face+liveness, live looks"]  # no rows, no row
+    text = render(res, s)
+    assert "a look grants from 2 s of speech on): speech heard at the decision, median " \
+        "(looks per attempt, mean): genuine 3.00 s (4.0)" in text

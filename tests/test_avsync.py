@@ -303,3 +303,18 @@ def test_calibrated_voice_veto_tightens_with_the_speech_heard():
         dataclasses.replace(mode, voice_veto_by_length=((1.0, -1.0), (1.0, -2.0)))
     with pytest.raises(ConfigError, match="genuine voice trials"):
         veto_table({1.0: np.zeros(5)})
+
+
+def test_a_voice_recognised_as_someone_else_is_final_only_after_the_decisive_speech():
+    """At 1 s of speech a runner-up voice that beats the claimed one may still change its mind
+    (the loop keeps listening); from the mode's ``decisive_speech_s`` on, the denial is final."""
+    op = _op()
+    mode = op.mode("face+liveness")
+    assert mode.decisive_speech_s == 2.0  # the default, also for files written before it
+    faces, voices = {"ann": 0.9, "bob": 0.1}, {"ann": 0.3, "bob": 0.9}
+    early = decide_mode(_ev(faces, voices, speech=1.0), NO_PROV, op, mode)
+    late = decide_mode(_ev(faces, voices, speech=2.4), NO_PROV, op, mode)
+    assert "recognised as bob" in early.reason and "recognised as bob" in late.reason
+    assert not early.granted and not early.final and not late.granted and late.final
+    with pytest.raises(ConfigError, match="decisive_speech_s"):
+        dataclasses.replace(mode, decisive_speech_s=0.0)

@@ -308,3 +308,79 @@ def test_sequential_loop_keeps_collecting_while_undecided(door, short):
     assert len(early) >= 2 and early[0] >= 0.3  # looked, kept collecting, looked again
     assert all(b - a >= 0.3 - 1e-6 for a, b in zip(early, early[1:], strict=False))
     assert result.speech_s >= 1.0 - 1e-6 and result.latencies_ms["time_to_decision"] > 0
+
+
+def _face_liveness_points(decisive_s: float):
+    """Operating points with a face+liveness mode whose liveness is only reported (the replays
+    here are still photos): the face decides, the voice may veto."""
+    from edge_runtime.operating_points import (
+        Calibration,
+        Fuser,
+        OperatingPoints,
+        SecurityMode,
+        SubsetFusion,
+        ThresholdPoint,
+    )
+
+    fuser = Fuser({"face": Calibration(1.0, 0.0), "voice": Calibration(8.0, -4.0)},
+                  {frozenset({"face"}): SubsetFusion({"face": 1.0}, 0.0)})
+    point = ThresholdPoint(("face",), 1e-2, 0.5, 1e-2, 0.1, None, None, None, 100, 1000, 0,
+                           0.95, 0)
+    mode = SecurityMode("face+liveness", 1e-2, 0.5, 1.0, -2.0, liveness="report",
+                        decisive_speech_s=decisive_s)
+    return OperatingPoints({}, "0" * 64, fuser, (point,), provisional=False,
+                           modes={"face+liveness": mode}, default_mode="face+liveness")
+
+
+@pytest.mark.parametrize("decisive_s", [2.0, 0.5])
+def test_a_look_grants_only_after_the_decisive_speech(door, short, decisive_s):
+    """Security (issue 16): the voice veto is loosest at 0.5 s, so a look that grants at once
+    judges a stranger's voice at that veto however long they go on speaking. With the mode's
+    ``decisive_speech_s`` (2 s) the looks of a 1.3 s-speech attempt stay undecided ("keep
+    speaking") and the attempt is decided when it ends, on all it held; with 0.5 s (the rule
+    before) the first look ends it."""
+    verifier, _ = door
+    verifier.config = PipelineConfig(min_speech_s=0.5)
+    verifier.bundle.operating_points = _face_liveness_points(decisive_s)
+    looks = []
+    real = verifier.decide
+
+    def decide(col, *, t=0.0, final=True):
+        r = real(col, t=t, final=final)
+        looks.append((final, r.granted, r.final, r.needs, r.speech_s))
+        return r
+
+    verifier.decide = decide
+    config = LoopConfig(decide_at_end=False, cooldown_s=0.0, lockout_failures=0,
+                        look_every_s=0.3, speech_end_s=0.0)
+    [result] = AccessLoop(verifier, config).run(attempt(short, "ann", "ann"), max_attempts=1)
+    assert result.granted and result.identity == "ann" and result.mode == "face+liveness"
+    early = [x for x in looks if not x[0]]
+    assert early and all(granted for _, granted, _, _, _ in early)  # every look would grant
+    if decisive_s == 2.0:
+        assert all(not f and needs == "keep speaking" for _, _, f, needs, _ in early)
+        assert looks[-1][0] and result.speech_s > 1.0  # decided when the replay ended
+    else:
+        assert len(looks) == 1 and early[0][2] and result.speech_s < 1.0  # the first look
+
+
+def test_a_person_who_stops_speaking_is_decided_without_the_time_limit(door, short, tmp_path):
+    """``speech_end_s``: once there is enough to decide on, 1 s of quiet after speech ends the
+    attempt (a short phrase need not wait for the 10 s limit or for the person to leave)."""
+    verifier, _ = door
+    verifier.config = PipelineConfig(min_speech_s=0.5)
+    verifier.bundle.operating_points = _face_liveness_points(2.0)
+    quiet = tmp_path / "then_quiet.wav"
+    wav = load_audio(short["ann"][1])
+    sf.write(quiet, np.concatenate([wav, np.zeros(4 * 16000, np.float32)]), 16000)
+    ends = {}
+    for speech_end_s in (1.0, 0.0):
+        config = LoopConfig(decide_at_end=False, cooldown_s=0.0, lockout_failures=0,
+                            speech_end_s=speech_end_s)
+        src = ReplaySource.from_image_audio(short["ann"][0], quiet, fps=5, realtime=False)
+        [result] = AccessLoop(verifier, config).run(src, max_attempts=1)
+        assert result.granted and 1.0 < result.speech_s < 1.9
+        ends[speech_end_s] = result.t
+    assert ends[1.0] < 4.0 < ends[0.0]  # 2 s clip + 1 s quiet, against the end of the 6 s replay
+    with pytest.raises(Exception, match="speech_end_s"):
+        LoopConfig(speech_end_s=-1.0)

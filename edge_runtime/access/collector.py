@@ -66,6 +66,9 @@ class PipelineConfig:
     # None: the mode's; a (seconds, LLR) table replaces the mode's voice veto (benchmarks that
     # set it on other people than they evaluate, never for a door)
     voice_veto_by_length: tuple[tuple[float, float], ...] | None = None
+    # None: the mode's; replaces the speech a look needs to grant (benchmarks comparing the
+    # rule before it, 0.5 s: a grant at the first look)
+    decisive_speech_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode is not None and self.mode not in MODE_NAMES:
@@ -220,6 +223,9 @@ class Collector:
 
     def speech_seconds(self) -> float:
         return self.stream.speech_seconds()
+
+    def silence_after_speech(self) -> float | None:
+        return self.stream.silence_after_speech()
 
     def audio(self) -> np.ndarray:
         return np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.float32)

@@ -304,7 +304,7 @@ def decide_mode(ev: Evidence, thresholds: Thresholds, op: OperatingPoints,
                 _accepts_alone("voice", other_score, thresholds, op, mode.target_far):
             failures.append(f"the voice is recognised as {other} ({other_score:.2f}), not "
                             f"{candidate}")
-            final = True
+            final = ev.speech_s >= mode.decisive_speech_s  # before it, more speech may differ
         cal = op.fuser.calibrations.get("voice")
         if own is not None and cal is not None:
             llr = float(cal.llr([own])[0])

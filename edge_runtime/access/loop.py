@@ -67,12 +67,17 @@ class LoopConfig:
     poll_timeout: float = 0.05
     unsafe_no_liveness: bool = False
     look_every_s: float = 0.5  # sequential decisions: look again after this much more speech
+    # the attempt ends when the person, having given enough to decide on, has been quiet this
+    # long after speaking (0: only when they leave or at the time limit): a short phrase is
+    # decided on what was said, without waiting for the time limit
+    speech_end_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.lockout_failures < 0 or self.max_frames_per_poll < 1:
             raise ConfigError("lockout_failures must be >= 0 and max_frames_per_poll >= 1")
         for name in ("cooldown_s", "lockout_window_s", "lockout_s", "collect_timeout_s",
-                     "face_lost_s", "idle_detect_interval_s", "detect_interval_s", "preroll_s"):
+                     "face_lost_s", "idle_detect_interval_s", "detect_interval_s", "preroll_s",
+                     "speech_end_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -259,8 +264,10 @@ class AccessLoop:
         lost = self._now - last_face > c.face_lost_s
         cfg = self.verifier.config
         ready = speech >= cfg.min_speech_s and col.good_faces >= cfg.min_face_frames
+        quiet = col.silence_after_speech() if ready and c.speech_end_s > 0 else None
         if batch.ended or self._now - self._attempt_t0 > c.collect_timeout_s or \
-                (lost and self.state == State.COLLECTING):
+                (lost and self.state == State.COLLECTING) or \
+                (quiet is not None and quiet >= c.speech_end_s and not c.decide_at_end):
             out.append(self._decide(col))
         elif ready and not c.decide_at_end and speech >= self._next_look:
             # sequential: decide now if the evidence is decisive, else keep collecting

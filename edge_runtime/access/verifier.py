@@ -129,6 +129,8 @@ class Verifier:
             mode = dataclasses.replace(mode, liveness=self.config.liveness)
         if self.config.voice_veto_by_length is not None:
             mode = dataclasses.replace(mode, voice_veto_by_length=self.config.voice_veto_by_length)
+        if self.config.decisive_speech_s is not None:
+            mode = dataclasses.replace(mode, decisive_speech_s=self.config.decisive_speech_s)
         mode = mode.for_detector(getattr(self.detector, "kind", None))
         if not math.isclose(mode.target_far, self.config.target_far):  # e.g. --target-far 1e-3
             mode = dataclasses.replace(mode, target_far=self.config.target_far)
@@ -227,6 +229,8 @@ class Verifier:
             if op is not None and voice_emb is not None:  # the voice LLR depends on its length
                 op = op.at({"voice": len(speech) / TARGET_SR})
             mode = self.security_mode()
+            # a grant before this much speech is provisional: the loop keeps listening
+            decisive_s = mode.decisive_speech_s if mode is not None else 0.0
             evidence = dataclasses.replace(evidence, sync=c.sync(cfg.sync), speech_s=speech_s)
             t = lap("avsync", t)
             if mode is not None and op is not None:
@@ -238,13 +242,16 @@ class Verifier:
             if isinstance(exc, GalleryError):
                 self.gallery.reset()
             return _deny(str(exc), speech_s)
+        # a look's grant ends the attempt only with enough speech; its denial when more media
+        # cannot change it (the decision rule says which)
+        done = final or (speech_s >= decisive_s if outcome.granted else outcome.final)
         return AttemptResult(
             granted=outcome.granted, identity=outcome.candidate if outcome.granted else None,
             reason=outcome.reason, scores=outcome.scores, latencies_ms={},
             candidate=outcome.candidate, face_match=outcome.face_match,
             voice_match=outcome.voice_match, liveness=outcome.liveness, speech_s=speech_s,
-            mode=outcome.mode, final=final or outcome.granted or outcome.final,
-            needs="" if outcome.granted or outcome.final else _needs(outcome),
+            mode=outcome.mode, final=done,
+            needs="" if done else ("keep speaking" if outcome.granted else _needs(outcome)),
         )
 
     def _voice_problem(self, c: Collector, speech_s: float) -> str | None:

@@ -164,6 +164,15 @@ class SpeechStream:
     def speech_seconds(self) -> float:
         return sum(b - a for a, b in self.segments())
 
+    def silence_after_speech(self) -> float | None:
+        """Seconds scored since the last speech segment ended (None: no speech yet): how
+        long the person has been quiet after speaking."""
+        segs = self.segments()
+        if not segs:
+            return None
+        scored = (self.n_samples if self._finished else len(self._probs) * self.frame) / TARGET_SR
+        return max(0.0, scored - segs[-1][1])
+
 
 def segments_from_probs(
     probs: list[float] | np.ndarray, frame: int, n_samples: int, rules: SegmentRules
