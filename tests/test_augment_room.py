@@ -159,3 +159,28 @@ def test_clean_band_settings_are_checked() -> None:
         RoomAugment(clean_bands=("fm-radio",))
     with pytest.raises(Exception, match="clean_band_views"):
         RoomAugment(clean_band_views=-1)
+    with pytest.raises(Exception, match="clean_band_target"):
+        RoomAugment(clean_band_target="noisy")
+
+
+def test_clean_band_target_teaches_band_views_the_full_band_window() -> None:
+    """`clean_band_target: clean`: a band-only view takes its window's clean target; mixed door
+    views keep their own, and a view off the teacher's windows is refused, not kept silently."""
+    from edge_runtime.errors import DatasetError
+    from train.room_views import RoomViews
+
+    rng = np.random.default_rng(0)
+    starts = [np.array([0, 16000]), np.array([0])]
+    win_t = [rng.random((2, 256)).astype(np.float32), rng.random((1, 256)).astype(np.float32)]
+    own = rng.random((3, 256)).astype(np.float32)
+    views = RoomViews(np.array([0, 0, 1]), np.array([16000, 16000, 0]),
+                      [ViewParams(seed=1, noise="fan", snr_db=5.0),
+                       ViewParams(seed=2, band="narrowband", band_hz=4000.0),
+                       ViewParams(seed=3, band="telephone", band_hz=3400.0)],
+                      own.copy(), None, {}, 0, np.array([False, True, True]))  # type: ignore[arg-type]
+    assert views.teach_band_views_clean(starts, win_t) == 2
+    assert np.array_equal(views.teacher[0], own[0])
+    assert np.array_equal(views.teacher[1], win_t[0][1]) and np.array_equal(views.teacher[2], win_t[1][0])
+    views.start[2] = 8000
+    with pytest.raises(DatasetError, match="no teacher window at sample 8000"):
+        views.teach_band_views_clean(starts, win_t)

@@ -36,6 +36,7 @@ NOISE_KINDS = ("fan", "street", "babble")
 BANDS = ("none", "telephone", "mems", "narrowband")
 #: The band kinds a view draws from unless the config lists others (the issue-15 default).
 DEFAULT_BANDS = ("telephone", "mems")
+CLEAN_BAND_TARGETS = ("view", "clean")
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,11 @@ class RoomAugment:
     # noisy room, and the mixed views above rarely give it (issue 15).
     clean_band_views: int = 0
     clean_bands: tuple[str, ...] = ("narrowband", "telephone")
+    # What a band-only view is taught: "view" = the teacher's embedding of the band-limited audio
+    # (the student copies the teacher's own loss at 8 kHz), "clean" = the teacher's embedding of
+    # the same window at full band, so the student learns to recover the full-band identity from
+    # a narrow band and can do better than its teacher there.
+    clean_band_target: str = "view"
 
     def __post_init__(self) -> None:
         for name, bands in (("bands", self.bands), ("clean_bands", self.clean_bands)):
@@ -121,6 +127,9 @@ class RoomAugment:
                                   f"got {list(bands)}")
         if self.clean_band_views < 0:
             raise ConfigError(f"room.clean_band_views must be >= 0, got {self.clean_band_views}")
+        if self.clean_band_target not in CLEAN_BAND_TARGETS:
+            raise ConfigError(f"room.clean_band_target must be one of {list(CLEAN_BAND_TARGETS)}, "
+                              f"got {self.clean_band_target!r}")
 
     def sample_clean_band(self, seed: int) -> ViewParams:
         """A view that only passes the window through a band (and a gain); same seed, same view."""

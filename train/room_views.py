@@ -17,6 +17,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
+from edge_runtime.errors import DatasetError
 from train.augment_room import AUG_VERSION, RirBank, RoomAugment, ViewParams, apply_view
 from train.cache import ArrayCache
 from train.datasets import file_sha256
@@ -36,6 +37,27 @@ class RoomViews:
     bank: RirBank
     talkers: dict[str, np.ndarray]
     computed: int  # how many targets this call had to compute (0 = all from the cache)
+    band_only: np.ndarray | None = None  # (K,) True for the band-only views
+
+    def teach_band_views_clean(self, window_starts: list[np.ndarray],
+                               window_teacher: list[np.ndarray]) -> int:
+        """Band-only views take the clean window's teacher target (`clean_band_target: clean`).
+
+        Returns how many targets were replaced; a view whose window is not a teacher window is
+        an error, not a silent keep.
+        """
+        if self.band_only is None:
+            return 0
+        done = 0
+        for k in np.flatnonzero(self.band_only):
+            u, s = int(self.utterance[k]), int(self.start[k])
+            w = np.flatnonzero(window_starts[u] == s)
+            if len(w) != 1:
+                raise DatasetError(f"band-only view {k}: utterance {u} has no teacher window at "
+                                 f"sample {s}")
+            self.teacher[k] = window_teacher[u][int(w[0])]
+            done += 1
+        return done
 
     def audio(self, k: int, wav: np.ndarray, n: int) -> np.ndarray:
         """The k-th view's audio, rebuilt from its parameters."""
@@ -61,7 +83,7 @@ def prepare_room_views(data: VoiceSet, cache_dir: str | Path, window_samples: in
         by_speaker.setdefault(s.identity, []).append(h)
     others = {ident: [h for other, hs in by_speaker.items() if other != ident for h in hs]
               for ident in by_speaker}
-    utt, starts, params, keys = [], [], [], []
+    utt, starts, params, keys, band_only = [], [], [], [], []
     version = f"{AUG_VERSION}|{bank.version}|{VoiceTeacher.version_string()}"
     for u, (sample, sha) in enumerate(zip(data.samples, shas, strict=True)):
         for start in data.window_starts[u]:
@@ -70,6 +92,7 @@ def prepare_room_views(data: VoiceSet, cache_dir: str | Path, window_samples: in
                 p = (augment.sample(vseed, bank.size, others[sample.identity])
                      if k < views_per_window else augment.sample_clean_band(vseed))
                 utt.append(u)
+                band_only.append(k >= views_per_window)
                 starts.append(int(start))
                 params.append(p)
                 keys.append(ArrayCache.key(sha, f"roomview@{int(start)}|{p.key()}", version))
@@ -78,7 +101,8 @@ def prepare_room_views(data: VoiceSet, cache_dir: str | Path, window_samples: in
         found = [cache.get(k) for k in keys]
         todo = [i for i, r in enumerate(found) if r is None]
         views = RoomViews(np.array(utt, np.int64), np.array(starts, np.int64), params,
-                          np.zeros((len(keys), 256), np.float32), bank, talkers, len(todo))
+                          np.zeros((len(keys), 256), np.float32), bank, talkers, len(todo),
+                          np.array(band_only, bool))
         if todo:
             teacher = VoiceTeacher()
             with Progress(console=Console(stderr=True)) as progress:

@@ -187,6 +187,10 @@ class VoiceTask:
                                        room_augment(cfg), views_per_window=per_window,
                                        seed=int(room.get("seed", cfg["seed"])))
             extra_info["room_views"] = {"views": len(views.params), "computed": views.computed}
+            if room.get("clean_band_target", "view") == "clean":
+                assert sets["train"].window_teacher is not None
+                extra_info["room_views"]["clean_targets"] = views.teach_band_views_clean(
+                    sets["train"].window_starts, sets["train"].window_teacher)
         return cls(sets["train"], sets["val"], fe, VoiceAugment(**aug), views, extra_info)
 
     def __post_init__(self) -> None:
