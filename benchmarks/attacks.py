@@ -64,6 +64,7 @@ from benchmarks.attacks_report import STRICT_FAR, plot, render, summarise
 from benchmarks.machine import machine_info
 from calibration.voice_veto import QUANTILE, genuine_voice_llrs, veto_table
 from edge_runtime.access.enroll import Enroller, enroll_people
+from edge_runtime.access.loop import LoopConfig
 from edge_runtime.access.pipeline import AttemptResult, PipelineConfig, Verifier
 from edge_runtime.cli.demo import shifted_attack
 from edge_runtime.errors import EdgepinError
@@ -78,8 +79,9 @@ from edge_runtime.store.keys import create_key
 
 VETO_SWEEP = (0.01, 0.02, 0.05)  # veto quantiles compared in one run (trade-off table)
 GRID_SHIFTS = (-0.8, -0.5, -0.3, 0.3, 0.5, 0.8)
-LOOK_EVERY_S = 0.5  # the live loop's default (LoopConfig.look_every_s)
+LOOK_EVERY_S = LoopConfig().look_every_s  # the sequential emulation looks as the loop does
 CHUNK_S = 0.1  # audio arrives in chunks this long in the sequential emulation
+PROBE_AUDIO_S = (2.0, 4.0)  # a probe's audio, seconds
 SHORT_AUDIO_S = (0.8, 1.2)  # the informed attacker's probe
 SHORT_KIND = "mixed-unenrolled, short speech"
 KINDS = ("genuine", "zero-effort", "mixed-enrolled", "mixed-unenrolled", "photo", SHORT_KIND)
@@ -196,8 +198,8 @@ def _row(r: AttemptResult) -> dict[str, Any]:
     return out
 
 
-def _cut(wav: np.ndarray, rng: np.random.Generator,
-         seconds: tuple[float, float] = (2.0, 4.0)) -> np.ndarray:
+def _cut(wav: np.ndarray, rng: np.random.Generator, seconds: tuple[float, float]
+         ) -> np.ndarray:
     n = round(rng.uniform(*seconds) * TARGET_SR)
     if wav.size <= n:
         return wav
@@ -259,12 +261,13 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                       for q in {q for _, q, _ in variants.values() if q is not None}}
 
             def verifier(mode: str, liveness: str, f: int, q: float | None,
-                         far: float | None) -> Verifier:
+                         far: float | None, decisive: float | None = None) -> Verifier:
                 m = op.mode(mode)
                 cfg = PipelineConfig(mode=mode, liveness=liveness, min_speech_s=0.5,
                                      target_far=far or m.target_far,
                                      voice_veto_by_length=vetoes[(f, q)] if q is not None
-                                     else ((1.0, m.voice_veto_llr),))
+                                     else ((1.0, m.voice_veto_llr),),
+                                     decisive_speech_s=decisive)
                 return Verifier(bundle, handle, cfg, detector, gate)
 
             verifiers = {(f, key): {name: verifier(m, lv, f, q, far)
@@ -274,15 +277,8 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
             # the default mode as the live loop decides (see the module docstring): a look may
             # grant after the mode's decisive speech (None), or at once (0.5 s: the rule before)
             sequential = {"face+liveness, live looks": None,
-                          "face+liveness, live looks, grant at the first look (before)":
-0.5}
-
-            def seq_verifier(f: int, liveness: str, decisive: float | None) -> Verifier:
-                v = verifier("face+liveness", liveness, f, q_main, None)
-                v.config = dataclasses.replace(v.config, decisive_speech_s=decisive)
-                return v
-
-            seq_verifiers = {(f, key): {name: seq_verifier(f, lv, d)
+                          "face+liveness, live looks, grant at the first look (before)": 0.5}
+            seq_verifiers = {(f, key): {name: verifier("face+liveness", lv, f, q_main, None, d)
                                         for name, d in sequential.items()}
                              for f in (0, 1) for key, lv in (("identity", "report"),
                                                              ("live", "required"))}
@@ -307,8 +303,7 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
             def probe_voice(p: dict[str, Any], r: np.random.Generator, short: bool
                             ) -> np.ndarray:
                 utt = p["utterances"][3:][int(r.integers(0, len(p["utterances"]) - 3))]
-                return _cut(media.audio(utt), r, SHORT_AUDIO_S) if short else \
-                    _cut(media.audio(utt), r)
+                return _cut(media.audio(utt), r, SHORT_AUDIO_S if short else PROBE_AUDIO_S)
 
             plan = []
             for _ in range(per_kind):

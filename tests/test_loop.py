@@ -29,6 +29,14 @@ from edge_runtime.frontend.audio import load_audio
 from edge_runtime.frontend.face import load_image
 from edge_runtime.frontend.video import Frame
 from edge_runtime.models import ModelBundle
+from edge_runtime.operating_points import (
+    Calibration,
+    Fuser,
+    OperatingPoints,
+    SecurityMode,
+    SubsetFusion,
+    ThresholdPoint,
+)
 from edge_runtime.store.audit import AuditLog
 from edge_runtime.store.gallery import Gallery
 from edge_runtime.store.gallery_handle import GalleryHandle
@@ -257,14 +265,6 @@ def test_face_embedding_made_during_capture_equals_the_one_made_at_decision(door
 
 
 def test_the_voice_llr_is_calibrated_for_the_speech_the_attempt_held(door, short):
-    from edge_runtime.operating_points import (
-        Calibration,
-        Fuser,
-        OperatingPoints,
-        SubsetFusion,
-        ThresholdPoint,
-    )
-
     verifier, _ = door
     voice = Calibration(10.0, -5.0, by_seconds=((0.5, 1.0, 0.0), (2.0, 10.0, -5.0)))
     fuser = Fuser({"face": Calibration(1.0, 0.0), "voice": voice},
@@ -313,15 +313,6 @@ def test_sequential_loop_keeps_collecting_while_undecided(door, short):
 def _face_liveness_points(decisive_s: float):
     """Operating points with a face+liveness mode whose liveness is only reported (the replays
     here are still photos): the face decides, the voice may veto."""
-    from edge_runtime.operating_points import (
-        Calibration,
-        Fuser,
-        OperatingPoints,
-        SecurityMode,
-        SubsetFusion,
-        ThresholdPoint,
-    )
-
     fuser = Fuser({"face": Calibration(1.0, 0.0), "voice": Calibration(8.0, -4.0)},
                   {frozenset({"face"}): SubsetFusion({"face": 1.0}, 0.0)})
     point = ThresholdPoint(("face",), 1e-2, 0.5, 1e-2, 0.1, None, None, None, 100, 1000, 0,

@@ -2,9 +2,9 @@
 
 Each training window gets `views_per_window` door-condition views and `clean_band_views`
 band-only views (`train.augment_room`); the teacher embeds each view once. The cache key is the
-utterance file's sha256, the window offset and the view's full parameters (`ViewParams.key`, seed included), with the augmentation, RIR-bank and teacher
-versions: a second run with the same config computes nothing, a changed parameter or teacher
-never reuses a stale target.
+utterance file's sha256, the window offset and the view's full parameters (`ViewParams.key`,
+seed included), with the augmentation, RIR-bank and teacher versions: a second run with the
+same config computes nothing, a changed parameter or teacher never reuses a stale target.
 """
 
 from __future__ import annotations
@@ -48,16 +48,15 @@ class RoomViews:
         """
         if self.band_only is None:
             return 0
-        done = 0
-        for k in np.flatnonzero(self.band_only):
+        chosen = np.flatnonzero(self.band_only)
+        for k in chosen:
             u, s = int(self.utterance[k]), int(self.start[k])
             w = np.flatnonzero(window_starts[u] == s)
             if len(w) != 1:
                 raise DatasetError(f"band-only view {k}: utterance {u} has no teacher window at "
-                                 f"sample {s}")
+                                   f"sample {s}")
             self.teacher[k] = window_teacher[u][int(w[0])]
-            done += 1
-        return done
+        return len(chosen)
 
     def audio(self, k: int, wav: np.ndarray, n: int) -> np.ndarray:
         """The k-th view's audio, rebuilt from its parameters."""

@@ -183,11 +183,12 @@ class VoiceTask:
         room = cfg.get("room") or {}
         per_window = int(room.get("views_per_window", 0))
         if per_window + int(room.get("clean_band_views", 0)) > 0:
-            views = prepare_room_views(sets["train"], cache_dir, fe.window_samples,
-                                       room_augment(cfg), views_per_window=per_window,
+            room_aug = room_augment(cfg)
+            views = prepare_room_views(sets["train"], cache_dir, fe.window_samples, room_aug,
+                                       views_per_window=per_window,
                                        seed=int(room.get("seed", cfg["seed"])))
             extra_info["room_views"] = {"views": len(views.params), "computed": views.computed}
-            if room.get("clean_band_target", "view") == "clean":
+            if room_aug.clean_band_target == "clean":
                 assert sets["train"].window_teacher is not None
                 extra_info["room_views"]["clean_targets"] = views.teach_band_views_clean(
                     sets["train"].window_starts, sets["train"].window_teacher)
