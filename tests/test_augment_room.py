@@ -184,3 +184,50 @@ def test_clean_band_target_teaches_band_views_the_full_band_window() -> None:
     views.start[2] = 8000
     with pytest.raises(DatasetError, match="no teacher window at sample 8000"):
         views.teach_band_views_clean(starts, win_t)
+
+
+def test_utterance_mix_teaches_clean_windows_the_speakers_utterance_embedding(tmp_path) -> None:  # noqa: ANN001
+    """`targets.utterance_mix`: a clean window's target moves to its utterance's teacher
+    embedding by the mix; a labelled view keeps its own target; bad values are refused."""
+    from edge_runtime.errors import ConfigError
+    from edge_runtime.frontend.features import VoiceFrontEnd
+    from train.augment import VoiceAugment
+    from train.datasets import Sample
+    from train.prepare import VoiceSet
+    from train.room_views import RoomViews
+    from train.tasks import VoiceTask, utterance_mix
+
+    fe = VoiceFrontEnd()
+    rng = np.random.default_rng(1)
+    samples = [Sample(f"s{i}", tmp_path / f"{i}.flac", modality="voice") for i in range(2)]
+    audio = [(0.1 * rng.standard_normal(fe.window_samples + 16000)).astype(np.float32)
+             for _ in samples]
+    win_t = [rng.random((2, 256)).astype(np.float32) for _ in samples]
+    utt_t = rng.random((2, 256)).astype(np.float32)
+    data = VoiceSet(samples, audio, [np.array([0, 16000])] * 2, win_t, utt_t)
+    views = RoomViews(np.array([1]), np.array([0]), [ViewParams(seed=1, noise="fan", snr_db=5.0)],
+                      rng.random((1, 256)).astype(np.float32), None, {}, 0)  # type: ignore[arg-type]
+
+    def target(mix: float, item: int) -> tuple[np.ndarray, VoiceTask]:
+        task = VoiceTask(data, data, fe, VoiceAugment(short_p=0.0), views, utterance_mix=mix)
+        return task.batch(np.array([item]), np.random.default_rng(0))[1][0].numpy(), task
+
+    def centred(v: np.ndarray, task: VoiceTask) -> np.ndarray:
+        c = v - task.teacher_mean
+        return c / np.linalg.norm(c)
+
+    t0, task = target(0.0, 3)            # utterance 1, window 1
+    t1, _ = target(1.0, 3)
+    th, _ = target(0.5, 3)
+    assert np.allclose(t0, centred(win_t[1][1], task), atol=1e-6)
+    assert np.allclose(t1, centred(utt_t[1], task), atol=1e-6)
+    assert np.allclose(th, centred(0.5 * win_t[1][1] + 0.5 * utt_t[1], task), atol=1e-6)
+    assert not np.allclose(t0, t1, atol=1e-3)
+    v1, _ = target(1.0, 4)               # the labelled view keeps the teacher's view target
+    assert np.allclose(v1, centred(views.teacher[0], task), atol=1e-6)
+
+    assert utterance_mix({}) == 0.0 and utterance_mix({"targets": {"utterance_mix": 0.25}}) == 0.25
+    with pytest.raises(ConfigError, match="utterance_mix must be in"):
+        utterance_mix({"targets": {"utterance_mix": 1.5}})
+    with pytest.raises(ConfigError, match="unknown key"):
+        utterance_mix({"targets": {"utterance_mixx": 0.5}})

@@ -151,8 +151,11 @@ def _run_until_open(site, media, gpio, hold: str):
     args = [sys.executable, "-m", "edge_runtime.cli", "run", "--once", "--json", "--fast",
             "--lockout", "0", "--face", str(media["ann"][0]), "--voice", str(media["ann"][1]),
             *site["models"], *site["gallery"], "--actuator-gpio", "doorgpio:line"]
+    # A shell's background job (`make test &`, nohup) inherits SIGINT ignored, and Python then
+    # keeps ignoring it, as POSIX intends; the child gets the default action so Ctrl-C is tested.
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while "1" not in _states(state):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()

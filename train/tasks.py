@@ -150,6 +150,19 @@ def room_augment(cfg: dict) -> RoomAugment:
     return RoomAugment(**r)
 
 
+def utterance_mix(cfg: dict) -> float:
+    """`targets.utterance_mix` from a voice config (0 when the section is absent)."""
+    targets = cfg.get("targets") or {}
+    unknown = set(targets) - {"utterance_mix"}
+    if unknown:
+        raise ConfigError(f"targets: unknown key(s) {', '.join(sorted(unknown))} "
+                          "(known: utterance_mix)")
+    mix = float(targets.get("utterance_mix", 0.0))
+    if not 0.0 <= mix <= 1.0:
+        raise ConfigError(f"targets.utterance_mix must be in [0, 1], got {mix}")
+    return mix
+
+
 @dataclass
 class VoiceTask:
     """Voice distillation on 2 s log-mel windows with per-window teacher targets.
@@ -165,6 +178,11 @@ class VoiceTask:
     augment: VoiceAugment
     views: RoomViews | None = None
     extra_data: dict = field(default_factory=dict)
+    # Share of the speaker's whole-utterance teacher embedding in a clean window's target
+    # (`targets.utterance_mix`). A door compares 1-2 s of speech with a template made from whole
+    # utterances; teaching a window (and its short crops) the utterance's embedding asks the
+    # student for the speaker, not the window. 0 = the window's own target, as before.
+    utterance_mix: float = 0.0
 
     @classmethod
     def build(cls, cfg: dict, samples: list[Sample], splits: dict, cache_dir: Path) -> VoiceTask:
@@ -192,9 +210,12 @@ class VoiceTask:
                 assert sets["train"].window_teacher is not None
                 extra_info["room_views"]["clean_targets"] = views.teach_band_views_clean(
                     sets["train"].window_starts, sets["train"].window_teacher)
-        return cls(sets["train"], sets["val"], fe, VoiceAugment(**aug), views, extra_info)
+        return cls(sets["train"], sets["val"], fe, VoiceAugment(**aug), views, extra_info,
+                   utterance_mix(cfg))
 
     def __post_init__(self) -> None:
+        if self.utterance_mix > 0 and self.train.utterance_teacher is None:
+            raise ConfigError("targets.utterance_mix needs the teacher's utterance embeddings")
         utt_labels, self.classes = _labels(self.train.identities)
         self.teacher_mean = np.concatenate(self.train.window_teacher).mean(axis=0)
         items = [(u, w, -1) for u, st in enumerate(self.train.window_starts)
@@ -221,7 +242,12 @@ class VoiceTask:
             crop = self.augment.crop(wav, int(self.train.window_starts[u][w]), n, 16000, rng)
             crop = self.augment.shorten(crop, 16000, rng)
             feats.append(self.front_end.windows(self.augment(crop, rng))[0])
-            targets.append(self.train.window_teacher[u][w])
+            target = self.train.window_teacher[u][w]
+            if self.utterance_mix > 0:
+                assert self.train.utterance_teacher is not None
+                target = ((1.0 - self.utterance_mix) * target
+                          + self.utterance_mix * self.train.utterance_teacher[u])
+            targets.append(target)
         targets_c = l2_normalise(np.stack(targets) - self.teacher_mean)
         return (torch.from_numpy(np.stack(feats)), torch.from_numpy(targets_c),
                 torch.from_numpy(self.labels[idx]))
