@@ -1,7 +1,9 @@
 """Attack benchmark: presentation and identity attacks at scale, through the real ``Verifier``.
 
 Re-run (about 20-40 min on 2 shared cores; writes attacks.md, attacks.json.gz and attacks.png;
-rates, report and plot: ``benchmarks.attacks_report``):
+rates, report and plot: ``benchmarks.attacks_report``; one presentation through the verifiers,
+at once or as the live loop looks: ``benchmarks.attacks_present``; the GRID clips:
+``benchmarks.attacks_grid``):
 
     nice -n 19 python -m benchmarks.attacks --models models --data ../shared/data \\
         --out benchmarks/attacks.md [--face-tier large] [--precision int8]
@@ -47,7 +49,6 @@ decided with the mode's liveness set to "report" (the identity part of the mode,
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as _dt
 import gzip
 import json
@@ -60,27 +61,24 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.attacks_grid import run_grid
+from benchmarks.attacks_present import LOOK_EVERY_S, Media, attempt, live_looks, row
 from benchmarks.attacks_report import STRICT_FAR, plot, render, summarise
 from benchmarks.machine import machine_info
 from calibration.voice_veto import QUANTILE, genuine_voice_llrs, veto_table
 from edge_runtime.access.enroll import Enroller, enroll_people
-from edge_runtime.access.loop import LoopConfig
-from edge_runtime.access.pipeline import AttemptResult, PipelineConfig, Verifier
-from edge_runtime.cli.demo import shifted_attack
+from edge_runtime.access.pipeline import PipelineConfig, Verifier
 from edge_runtime.errors import EdgepinError
-from edge_runtime.frontend.audio import TARGET_SR, load_audio
-from edge_runtime.frontend.face import DlibHogDetector, load_image
+from edge_runtime.frontend.audio import TARGET_SR
+from edge_runtime.frontend.face import DlibHogDetector
 from edge_runtime.frontend.vad import SpeechGate
-from edge_runtime.frontend.video import Clip, Frame, decode_clip
+from edge_runtime.frontend.video import Frame
 from edge_runtime.models import ModelBundle
 from edge_runtime.store.gallery import Gallery
 from edge_runtime.store.gallery_handle import GalleryHandle
 from edge_runtime.store.keys import create_key
 
 VETO_SWEEP = (0.01, 0.02, 0.05)  # veto quantiles compared in one run (trade-off table)
-GRID_SHIFTS = (-0.8, -0.5, -0.3, 0.3, 0.5, 0.8)
-LOOK_EVERY_S = LoopConfig().look_every_s  # the sequential emulation looks as the loop does
-CHUNK_S = 0.1  # audio arrives in chunks this long in the sequential emulation
 PROBE_AUDIO_S = (2.0, 4.0)  # a probe's audio, seconds
 SHORT_AUDIO_S = (0.8, 1.2)  # the informed attacker's probe
 SHORT_KIND = "mixed-unenrolled, short speech"
@@ -123,81 +121,6 @@ def artificial_people(data: Path, bundle: ModelBundle, seed: int) -> list[dict[s
     return out
 
 
-class Media:
-    """Decoded photos and audio, each read once."""
-
-    def __init__(self) -> None:
-        self._img: dict[Path, np.ndarray] = {}
-        self._wav: dict[Path, np.ndarray] = {}
-
-    def image(self, p: Path) -> np.ndarray:
-        if p not in self._img:
-            self._img[p] = load_image(p)
-        return self._img[p]
-
-    def audio(self, p: Path) -> np.ndarray:
-        if p not in self._wav:
-            self._wav[p] = load_audio(p, TARGET_SR)
-        return self._wav[p]
-
-
-def _attempt(verifiers: dict[str, Verifier], frames: list[Frame], audio: np.ndarray,
-             source: str) -> dict[str, AttemptResult]:
-    """One presentation, collected once, decided by each verifier (same gallery, same bundle,
-    each its own mode)."""
-    first = next(iter(verifiers.values()))
-    c = first.new_attempt(source)
-    for f in frames:
-        c.add_frame(f)
-    c.add_audio(audio.astype(np.float32), TARGET_SR, t=frames[0].t if frames else 0.0)
-    return {name: v.decide(c) for name, v in verifiers.items()}
-
-
-def _sequential(verifiers: dict[str, Verifier], frames: list[Frame], audio: np.ndarray,
-                source: str) -> dict[str, tuple[AttemptResult, int]]:
-    """The same presentation as the live loop decides it: audio in chunks, a look after the
-    minimum speech and every ``LOOK_EVERY_S`` more, the first final look ends it (per rule);
-    the end of the probe decides the rest. Returns each rule's decision and its looks."""
-    first = next(iter(verifiers.values()))
-    cfg = first.config
-    c = first.new_attempt(source)
-    for f in frames:
-        c.add_frame(f)
-    t0 = frames[0].t if frames else 0.0
-    step = round(CHUNK_S * TARGET_SR)
-    out: dict[str, tuple[AttemptResult, int]] = {}
-    looks = 0
-    next_look = cfg.min_speech_s
-    for i in range(0, audio.size, step):
-        c.add_audio(audio[i: i + step].astype(np.float32), TARGET_SR, t=t0 + i / TARGET_SR)
-        heard = c.speech_seconds()
-        if heard < next_look or c.good_faces < cfg.min_face_frames:
-            continue
-        looks += 1
-        for name, v in verifiers.items():
-            if name not in out:
-                r = v.decide(c, final=False)
-                if r.final:
-                    out[name] = (r, looks)
-        if len(out) == len(verifiers):
-            return out
-        next_look = heard + LOOK_EVERY_S
-    for name, v in verifiers.items():
-        if name not in out:
-            out[name] = (v.decide(c), looks)
-    return out
-
-
-def _row(r: AttemptResult) -> dict[str, Any]:
-    """What one decision leaves in the JSON: verdict, reason and the scores it saw."""
-    out = {"granted": r.granted, "reason": r.reason[:60],  # the JSON stays < 2 MB
-           "scores": {k: (None if v is None else round(float(v), 4))
-                      for k, v in r.scores.items() if k in ("face", "voice", "avsync")}}
-    if r.identity is not None:
-        out["identity"] = r.identity
-    return out
-
-
 def _cut(wav: np.ndarray, rng: np.random.Generator, seconds: tuple[float, float]
          ) -> np.ndarray:
     n = round(rng.uniform(*seconds) * TARGET_SR)
@@ -205,6 +128,64 @@ def _cut(wav: np.ndarray, rng: np.random.Generator, seconds: tuple[float, float]
         return wav
     k = int(rng.integers(0, wav.size - n))
     return wav[k: k + n]
+
+
+def probe_face(media: Media, p: dict[str, Any], still_frames: int, r: np.random.Generator
+               ) -> list[Frame]:
+    """A photo of ``p`` not used to enrol, held for ``still_frames`` frames."""
+    photo = p["photos"][2:][int(r.integers(0, len(p["photos"]) - 2))]
+    img = media.image(photo)
+    return [Frame(i * 0.04, img) for i in range(still_frames)]
+
+
+def probe_voice(media: Media, p: dict[str, Any], r: np.random.Generator, short: bool
+                ) -> np.ndarray:
+    """A random cut of an utterance of ``p`` not used to enrol (2-4 s, or 0.8-1.2 s)."""
+    utt = p["utterances"][3:][int(r.integers(0, len(p["utterances"]) - 3))]
+    return _cut(media.audio(utt), r, SHORT_AUDIO_S if short else PROBE_AUDIO_S)
+
+
+Attempt = tuple[str, str, str | None, dict[str, Any], dict[str, Any], str, int,
+                np.random.Generator]
+
+
+def plan_attempts(enrolled: list[dict[str, Any]], strangers: list[dict[str, Any]],
+                  per_kind: int, rng: np.random.Generator, seed: int) -> list[Attempt]:
+    """Every attempt, drawn before any is run: (kind, who, expected identity, face person,
+    voice person, verifier set, still frames, the random stream its probe is cut with)."""
+    identity, live = "identity", "live"
+    by_gender: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for p in enrolled:
+        by_gender[p["gender"]].append(p)
+    stranger_gender: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for p in strangers:
+        stranger_gender[p["gender"]].append(p)
+
+    def pick(pool: list[dict[str, Any]], r: np.random.Generator = rng) -> dict[str, Any]:
+        return pool[int(r.integers(0, len(pool)))]
+
+    plan: list[Attempt] = []
+    for _ in range(per_kind):
+        a = pick(enrolled)
+        plan.append(("genuine", a["name"], a["name"], a, a, identity, 1, rng))
+        s = pick(strangers)
+        plan.append(("zero-effort", s["name"], None, s, s, identity, 1, rng))
+        b_pool = [q for q in by_gender[a["gender"]] if q is not a]
+        if b_pool:
+            b = pick(b_pool)
+            plan.append(("mixed-enrolled", a["name"], None, a, b, identity, 1, rng))
+        if stranger_gender[a["gender"]]:
+            c = pick(stranger_gender[a["gender"]])
+            plan.append(("mixed-unenrolled", a["name"], None, a, c, identity, 1, rng))
+        plan.append(("photo", a["name"], None, a, a, live, 15, rng))
+    # drawn from their own stream and run last: the kinds above keep their attempts
+    rng_short = np.random.default_rng(seed + 11)
+    for _ in range(per_kind):
+        a = pick(enrolled, rng_short)
+        if stranger_gender[a["gender"]]:
+            c = pick(stranger_gender[a["gender"]], rng_short)
+            plan.append((SHORT_KIND, a["name"], None, a, c, identity, 1, rng_short))
+    return plan
 
 
 def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
@@ -282,50 +263,8 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                                         for name, d in sequential.items()}
                              for f in (0, 1) for key, lv in (("identity", "report"),
                                                              ("live", "required"))}
-            identity, live = "identity", "live"
-            by_gender: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for p in enrolled:
-                by_gender[p["gender"]].append(p)
-            stranger_gender: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for p in strangers:
-                stranger_gender[p["gender"]].append(p)
+            plan = plan_attempts(enrolled, strangers, per_kind, rng, seed)
 
-            def pick(pool: list[dict[str, Any]], r: np.random.Generator = rng
-                     ) -> dict[str, Any]:
-                return pool[int(r.integers(0, len(pool)))]
-
-            def probe_face(p: dict[str, Any], still_frames: int, r: np.random.Generator
-                           ) -> list[Frame]:
-                photo = p["photos"][2:][int(r.integers(0, len(p["photos"]) - 2))]
-                img = media.image(photo)
-                return [Frame(i * 0.04, img) for i in range(still_frames)]
-
-            def probe_voice(p: dict[str, Any], r: np.random.Generator, short: bool
-                            ) -> np.ndarray:
-                utt = p["utterances"][3:][int(r.integers(0, len(p["utterances"]) - 3))]
-                return _cut(media.audio(utt), r, SHORT_AUDIO_S if short else PROBE_AUDIO_S)
-
-            plan = []
-            for _ in range(per_kind):
-                a = pick(enrolled)
-                plan.append(("genuine", a["name"], a["name"], a, a, identity, 1, rng))
-                s = pick(strangers)
-                plan.append(("zero-effort", s["name"], None, s, s, identity, 1, rng))
-                b_pool = [q for q in by_gender[a["gender"]] if q is not a]
-                if b_pool:
-                    b = pick(b_pool)
-                    plan.append(("mixed-enrolled", a["name"], None, a, b, identity, 1, rng))
-                if stranger_gender[a["gender"]]:
-                    c = pick(stranger_gender[a["gender"]])
-                    plan.append(("mixed-unenrolled", a["name"], None, a, c, identity, 1, rng))
-                plan.append(("photo", a["name"], None, a, a, live, 15, rng))
-            # drawn from their own stream and run last: the kinds above keep their attempts
-            rng_short = np.random.default_rng(seed + 11)
-            for _ in range(per_kind):
-                a = pick(enrolled, rng_short)
-                if stranger_gender[a["gender"]]:
-                    c = pick(stranger_gender[a["gender"]], rng_short)
-                    plan.append((SHORT_KIND, a["name"], None, a, c, identity, 1, rng_short))
             def state(done: int) -> dict[str, Any]:
                 return {"kinds": results, "grid": grid, "gallery_size": len(enrolled),
                         "strangers": len(strangers), "people": len(people),
@@ -361,20 +300,20 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                     if checkpoint is not None and done and done % 250 == 0:
                         checkpoint(state(done))
                     try:
-                        frames = probe_face(fp, nframes, gen)
-                        audio = probe_voice(vp, gen, kind == SHORT_KIND)
+                        frames = probe_face(media, fp, nframes, gen)
+                        audio = probe_voice(media, vp, gen, kind == SHORT_KIND)
                     except EdgepinError as exc:
                         results[kind].append({"who": who, "skipped": str(exc)})
                         bar.advance(task)
                         continue
-                    out = _attempt(verifiers[(fold[fp["name"]], vs)], frames, audio,
+                    out = attempt(verifiers[(fold[fp["name"]], vs)], frames, audio,
                                    f"{kind} {who}")
-                    seq = _sequential(seq_verifiers[(fold[fp["name"]], vs)], frames, audio,
+                    seq = live_looks(seq_verifiers[(fold[fp["name"]], vs)], frames, audio,
                                       f"{kind} {who}")
                     results[kind].append({
                         "who": who, "expected": expected, "speech_s": out[next(iter(out))].speech_s,
-                        **{m: _row(r) for m, r in out.items()},
-                        **{m: {**_row(r), "looks": n, "decided_at_s": round(r.speech_s, 2)}
+                        **{m: row(r) for m, r in out.items()},
+                        **{m: {**row(r), "looks": n, "decided_at_s": round(r.speech_s, 2)}
                            for m, (r, n) in seq.items()}})
                     bar.advance(task)
             for group in (*verifiers.values(), *seq_verifiers.values()):
@@ -383,43 +322,6 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
             final = state(len(plan))
     bundle.close()
     return final
-
-
-def run_grid(bundle: ModelBundle, grid_dir: Path, detector: Any, gate: Any
-             ) -> dict[str, list[dict[str, Any]]]:
-    """GRID genuine / shifted / swapped through the Verifier, liveness required."""
-    paths = sorted(grid_dir.glob("*.mpg"))
-    clips = {p.stem: decode_clip(p) for p in paths}
-    halves = {n: c.split(c.start + c.duration / 2) for n, c in clips.items()}
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    with tempfile.TemporaryDirectory(prefix="edgepin-attacks-grid-") as tmp:
-        key = create_key(Path(tmp) / "g.key")
-        with Gallery.open(Path(tmp) / "g.db", key) as gallery:
-            enroller = Enroller(bundle, detector, gate, min_speech_s=0.5)
-            for n in clips:
-                enroller.enroll_clip(gallery, n, halves[n][0])
-            handle = GalleryHandle.wrap(gallery)
-            vs = {m: Verifier(bundle, handle, PipelineConfig(mode=m, min_speech_s=0.5),
-                              detector, gate) for m in ("face+liveness", "two-factor")}
-
-            def present(kind: str, who: str, expected: str | None, clip: Clip) -> None:
-                assert clip.audio is not None
-                r = _attempt(vs, clip.frames, clip.audio, f"{kind} {who}")
-                out[kind].append({"who": who, "expected": expected,
-                                  "speech_s": next(iter(r.values())).speech_s,
-                                  **{m: _row(x) for m, x in r.items()}})
-
-            for n in clips:
-                present("grid-genuine", n, n, halves[n][1])
-                for sh in GRID_SHIFTS:
-                    present("grid-shifted", n, None, shifted_attack(clips[n], halves[n][1], sh))
-                for o in clips:
-                    if o != n:
-                        swapped = dataclasses.replace(halves[n][1], audio=halves[o][1].audio)
-                        present("grid-swapped", n, None, swapped)
-            for v in vs.values():
-                v.close()
-    return out
 
 
 def write_door(data: Path, models: Path, out: Path, seed: int = 0) -> int:
