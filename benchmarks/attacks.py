@@ -34,11 +34,19 @@ presentations rejected; zero-effort impostors give the FMR):
   own random stream after all the others, so the other kinds keep their attempts.
 
 Every attempt is decided on the whole probe (as a replayed file is), and for the default mode
-also as the LIVE loop decides it (``sequential``): the audio arrives in 0.1 s chunks and the
-``Verifier`` looks after 0.5 s of speech and every 0.5 s of speech more; a look that is final
-ends the attempt, else the end of the probe decides. Two rules: a look may grant only after the
-mode's ``decisive_speech_s`` (2 s, the rule now), or at once (the rule before: the first look
-at 0.5 s of speech judged every voice at the loosest veto).
+also as the loop decides it with looks (``live_looks``): the audio arrives in 0.1 s chunks and
+the ``Verifier`` looks after the minimum speech and every 0.5 s of speech more; a look that is
+final ends the attempt, else the end of the audio decides. Variants:
+- ``live door``: `edgepin run`'s defaults on a live source (looks from 2 s of speech, the
+  minimum a live source needs), and the person goes on speaking while the door says "keep
+  speaking": the rest of their utterance from the probe's start, then their next probe
+  utterances, up to the loop's 10 s limit. The short-speech attacker stops after 0.8-1.2 s.
+  ``live door, decisive 3 s``: the same with the mode's ``decisive_speech_s`` (and so the
+  live minimum) at 3 s.
+- ``looks from 0.5 s``: the fixed probe, looks from 0.5 s of speech (a live source run with
+  ``--min-speech 0.5``, refused since: below the mode's decisive speech); a look may grant only
+  after the mode's ``decisive_speech_s`` (2 s), or at once (``grant at the first look
+  (before)``, the rule before ``decisive_speech_s``).
 
 LFW photos are stills: AV sync cannot be measured on them. Identity kinds are therefore
 decided with the mode's liveness set to "report" (the identity part of the mode, exactly as the
@@ -67,6 +75,7 @@ from benchmarks.attacks_report import STRICT_FAR, plot, render, summarise
 from benchmarks.machine import machine_info
 from calibration.voice_veto import QUANTILE, genuine_voice_llrs, veto_table
 from edge_runtime.access.enroll import Enroller, enroll_people
+from edge_runtime.access.loop import LoopConfig
 from edge_runtime.access.pipeline import PipelineConfig, Verifier
 from edge_runtime.errors import EdgepinError
 from edge_runtime.frontend.audio import TARGET_SR
@@ -82,6 +91,12 @@ VETO_SWEEP = (0.01, 0.02, 0.05)  # veto quantiles compared in one run (trade-off
 PROBE_AUDIO_S = (2.0, 4.0)  # a probe's audio, seconds
 SHORT_AUDIO_S = (0.8, 1.2)  # the informed attacker's probe
 SHORT_KIND = "mixed-unenrolled, short speech"
+LIVE_MIN_SPEECH_S = PipelineConfig().min_speech_s  # what `edgepin run` needs on a live source
+LIVE_LIMIT_S = LoopConfig().collect_timeout_s  # the live loop's time limit per attempt
+LIVE_DOOR = "face+liveness, live door"
+# the live door with a longer decisive speech (the mode's `decisive_speech_s`, also the live
+# minimum): what asking people for 1 s more speech buys against a stranger's voice
+LIVE_DOORS = {LIVE_DOOR: None, f"{LIVE_DOOR}, decisive 3 s": 3.0}
 KINDS = ("genuine", "zero-effort", "mixed-enrolled", "mixed-unenrolled", "photo", SHORT_KIND)
 
 
@@ -122,12 +137,12 @@ def artificial_people(data: Path, bundle: ModelBundle, seed: int) -> list[dict[s
 
 
 def _cut(wav: np.ndarray, rng: np.random.Generator, seconds: tuple[float, float]
-         ) -> np.ndarray:
+         ) -> tuple[int, int]:
+    """Start and length (samples) of a random cut of ``seconds`` (the whole of a shorter wav)."""
     n = round(rng.uniform(*seconds) * TARGET_SR)
     if wav.size <= n:
-        return wav
-    k = int(rng.integers(0, wav.size - n))
-    return wav[k: k + n]
+        return 0, wav.size
+    return int(rng.integers(0, wav.size - n)), n
 
 
 def probe_face(media: Media, p: dict[str, Any], still_frames: int, r: np.random.Generator
@@ -139,10 +154,27 @@ def probe_face(media: Media, p: dict[str, Any], still_frames: int, r: np.random.
 
 
 def probe_voice(media: Media, p: dict[str, Any], r: np.random.Generator, short: bool
-                ) -> np.ndarray:
-    """A random cut of an utterance of ``p`` not used to enrol (2-4 s, or 0.8-1.2 s)."""
-    utt = p["utterances"][3:][int(r.integers(0, len(p["utterances"]) - 3))]
-    return _cut(media.audio(utt), r, SHORT_AUDIO_S if short else PROBE_AUDIO_S)
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """A random cut of an utterance of ``p`` not used to enrol (2-4 s, or 0.8-1.2 s), and
+    what ``p`` says at a live door that asks them to keep speaking: from the cut's start on,
+    then their next probe utterances, up to the loop's time limit. The informed attacker of
+    the short kind stops at the end of the cut."""
+    probes = p["utterances"][3:]
+    i = int(r.integers(0, len(probes)))
+    wav = media.audio(probes[i])
+    k, n = _cut(wav, r, SHORT_AUDIO_S if short else PROBE_AUDIO_S)
+    cut = wav[k: k + n]
+    if short:
+        return cut, cut
+    limit = round(LIVE_LIMIT_S * TARGET_SR)
+    parts, total = [wav[k: k + limit]], min(wav.size - k, limit)
+    for j in range(1, len(probes)):
+        if total >= limit:
+            break
+        more = media.audio(probes[(i + j) % len(probes)])[: limit - total]
+        parts.append(more)
+        total += more.size
+    return cut, np.concatenate(parts)
 
 
 Attempt = tuple[str, str, str | None, dict[str, Any], dict[str, Any], str, int,
@@ -242,9 +274,10 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                       for q in {q for _, q, _ in variants.values() if q is not None}}
 
             def verifier(mode: str, liveness: str, f: int, q: float | None,
-                         far: float | None, decisive: float | None = None) -> Verifier:
+                         far: float | None, decisive: float | None = None,
+                         min_speech: float = 0.5) -> Verifier:
                 m = op.mode(mode)
-                cfg = PipelineConfig(mode=mode, liveness=liveness, min_speech_s=0.5,
+                cfg = PipelineConfig(mode=mode, liveness=liveness, min_speech_s=min_speech,
                                      target_far=far or m.target_far,
                                      voice_veto_by_length=vetoes[(f, q)] if q is not None
                                      else ((1.0, m.voice_veto_llr),),
@@ -255,14 +288,22 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                                     for name, (m, q, far) in variants.items()}
                          for f in (0, 1) for key, lv in (("identity", "report"),
                                                          ("live", "required"))}
-            # the default mode as the live loop decides (see the module docstring): a look may
-            # grant after the mode's decisive speech (None), or at once (0.5 s: the rule before)
-            sequential = {"face+liveness, live looks": None,
-                          "face+liveness, live looks, grant at the first look (before)": 0.5}
+            # the default mode as the live loop decides (see the module docstring). On the
+            # fixed probe with looks from 0.5 s of speech (what `--min-speech 0.5` did on a
+            # live source, refused since): a look may grant after the mode's decisive speech
+            # (None), or at once (0.5: the rule before). The live door: `edgepin run`'s
+            # defaults, the person going on speaking until it decides.
+            sequential = {"face+liveness, looks from 0.5 s": None,
+                          "face+liveness, looks from 0.5 s, grant at the first look (before)": 0.5}
             seq_verifiers = {(f, key): {name: verifier("face+liveness", lv, f, q_main, None, d)
                                         for name, d in sequential.items()}
                              for f in (0, 1) for key, lv in (("identity", "report"),
                                                              ("live", "required"))}
+            # one group per door: each looks from its own minimum speech on its own collector
+            door_verifiers = {(f, key, name): {name: verifier(
+                "face+liveness", lv, f, q_main, None, d, max(LIVE_MIN_SPEECH_S, d or 0.0))}
+                for name, d in LIVE_DOORS.items()
+                for f in (0, 1) for key, lv in (("identity", "report"), ("live", "required"))}
             plan = plan_attempts(enrolled, strangers, per_kind, rng, seed)
 
             def state(done: int) -> dict[str, Any]:
@@ -279,7 +320,17 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                                   "decisive_speech_s": d if d is not None else
                                   op.modes["face+liveness"].decisive_speech_s,
                                   "sequential": f"looks every {LOOK_EVERY_S:g} s of speech"}
-                           for name, d in sequential.items()},
+                           for name, d in sequential.items()}
+                        | {name: {**vars(op.modes["face+liveness"]),
+                                  "voice_veto": f"calibrated, q={q_main:g} (cross-fitted)",
+                                  "min_speech_s": max(LIVE_MIN_SPEECH_S, d or 0.0),
+                                  "decisive_speech_s": d if d is not None else
+                                  op.modes["face+liveness"].decisive_speech_s,
+                                  "sequential": f"looks every {LOOK_EVERY_S:g} s of speech "
+                                  f"from {max(LIVE_MIN_SPEECH_S, d or 0.0):g} s; the person goes "
+                                  f"on speaking (up to {LIVE_LIMIT_S:g} s) until it decides, "
+                                  "the short-speech attacker stops"}
+                           for name, d in LIVE_DOORS.items()},
                         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
                         "default_mode": op.default_mode, "machine": machine_info(),
                         "per_kind": per_kind, "precision": precision,
@@ -301,7 +352,7 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                         checkpoint(state(done))
                     try:
                         frames = probe_face(media, fp, nframes, gen)
-                        audio = probe_voice(media, vp, gen, kind == SHORT_KIND)
+                        audio, spoken = probe_voice(media, vp, gen, kind == SHORT_KIND)
                     except EdgepinError as exc:
                         results[kind].append({"who": who, "skipped": str(exc)})
                         bar.advance(task)
@@ -309,14 +360,18 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                     out = attempt(verifiers[(fold[fp["name"]], vs)], frames, audio,
                                    f"{kind} {who}")
                     seq = live_looks(seq_verifiers[(fold[fp["name"]], vs)], frames, audio,
-                                      f"{kind} {who}")
+                                     f"{kind} {who}")
+                    for name in LIVE_DOORS:
+                        seq |= live_looks(door_verifiers[(fold[fp["name"]], vs, name)], frames,
+                                          spoken, f"{kind} {who}")
                     results[kind].append({
                         "who": who, "expected": expected, "speech_s": out[next(iter(out))].speech_s,
                         **{m: row(r) for m, r in out.items()},
                         **{m: {**row(r), "looks": n, "decided_at_s": round(r.speech_s, 2)}
                            for m, (r, n) in seq.items()}})
                     bar.advance(task)
-            for group in (*verifiers.values(), *seq_verifiers.values()):
+            for group in (*verifiers.values(), *seq_verifiers.values(),
+                          *door_verifiers.values()):
                 for v in group.values():
                     v.close()
             final = state(len(plan))

@@ -74,9 +74,11 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
                  if any(mode in r for r in v)}  # GRID runs the shipped modes only
         if "genuine" in kinds:  # the live loop would keep listening up to the mode's minimum
             need = res["modes"][mode]["min_speech_s"]
+            # the speech this variant decided on: a live-loop variant's own, else the probe's
             kinds = {"genuine": kinds["genuine"],
-                     f"genuine, >= {need:g} s voiced": [r for r in kinds["genuine"]
-                                                         if r.get("speech_s", 0) >= need],
+                     f"genuine, >= {need:g} s voiced": [
+                         r for r in kinds["genuine"]
+                         if r.get(mode, {}).get("decided_at_s", r.get("speech_s", 0)) >= need],
                      **{k: v for k, v in kinds.items() if k != "genuine"}}
         for kind, data in kinds.items():
             bona = kind.startswith("genuine") or kind == "grid-genuine"

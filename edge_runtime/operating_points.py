@@ -245,11 +245,13 @@ class SecurityMode:
     voice_veto_by_length: tuple[tuple[float, float], ...] = ()
     voice_veto_quantile: float | None = None
     # sequential looks (the live loop): a grant, or a denial because the voice is recognised as
-    # someone else, ends an attempt early only once this much speech was heard. Before it the
-    # voice is weak evidence either way (the veto is loosest at 0.5 s), so an early grant would
-    # judge a stranger's voice at the laxest veto however long they go on speaking. The loop
-    # keeps listening, and when the attempt ends (the person stops speaking or leaves, or the
-    # time limit) it decides on all it heard, with the veto for that much speech.
+    # someone else or contradicts the candidate, ends an attempt early only once this much
+    # speech was heard; from then on each of them does (were a contradiction never final, a
+    # stranger who kept talking would get a new chance at the veto at every look). Before it
+    # the voice is weak evidence either way (the veto is loosest at 0.5 s), so an early grant
+    # would judge a stranger's voice at the laxest veto however long they go on speaking. It is
+    # also the least speech a live source decides on (`edgepin run`, refuses a lower
+    # --min-speech); replayed files are decided at their end on what they hold.
     decisive_speech_s: float = 2.0
 
     def __post_init__(self) -> None:

@@ -312,6 +312,9 @@ def decide_mode(ev: Evidence, thresholds: Thresholds, op: OperatingPoints,
             if llr < veto:
                 failures.append(f"the voice contradicts {candidate} ({own:.2f}, calibrated LLR "
                                 f"{llr:.2f} < {veto:.2f} at {ev.speech_s:.1f} s of speech)")
+                # final from the decisive speech on: a door that kept looking would give a
+                # voice that keeps talking a new chance at the veto at every look
+                final = final or ev.speech_s >= mode.decisive_speech_s
     if live_fail:
         failures.append(live_fail)
         final = final or not live_open

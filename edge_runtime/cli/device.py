@@ -298,7 +298,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "granted but the actuator failed); live devices are retried 3 times")
     p.add_argument("--json", action="store_true", help="print each decision as one JSON object")
     p.add_argument("--min-speech", type=float, default=None,
-                   help="voiced seconds needed (default 2; 0.5 for replayed files)")
+                   help="voiced seconds needed (live source: default and minimum the security "
+                        "mode's decisive speech, 2 s; replayed files: default 0.5)")
     p.add_argument("--target-far", type=float, default=1e-2,
                    help="operating point to decide at (must be measured in the operating-point file)")
     p.add_argument("--mode", choices=("face+liveness", "two-factor"), default=None,

@@ -115,6 +115,29 @@ def _signals_end_the_run() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _min_speech(args: argparse.Namespace, bundle: Any, finite: bool) -> float:
+    """Voiced seconds an attempt needs before it is decided. A replayed file is decided on
+    what it holds (0.5 s). A live source needs the security mode's decisive speech (2 s by
+    default): below it a short phrase would be judged where the voice veto is loosest, and
+    an informed attacker who says one word would pass as often as the looser veto lets them
+    (benchmarks/attacks.md, "short speech"). ``--min-speech`` may raise it, not lower it."""
+    from edge_runtime.access.pipeline import PipelineConfig
+
+    if finite:
+        return args.min_speech if args.min_speech is not None else 0.5
+    op = bundle.operating_points
+    mode = op.mode(getattr(args, "mode", None)) if op is not None and op.modes else None
+    floor = mode.decisive_speech_s if mode is not None else 0.0
+    if args.min_speech is None:
+        return max(PipelineConfig().min_speech_s, floor)
+    if args.min_speech < floor:
+        raise ConfigError(
+            f"--min-speech {args.min_speech:g}: a live source needs at least the decisive speech "
+            f"of security mode {mode.name} ({floor:g} s, in {op.source}); a grant on less speech "
+            "judges the voice where its veto is loosest")
+    return args.min_speech
+
+
 def _start_error(exc: EdgepinError, args: argparse.Namespace) -> int:
     from edge_runtime.access.pipeline import denial
 
@@ -165,8 +188,7 @@ def run_command(args: argparse.Namespace) -> int:
                 opened.append(bundle)
                 check_gallery_tier(gallery.get(), bundle)
                 _check_target_far(bundle, args)
-                min_speech = args.min_speech if args.min_speech is not None else \
-                    (0.5 if finite else 2.0)
+                min_speech = _min_speech(args, bundle, finite)
                 verifier = Verifier(
                     bundle, gallery,
                     PipelineConfig(face_policy=args.face_policy, min_speech_s=min_speech,
