@@ -299,9 +299,15 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                                         for name, d in sequential.items()}
                              for f in (0, 1) for key, lv in (("identity", "report"),
                                                              ("live", "required"))}
-            # one group per door: each looks from its own minimum speech on its own collector
+            # one group per door: each looks from its own minimum speech on its own collector;
+            # a live source's minimum is the mode's decisive speech (edgepin run: _min_speech)
+            decisive = op.modes["face+liveness"].decisive_speech_s
+
+            def live_min(d: float | None) -> float:
+                return max(LIVE_MIN_SPEECH_S, d if d is not None else decisive)
+
             door_verifiers = {(f, key, name): {name: verifier(
-                "face+liveness", lv, f, q_main, None, d, max(LIVE_MIN_SPEECH_S, d or 0.0))}
+                "face+liveness", lv, f, q_main, None, d, live_min(d))}
                 for name, d in LIVE_DOORS.items()
                 for f in (0, 1) for key, lv in (("identity", "report"), ("live", "required"))}
             plan = plan_attempts(enrolled, strangers, per_kind, rng, seed)
@@ -323,11 +329,11 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                            for name, d in sequential.items()}
                         | {name: {**vars(op.modes["face+liveness"]),
                                   "voice_veto": f"calibrated, q={q_main:g} (cross-fitted)",
-                                  "min_speech_s": max(LIVE_MIN_SPEECH_S, d or 0.0),
+                                  "min_speech_s": live_min(d),
                                   "decisive_speech_s": d if d is not None else
                                   op.modes["face+liveness"].decisive_speech_s,
                                   "sequential": f"looks every {LOOK_EVERY_S:g} s of speech "
-                                  f"from {max(LIVE_MIN_SPEECH_S, d or 0.0):g} s; the person goes "
+                                  f"from {live_min(d):g} s; the person goes "
                                   f"on speaking (up to {LIVE_LIMIT_S:g} s) until it decides, "
                                   "the short-speech attacker stops"}
                            for name, d in LIVE_DOORS.items()},
