@@ -74,6 +74,7 @@ from benchmarks.attacks_present import LOOK_EVERY_S, Media, attempt, live_looks,
 from benchmarks.attacks_report import STRICT_FAR, plot, render, summarise
 from benchmarks.machine import machine_info
 from calibration.voice_veto import QUANTILE, genuine_voice_llrs, veto_table
+from edge_runtime.access.collector import live_min_speech_s
 from edge_runtime.access.enroll import Enroller, enroll_people
 from edge_runtime.access.loop import LoopConfig
 from edge_runtime.access.pipeline import PipelineConfig, Verifier
@@ -91,7 +92,6 @@ VETO_SWEEP = (0.01, 0.02, 0.05)  # veto quantiles compared in one run (trade-off
 PROBE_AUDIO_S = (2.0, 4.0)  # a probe's audio, seconds
 SHORT_AUDIO_S = (0.8, 1.2)  # the informed attacker's probe
 SHORT_KIND = "mixed-unenrolled, short speech"
-LIVE_MIN_SPEECH_S = PipelineConfig().min_speech_s  # what `edgepin run` needs on a live source
 LIVE_LIMIT_S = LoopConfig().collect_timeout_s  # the live loop's time limit per attempt
 LIVE_DOOR = "face+liveness, live door"
 # the live door with a longer decisive speech (the mode's `decisive_speech_s`, also the live
@@ -299,12 +299,18 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                                         for name, d in sequential.items()}
                              for f in (0, 1) for key, lv in (("identity", "report"),
                                                              ("live", "required"))}
-            # one group per door: each looks from its own minimum speech on its own collector;
-            # a live source's minimum is the mode's decisive speech (edgepin run: _min_speech)
-            decisive = op.modes["face+liveness"].decisive_speech_s
+            # one group per door: each looks from its own minimum speech on its own collector,
+            # a live source's minimum (as `edgepin run` sets it)
+            default = op.modes["face+liveness"]
 
             def live_min(d: float | None) -> float:
-                return max(LIVE_MIN_SPEECH_S, d if d is not None else decisive)
+                return live_min_speech_s(d if d is not None else default.decisive_speech_s)
+
+            def looks_meta(d: float | None, how: str, **more: float) -> dict[str, Any]:
+                """The default mode as a live-loop variant decides it (the report's header)."""
+                return {**vars(default), "voice_veto": f"calibrated, q={q_main:g} (cross-fitted)",
+                        **more, "decisive_speech_s": d if d is not None else
+                        default.decisive_speech_s, "sequential": how}
 
             door_verifiers = {(f, key, name): {name: verifier(
                 "face+liveness", lv, f, q_main, None, d, live_min(d))}
@@ -321,21 +327,13 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                                          f"calibrated, q={q:g} (cross-fitted)" if q is not None
                                          else f"fixed LLR {op.modes[m].voice_veto_llr:g}"}
                                   for name, (m, q, far) in variants.items()}
-                        | {name: {**vars(op.modes["face+liveness"]),
-                                  "voice_veto": f"calibrated, q={q_main:g} (cross-fitted)",
-                                  "decisive_speech_s": d if d is not None else
-                                  op.modes["face+liveness"].decisive_speech_s,
-                                  "sequential": f"looks every {LOOK_EVERY_S:g} s of speech"}
+                        | {name: looks_meta(d, f"looks every {LOOK_EVERY_S:g} s of speech")
                            for name, d in sequential.items()}
-                        | {name: {**vars(op.modes["face+liveness"]),
-                                  "voice_veto": f"calibrated, q={q_main:g} (cross-fitted)",
-                                  "min_speech_s": live_min(d),
-                                  "decisive_speech_s": d if d is not None else
-                                  op.modes["face+liveness"].decisive_speech_s,
-                                  "sequential": f"looks every {LOOK_EVERY_S:g} s of speech "
-                                  f"from {live_min(d):g} s; the person goes "
-                                  f"on speaking (up to {LIVE_LIMIT_S:g} s) until it decides, "
-                                  "the short-speech attacker stops"}
+                        | {name: looks_meta(
+                            d, f"looks every {LOOK_EVERY_S:g} s of speech from {live_min(d):g} "
+                            f"s; the person goes on speaking (up to {LIVE_LIMIT_S:g} s) until "
+                            "it decides, the short-speech attacker stops",
+                            min_speech_s=live_min(d))
                            for name, d in LIVE_DOORS.items()},
                         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
                         "default_mode": op.default_mode, "machine": machine_info(),

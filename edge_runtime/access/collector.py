@@ -88,6 +88,13 @@ class PipelineConfig:
             raise ConfigError(f"target FAR must be in (0, 1), got {self.target_far}")
 
 
+def live_min_speech_s(decisive_speech_s: float | None) -> float:
+    """Voiced seconds a LIVE source needs before it is decided: the pipeline's default, raised
+    to the security mode's decisive speech (None: no mode). On less, a short phrase would be
+    judged where the voice veto is loosest. Replayed files are decided on what they hold."""
+    return max(PipelineConfig().min_speech_s, decisive_speech_s or 0.0)
+
+
 @dataclass
 class FaceCandidate:
     """An aligned face that passed the quality gate, ranked for 'best frame of the window'."""

@@ -121,7 +121,7 @@ def _min_speech(args: argparse.Namespace, bundle: Any, finite: bool) -> float:
     default): below it a short phrase would be judged where the voice veto is loosest, and
     an informed attacker who says one word would pass as often as the looser veto lets them
     (benchmarks/attacks.md, "short speech"). ``--min-speech`` may raise it, not lower it."""
-    from edge_runtime.access.pipeline import PipelineConfig
+    from edge_runtime.access.collector import live_min_speech_s
 
     if finite:
         return args.min_speech if args.min_speech is not None else 0.5
@@ -129,7 +129,7 @@ def _min_speech(args: argparse.Namespace, bundle: Any, finite: bool) -> float:
     mode = op.mode(getattr(args, "mode", None)) if op is not None and op.modes else None
     floor = mode.decisive_speech_s if mode is not None else 0.0
     if args.min_speech is None:
-        return max(PipelineConfig().min_speech_s, floor)
+        return live_min_speech_s(floor)
     if args.min_speech < floor:
         raise ConfigError(
             f"--min-speech {args.min_speech:g}: a live source needs at least the decisive speech "
