@@ -24,6 +24,7 @@ from edge_runtime.frontend.avsync import BAND_HZ, BandEnergy, MouthTracker, Sync
 from edge_runtime.frontend.face import DlibHogDetector
 from edge_runtime.frontend.video import decode_clip
 from edge_runtime.operating_points import (
+    DECISIVE_SPEECH_S,
     OperatingPoints,
     SecurityMode,
     load_operating_points,
@@ -212,23 +213,27 @@ def measure(grid_dir: Path, windows: Sequence[float] = (1.5, 2.0, 3.0),
 
 def with_modes(op: OperatingPoints, syncs: dict[str, dict[str, Any]],
                default: str = "face+liveness", voice_veto_llr: float = -2.0,
-               target_far: float = 1e-2, veto: dict[str, Any] | None = None) -> OperatingPoints:
+               target_far: float = 1e-2, veto: dict[str, Any] | None = None,
+               decisive_speech_s: float = DECISIVE_SPEECH_S) -> OperatingPoints:
     """``op`` with the two security modes and the AV-sync measurements (one per face detector,
     ``syncs[kind]``) that set them. The HOG threshold is also the mode's plain
-    ``avsync_threshold`` (what a reader that knows no detectors uses)."""
+    ``avsync_threshold`` (what a reader that knows no detectors uses). ``decisive_speech_s``
+    is face+liveness's; two-factor decides on its own minimum (2 s)."""
     if not syncs:
         raise MediaError("no AV-sync measurement to write")
     thrs = {k: float(v["shipped"]["threshold"]) for k, v in sorted(syncs.items())}
     plain = thrs.get("hog", next(iter(thrs.values())))
     why_fl = ("default: short speech is weak identity evidence (the Resemblyzer teacher has "
               "~20% EER on GRID half-clips), so the face identifies and the voice may only "
-              "veto; AV sync stops photos and replays")
+              f"veto, judged on >= {decisive_speech_s:g} s of speech at a live door (the veto is "
+              "stricter the more speech it hears); AV sync stops photos and replays")
     modes = {
         "face+liveness": SecurityMode(
             "face+liveness", target_far, 0.5, plain, voice_veto_llr, why=why_fl,
             avsync_thresholds=thrs,
             voice_veto_by_length=tuple(veto["table"]) if veto is not None else (),
-            voice_veto_quantile=veto["quantile"] if veto is not None else None),
+            voice_veto_quantile=veto["quantile"] if veto is not None else None,
+            decisive_speech_s=decisive_speech_s),
         "two-factor": SecurityMode("two-factor", target_far, 2.0, plain, voice_veto_llr,
                                    why="face and voice must each favour the person, >= 2 s of "
                                        "speech, plus AV sync: for doors that need both factors",
@@ -248,11 +253,12 @@ def with_modes(op: OperatingPoints, syncs: dict[str, dict[str, Any]],
 
 def write_modes(op_path: Path, syncs: dict[str, dict[str, Any]],
                 model_hashes: dict[str, str] | None = None,
-                voice_veto_llr: float = -2.0, veto: dict[str, Any] | None = None
-                ) -> OperatingPoints:
+                voice_veto_llr: float = -2.0, veto: dict[str, Any] | None = None,
+                decisive_speech_s: float = DECISIVE_SPEECH_S) -> OperatingPoints:
     """(Re)write the modes block of an operating-point file from AV-sync measurements (and a
     calibrated voice veto, ``calibration.voice_veto``)."""
     op = load_operating_points(op_path, model_hashes or {})
-    new = with_modes(op, syncs, voice_veto_llr=voice_veto_llr, veto=veto)
+    new = with_modes(op, syncs, voice_veto_llr=voice_veto_llr, veto=veto,
+                     decisive_speech_s=decisive_speech_s)
     save_operating_points(new, op_path)
     return new

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edge_runtime.errors import ConfigError
 from edge_runtime.frontend.features import FACE_TTA
+from edge_runtime.operating_points import DECISIVE_SPEECH_S
 
 DETECTOR_KINDS = ("hog", "cnn")  # face detectors whose landmarks AV sync is calibrated on
 
@@ -117,7 +118,7 @@ def _calibrate_modes(args: argparse.Namespace) -> int:
         args.json_out.write_text(json.dumps(syncs, indent=2) + "\n")
     for path in args.op:
         veto = _voice_veto(args, path) if args.voice_data is not None else None
-        op = write_modes(path, syncs, veto=veto)
+        op = write_modes(path, syncs, veto=veto, decisive_speech_s=args.decisive_speech)
         print(f"wrote security modes into {path}: default {op.default_mode}")
         if veto is not None:
             print("  voice veto (LLR at seconds of speech): " + ", ".join(
@@ -180,6 +181,9 @@ def _register_modes(subparsers: argparse._SubParsersAction) -> None:
                         "veto on its held-out speakers (default: keep the fixed veto)")
     p.add_argument("--veto-quantile", type=float, default=0.02,
                    help="share of genuine voices the veto may reject at each speech length")
+    p.add_argument("--decisive-speech", type=float, default=DECISIVE_SPEECH_S, metavar="S",
+                   help="seconds of speech on which face+liveness decides a live attempt (and "
+                        f"the least a live source collects; default {DECISIVE_SPEECH_S:g})")
     p.add_argument("--json-out", type=Path, default=None, help="also write the measurement")
     p.set_defaults(handler=_calibrate_modes)
 

@@ -199,6 +199,14 @@ class ThresholdPoint:
         return self.threshold is not None
 
 
+# the speech on which the default mode (face+liveness), as `edgepin calibrate-modes` writes it,
+# decides a live attempt: its voice veto is calibrated per length (2% of own voices rejected at
+# each) and is far stricter at 3 s than at 2 s, so a stranger who wears an enrolled face and
+# talks is stopped more often for one second more of speech (benchmarks/attacks.md, live door
+# rows). `SecurityMode.decisive_speech_s` keeps 2 s for files written before it was stated.
+DECISIVE_SPEECH_S = 3.0
+
+
 @dataclass(frozen=True)
 class Decision:
     accepted: bool

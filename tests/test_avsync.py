@@ -222,6 +222,7 @@ def test_calibrate_modes_measures_grid_and_writes_the_modes(tmp_path):
     (threshold only, and band + threshold), one threshold per detector in a file that still
     loads (checksum rewritten)."""
     from calibration.avsync import measure, write_modes
+    from edge_runtime.operating_points import DECISIVE_SPEECH_S
 
     grid = tmp_path / "grid"
     grid.mkdir()
@@ -248,6 +249,13 @@ def test_calibrate_modes_measures_grid_and_writes_the_modes(tmp_path):
     assert back.mode().for_detector("cnn").avsync_threshold == 0.5
     assert back.mode().for_detector("hog").avsync_threshold == op.mode().avsync_threshold
     assert back.avsync["detectors"]["hog"]["clips"] == 3
+    # the default mode decides a live attempt on the shipped decisive speech (3 s, where the
+    # voice veto is strict); two-factor on its own 2 s; `--decisive-speech` sets it
+    assert back.mode().decisive_speech_s == DECISIVE_SPEECH_S == 3.0
+    assert back.mode("two-factor").decisive_speech_s == 2.0
+    assert "3 s of speech" in back.mode().why
+    write_modes(path, {"hog": sync}, {"face": "0" * 64}, decisive_speech_s=2.5)
+    assert load_operating_points(path, {"face": "0" * 64}).mode().decisive_speech_s == 2.5
 
 
 def test_a_detector_without_its_own_sync_threshold_is_refused():

@@ -209,8 +209,12 @@ def run_demo(
                 "target_far": config.target_far, "precision": precision, "backend": backend,
                 "face_detector": f"{choice.name} ({choice.reason})"}
     notes = list(bundle.notes)
+    op = bundle.operating_points
+    mode = op.mode() if op is not None and op.modes else None
+    live = (f"a live door decides on the mode's {mode.decisive_speech_s:g} s"
+            if mode is not None else "live default: 2 s")
     notes.append(f"GRID halves hold ~0.5-1 s of speech: decided at the end of each replay with "
-                 f">= {min_speech_s:g} s of voiced speech (live default: 2 s)")
+                 f">= {min_speech_s:g} s of voiced speech ({live})")
     if not realtime:
         notes.append("replayed as fast as the loop runs (realtime=False): same media timeline, "
                      "no wall-clock waiting")

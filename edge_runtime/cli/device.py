@@ -299,7 +299,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print each decision as one JSON object")
     p.add_argument("--min-speech", type=float, default=None,
                    help="voiced seconds needed (live source: default and minimum the security "
-                        "mode's decisive speech, 2 s; replayed files: default 0.5)")
+                        "mode's decisive speech, 3 s as shipped; replayed files: default 0.5)")
     p.add_argument("--target-far", type=float, default=1e-2,
                    help="operating point to decide at (must be measured in the operating-point file)")
     p.add_argument("--mode", choices=("face+liveness", "two-factor"), default=None,

@@ -117,8 +117,8 @@ def _signals_end_the_run() -> Iterator[None]:
 
 def _min_speech(args: argparse.Namespace, bundle: Any, finite: bool) -> float:
     """Voiced seconds an attempt needs before it is decided. A replayed file is decided on
-    what it holds (0.5 s). A live source needs the security mode's decisive speech (2 s by
-    default): below it a short phrase would be judged where the voice veto is loosest, and
+    what it holds (0.5 s). A live source needs the security mode's decisive speech (3 s as
+    shipped): below it a short phrase would be judged where the voice veto is loosest, and
     an informed attacker who says one word would pass as often as the looser veto lets them
     (benchmarks/attacks.md, "short speech"). ``--min-speech`` may raise it, not lower it."""
     from edge_runtime.access.collector import live_min_speech_s

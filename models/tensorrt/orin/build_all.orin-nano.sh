@@ -4,10 +4,6 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 built=(); skipped=(); failed=()
-bash voice-gpu/build_engine.sh; rc=$?
-if [ $rc -eq 0 ]; then built+=(voice-gpu); elif [ $rc -eq 3 ]; then skipped+=(voice-gpu); else failed+=(voice-gpu); fi
-bash voice-fp16/build_engine.sh; rc=$?
-if [ $rc -eq 0 ]; then built+=(voice-fp16); elif [ $rc -eq 3 ]; then skipped+=(voice-fp16); else failed+=(voice-fp16); fi
 bash face_large-gpu/build_engine.sh; rc=$?
 if [ $rc -eq 0 ]; then built+=(face_large-gpu); elif [ $rc -eq 3 ]; then skipped+=(face_large-gpu); else failed+=(face_large-gpu); fi
 bash face_large-fp16/build_engine.sh; rc=$?
@@ -20,5 +16,9 @@ bash face-gpu/build_engine.sh; rc=$?
 if [ $rc -eq 0 ]; then built+=(face-gpu); elif [ $rc -eq 3 ]; then skipped+=(face-gpu); else failed+=(face-gpu); fi
 bash face-fp16/build_engine.sh; rc=$?
 if [ $rc -eq 0 ]; then built+=(face-fp16); elif [ $rc -eq 3 ]; then skipped+=(face-fp16); else failed+=(face-fp16); fi
+bash voice-gpu/build_engine.sh; rc=$?
+if [ $rc -eq 0 ]; then built+=(voice-gpu); elif [ $rc -eq 3 ]; then skipped+=(voice-gpu); else failed+=(voice-gpu); fi
+bash voice-fp16/build_engine.sh; rc=$?
+if [ $rc -eq 0 ]; then built+=(voice-fp16); elif [ $rc -eq 3 ]; then skipped+=(voice-fp16); else failed+=(voice-fp16); fi
 echo "orin-nano: built ${#built[@]} engine(s): ${built[*]:-}; skipped (not on this TensorRT): ${skipped[*]:-none}; failed: ${failed[*]:-none}"
 if [ ${#failed[@]} -gt 0 ]; then exit 1; fi

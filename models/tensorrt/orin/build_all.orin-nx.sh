@@ -4,12 +4,6 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 built=(); skipped=(); failed=()
-bash voice-gpu/build_engine.sh; rc=$?
-if [ $rc -eq 0 ]; then built+=(voice-gpu); elif [ $rc -eq 3 ]; then skipped+=(voice-gpu); else failed+=(voice-gpu); fi
-bash voice-fp16/build_engine.sh; rc=$?
-if [ $rc -eq 0 ]; then built+=(voice-fp16); elif [ $rc -eq 3 ]; then skipped+=(voice-fp16); else failed+=(voice-fp16); fi
-bash voice-dla/build_engine.sh; rc=$?
-if [ $rc -eq 0 ]; then built+=(voice-dla); elif [ $rc -eq 3 ]; then skipped+=(voice-dla); else failed+=(voice-dla); fi
 bash face_large-gpu/build_engine.sh; rc=$?
 if [ $rc -eq 0 ]; then built+=(face_large-gpu); elif [ $rc -eq 3 ]; then skipped+=(face_large-gpu); else failed+=(face_large-gpu); fi
 bash face_large-fp16/build_engine.sh; rc=$?
@@ -24,5 +18,11 @@ bash face-fp16/build_engine.sh; rc=$?
 if [ $rc -eq 0 ]; then built+=(face-fp16); elif [ $rc -eq 3 ]; then skipped+=(face-fp16); else failed+=(face-fp16); fi
 bash face-dla/build_engine.sh; rc=$?
 if [ $rc -eq 0 ]; then built+=(face-dla); elif [ $rc -eq 3 ]; then skipped+=(face-dla); else failed+=(face-dla); fi
+bash voice-gpu/build_engine.sh; rc=$?
+if [ $rc -eq 0 ]; then built+=(voice-gpu); elif [ $rc -eq 3 ]; then skipped+=(voice-gpu); else failed+=(voice-gpu); fi
+bash voice-fp16/build_engine.sh; rc=$?
+if [ $rc -eq 0 ]; then built+=(voice-fp16); elif [ $rc -eq 3 ]; then skipped+=(voice-fp16); else failed+=(voice-fp16); fi
+bash voice-dla/build_engine.sh; rc=$?
+if [ $rc -eq 0 ]; then built+=(voice-dla); elif [ $rc -eq 3 ]; then skipped+=(voice-dla); else failed+=(voice-dla); fi
 echo "orin-nx: built ${#built[@]} engine(s): ${built[*]:-}; skipped (not on this TensorRT): ${skipped[*]:-none}; failed: ${failed[*]:-none}"
 if [ ${#failed[@]} -gt 0 ]; then exit 1; fi
