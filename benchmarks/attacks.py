@@ -40,8 +40,8 @@ final ends the attempt, else the end of the audio decides. Variants:
 - ``live door``: `edgepin run`'s defaults on a live source (looks from the mode's decisive
   speech, 3 s as shipped: the minimum a live source needs), and the person goes on speaking
   while the door says "keep speaking": the rest of their utterance from the probe's start,
-  then their next probe utterances, up to the loop's 10 s limit. The short-speech attacker stops after 0.8-1.2 s.
-  ``live door, decisive 2 s``: the same with the mode's ``decisive_speech_s`` (and so the
+  then their next probe utterances, up to the loop's 10 s limit. The short-speech attacker
+  stops after 0.8-1.2 s. ``live door, decisive 2 s``: the same with the mode's ``decisive_speech_s`` (and so the
   live minimum) at 2 s, the shipped value before: what the extra second of speech buys.
 - ``looks from 0.5 s``: the fixed probe, looks from 0.5 s of speech (a live source run with
   ``--min-speech 0.5``, refused since: below the mode's decisive speech); a look may grant only

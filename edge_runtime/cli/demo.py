@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.access.collector import live_min_speech_s
 from edge_runtime.access.enroll import Enroller, enroll_people
 from edge_runtime.access.loop import AccessLoop, LoopConfig
 from edge_runtime.access.pipeline import AttemptResult, PipelineConfig, Verifier
@@ -211,10 +212,9 @@ def run_demo(
     notes = list(bundle.notes)
     op = bundle.operating_points
     mode = op.mode() if op is not None and op.modes else None
-    live = (f"a live door decides on the mode's {mode.decisive_speech_s:g} s"
-            if mode is not None else "live default: 2 s")
+    live_s = live_min_speech_s(mode.decisive_speech_s if mode is not None else None)
     notes.append(f"GRID halves hold ~0.5-1 s of speech: decided at the end of each replay with "
-                 f">= {min_speech_s:g} s of voiced speech ({live})")
+                 f">= {min_speech_s:g} s of voiced speech (a live source: >= {live_s:g} s)")
     if not realtime:
         notes.append("replayed as fast as the loop runs (realtime=False): same media timeline, "
                      "no wall-clock waiting")
