@@ -11,8 +11,10 @@ at once or as the live loop looks: ``benchmarks.attacks_present``; the GRID clip
 The face+liveness voice veto ("the voice must not contradict") is calibrated per speech length
 (``calibration/voice_veto.py``) on one half of the people and applied to attempts of the other
 half (cross-fitted); variants with other veto quantiles, with the old fixed veto (LLR -2) and
-with the default mode's identity point at FAR 1e-3 decide the same collected attempts, which
-gives the APCER/BPCER trade-off in one run.
+with the default mode's identity point at FAR 1e-3, and with the "voice recognised as another
+enrolled person" rule before its likelihood-ratio margin (``recognised as at FAR (before)``:
+that person's voice accepted alone at the FAR), decide the same collected attempts, which gives
+the APCER/BPCER trade-off in one run.
 
 People: held-out identities only (the students' test + val people: the split recorded in the
 models). Face and voice come from different datasets (LFW photos, speechocean762 speakers):
@@ -43,6 +45,7 @@ final ends the attempt, else the end of the audio decides. Variants:
   then their next probe utterances, up to the loop's 10 s limit. The short-speech attacker
   stops after 0.8-1.2 s. ``live door, decisive 2 s``: the same with the mode's ``decisive_speech_s`` (and so the
   live minimum) at 2 s, the shipped value before: what the extra second of speech buys.
+  ``live door, recognised as at FAR (before)``: the live door with the rule before the margin.
 - ``looks from 0.5 s``: the fixed probe, looks from 0.5 s of speech (a live source run with
   ``--min-speech 0.5``, refused since: below the mode's decisive speech); a look may grant only
   after the mode's ``decisive_speech_s`` (3 s), or at once (``grant at the first look
@@ -96,7 +99,11 @@ LIVE_LIMIT_S = LoopConfig().collect_timeout_s  # the live loop's time limit per 
 LIVE_DOOR = "face+liveness, live door"
 # the live door with the shorter decisive speech shipped before (the mode's `decisive_speech_s`,
 # also the live minimum): what asking people for 1 s more speech buys against a stranger's voice
-LIVE_DOORS = {LIVE_DOOR: None, f"{LIVE_DOOR}, decisive 2 s": 2.0}
+# the "voice recognised as someone else" rule before the likelihood-ratio margin (another
+# person's voice accepted alone at the FAR): same attempts, only that rule differs
+BEFORE_RULE = "recognised as at FAR (before)"
+LIVE_DOORS = {LIVE_DOOR: None, f"{LIVE_DOOR}, decisive 2 s": 2.0,
+              f"{LIVE_DOOR}, {BEFORE_RULE}": None}
 KINDS = ("genuine", "zero-effort", "mixed-enrolled", "mixed-unenrolled", "photo", SHORT_KIND)
 
 
@@ -269,22 +276,31 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                    for q in VETO_SWEEP if q != q_main},
                 "face+liveness, fixed veto -2": ("face+liveness", None, None),
                 f"face+liveness, FAR {STRICT_FAR:g}": ("face+liveness", q_main, STRICT_FAR),
+                f"face+liveness, {BEFORE_RULE}": ("face+liveness", q_main, None),
                 "two-factor": ("two-factor", q_main, None)}
             vetoes = {(f, q): veto_table(llrs[f], q) for f in (0, 1)
                       for q in {q for _, q, _ in variants.values() if q is not None}}
 
             def verifier(mode: str, liveness: str, f: int, q: float | None,
                          far: float | None, decisive: float | None = None,
-                         min_speech: float = 0.5) -> Verifier:
+                         min_speech: float = 0.5, name: str = "") -> Verifier:
                 m = op.mode(mode)
                 cfg = PipelineConfig(mode=mode, liveness=liveness, min_speech_s=min_speech,
                                      target_far=far or m.target_far,
                                      voice_veto_by_length=vetoes[(f, q)] if q is not None
                                      else ((1.0, m.voice_veto_llr),),
-                                     decisive_speech_s=decisive)
+                                     decisive_speech_s=decisive,
+                                     voice_other_rule="far" if name.endswith(BEFORE_RULE)
+                                     else None)
                 return Verifier(bundle, handle, cfg, detector, gate)
 
-            verifiers = {(f, key): {name: verifier(m, lv, f, q, far)
+            def other_rule(name: str, mode: str) -> dict[str, Any]:
+                """The "recognised as" rule a variant decides with (the report's header)."""
+                before = name.endswith(BEFORE_RULE) or mode != "face+liveness"
+                return {"voice_other_margin_llr": None if before else
+                        op.modes[mode].voice_other_margin_llr}
+
+            verifiers = {(f, key): {name: verifier(m, lv, f, q, far, name=name)
                                     for name, (m, q, far) in variants.items()}
                          for f in (0, 1) for key, lv in (("identity", "report"),
                                                          ("live", "required"))}
@@ -313,7 +329,7 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                         default.decisive_speech_s, "sequential": how}
 
             door_verifiers = {(f, key, name): {name: verifier(
-                "face+liveness", lv, f, q_main, None, d, live_min(d))}
+                "face+liveness", lv, f, q_main, None, d, live_min(d), name)}
                 for name, d in LIVE_DOORS.items()
                 for f in (0, 1) for key, lv in (("identity", "report"), ("live", "required"))}
             plan = plan_attempts(enrolled, strangers, per_kind, rng, seed)
@@ -325,7 +341,8 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                                          "target_far": far or op.modes[m].target_far,
                                          "voice_veto":
                                          f"calibrated, q={q:g} (cross-fitted)" if q is not None
-                                         else f"fixed LLR {op.modes[m].voice_veto_llr:g}"}
+                                         else f"fixed LLR {op.modes[m].voice_veto_llr:g}",
+                                         **other_rule(name, m)}
                                   for name, (m, q, far) in variants.items()}
                         | {name: looks_meta(d, f"looks every {LOOK_EVERY_S:g} s of speech")
                            for name, d in sequential.items()}
@@ -333,7 +350,7 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                             d, f"looks every {LOOK_EVERY_S:g} s of speech from {live_min(d):g} "
                             f"s; the person goes on speaking (up to {LIVE_LIMIT_S:g} s) until "
                             "it decides, the short-speech attacker stops",
-                            min_speech_s=live_min(d))
+                            min_speech_s=live_min(d)) | other_rule(name, "face+liveness")
                            for name, d in LIVE_DOORS.items()},
                         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
                         "default_mode": op.default_mode, "machine": machine_info(),

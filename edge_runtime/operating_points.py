@@ -206,6 +206,16 @@ class ThresholdPoint:
 # rows). `SecurityMode.decisive_speech_s` keeps 2 s for files written before it was stated.
 DECISIVE_SPEECH_S = 3.0
 
+# face+liveness's "the voice is recognised as someone else": the voice must favour another
+# enrolled person over the candidate by this calibrated log-likelihood ratio (LLR(other) -
+# LLR(candidate), length-calibrated, e^2 ~ 7x). The rule before (another person's voice accepted
+# on its own at the mode's FAR, and nearer than the candidate's) was tested against every other
+# enrolled person, so a genuine person's chance of being "recognised as" someone else grew with
+# the gallery (held-out speechocean762, 3 s: 1.4 / 1.7 / 2.8 % of genuine probes with galleries
+# of 7 / 15 / 30); the ratio against the candidate's own template does not (0 / 0 / 0 %).
+# `SecurityMode.voice_other_margin_llr` is None (the rule before) for files that do not state it.
+VOICE_OTHER_MARGIN_LLR = 2.0
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -261,6 +271,10 @@ class SecurityMode:
     # also the least speech a live source decides on (`edgepin run`, refuses a lower
     # --min-speech); replayed files are decided at their end on what they hold.
     decisive_speech_s: float = 2.0
+    # face+liveness: the voice is "recognised as" another enrolled person when it favours them
+    # over the candidate by this calibrated LLR (see ``VOICE_OTHER_MARGIN_LLR``); None: when
+    # that person's voice alone would be accepted at ``target_far`` (the rule before)
+    voice_other_margin_llr: float | None = None
 
     def __post_init__(self) -> None:
         if self.name not in MODE_NAMES:
@@ -272,6 +286,10 @@ class SecurityMode:
                 not self.decisive_speech_s > 0:
             raise ConfigError(f"mode {self.name}: target_far must be in (0, 1), min_speech_s "
                               f"and decisive_speech_s > 0")
+        margin = self.voice_other_margin_llr
+        if margin is not None and not (math.isfinite(float(margin)) and float(margin) >= 0):
+            raise ConfigError(f"mode {self.name}: voice_other_margin_llr must be a finite LLR "
+                              f">= 0 or absent, got {margin!r}")
         table = tuple(sorted((float(a), float(b)) for a, b in self.voice_veto_by_length))
         if any(not (math.isfinite(a) and math.isfinite(b) and a > 0) for a, b in table) or \
                 len({a for a, _ in table}) != len(table):

@@ -222,7 +222,7 @@ def test_calibrate_modes_measures_grid_and_writes_the_modes(tmp_path):
     (threshold only, and band + threshold), one threshold per detector in a file that still
     loads (checksum rewritten)."""
     from calibration.avsync import measure, write_modes
-    from edge_runtime.operating_points import DECISIVE_SPEECH_S
+    from edge_runtime.operating_points import DECISIVE_SPEECH_S, VOICE_OTHER_MARGIN_LLR
 
     grid = tmp_path / "grid"
     grid.mkdir()
@@ -254,8 +254,13 @@ def test_calibrate_modes_measures_grid_and_writes_the_modes(tmp_path):
     assert back.mode().decisive_speech_s == DECISIVE_SPEECH_S == 3.0
     assert back.mode("two-factor").decisive_speech_s == 2.0
     assert "3 s of speech" in back.mode().why
-    write_modes(path, {"hog": sync}, {"face": "0" * 64}, decisive_speech_s=2.5)
-    assert load_operating_points(path, {"face": "0" * 64}).mode().decisive_speech_s == 2.5
+    # the "recognised as someone else" margin is written and read back; files before it: None
+    assert back.mode().voice_other_margin_llr == VOICE_OTHER_MARGIN_LLR == 2.0
+    assert back.mode("two-factor").voice_other_margin_llr is None
+    write_modes(path, {"hog": sync}, {"face": "0" * 64}, decisive_speech_s=2.5,
+                voice_other_margin_llr=1.5)
+    again = load_operating_points(path, {"face": "0" * 64}).mode()
+    assert again.decisive_speech_s == 2.5 and again.voice_other_margin_llr == 1.5
 
 
 def test_a_detector_without_its_own_sync_threshold_is_refused():
@@ -326,6 +331,59 @@ def test_a_voice_recognised_as_someone_else_is_final_only_after_the_decisive_spe
     assert not early.granted and not early.final and not late.granted and late.final
     with pytest.raises(ConfigError, match="decisive_speech_s"):
         dataclasses.replace(mode, decisive_speech_s=0.0)
+
+
+def test_recognised_as_someone_else_needs_a_likelihood_ratio_over_the_candidate(tmp_path):
+    """The rule before (another person's voice accepted alone at the FAR and nearer than the
+    candidate's) was tried against every other enrolled person: a genuine voice with a slightly
+    nearer stranger was denied, more often the larger the gallery. With the margin the voice
+    must favour the other person over the candidate by a likelihood ratio (calibrated LLR
+    difference > 2), however many people are enrolled; an attacker's voice far nearer someone
+    else is still caught, even where that person's voice alone would not be accepted.
+    Voice LLR here: 8 * cosine - 4; voice alone accepted at LLR > 2; veto -2."""
+    from edge_runtime.access.collector import PipelineConfig
+    from edge_runtime.access.verifier import Verifier
+    from edge_runtime.frontend.face import DlibHogDetector
+    from edge_runtime.frontend.vad import SpeechGate
+
+    op = _op()
+    before = op.mode("face+liveness")
+    assert before.voice_other_margin_llr is None  # a file that does not state it
+    margin = dataclasses.replace(before, voice_other_margin_llr=2.0)
+    faces = {"ann": 0.9, **{f"p{i:02d}": 0.1 for i in range(30)}}
+    # ann's own voice 0.7 (LLR 1.6); 30 others, one at 0.8 (LLR 2.4: accepted alone)
+    genuine = {"ann": 0.7, **{f"p{i:02d}": 0.2 for i in range(29)}, "p29": 0.8}
+    old = decide_mode(_ev(faces, genuine, speech=3.0), NO_PROV, op, before)
+    assert not old.granted and "recognised as p29" in old.reason
+    new = decide_mode(_ev(faces, genuine, speech=3.0), NO_PROV, op, margin)
+    assert new.granted, new.reason  # LLR difference 0.8 <= 2
+    # face of ann, voice of bob: ann 0.3 (LLR -1.6, above the veto), bob 0.6 (LLR 0.8: not
+    # accepted alone, so the rule before let it through); difference 2.4 > 2
+    mixed = {"ann": 0.3, "bob": 0.6}
+    assert decide_mode(_ev({"ann": 0.9, "bob": 0.1}, mixed, speech=3.0), NO_PROV, op,
+                       before).granted
+    out = decide_mode(_ev({"ann": 0.9, "bob": 0.1}, mixed, speech=3.0), NO_PROV, op, margin)
+    assert not out.granted and out.final
+    assert "recognised as bob (0.60), not ann (LLR +2.40 over 0.30, > 2)" in out.reason
+    with pytest.raises(ConfigError, match="voice_other_margin_llr"):
+        dataclasses.replace(before, voice_other_margin_llr=-1.0)
+    # benchmarks compare the rule before on the same attempts; a door never does
+    modes = {**op.modes, "face+liveness": margin}
+
+    class _Bundle:  # only what the constructor reads (no model runs in this check)
+        operating_points = dataclasses.replace(op, modes=modes)
+
+    def mode_of(cfg):
+        return Verifier(_Bundle(), None, cfg, DlibHogDetector(), SpeechGate("auto")) \
+            .security_mode()
+
+    assert mode_of(PipelineConfig()).voice_other_margin_llr == 2.0
+    assert mode_of(PipelineConfig(voice_other_rule="far")).voice_other_margin_llr is None
+    with pytest.raises(ConfigError, match="voice_other_rule"):
+        PipelineConfig(voice_other_rule="margin")
+    back = load_operating_points(save_operating_points(_Bundle.operating_points,
+                                                       tmp_path / "op.yaml"), {"face": "0" * 64})
+    assert back.mode().voice_other_margin_llr == 2.0
 
 
 def test_a_contradicting_voice_is_final_after_the_decisive_speech():

@@ -12,7 +12,8 @@ people replaying their own clip.
 
 With a security mode from the operating-point file (``decide_mode``), the rule is the mode's:
 ``face+liveness`` (the face identifies, audio-visual sync confirms, the voice must not
-contradict) or ``two-factor`` (the rule above, >= 2 s of speech, and AV sync).
+contradict: no calibrated veto against the candidate, and no other enrolled person whom the voice
+favours over the candidate by the mode's likelihood-ratio margin) or ``two-factor`` (the rule above, >= 2 s of speech, and AV sync).
 
 Rule (1) is deliberately not "both nearest templates are the same person": with a large
 gallery a genuine voice often has a slightly nearer stranger, and demanding rank-1 voice
@@ -33,7 +34,12 @@ import numpy as np
 from edge_runtime.errors import ConfigError
 from edge_runtime.frontend.avsync import SyncResult
 from edge_runtime.models import PROVISIONAL_DEFAULTS, Thresholds
-from edge_runtime.operating_points import OperatingPoints, SecurityMode, subset_name
+from edge_runtime.operating_points import (
+    Calibration,
+    OperatingPoints,
+    SecurityMode,
+    subset_name,
+)
 
 IDENTITY = ("face", "voice")
 
@@ -251,6 +257,26 @@ def _liveness_failure(ev: Evidence, mode: SecurityMode) -> tuple[str | None, boo
     return None, True
 
 
+def _recognised_as_other(other: str | None, other_score: float, own: float | None,
+                         cal: Calibration | None, mode: SecurityMode, thresholds: Thresholds,
+                         op: OperatingPoints) -> str | None:
+    """Why the voice is recognised as ``other`` rather than the candidate (text appended to
+    the reason), or None. With the mode's margin: the calibrated LLR of ``other`` exceeds the
+    candidate's by it, a likelihood ratio between the two people that does not grow with the
+    gallery; without one (files before it) or without a candidate voice template: ``other``'s
+    voice alone accepted at the mode's FAR and nearer than the candidate's."""
+    if other is None:
+        return None
+    margin = mode.voice_other_margin_llr
+    if margin is not None and own is not None and cal is not None:
+        diff = float(cal.llr([other_score])[0] - cal.llr([own])[0])
+        return f" (LLR {diff:+.2f} over {own:.2f}, > {margin:g})" if diff > margin else None
+    if (own is None or other_score > own) and \
+            _accepts_alone("voice", other_score, thresholds, op, mode.target_far):
+        return ""
+    return None
+
+
 def decide_mode(ev: Evidence, thresholds: Thresholds, op: OperatingPoints,
                 mode: SecurityMode) -> Outcome:
     """The decision of one security mode (see the module docstring); states the mode."""
@@ -300,12 +326,12 @@ def decide_mode(ev: Evidence, thresholds: Thresholds, op: OperatingPoints,
         pos = {n: i for i, n in enumerate(ev.voice.names)}
         own = float(ev.voice.scores[pos[candidate]]) if candidate in pos else None
         scores["voice"] = own
-        if other is not None and (own is None or other_score > own) and \
-                _accepts_alone("voice", other_score, thresholds, op, mode.target_far):
-            failures.append(f"the voice is recognised as {other} ({other_score:.2f}), not "
-                            f"{candidate}")
-            final = ev.speech_s >= mode.decisive_speech_s  # before it, more speech may differ
         cal = op.fuser.calibrations.get("voice")
+        recognised = _recognised_as_other(other, other_score, own, cal, mode, thresholds, op)
+        if recognised is not None:
+            failures.append(f"the voice is recognised as {other} ({other_score:.2f}), not "
+                            f"{candidate}{recognised}")
+            final = ev.speech_s >= mode.decisive_speech_s  # before it, more speech may differ
         if own is not None and cal is not None:
             llr = float(cal.llr([own])[0])
             veto = mode.voice_veto_at(ev.speech_s)

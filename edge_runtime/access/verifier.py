@@ -131,6 +131,8 @@ class Verifier:
             mode = dataclasses.replace(mode, voice_veto_by_length=self.config.voice_veto_by_length)
         if self.config.decisive_speech_s is not None:
             mode = dataclasses.replace(mode, decisive_speech_s=self.config.decisive_speech_s)
+        if self.config.voice_other_rule == "far":
+            mode = dataclasses.replace(mode, voice_other_margin_llr=None)
         mode = mode.for_detector(getattr(self.detector, "kind", None))
         if not math.isclose(mode.target_far, self.config.target_far):  # e.g. --target-far 1e-3
             mode = dataclasses.replace(mode, target_far=self.config.target_far)
