@@ -166,6 +166,10 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
             margin = mm.get("voice_other_margin_llr")
             veto += (f", recognised as another by LLR margin {margin:g}" if margin is not None
                      else ", recognised as another when accepted alone at the FAR")
+            if mm.get("sequential"):  # only looks can wait; a replayed file decides at once
+                wait = mm.get("voice_confirm_until_s")
+                veto += (f", a look waits up to {wait:g} s of speech for a voice that does not "
+                         "confirm on its own" if wait else ", no wait for a confirming voice")
         lines += [f"## Mode `{mode}` (FAR target {mm['target_far']:g}, AV-sync threshold "
                   f"{mm['avsync_threshold']:.2f}, {veto}, "
                   f"min speech {mm['min_speech_s']:g} s)", "",

@@ -216,6 +216,15 @@ DECISIVE_SPEECH_S = 3.0
 # `SecurityMode.voice_other_margin_llr` is None (the rule before) for files that do not state it.
 VOICE_OTHER_MARGIN_LLR = 2.0
 
+# face+liveness at a live door: a look grants at the decisive speech only when the voice on its
+# own accepts the candidate (at the mode's FAR); a voice that merely does not contradict keeps
+# the door listening ("keep speaking"), facing the veto at every look, until this much speech.
+# The veto is stricter the more speech it hears (own voices score higher), so a stranger whose
+# voice got past it at 3 s is judged again on more; people whose voice confirms them at once
+# (most) wait no longer. `SecurityMode.voice_confirm_until_s` is None (no such wait) for files
+# that do not state it.
+VOICE_CONFIRM_UNTIL_S = 5.0
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -275,6 +284,10 @@ class SecurityMode:
     # over the candidate by this calibrated LLR (see ``VOICE_OTHER_MARGIN_LLR``); None: when
     # that person's voice alone would be accepted at ``target_far`` (the rule before)
     voice_other_margin_llr: float | None = None
+    # face+liveness, live looks: a grant before this much speech needs the voice to accept the
+    # candidate on its own (see ``VOICE_CONFIRM_UNTIL_S``); None: a voice that does not
+    # contradict is enough from ``decisive_speech_s`` on. Replayed files decide at their end.
+    voice_confirm_until_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.name not in MODE_NAMES:
@@ -290,6 +303,10 @@ class SecurityMode:
         if margin is not None and not (math.isfinite(float(margin)) and float(margin) >= 0):
             raise ConfigError(f"mode {self.name}: voice_other_margin_llr must be a finite LLR "
                               f">= 0 or absent, got {margin!r}")
+        until = self.voice_confirm_until_s
+        if until is not None and not (math.isfinite(float(until)) and float(until) > 0):
+            raise ConfigError(f"mode {self.name}: voice_confirm_until_s must be seconds > 0 or "
+                              f"absent, got {until!r}")
         table = tuple(sorted((float(a), float(b)) for a, b in self.voice_veto_by_length))
         if any(not (math.isfinite(a) and math.isfinite(b) and a > 0) for a, b in table) or \
                 len({a for a, _ in table}) != len(table):

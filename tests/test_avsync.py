@@ -222,7 +222,11 @@ def test_calibrate_modes_measures_grid_and_writes_the_modes(tmp_path):
     (threshold only, and band + threshold), one threshold per detector in a file that still
     loads (checksum rewritten)."""
     from calibration.avsync import measure, write_modes
-    from edge_runtime.operating_points import DECISIVE_SPEECH_S, VOICE_OTHER_MARGIN_LLR
+    from edge_runtime.operating_points import (
+        DECISIVE_SPEECH_S,
+        VOICE_CONFIRM_UNTIL_S,
+        VOICE_OTHER_MARGIN_LLR,
+    )
 
     grid = tmp_path / "grid"
     grid.mkdir()
@@ -257,10 +261,13 @@ def test_calibrate_modes_measures_grid_and_writes_the_modes(tmp_path):
     # the "recognised as someone else" margin is written and read back; files before it: None
     assert back.mode().voice_other_margin_llr == VOICE_OTHER_MARGIN_LLR == 2.0
     assert back.mode("two-factor").voice_other_margin_llr is None
+    assert back.mode().voice_confirm_until_s == VOICE_CONFIRM_UNTIL_S == 5.0
     write_modes(path, {"hog": sync}, {"face": "0" * 64}, decisive_speech_s=2.5,
                 voice_other_margin_llr=1.5)
     again = load_operating_points(path, {"face": "0" * 64}).mode()
     assert again.decisive_speech_s == 2.5 and again.voice_other_margin_llr == 1.5
+    with pytest.raises(ConfigError, match="voice_confirm_until_s"):
+        dataclasses.replace(again, voice_confirm_until_s=0.0)
 
 
 def test_a_detector_without_its_own_sync_threshold_is_refused():
@@ -428,3 +435,37 @@ def test_a_live_source_needs_the_modes_decisive_speech_and_cannot_lower_it():
     assert _min_speech(args(0.3), bundle, finite=True) == 0.3
     no_modes = SimpleNamespace(operating_points=None)
     assert _min_speech(args(None), no_modes, finite=False) == 2.0
+
+
+def test_voice_veto_lengths_past_one_utterance_join_the_speakers_next_ones():
+    """The veto table reaches 4 and 5 s (a person who keeps speaking at a live door): those
+    probes are a probe utterance followed by the speaker's next ones, as the live door plays
+    them; up to 3 s a probe is cut from one utterance, as before. Real speechocean762 clips;
+    a stand-in embedding (no model needed to count what is cut) records each probe's length."""
+    from calibration.voice_veto import LENGTHS_S, LONG_LENGTHS_S, genuine_voice_llrs
+    from edge_runtime.frontend.audio import load_audio
+    from edge_runtime.frontend.vad import SpeechGate
+
+    root = Path(__file__).parent / "fixtures" / "speechocean762"
+    utts = sorted((root / "SPEAKER0120").glob("*.flac")) + \
+        sorted((root / "SPEAKER0036").glob("*.flac"))
+    gate = SpeechGate("auto")
+    voiced = [gate.extract_speech(w, gate.speech_segments(w)).size / TARGET_SR
+              for w in (load_audio(u, TARGET_SR) for u in utts[3:])]
+    assert max(voiced) < 4.0 < sum(voiced)  # no single probe holds 4 s; joined they do
+    seen: list[float] = []
+
+    class _Bundle:
+        def embed_voice(self, x):
+            seen.append(x.size / TARGET_SR)
+            return np.array([1.0, 0.0])
+
+    llrs = genuine_voice_llrs(_Bundle(), _op(), [{"name": "x", "utterances": utts}], gate)
+    assert set(llrs) == set(LENGTHS_S) | set(LONG_LENGTHS_S)
+    for x in LONG_LENGTHS_S:  # k = 0, 1, 2: as many joined probes as reach x
+        want = sum(sum(voiced[k:]) >= x for k in range(3))
+        assert llrs[x].size == want
+    assert llrs[4.0].size >= 1
+    for x in LENGTHS_S:  # one utterance each, as before
+        assert llrs[x].size == sum(v >= x for v in voiced)
+    assert all(v == pytest.approx(8.0 * 1.0 - 4.0) for v in llrs[4.0])  # the calibrated LLR

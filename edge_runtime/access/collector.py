@@ -72,6 +72,9 @@ class PipelineConfig:
     # None: the mode's "recognised as someone else" rule; "far": the rule before the
     # likelihood-ratio margin (benchmarks comparing the two on the same attempts, never a door)
     voice_other_rule: str | None = None
+    # None: the mode's; seconds replace the mode's ``voice_confirm_until_s``, 0 turns it off
+    # (benchmarks comparing the door without it on the same attempts, never a door)
+    voice_confirm_until_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode is not None and self.mode not in MODE_NAMES:

@@ -91,6 +91,9 @@ class Outcome:
     # failures that more media cannot fix (e.g. the face is someone else's): a sequential
     # loop stops on these at once and keeps collecting on the others
     final: bool = True
+    # a grant that a live look holds until this much speech was heard (the voice did not
+    # confirm the candidate on its own, see ``SecurityMode.voice_confirm_until_s``); 0: none
+    hold_until_s: float = 0.0
 
 
 def _aligned(present: list[Matches]) -> tuple[list[str], list[np.ndarray]]:
@@ -348,7 +351,16 @@ def decide_mode(ev: Evidence, thresholds: Thresholds, op: OperatingPoints,
         return Outcome(False, candidate, "[face+liveness] " + "; ".join(failures), scores,
                        candidate, voice_match, live_text, mode.name,
                        final=final or not d.accepted)
+    voice_text, hold = "not checked", 0.0
+    if scores["voice"] is not None:
+        voice_text = "does not contradict"
+        if _accepts_alone("voice", float(scores["voice"]), thresholds, op, mode.target_far):
+            voice_text = "confirms on its own"
+        elif mode.voice_confirm_until_s is not None:
+            hold = float(mode.voice_confirm_until_s)
+            voice_text += f" (does not confirm on its own: a live door listens up to {hold:g} s)"
     reason = (f"[face+liveness] face identifies {candidate} ({face_score:.2f}, LLR {d.llr:.2f} "
               f"> {d.threshold:.2f} at FAR {mode.target_far:g}); {live_text}; voice "
-              + ("does not contradict" if scores["voice"] is not None else "not checked"))
-    return Outcome(True, candidate, reason, scores, candidate, voice_match, live_text, mode.name)
+              + voice_text)
+    return Outcome(True, candidate, reason, scores, candidate, voice_match, live_text, mode.name,
+                   hold_until_s=hold)
