@@ -329,8 +329,7 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                                         for name, d in sequential.items()}
                              for f in (0, 1) for key, lv in (("identity", "report"),
                                                              ("live", "required"))}
-            # one group per door: each looks from its own minimum speech on its own collector,
-            # a live source's minimum (as `edgepin run` sets it)
+            # each door looks from a live source's minimum speech (as `edgepin run` sets it)
             default = op.modes["face+liveness"]
 
             def live_min(d: float | None) -> float:
@@ -342,9 +341,13 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                         **more, "decisive_speech_s": d if d is not None else
                         default.decisive_speech_s, "sequential": how}
 
-            door_verifiers = {(f, key, name): {name: verifier(
-                "face+liveness", lv, f, q_main, None, d, live_min(d), name)}
-                for name, d in LIVE_DOORS.items()
+            # doors with the same live minimum look at the same moments: one collector (and
+            # one voice embedding per look) serves them all
+            door_groups = sorted({live_min(d) for d in LIVE_DOORS.values()})
+            door_verifiers = {(f, key, g): {name: verifier(
+                "face+liveness", lv, f, q_main, None, d, live_min(d), name)
+                for name, d in LIVE_DOORS.items() if live_min(d) == g}
+                for g in door_groups
                 for f in (0, 1) for key, lv in (("identity", "report"), ("live", "required"))}
             plan = plan_attempts(enrolled, strangers, per_kind, rng, seed)
 
@@ -396,8 +399,8 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                                    f"{kind} {who}")
                     seq = live_looks(seq_verifiers[(fold[fp["name"]], vs)], frames, audio,
                                      f"{kind} {who}")
-                    for name in LIVE_DOORS:
-                        seq |= live_looks(door_verifiers[(fold[fp["name"]], vs, name)], frames,
+                    for g in door_groups:
+                        seq |= live_looks(door_verifiers[(fold[fp["name"]], vs, g)], frames,
                                           spoken, f"{kind} {who}", live_end=True)
                     results[kind].append({
                         "who": who, "expected": expected, "speech_s": out[next(iter(out))].speech_s,

@@ -154,7 +154,8 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
             f"differs; `FAR {STRICT_FAR:g}` is the default mode with its face point at that FAR "
             "(same attempts, same veto); `recognised as at FAR (before)` is the default mode "
             "with the rule before the likelihood-ratio margin for \"the voice is recognised as "
-            "another enrolled person\" (that person's voice accepted alone at the FAR). GRID rows use the shipped file's table (set on all 30 speakers, none of "
+            "another enrolled person\" (that person's voice accepted alone at the FAR, at every "
+            "speech length). GRID rows use the shipped file's table (set on all 30 speakers, none of "
             "them GRID people). Tables (seconds: LLR): " + "; ".join(
                 f"{name}: " + ", ".join(f"{x:g} s {v:+.2f}" for x, v in rows)
                 for name, rows in veto["cross_fitted"].items() if "q=0.02" in name) + ".", ""]
@@ -164,7 +165,9 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
             f"voice veto {mm.get('voice_veto') or 'LLR ' + format(mm['voice_veto_llr'], 'g')}"
         if not mode.startswith("two-factor"):
             margin = mm.get("voice_other_margin_llr")
-            veto += (f", recognised as another by LLR margin {margin:g}" if margin is not None
+            veto += (f", recognised as another by LLR margin {margin:g} (or, from "
+                     f"{mm['decisive_speech_s']:g} s of speech, accepted alone at the FAR)"
+                     if margin is not None
                      else ", recognised as another when accepted alone at the FAR")
             if mm.get("sequential"):  # only looks can wait; a replayed file decides at once
                 wait = mm.get("voice_confirm_until_s")

@@ -206,14 +206,17 @@ class ThresholdPoint:
 # rows). `SecurityMode.decisive_speech_s` keeps 2 s for files written before it was stated.
 DECISIVE_SPEECH_S = 3.0
 
-# face+liveness's "the voice is recognised as someone else": the voice must favour another
-# enrolled person over the candidate by this calibrated log-likelihood ratio (LLR(other) -
-# LLR(candidate), length-calibrated, e^2 ~ 7x). The rule before (another person's voice accepted
-# on its own at the mode's FAR, and nearer than the candidate's) was tested against every other
-# enrolled person, so a genuine person's chance of being "recognised as" someone else grew with
-# the gallery (held-out speechocean762, 3 s: 1.4 / 1.7 / 2.8 % of genuine probes with galleries
-# of 7 / 15 / 30); the ratio against the candidate's own template does not (0 / 0 / 0 %).
-# `SecurityMode.voice_other_margin_llr` is None (the rule before) for files that do not state it.
+# face+liveness's "the voice is recognised as someone else": the voice favours another enrolled
+# person over the candidate by this calibrated log-likelihood ratio (LLR(other) -
+# LLR(candidate), length-calibrated, e^2 ~ 7x), at any speech length; and, from the decisive
+# speech on, also when that person's voice alone would be accepted at the mode's FAR above the
+# candidate's (the rule before, at every length). That rule is tried against every other
+# enrolled person: below the decisive speech, where the veto is loose, it denied genuine people
+# the veto let through, more the larger the gallery (GRID lbax4n at 0.64 s in the demo; held-out
+# speechocean762: benchmarks/voice_rules.md); from the decisive speech on the veto rejects
+# nearly all of those itself and the rule still stops attackers (benchmarks/attacks.md).
+# `SecurityMode.voice_other_margin_llr` is None (the rule before, at every length) for files
+# that do not state it.
 VOICE_OTHER_MARGIN_LLR = 2.0
 
 # face+liveness at a live door: a look grants at the decisive speech only when the voice on its
@@ -281,8 +284,9 @@ class SecurityMode:
     # --min-speech); replayed files are decided at their end on what they hold.
     decisive_speech_s: float = 2.0
     # face+liveness: the voice is "recognised as" another enrolled person when it favours them
-    # over the candidate by this calibrated LLR (see ``VOICE_OTHER_MARGIN_LLR``); None: when
-    # that person's voice alone would be accepted at ``target_far`` (the rule before)
+    # over the candidate by this calibrated LLR, or from ``decisive_speech_s`` on when that
+    # person's voice alone would be accepted at ``target_far`` (see ``VOICE_OTHER_MARGIN_LLR``);
+    # None: the latter at every length (the rule before)
     voice_other_margin_llr: float | None = None
     # face+liveness, live looks: a grant before this much speech needs the voice to accept the
     # candidate on its own (see ``VOICE_CONFIRM_UNTIL_S``); None: a voice that does not

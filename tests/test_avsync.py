@@ -342,12 +342,14 @@ def test_a_voice_recognised_as_someone_else_is_final_only_after_the_decisive_spe
 
 def test_recognised_as_someone_else_needs_a_likelihood_ratio_over_the_candidate(tmp_path):
     """The rule before (another person's voice accepted alone at the FAR and nearer than the
-    candidate's) was tried against every other enrolled person: a genuine voice with a slightly
-    nearer stranger was denied, more often the larger the gallery. With the margin the voice
-    must favour the other person over the candidate by a likelihood ratio (calibrated LLR
-    difference > 2), however many people are enrolled; an attacker's voice far nearer someone
-    else is still caught, even where that person's voice alone would not be accepted.
-    Voice LLR here: 8 * cosine - 4; voice alone accepted at LLR > 2; veto -2."""
+    candidate's) is tried against every other enrolled person: on short speech, where the veto
+    is loose, a genuine voice with a slightly nearer stranger was denied, more often the larger
+    the gallery. With the margin, below the mode's decisive speech the voice must favour the
+    other person over the candidate by a likelihood ratio (calibrated LLR difference > 2);
+    from the decisive speech on (strict veto) the rule before applies as well. An attacker's
+    voice far nearer someone else is caught at any length, even where that person's voice
+    alone would not be accepted. Voice LLR here: 8 * cosine - 4; voice alone accepted at LLR
+    > 2; veto -2; decisive speech 2 s."""
     from edge_runtime.access.collector import PipelineConfig
     from edge_runtime.access.verifier import Verifier
     from edge_runtime.frontend.face import DlibHogDetector
@@ -355,23 +357,28 @@ def test_recognised_as_someone_else_needs_a_likelihood_ratio_over_the_candidate(
 
     op = _op()
     before = op.mode("face+liveness")
-    assert before.voice_other_margin_llr is None  # a file that does not state it
+    assert before.voice_other_margin_llr is None and before.decisive_speech_s == 2.0
     margin = dataclasses.replace(before, voice_other_margin_llr=2.0)
     faces = {"ann": 0.9, **{f"p{i:02d}": 0.1 for i in range(30)}}
     # ann's own voice 0.7 (LLR 1.6); 30 others, one at 0.8 (LLR 2.4: accepted alone)
     genuine = {"ann": 0.7, **{f"p{i:02d}": 0.2 for i in range(29)}, "p29": 0.8}
-    old = decide_mode(_ev(faces, genuine, speech=3.0), NO_PROV, op, before)
-    assert not old.granted and "recognised as p29" in old.reason
-    new = decide_mode(_ev(faces, genuine, speech=3.0), NO_PROV, op, margin)
-    assert new.granted, new.reason  # LLR difference 0.8 <= 2
+    for speech in (1.0, 3.0):
+        old = decide_mode(_ev(faces, genuine, speech=speech), NO_PROV, op, before)
+        assert not old.granted and "recognised as p29" in old.reason
+    short = decide_mode(_ev(faces, genuine, speech=1.0), NO_PROV, op, margin)
+    assert short.granted, short.reason  # LLR difference 0.8 <= 2, below the decisive speech
+    long = decide_mode(_ev(faces, genuine, speech=3.0), NO_PROV, op, margin)
+    assert not long.granted and "(accepted on its own, above the candidate)" in long.reason
     # face of ann, voice of bob: ann 0.3 (LLR -1.6, above the veto), bob 0.6 (LLR 0.8: not
     # accepted alone, so the rule before let it through); difference 2.4 > 2
     mixed = {"ann": 0.3, "bob": 0.6}
-    assert decide_mode(_ev({"ann": 0.9, "bob": 0.1}, mixed, speech=3.0), NO_PROV, op,
-                       before).granted
-    out = decide_mode(_ev({"ann": 0.9, "bob": 0.1}, mixed, speech=3.0), NO_PROV, op, margin)
-    assert not out.granted and out.final
-    assert "recognised as bob (0.60), not ann (LLR +2.40 over 0.30, > 2)" in out.reason
+    for speech in (1.0, 3.0):
+        assert decide_mode(_ev({"ann": 0.9, "bob": 0.1}, mixed, speech=speech), NO_PROV, op,
+                           before).granted
+        out = decide_mode(_ev({"ann": 0.9, "bob": 0.1}, mixed, speech=speech), NO_PROV, op,
+                          margin)
+        assert not out.granted and out.final == (speech >= 2.0)
+        assert "recognised as bob (0.60), not ann (LLR +2.40 over 0.30, > 2)" in out.reason
     with pytest.raises(ConfigError, match="voice_other_margin_llr"):
         dataclasses.replace(before, voice_other_margin_llr=-1.0)
     # benchmarks compare the rule before on the same attempts; a door never does

@@ -70,7 +70,8 @@ class PipelineConfig:
     # rule before it, 0.5 s: a grant at the first look)
     decisive_speech_s: float | None = None
     # None: the mode's "recognised as someone else" rule; "far": the rule before the
-    # likelihood-ratio margin (benchmarks comparing the two on the same attempts, never a door)
+    # likelihood-ratio margin (voice alone accepted, at every length; benchmarks comparing the
+    # two on the same attempts, never a door)
     voice_other_rule: str | None = None
     # None: the mode's; seconds replace the mode's ``voice_confirm_until_s``, 0 turns it off
     # (benchmarks comparing the door without it on the same attempts, never a door)

@@ -12,8 +12,11 @@ people replaying their own clip.
 
 With a security mode from the operating-point file (``decide_mode``), the rule is the mode's:
 ``face+liveness`` (the face identifies, audio-visual sync confirms, the voice must not
-contradict: no calibrated veto against the candidate, and no other enrolled person whom the voice
-favours over the candidate by the mode's likelihood-ratio margin) or ``two-factor`` (the rule above, >= 2 s of speech, and AV sync).
+contradict: no calibrated veto against the candidate, and no other enrolled person whom the
+voice favours over the candidate by the mode's likelihood-ratio margin or, from the decisive
+speech on, whose voice alone would be accepted above the candidate's; a grant on a voice that
+does not confirm the candidate on its own carries ``hold_until_s``, the speech a live door
+waits for) or ``two-factor`` (the rule above, >= 2 s of speech, and AV sync).
 
 Rule (1) is deliberately not "both nearest templates are the same person": with a large
 gallery a genuine voice often has a slightly nearer stranger, and demanding rank-1 voice
@@ -262,21 +265,30 @@ def _liveness_failure(ev: Evidence, mode: SecurityMode) -> tuple[str | None, boo
 
 def _recognised_as_other(other: str | None, other_score: float, own: float | None,
                          cal: Calibration | None, mode: SecurityMode, thresholds: Thresholds,
-                         op: OperatingPoints) -> str | None:
+                         op: OperatingPoints, speech_s: float) -> str | None:
     """Why the voice is recognised as ``other`` rather than the candidate (text appended to
-    the reason), or None. With the mode's margin: the calibrated LLR of ``other`` exceeds the
-    candidate's by it, a likelihood ratio between the two people that does not grow with the
-    gallery; without one (files before it) or without a candidate voice template: ``other``'s
-    voice alone accepted at the mode's FAR and nearer than the candidate's."""
+    the reason), or None.
+
+    Margin: the calibrated LLR of ``other`` exceeds the candidate's by the mode's margin, a
+    likelihood ratio between the two people, at any speech length. Alone: ``other``'s voice
+    alone is accepted at the mode's FAR and scores above the candidate's; it is tried against
+    every other enrolled person, so below the mode's decisive speech, where the veto is loose,
+    it denies genuine people the veto lets through (more, the larger the gallery), while from
+    the decisive speech on the strict veto already rejects nearly all of those and the rule
+    still stops attackers (``benchmarks/voice_rules.md``, ``attacks.md``). With a margin it
+    applies from the decisive speech on; without one (files before it), at every length."""
     if other is None:
         return None
     margin = mode.voice_other_margin_llr
     if margin is not None and own is not None and cal is not None:
         diff = float(cal.llr([other_score])[0] - cal.llr([own])[0])
-        return f" (LLR {diff:+.2f} over {own:.2f}, > {margin:g})" if diff > margin else None
+        if diff > margin:
+            return f" (LLR {diff:+.2f} over {own:.2f}, > {margin:g})"
+        if speech_s < mode.decisive_speech_s:
+            return None
     if (own is None or other_score > own) and \
             _accepts_alone("voice", other_score, thresholds, op, mode.target_far):
-        return ""
+        return " (accepted on its own, above the candidate)"
     return None
 
 
@@ -330,7 +342,8 @@ def decide_mode(ev: Evidence, thresholds: Thresholds, op: OperatingPoints,
         own = float(ev.voice.scores[pos[candidate]]) if candidate in pos else None
         scores["voice"] = own
         cal = op.fuser.calibrations.get("voice")
-        recognised = _recognised_as_other(other, other_score, own, cal, mode, thresholds, op)
+        recognised = _recognised_as_other(other, other_score, own, cal, mode, thresholds, op,
+                                          ev.speech_s)
         if recognised is not None:
             failures.append(f"the voice is recognised as {other} ({other_score:.2f}), not "
                             f"{candidate}{recognised}")
