@@ -211,10 +211,10 @@ DECISIVE_SPEECH_S = 3.0
 # LLR(candidate), length-calibrated, e^2 ~ 7x), at any speech length; and, from the decisive
 # speech on, also when that person's voice alone would be accepted at the mode's FAR above the
 # candidate's (the rule before, at every length). That rule is tried against every other
-# enrolled person: below the decisive speech, where the veto is loose, it denied genuine people
-# the veto let through, more the larger the gallery (GRID lbax4n at 0.64 s in the demo; held-out
-# speechocean762: benchmarks/voice_rules.md); from the decisive speech on the veto rejects
-# nearly all of those itself and the rule still stops attackers (benchmarks/attacks.md).
+# enrolled person: it denies genuine people the veto lets through, more the larger the gallery
+# and the shorter the speech (GRID lbax4n at 0.64 s in the demo; held-out speechocean762,
+# benchmarks/voice_rules.md: 4-15 % at 0.64 s, 1-3 % at 3 s); from the decisive speech on it
+# costs least and still stops attackers that the margin lets through (benchmarks/attacks.md).
 # `SecurityMode.voice_other_margin_llr` is None (the rule before, at every length) for files
 # that do not state it.
 VOICE_OTHER_MARGIN_LLR = 2.0
