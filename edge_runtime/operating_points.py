@@ -224,8 +224,10 @@ VOICE_OTHER_MARGIN_LLR = 2.0
 # the door listening ("keep speaking"), facing the veto at every look, until this much speech.
 # The veto is stricter the more speech it hears (own voices score higher), so a stranger whose
 # voice got past it at 3 s is judged again on more; people whose voice confirms them at once
-# (most) wait no longer. `SecurityMode.voice_confirm_until_s` is None (no such wait) for files
-# that do not state it.
+# (most) wait no longer. Measured at the attack benchmark's live door, per 1000 attempts: 8 more
+# genuine people denied, 7 more strangers' voices stopped; a close trade, kept on the secure side
+# (docs/security_modes.md). `SecurityMode.voice_confirm_until_s` is None (no such wait) for
+# files that do not state it.
 VOICE_CONFIRM_UNTIL_S = 5.0
 
 
