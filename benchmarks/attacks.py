@@ -11,8 +11,10 @@ at once or as the live loop looks: ``benchmarks.attacks_present``; the GRID clip
 The face+liveness voice veto ("the voice must not contradict") is calibrated per speech length
 (``calibration/voice_veto.py``) on one half of the people and applied to attempts of the other
 half (cross-fitted); variants with other veto quantiles, with the old fixed veto (LLR -2) and
-with the default mode's identity point at FAR 1e-3 decide the same collected attempts, which
-gives the APCER/BPCER trade-off in one run.
+with the default mode's identity point at FAR 1e-3, and with the "voice recognised as another
+enrolled person" rule before its likelihood-ratio margin (``recognised as at FAR (before)``:
+that person's voice accepted alone at the FAR), decide the same collected attempts, which gives
+the APCER/BPCER trade-off in one run.
 
 People: held-out identities only (the students' test + val people: the split recorded in the
 models). Face and voice come from different datasets (LFW photos, speechocean762 speakers):
@@ -41,8 +43,13 @@ final ends the attempt, else the end of the audio decides. Variants:
   speech, 3 s as shipped: the minimum a live source needs), and the person goes on speaking
   while the door says "keep speaking": the rest of their utterance from the probe's start,
   then their next probe utterances, up to the loop's 10 s limit. The short-speech attacker
-  stops after 0.8-1.2 s. ``live door, decisive 2 s``: the same with the mode's ``decisive_speech_s`` (and so the
-  live minimum) at 2 s, the shipped value before: what the extra second of speech buys.
+  stops after 0.8-1.2 s. (``live door, decisive 2 s``, the door at the decisive speech shipped
+  before, was compared in the runs of 2026-12-01 13:10 and earlier: docs/security_modes.md.)
+  ``live door, recognised as at FAR (before)``: the live door with the rule before the margin.
+  ``live door, no wait for a confirming voice (before)``: the live door granting at the decisive
+  speech on any voice that does not contradict (the mode's ``voice_confirm_until_s`` off).
+  The live door's end (the person stops, or the 10 s limit) is decided as the live loop decides
+  it (``Verifier.decide(live=True)``: a grant still waiting for more speech is denied).
 - ``looks from 0.5 s``: the fixed probe, looks from 0.5 s of speech (a live source run with
   ``--min-speech 0.5``, refused since: below the mode's decisive speech); a look may grant only
   after the mode's ``decisive_speech_s`` (3 s), or at once (``grant at the first look
@@ -94,9 +101,15 @@ SHORT_AUDIO_S = (0.8, 1.2)  # the informed attacker's probe
 SHORT_KIND = "mixed-unenrolled, short speech"
 LIVE_LIMIT_S = LoopConfig().collect_timeout_s  # the live loop's time limit per attempt
 LIVE_DOOR = "face+liveness, live door"
-# the live door with the shorter decisive speech shipped before (the mode's `decisive_speech_s`,
-# also the live minimum): what asking people for 1 s more speech buys against a stranger's voice
-LIVE_DOORS = {LIVE_DOOR: None, f"{LIVE_DOOR}, decisive 2 s": 2.0}
+# the "voice recognised as someone else" rule before the likelihood-ratio margin (another
+# person's voice accepted alone at the FAR): same attempts, only that rule differs
+BEFORE_RULE = "recognised as at FAR (before)"
+# the live door that grants at the decisive speech on a voice that does not contradict, without
+# waiting for one that does not confirm the candidate on its own (the mode's
+# `voice_confirm_until_s` off): what the wait buys
+NO_WAIT = "no wait for a confirming voice (before)"
+LIVE_DOORS = {LIVE_DOOR: None, f"{LIVE_DOOR}, {NO_WAIT}": None,
+              f"{LIVE_DOOR}, {BEFORE_RULE}": None}
 KINDS = ("genuine", "zero-effort", "mixed-enrolled", "mixed-unenrolled", "photo", SHORT_KIND)
 
 
@@ -269,22 +282,36 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                    for q in VETO_SWEEP if q != q_main},
                 "face+liveness, fixed veto -2": ("face+liveness", None, None),
                 f"face+liveness, FAR {STRICT_FAR:g}": ("face+liveness", q_main, STRICT_FAR),
+                f"face+liveness, {BEFORE_RULE}": ("face+liveness", q_main, None),
                 "two-factor": ("two-factor", q_main, None)}
             vetoes = {(f, q): veto_table(llrs[f], q) for f in (0, 1)
                       for q in {q for _, q, _ in variants.values() if q is not None}}
 
             def verifier(mode: str, liveness: str, f: int, q: float | None,
                          far: float | None, decisive: float | None = None,
-                         min_speech: float = 0.5) -> Verifier:
+                         min_speech: float = 0.5, name: str = "") -> Verifier:
                 m = op.mode(mode)
                 cfg = PipelineConfig(mode=mode, liveness=liveness, min_speech_s=min_speech,
                                      target_far=far or m.target_far,
                                      voice_veto_by_length=vetoes[(f, q)] if q is not None
                                      else ((1.0, m.voice_veto_llr),),
-                                     decisive_speech_s=decisive)
+                                     decisive_speech_s=decisive,
+                                     voice_other_rule="far" if name.endswith(BEFORE_RULE)
+                                     else None,
+                                     voice_confirm_until_s=0.0 if name.endswith(NO_WAIT)
+                                     else None)
                 return Verifier(bundle, handle, cfg, detector, gate)
 
-            verifiers = {(f, key): {name: verifier(m, lv, f, q, far)
+            def other_rule(name: str, mode: str) -> dict[str, Any]:
+                """The voice rules a variant decides with (the report's header)."""
+                before = name.endswith(BEFORE_RULE) or mode != "face+liveness"
+                wait = not name.endswith(NO_WAIT) and mode == "face+liveness"
+                return {"voice_other_margin_llr": None if before else
+                        op.modes[mode].voice_other_margin_llr,
+                        "voice_confirm_until_s": op.modes[mode].voice_confirm_until_s
+                        if wait else None}
+
+            verifiers = {(f, key): {name: verifier(m, lv, f, q, far, name=name)
                                     for name, (m, q, far) in variants.items()}
                          for f in (0, 1) for key, lv in (("identity", "report"),
                                                          ("live", "required"))}
@@ -295,12 +322,14 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
             # defaults, the person going on speaking until it decides.
             sequential = {"face+liveness, looks from 0.5 s": None,
                           "face+liveness, looks from 0.5 s, grant at the first look (before)": 0.5}
-            seq_verifiers = {(f, key): {name: verifier("face+liveness", lv, f, q_main, None, d)
+            # (these emulate a refused option and keep the rules they were measured with: no
+            # wait for a confirming voice)
+            seq_verifiers = {(f, key): {name: verifier("face+liveness", lv, f, q_main, None, d,
+                                                       name=f"{name}, {NO_WAIT}")
                                         for name, d in sequential.items()}
                              for f in (0, 1) for key, lv in (("identity", "report"),
                                                              ("live", "required"))}
-            # one group per door: each looks from its own minimum speech on its own collector,
-            # a live source's minimum (as `edgepin run` sets it)
+            # each door looks from a live source's minimum speech (as `edgepin run` sets it)
             default = op.modes["face+liveness"]
 
             def live_min(d: float | None) -> float:
@@ -312,9 +341,13 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                         **more, "decisive_speech_s": d if d is not None else
                         default.decisive_speech_s, "sequential": how}
 
-            door_verifiers = {(f, key, name): {name: verifier(
-                "face+liveness", lv, f, q_main, None, d, live_min(d))}
-                for name, d in LIVE_DOORS.items()
+            # doors with the same live minimum look at the same moments: one collector (and
+            # one voice embedding per look) serves them all
+            door_groups = sorted({live_min(d) for d in LIVE_DOORS.values()})
+            door_verifiers = {(f, key, g): {name: verifier(
+                "face+liveness", lv, f, q_main, None, d, live_min(d), name)
+                for name, d in LIVE_DOORS.items() if live_min(d) == g}
+                for g in door_groups
                 for f in (0, 1) for key, lv in (("identity", "report"), ("live", "required"))}
             plan = plan_attempts(enrolled, strangers, per_kind, rng, seed)
 
@@ -325,15 +358,16 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                                          "target_far": far or op.modes[m].target_far,
                                          "voice_veto":
                                          f"calibrated, q={q:g} (cross-fitted)" if q is not None
-                                         else f"fixed LLR {op.modes[m].voice_veto_llr:g}"}
+                                         else f"fixed LLR {op.modes[m].voice_veto_llr:g}",
+                                         **other_rule(name, m)}
                                   for name, (m, q, far) in variants.items()}
                         | {name: looks_meta(d, f"looks every {LOOK_EVERY_S:g} s of speech")
-                           for name, d in sequential.items()}
+                           | {"voice_confirm_until_s": None} for name, d in sequential.items()}
                         | {name: looks_meta(
                             d, f"looks every {LOOK_EVERY_S:g} s of speech from {live_min(d):g} "
                             f"s; the person goes on speaking (up to {LIVE_LIMIT_S:g} s) until "
                             "it decides, the short-speech attacker stops",
-                            min_speech_s=live_min(d))
+                            min_speech_s=live_min(d)) | other_rule(name, "face+liveness")
                            for name, d in LIVE_DOORS.items()},
                         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
                         "default_mode": op.default_mode, "machine": machine_info(),
@@ -365,9 +399,9 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                                    f"{kind} {who}")
                     seq = live_looks(seq_verifiers[(fold[fp["name"]], vs)], frames, audio,
                                      f"{kind} {who}")
-                    for name in LIVE_DOORS:
-                        seq |= live_looks(door_verifiers[(fold[fp["name"]], vs, name)], frames,
-                                          spoken, f"{kind} {who}")
+                    for g in door_groups:
+                        seq |= live_looks(door_verifiers[(fold[fp["name"]], vs, g)], frames,
+                                          spoken, f"{kind} {who}", live_end=True)
                     results[kind].append({
                         "who": who, "expected": expected, "speech_s": out[next(iter(out))].speech_s,
                         **{m: row(r) for m, r in out.items()},

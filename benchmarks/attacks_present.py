@@ -52,7 +52,7 @@ def attempt(verifiers: dict[str, Verifier], frames: list[Frame], audio: np.ndarr
 
 
 def live_looks(verifiers: dict[str, Verifier], frames: list[Frame], audio: np.ndarray,
-                source: str) -> dict[str, tuple[AttemptResult, int]]:
+                source: str, live_end: bool = False) -> dict[str, tuple[AttemptResult, int]]:
     """The same presentation as the live loop decides it: audio in chunks, a look after the
     minimum speech and every ``LOOK_EVERY_S`` more, the first final look ends it (per rule);
     the end of the probe decides the rest. Returns each rule's decision and its looks."""
@@ -81,8 +81,8 @@ def live_looks(verifiers: dict[str, Verifier], frames: list[Frame], audio: np.nd
             return out
         next_look = heard + LOOK_EVERY_S
     for name, v in verifiers.items():
-        if name not in out:
-            out[name] = (v.decide(c), looks)
+        if name not in out:  # ``live_end``: as the live loop decides at the end of an attempt
+            out[name] = (v.decide(c, live=live_end), looks)
     return out
 
 

@@ -152,7 +152,10 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
             "`face+liveness` rows use q = 2 % (fixed before this run); `veto q=...` and `fixed "
             "veto -2` (the previous rule) decide the SAME collected attempts: only the veto "
             f"differs; `FAR {STRICT_FAR:g}` is the default mode with its face point at that FAR "
-            "(same attempts, same veto). GRID rows use the shipped file's table (set on all 30 speakers, none of "
+            "(same attempts, same veto); `recognised as at FAR (before)` is the default mode "
+            "with the rule before the likelihood-ratio margin for \"the voice is recognised as "
+            "another enrolled person\" (that person's voice accepted alone at the FAR, at every "
+            "speech length). GRID rows use the shipped file's table (set on all 30 speakers, none of "
             "them GRID people). Tables (seconds: LLR): " + "; ".join(
                 f"{name}: " + ", ".join(f"{x:g} s {v:+.2f}" for x, v in rows)
                 for name, rows in veto["cross_fitted"].items() if "q=0.02" in name) + ".", ""]
@@ -160,6 +163,16 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
         mm = res["modes"][mode]
         veto = "voice must support the candidate" if mode.startswith("two-factor") else \
             f"voice veto {mm.get('voice_veto') or 'LLR ' + format(mm['voice_veto_llr'], 'g')}"
+        if not mode.startswith("two-factor"):
+            margin = mm.get("voice_other_margin_llr")
+            veto += (f", recognised as another by LLR margin {margin:g} (or, from "
+                     f"{mm['decisive_speech_s']:g} s of speech, accepted alone at the FAR)"
+                     if margin is not None
+                     else ", recognised as another when accepted alone at the FAR")
+            if mm.get("sequential"):  # only looks can wait; a replayed file decides at once
+                wait = mm.get("voice_confirm_until_s")
+                veto += (f", a look waits up to {wait:g} s of speech for a voice that does not "
+                         "confirm on its own" if wait else ", no wait for a confirming voice")
         lines += [f"## Mode `{mode}` (FAR target {mm['target_far']:g}, AV-sync threshold "
                   f"{mm['avsync_threshold']:.2f}, {veto}, "
                   f"min speech {mm['min_speech_s']:g} s)", "",

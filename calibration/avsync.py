@@ -25,6 +25,8 @@ from edge_runtime.frontend.face import DlibHogDetector
 from edge_runtime.frontend.video import decode_clip
 from edge_runtime.operating_points import (
     DECISIVE_SPEECH_S,
+    VOICE_CONFIRM_UNTIL_S,
+    VOICE_OTHER_MARGIN_LLR,
     OperatingPoints,
     SecurityMode,
     load_operating_points,
@@ -214,11 +216,15 @@ def measure(grid_dir: Path, windows: Sequence[float] = (1.5, 2.0, 3.0),
 def with_modes(op: OperatingPoints, syncs: dict[str, dict[str, Any]],
                default: str = "face+liveness", voice_veto_llr: float = -2.0,
                target_far: float = 1e-2, veto: dict[str, Any] | None = None,
-               decisive_speech_s: float = DECISIVE_SPEECH_S) -> OperatingPoints:
+               decisive_speech_s: float = DECISIVE_SPEECH_S,
+               voice_other_margin_llr: float | None = VOICE_OTHER_MARGIN_LLR,
+               voice_confirm_until_s: float | None = VOICE_CONFIRM_UNTIL_S
+              ) -> OperatingPoints:
     """``op`` with the two security modes and the AV-sync measurements (one per face detector,
     ``syncs[kind]``) that set them. The HOG threshold is also the mode's plain
     ``avsync_threshold`` (what a reader that knows no detectors uses). ``decisive_speech_s``
-    is face+liveness's; two-factor decides on its own minimum (2 s)."""
+    ``voice_other_margin_llr`` and ``voice_confirm_until_s`` (None: the rules before them) are
+    face+liveness's; two-factor decides on its own minimum (2 s)."""
     if not syncs:
         raise MediaError("no AV-sync measurement to write")
     thrs = {k: float(v["shipped"]["threshold"]) for k, v in sorted(syncs.items())}
@@ -233,7 +239,8 @@ def with_modes(op: OperatingPoints, syncs: dict[str, dict[str, Any]],
             avsync_thresholds=thrs,
             voice_veto_by_length=tuple(veto["table"]) if veto is not None else (),
             voice_veto_quantile=veto["quantile"] if veto is not None else None,
-            decisive_speech_s=decisive_speech_s),
+            decisive_speech_s=decisive_speech_s, voice_other_margin_llr=voice_other_margin_llr,
+            voice_confirm_until_s=voice_confirm_until_s),
         "two-factor": SecurityMode("two-factor", target_far, 2.0, plain, voice_veto_llr,
                                    why="face and voice must each favour the person, >= 2 s of "
                                        "speech, plus AV sync: for doors that need both factors",
@@ -254,11 +261,16 @@ def with_modes(op: OperatingPoints, syncs: dict[str, dict[str, Any]],
 def write_modes(op_path: Path, syncs: dict[str, dict[str, Any]],
                 model_hashes: dict[str, str] | None = None,
                 voice_veto_llr: float = -2.0, veto: dict[str, Any] | None = None,
-                decisive_speech_s: float = DECISIVE_SPEECH_S) -> OperatingPoints:
+                decisive_speech_s: float = DECISIVE_SPEECH_S,
+                voice_other_margin_llr: float | None = VOICE_OTHER_MARGIN_LLR,
+                voice_confirm_until_s: float | None = VOICE_CONFIRM_UNTIL_S
+               ) -> OperatingPoints:
     """(Re)write the modes block of an operating-point file from AV-sync measurements (and a
     calibrated voice veto, ``calibration.voice_veto``)."""
     op = load_operating_points(op_path, model_hashes or {})
     new = with_modes(op, syncs, voice_veto_llr=voice_veto_llr, veto=veto,
-                     decisive_speech_s=decisive_speech_s)
+                     decisive_speech_s=decisive_speech_s,
+                     voice_other_margin_llr=voice_other_margin_llr,
+                     voice_confirm_until_s=voice_confirm_until_s)
     save_operating_points(new, op_path)
     return new

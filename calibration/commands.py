@@ -14,7 +14,11 @@ from pathlib import Path
 
 from edge_runtime.errors import ConfigError
 from edge_runtime.frontend.features import FACE_TTA
-from edge_runtime.operating_points import DECISIVE_SPEECH_S
+from edge_runtime.operating_points import (
+    DECISIVE_SPEECH_S,
+    VOICE_CONFIRM_UNTIL_S,
+    VOICE_OTHER_MARGIN_LLR,
+)
 
 DETECTOR_KINDS = ("hog", "cnn")  # face detectors whose landmarks AV sync is calibrated on
 
@@ -118,7 +122,9 @@ def _calibrate_modes(args: argparse.Namespace) -> int:
         args.json_out.write_text(json.dumps(syncs, indent=2) + "\n")
     for path in args.op:
         veto = _voice_veto(args, path) if args.voice_data is not None else None
-        op = write_modes(path, syncs, veto=veto, decisive_speech_s=args.decisive_speech)
+        op = write_modes(path, syncs, veto=veto, decisive_speech_s=args.decisive_speech,
+                         voice_other_margin_llr=args.voice_other_margin,
+                         voice_confirm_until_s=args.voice_confirm_until or None)
         print(f"wrote security modes into {path}: default {op.default_mode}")
         if veto is not None:
             print("  voice veto (LLR at seconds of speech): " + ", ".join(
@@ -184,6 +190,16 @@ def _register_modes(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--decisive-speech", type=float, default=DECISIVE_SPEECH_S, metavar="S",
                    help="seconds of speech on which face+liveness decides a live attempt (and "
                         f"the least a live source collects; default {DECISIVE_SPEECH_S:g})")
+    p.add_argument("--voice-other-margin", type=float, default=VOICE_OTHER_MARGIN_LLR,
+                   metavar="LLR",
+                   help="face+liveness denies a voice that favours another enrolled person over "
+                        "the candidate by this calibrated LLR (default "
+                        f"{VOICE_OTHER_MARGIN_LLR:g})")
+    p.add_argument("--voice-confirm-until", type=float, default=VOICE_CONFIRM_UNTIL_S,
+                   metavar="S",
+                   help="face+liveness at a live door: a voice that does not confirm the "
+                        "candidate on its own keeps the door listening until this much speech "
+                        f"(default {VOICE_CONFIRM_UNTIL_S:g}; 0: grant at the decisive speech)")
     p.add_argument("--json-out", type=Path, default=None, help="also write the measurement")
     p.set_defaults(handler=_calibrate_modes)
 

@@ -206,6 +206,30 @@ class ThresholdPoint:
 # rows). `SecurityMode.decisive_speech_s` keeps 2 s for files written before it was stated.
 DECISIVE_SPEECH_S = 3.0
 
+# face+liveness's "the voice is recognised as someone else": the voice favours another enrolled
+# person over the candidate by this calibrated log-likelihood ratio (LLR(other) -
+# LLR(candidate), length-calibrated, e^2 ~ 7x), at any speech length; and, from the decisive
+# speech on, also when that person's voice alone would be accepted at the mode's FAR above the
+# candidate's (the rule before, at every length). That rule is tried against every other
+# enrolled person: it denies genuine people the veto lets through, more the larger the gallery
+# and the shorter the speech (GRID lbax4n at 0.64 s in the demo; held-out speechocean762,
+# benchmarks/voice_rules.md: 4-15 % at 0.64 s, 1-3 % at 3 s); from the decisive speech on it
+# costs least and still stops attackers that the margin lets through (benchmarks/attacks.md).
+# `SecurityMode.voice_other_margin_llr` is None (the rule before, at every length) for files
+# that do not state it.
+VOICE_OTHER_MARGIN_LLR = 2.0
+
+# face+liveness at a live door: a look grants at the decisive speech only when the voice on its
+# own accepts the candidate (at the mode's FAR); a voice that merely does not contradict keeps
+# the door listening ("keep speaking"), facing the veto at every look, until this much speech.
+# The veto is stricter the more speech it hears (own voices score higher), so a stranger whose
+# voice got past it at 3 s is judged again on more; people whose voice confirms them at once
+# (most) wait no longer. Measured at the attack benchmark's live door, per 1000 attempts: 8 more
+# genuine people denied, 7 more strangers' voices stopped; a close trade, kept on the secure side
+# (docs/security_modes.md). `SecurityMode.voice_confirm_until_s` is None (no such wait) for
+# files that do not state it.
+VOICE_CONFIRM_UNTIL_S = 5.0
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -261,6 +285,15 @@ class SecurityMode:
     # also the least speech a live source decides on (`edgepin run`, refuses a lower
     # --min-speech); replayed files are decided at their end on what they hold.
     decisive_speech_s: float = 2.0
+    # face+liveness: the voice is "recognised as" another enrolled person when it favours them
+    # over the candidate by this calibrated LLR, or from ``decisive_speech_s`` on when that
+    # person's voice alone would be accepted at ``target_far`` (see ``VOICE_OTHER_MARGIN_LLR``);
+    # None: the latter at every length (the rule before)
+    voice_other_margin_llr: float | None = None
+    # face+liveness, live looks: a grant before this much speech needs the voice to accept the
+    # candidate on its own (see ``VOICE_CONFIRM_UNTIL_S``); None: a voice that does not
+    # contradict is enough from ``decisive_speech_s`` on. Replayed files decide at their end.
+    voice_confirm_until_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.name not in MODE_NAMES:
@@ -272,6 +305,14 @@ class SecurityMode:
                 not self.decisive_speech_s > 0:
             raise ConfigError(f"mode {self.name}: target_far must be in (0, 1), min_speech_s "
                               f"and decisive_speech_s > 0")
+        margin = self.voice_other_margin_llr
+        if margin is not None and not (math.isfinite(float(margin)) and float(margin) >= 0):
+            raise ConfigError(f"mode {self.name}: voice_other_margin_llr must be a finite LLR "
+                              f">= 0 or absent, got {margin!r}")
+        until = self.voice_confirm_until_s
+        if until is not None and not (math.isfinite(float(until)) and float(until) > 0):
+            raise ConfigError(f"mode {self.name}: voice_confirm_until_s must be seconds > 0 or "
+                              f"absent, got {until!r}")
         table = tuple(sorted((float(a), float(b)) for a, b in self.voice_veto_by_length))
         if any(not (math.isfinite(a) and math.isfinite(b) and a > 0) for a, b in table) or \
                 len({a for a, _ in table}) != len(table):

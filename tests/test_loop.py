@@ -291,8 +291,8 @@ def test_sequential_loop_keeps_collecting_while_undecided(door, short):
     looks: list[tuple[float, bool]] = []
     real = verifier.decide
 
-    def decide(col, *, t=0.0, final=True):
-        r = real(col, t=t, final=final)
+    def decide(col, *, t=0.0, final=True, live=False):
+        r = real(col, t=t, final=final, live=live)
         if not final and col.speech_seconds() < 1.0:
             r.final, r.needs = False, "keep speaking"
         looks.append((col.speech_seconds(), final))
@@ -310,17 +310,65 @@ def test_sequential_loop_keeps_collecting_while_undecided(door, short):
     assert result.speech_s >= 1.0 - 1e-6 and result.latencies_ms["time_to_decision"] > 0
 
 
-def _face_liveness_points(decisive_s: float):
+def _face_liveness_points(decisive_s: float, confirm_until: float | None = None,
+                          voice_alone_llr: float | None = None):
     """Operating points with a face+liveness mode whose liveness is only reported (the replays
-    here are still photos): the face decides, the voice may veto."""
+    here are still photos): the face decides, the voice may veto. ``voice_alone_llr``: the
+    voice-alone threshold (none: the Bayes point, LLR 0)."""
     fuser = Fuser({"face": Calibration(1.0, 0.0), "voice": Calibration(8.0, -4.0)},
-                  {frozenset({"face"}): SubsetFusion({"face": 1.0}, 0.0)})
-    point = ThresholdPoint(("face",), 1e-2, 0.5, 1e-2, 0.1, None, None, None, 100, 1000, 0,
-                           0.95, 0)
+                  {frozenset({"face"}): SubsetFusion({"face": 1.0}, 0.0),
+                   frozenset({"voice"}): SubsetFusion({"voice": 1.0}, 0.0)})
+    points = tuple(ThresholdPoint(m, 1e-2, thr, 1e-2, 0.1, None, None, None, 100, 1000, 0,
+                                  0.95, 0)
+                   for m, thr in ((("face",), 0.5), (("voice",), voice_alone_llr))
+                   if thr is not None)
     mode = SecurityMode("face+liveness", 1e-2, 0.5, 1.0, -2.0, liveness="report",
-                        decisive_speech_s=decisive_s)
-    return OperatingPoints({}, "0" * 64, fuser, (point,), provisional=False,
+                        decisive_speech_s=decisive_s, voice_confirm_until_s=confirm_until)
+    return OperatingPoints({}, "0" * 64, fuser, points, provisional=False,
                            modes={"face+liveness": mode}, default_mode="face+liveness")
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_a_voice_that_does_not_confirm_keeps_a_live_door_listening(door, short, live):
+    """Security (issue 16): at a live door a grant at the decisive speech needs the voice to
+    accept the candidate on its own; a voice that only does not contradict keeps the door
+    listening ("keep speaking") up to the mode's ``voice_confirm_until_s``, where the veto is
+    stricter. Falling silent before it must not turn the wait into a grant: the live loop's
+    end denies. A replayed file is decided on what it holds (granted here)."""
+    verifier, _ = door
+    verifier.config = PipelineConfig(min_speech_s=0.5)
+    # the voice alone never accepts (threshold LLR 100): every look is held
+    verifier.bundle.operating_points = _face_liveness_points(0.5, confirm_until=5.0,
+                                                             voice_alone_llr=100.0)
+    looks = []
+    real = verifier.decide
+
+    def decide(col, *, t=0.0, final=True, live=False):
+        r = real(col, t=t, final=final, live=live)
+        looks.append((final, r.granted, r.final, r.needs, live))
+        return r
+
+    verifier.decide = decide
+    config = LoopConfig(decide_at_end=not live, cooldown_s=0.0, lockout_failures=0,
+                        look_every_s=0.3, speech_end_s=0.0)
+    [result] = AccessLoop(verifier, config).run(attempt(short, "ann", "ann"), max_attempts=1)
+    early = [x for x in looks if not x[0]]
+    assert looks[-1][0] and looks[-1][4] == live  # the end decided, as the loop decides it
+    if live:
+        assert early and all(g and not f and needs == "keep speaking"
+                             for _, g, f, needs, _ in early)  # held, not final
+        assert not result.granted and "did not confirm ann on its own" in result.reason
+        assert "before the 5 s a live door listens for" in result.reason
+    else:
+        assert not early and result.granted and result.identity == "ann"
+        assert "does not confirm on its own: a live door listens up to 5 s" in result.reason
+    # a voice that confirms on its own (the Bayes point, LLR > 0) is not held
+    verifier.bundle.operating_points = _face_liveness_points(0.5, confirm_until=5.0)
+    looks.clear()
+    [result] = AccessLoop(verifier, config).run(attempt(short, "ann", "ann"), max_attempts=1)
+    assert result.granted and "voice confirms on its own" in result.reason
+    if live:
+        assert len(looks) == 1 and not looks[0][0]  # the first look ended it
 
 
 @pytest.mark.parametrize("decisive_s", [2.0, 0.5])
@@ -336,8 +384,8 @@ def test_a_look_grants_only_after_the_decisive_speech(door, short, decisive_s):
     looks = []
     real = verifier.decide
 
-    def decide(col, *, t=0.0, final=True):
-        r = real(col, t=t, final=final)
+    def decide(col, *, t=0.0, final=True, live=False):
+        r = real(col, t=t, final=final, live=live)
         looks.append((final, r.granted, r.final, r.needs, r.speech_s))
         return r
 

@@ -69,6 +69,13 @@ class PipelineConfig:
     # None: the mode's; replaces the speech a look needs to grant (benchmarks comparing the
     # rule before it, 0.5 s: a grant at the first look)
     decisive_speech_s: float | None = None
+    # None: the mode's "recognised as someone else" rule; "far": the rule before the
+    # likelihood-ratio margin (voice alone accepted, at every length; benchmarks comparing the
+    # two on the same attempts, never a door)
+    voice_other_rule: str | None = None
+    # None: the mode's; seconds replace the mode's ``voice_confirm_until_s``, 0 turns it off
+    # (benchmarks comparing the door without it on the same attempts, never a door)
+    voice_confirm_until_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode is not None and self.mode not in MODE_NAMES:
@@ -86,6 +93,9 @@ class PipelineConfig:
             raise ConfigError("min_speech_s must be > 0, min_face_frames and top_faces >= 1")
         if not 0 < self.target_far < 1:
             raise ConfigError(f"target FAR must be in (0, 1), got {self.target_far}")
+        if self.voice_other_rule not in (None, "far"):
+            raise ConfigError(f"voice_other_rule must be None or 'far', got "
+                              f"{self.voice_other_rule!r}")
 
 
 def live_min_speech_s(decisive_speech_s: float | None) -> float:

@@ -12,7 +12,11 @@ people replaying their own clip.
 
 With a security mode from the operating-point file (``decide_mode``), the rule is the mode's:
 ``face+liveness`` (the face identifies, audio-visual sync confirms, the voice must not
-contradict) or ``two-factor`` (the rule above, >= 2 s of speech, and AV sync).
+contradict: no calibrated veto against the candidate, and no other enrolled person whom the
+voice favours over the candidate by the mode's likelihood-ratio margin or, from the decisive
+speech on, whose voice alone would be accepted above the candidate's; a grant on a voice that
+does not confirm the candidate on its own carries ``hold_until_s``, the speech a live door
+waits for) or ``two-factor`` (the rule above, >= 2 s of speech, and AV sync).
 
 Rule (1) is deliberately not "both nearest templates are the same person": with a large
 gallery a genuine voice often has a slightly nearer stranger, and demanding rank-1 voice
@@ -33,7 +37,12 @@ import numpy as np
 from edge_runtime.errors import ConfigError
 from edge_runtime.frontend.avsync import SyncResult
 from edge_runtime.models import PROVISIONAL_DEFAULTS, Thresholds
-from edge_runtime.operating_points import OperatingPoints, SecurityMode, subset_name
+from edge_runtime.operating_points import (
+    Calibration,
+    OperatingPoints,
+    SecurityMode,
+    subset_name,
+)
 
 IDENTITY = ("face", "voice")
 
@@ -85,6 +94,9 @@ class Outcome:
     # failures that more media cannot fix (e.g. the face is someone else's): a sequential
     # loop stops on these at once and keeps collecting on the others
     final: bool = True
+    # a grant that a live look holds until this much speech was heard (the voice did not
+    # confirm the candidate on its own, see ``SecurityMode.voice_confirm_until_s``); 0: none
+    hold_until_s: float = 0.0
 
 
 def _aligned(present: list[Matches]) -> tuple[list[str], list[np.ndarray]]:
@@ -251,6 +263,36 @@ def _liveness_failure(ev: Evidence, mode: SecurityMode) -> tuple[str | None, boo
     return None, True
 
 
+def _recognised_as_other(other: str | None, other_score: float, own: float | None,
+                         cal: Calibration | None, mode: SecurityMode, thresholds: Thresholds,
+                         op: OperatingPoints, speech_s: float) -> str | None:
+    """Why the voice is recognised as ``other`` rather than the candidate (text appended to
+    the reason), or None.
+
+    Margin: the calibrated LLR of ``other`` exceeds the candidate's by the mode's margin, a
+    likelihood ratio between the two people, at any speech length. Alone: ``other``'s voice
+    alone is accepted at the mode's FAR and scores above the candidate's; it is tried against
+    every other enrolled person, so it denies genuine people, more the larger the gallery and
+    the shorter the speech (``benchmarks/voice_rules.md``: 4-15 % at 0.64 s, 1-3 % at 3 s, with
+    galleries of 7-30, on top of the veto). From the decisive speech on it is kept: there it
+    costs least and still stops a face of A with the voice of enrolled B that the margin lets
+    through. With a margin it applies from the decisive speech on; without one (files before
+    it), at every length."""
+    if other is None:
+        return None
+    margin = mode.voice_other_margin_llr
+    if margin is not None and own is not None and cal is not None:
+        diff = float(cal.llr([other_score])[0] - cal.llr([own])[0])
+        if diff > margin:
+            return f" (LLR {diff:+.2f} over {own:.2f}, > {margin:g})"
+        if speech_s < mode.decisive_speech_s:
+            return None
+    if (own is None or other_score > own) and \
+            _accepts_alone("voice", other_score, thresholds, op, mode.target_far):
+        return " (accepted on its own, above the candidate)"
+    return None
+
+
 def decide_mode(ev: Evidence, thresholds: Thresholds, op: OperatingPoints,
                 mode: SecurityMode) -> Outcome:
     """The decision of one security mode (see the module docstring); states the mode."""
@@ -300,12 +342,13 @@ def decide_mode(ev: Evidence, thresholds: Thresholds, op: OperatingPoints,
         pos = {n: i for i, n in enumerate(ev.voice.names)}
         own = float(ev.voice.scores[pos[candidate]]) if candidate in pos else None
         scores["voice"] = own
-        if other is not None and (own is None or other_score > own) and \
-                _accepts_alone("voice", other_score, thresholds, op, mode.target_far):
-            failures.append(f"the voice is recognised as {other} ({other_score:.2f}), not "
-                            f"{candidate}")
-            final = ev.speech_s >= mode.decisive_speech_s  # before it, more speech may differ
         cal = op.fuser.calibrations.get("voice")
+        recognised = _recognised_as_other(other, other_score, own, cal, mode, thresholds, op,
+                                          ev.speech_s)
+        if recognised is not None:
+            failures.append(f"the voice is recognised as {other} ({other_score:.2f}), not "
+                            f"{candidate}{recognised}")
+            final = ev.speech_s >= mode.decisive_speech_s  # before it, more speech may differ
         if own is not None and cal is not None:
             llr = float(cal.llr([own])[0])
             veto = mode.voice_veto_at(ev.speech_s)
@@ -322,7 +365,16 @@ def decide_mode(ev: Evidence, thresholds: Thresholds, op: OperatingPoints,
         return Outcome(False, candidate, "[face+liveness] " + "; ".join(failures), scores,
                        candidate, voice_match, live_text, mode.name,
                        final=final or not d.accepted)
+    voice_text, hold = "not checked", 0.0
+    if scores["voice"] is not None:
+        voice_text = "does not contradict"
+        if _accepts_alone("voice", float(scores["voice"]), thresholds, op, mode.target_far):
+            voice_text = "confirms on its own"
+        elif mode.voice_confirm_until_s is not None:
+            hold = float(mode.voice_confirm_until_s)
+            voice_text += f" (does not confirm on its own: a live door listens up to {hold:g} s)"
     reason = (f"[face+liveness] face identifies {candidate} ({face_score:.2f}, LLR {d.llr:.2f} "
               f"> {d.threshold:.2f} at FAR {mode.target_far:g}); {live_text}; voice "
-              + ("does not contradict" if scores["voice"] is not None else "not checked"))
-    return Outcome(True, candidate, reason, scores, candidate, voice_match, live_text, mode.name)
+              + voice_text)
+    return Outcome(True, candidate, reason, scores, candidate, voice_match, live_text, mode.name,
+                   hold_until_s=hold)

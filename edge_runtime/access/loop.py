@@ -304,7 +304,8 @@ class AccessLoop:
                 source=self._source_name, t=self._now)
         else:
             try:
-                result = self.verifier.decide(col, t=self._now)
+                result = self.verifier.decide(col, t=self._now,
+                                              live=not self.config.decide_at_end)
             except Exception as exc:  # noqa: BLE001 - the loop must survive any attempt
                 log.exception("attempt failed")
                 result = denial(f"internal error: {type(exc).__name__}: {exc}",

@@ -131,6 +131,11 @@ class Verifier:
             mode = dataclasses.replace(mode, voice_veto_by_length=self.config.voice_veto_by_length)
         if self.config.decisive_speech_s is not None:
             mode = dataclasses.replace(mode, decisive_speech_s=self.config.decisive_speech_s)
+        if self.config.voice_other_rule == "far":
+            mode = dataclasses.replace(mode, voice_other_margin_llr=None)
+        if self.config.voice_confirm_until_s is not None:  # 0: none (benchmarks)
+            mode = dataclasses.replace(mode, voice_confirm_until_s=self.config.voice_confirm_until_s
+                                       or None)
         mode = mode.for_detector(getattr(self.detector, "kind", None))
         if not math.isclose(mode.target_far, self.config.target_far):  # e.g. --target-far 1e-3
             mode = dataclasses.replace(mode, target_far=self.config.target_far)
@@ -140,14 +145,19 @@ class Verifier:
     def liveness(self) -> str:
         return "audio-visual sync (mouth opening vs speech envelope)"
 
-    def decide(self, c: Collector, *, t: float = 0.0, final: bool = True) -> AttemptResult:
+    def decide(self, c: Collector, *, t: float = 0.0, final: bool = True,
+               live: bool = False) -> AttemptResult:
         """Embeddings, search, fusion and the decision; never raises for an expected failure.
 
         ``final=False`` (sequential loop): the result may come back with ``final`` False and
-        ``needs`` saying what more media would settle it; the caller keeps collecting."""
+        ``needs`` saying what more media would settle it; the caller keeps collecting.
+        ``live`` (the final decision of a live attempt, which ended because the person stopped
+        speaking, left or ran out of time): a grant the rule holds until more speech (the voice
+        did not confirm on its own) is denied when that speech was not heard, so an attacker
+        cannot skip the wait by falling silent. A replayed file is decided on what it holds."""
         start = time.perf_counter()
         lap = _Laps()
-        result = self._decide(c, lap, final)
+        result = self._decide(c, lap, final, live)
         lat = lap.ms
         lat.update(c.stage_ms())
         lat["decision"] = 1e3 * (time.perf_counter() - start)
@@ -167,7 +177,8 @@ class Verifier:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def _decide(self, c: Collector, lap: _Laps, final: bool = True) -> AttemptResult:
+    def _decide(self, c: Collector, lap: _Laps, final: bool = True,
+                live: bool = False) -> AttemptResult:
         cfg = self.config
         t = time.perf_counter()
         if final:
@@ -244,7 +255,14 @@ class Verifier:
             return _deny(str(exc), speech_s)
         # a look's grant ends the attempt only with enough speech; its denial when more media
         # cannot change it (the decision rule says which)
-        done = final or (speech_s >= decisive_s if outcome.granted else outcome.final)
+        done = final or (speech_s >= max(decisive_s, outcome.hold_until_s) if outcome.granted
+                         else outcome.final)
+        if final and live and outcome.granted and speech_s < outcome.hold_until_s:
+            outcome = dataclasses.replace(
+                outcome, granted=False,
+                reason=f"[{outcome.mode}] the voice did not confirm {outcome.candidate} on its "
+                       f"own and the attempt ended at {speech_s:.1f} s of speech, before the "
+                       f"{outcome.hold_until_s:g} s a live door listens for: keep speaking")
         return AttemptResult(
             granted=outcome.granted, identity=outcome.candidate if outcome.granted else None,
             reason=outcome.reason, scores=outcome.scores, latencies_ms={},
