@@ -108,8 +108,10 @@ BEFORE_RULE = "recognised as at FAR (before)"
 # waiting for one that does not confirm the candidate on its own (the mode's
 # `voice_confirm_until_s` off): what the wait buys
 NO_WAIT = "no wait for a confirming voice (before)"
-LIVE_DOORS = {LIVE_DOOR: None, f"{LIVE_DOOR}, {NO_WAIT}": None,
-              f"{LIVE_DOOR}, {BEFORE_RULE}": None}
+# door name -> (the mode's decisive speech or None: the shipped one, the rule before, the wait)
+LIVE_DOORS: dict[str, tuple[float | None, bool, bool]] = {
+    LIVE_DOOR: (None, False, True), f"{LIVE_DOOR}, {NO_WAIT}": (None, False, False),
+    f"{LIVE_DOOR}, {BEFORE_RULE}": (None, True, True)}
 KINDS = ("genuine", "zero-effort", "mixed-enrolled", "mixed-unenrolled", "photo", SHORT_KIND)
 
 
@@ -275,44 +277,44 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
             q_main = veto_quantile or QUANTILE
             # variants decided on the same collected evidence (only the veto differs): the
             # APCER/BPCER trade-off of the rule, in one run
-            # (mode, veto quantile or None = the fixed veto, FAR or None = the mode's own)
-            variants: dict[str, tuple[str, float | None, float | None]] = {
-                "face+liveness": ("face+liveness", q_main, None),
-                **{f"face+liveness, veto q={q:g}": ("face+liveness", q, None)
+            # (mode, veto quantile or None = the fixed veto, FAR or None = the mode's own, the
+            # "recognised as" rule before)
+            variants: dict[str, tuple[str, float | None, float | None, bool]] = {
+                "face+liveness": ("face+liveness", q_main, None, False),
+                **{f"face+liveness, veto q={q:g}": ("face+liveness", q, None, False)
                    for q in VETO_SWEEP if q != q_main},
-                "face+liveness, fixed veto -2": ("face+liveness", None, None),
-                f"face+liveness, FAR {STRICT_FAR:g}": ("face+liveness", q_main, STRICT_FAR),
-                f"face+liveness, {BEFORE_RULE}": ("face+liveness", q_main, None),
-                "two-factor": ("two-factor", q_main, None)}
+                "face+liveness, fixed veto -2": ("face+liveness", None, None, False),
+                f"face+liveness, FAR {STRICT_FAR:g}": ("face+liveness", q_main, STRICT_FAR,
+                                                       False),
+                f"face+liveness, {BEFORE_RULE}": ("face+liveness", q_main, None, True),
+                "two-factor": ("two-factor", q_main, None, False)}
             vetoes = {(f, q): veto_table(llrs[f], q) for f in (0, 1)
-                      for q in {q for _, q, _ in variants.values() if q is not None}}
+                      for q in {v[1] for v in variants.values() if v[1] is not None}}
 
             def verifier(mode: str, liveness: str, f: int, q: float | None,
                          far: float | None, decisive: float | None = None,
-                         min_speech: float = 0.5, name: str = "") -> Verifier:
+                         min_speech: float = 0.5, before: bool = False,
+                         wait: bool = True) -> Verifier:
                 m = op.mode(mode)
                 cfg = PipelineConfig(mode=mode, liveness=liveness, min_speech_s=min_speech,
                                      target_far=far or m.target_far,
                                      voice_veto_by_length=vetoes[(f, q)] if q is not None
                                      else ((1.0, m.voice_veto_llr),),
                                      decisive_speech_s=decisive,
-                                     voice_other_rule="far" if name.endswith(BEFORE_RULE)
-                                     else None,
-                                     voice_confirm_until_s=0.0 if name.endswith(NO_WAIT)
-                                     else None)
+                                     voice_other_rule="far" if before else None,
+                                     voice_confirm_until_s=None if wait else 0.0)
                 return Verifier(bundle, handle, cfg, detector, gate)
 
-            def other_rule(name: str, mode: str) -> dict[str, Any]:
+            def other_rule(mode: str, before: bool, wait: bool = True) -> dict[str, Any]:
                 """The voice rules a variant decides with (the report's header)."""
-                before = name.endswith(BEFORE_RULE) or mode != "face+liveness"
-                wait = not name.endswith(NO_WAIT) and mode == "face+liveness"
-                return {"voice_other_margin_llr": None if before else
-                        op.modes[mode].voice_other_margin_llr,
+                fl = mode == "face+liveness"
+                return {"voice_other_margin_llr": op.modes[mode].voice_other_margin_llr
+                        if fl and not before else None,
                         "voice_confirm_until_s": op.modes[mode].voice_confirm_until_s
-                        if wait else None}
+                        if fl and wait else None}
 
-            verifiers = {(f, key): {name: verifier(m, lv, f, q, far, name=name)
-                                    for name, (m, q, far) in variants.items()}
+            verifiers = {(f, key): {name: verifier(m, lv, f, q, far, before=before)
+                                    for name, (m, q, far, before) in variants.items()}
                          for f in (0, 1) for key, lv in (("identity", "report"),
                                                          ("live", "required"))}
             # the default mode as the live loop decides (see the module docstring). On the
@@ -325,7 +327,7 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
             # (these emulate a refused option and keep the rules they were measured with: no
             # wait for a confirming voice)
             seq_verifiers = {(f, key): {name: verifier("face+liveness", lv, f, q_main, None, d,
-                                                       name=f"{name}, {NO_WAIT}")
+                                                       wait=False)
                                         for name, d in sequential.items()}
                              for f in (0, 1) for key, lv in (("identity", "report"),
                                                              ("live", "required"))}
@@ -343,10 +345,10 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
 
             # doors with the same live minimum look at the same moments: one collector (and
             # one voice embedding per look) serves them all
-            door_groups = sorted({live_min(d) for d in LIVE_DOORS.values()})
+            door_groups = sorted({live_min(d) for d, _, _ in LIVE_DOORS.values()})
             door_verifiers = {(f, key, g): {name: verifier(
-                "face+liveness", lv, f, q_main, None, d, live_min(d), name)
-                for name, d in LIVE_DOORS.items() if live_min(d) == g}
+                "face+liveness", lv, f, q_main, None, d, live_min(d), before, wait)
+                for name, (d, before, wait) in LIVE_DOORS.items() if live_min(d) == g}
                 for g in door_groups
                 for f in (0, 1) for key, lv in (("identity", "report"), ("live", "required"))}
             plan = plan_attempts(enrolled, strangers, per_kind, rng, seed)
@@ -359,16 +361,17 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                                          "voice_veto":
                                          f"calibrated, q={q:g} (cross-fitted)" if q is not None
                                          else f"fixed LLR {op.modes[m].voice_veto_llr:g}",
-                                         **other_rule(name, m)}
-                                  for name, (m, q, far) in variants.items()}
+                                         **other_rule(m, before)}
+                                  for name, (m, q, far, before) in variants.items()}
                         | {name: looks_meta(d, f"looks every {LOOK_EVERY_S:g} s of speech")
-                           | {"voice_confirm_until_s": None} for name, d in sequential.items()}
+                           | other_rule("face+liveness", False, wait=False)
+                           for name, d in sequential.items()}
                         | {name: looks_meta(
                             d, f"looks every {LOOK_EVERY_S:g} s of speech from {live_min(d):g} "
                             f"s; the person goes on speaking (up to {LIVE_LIMIT_S:g} s) until "
                             "it decides, the short-speech attacker stops",
-                            min_speech_s=live_min(d)) | other_rule(name, "face+liveness")
-                           for name, d in LIVE_DOORS.items()},
+                            min_speech_s=live_min(d)) | other_rule("face+liveness", before, wait)
+                           for name, (d, before, wait) in LIVE_DOORS.items()},
                         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
                         "default_mode": op.default_mode, "machine": machine_info(),
                         "per_kind": per_kind, "precision": precision,

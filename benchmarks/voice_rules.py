@@ -30,6 +30,8 @@ import argparse
 import csv
 import datetime as _dt
 import json
+import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +39,12 @@ import numpy as np
 
 from benchmarks.machine import machine_info
 from calibration.voice_veto import ENROL_UTTERANCES, held_out_speakers
+from edge_runtime.access.decision import recognised_as_other
 from edge_runtime.errors import ConfigError
 from edge_runtime.frontend.audio import TARGET_SR, load_audio
 from edge_runtime.frontend.vad import SpeechGate
-from edge_runtime.models import ModelBundle
+from edge_runtime.models import ModelBundle, Thresholds
+from edge_runtime.operating_points import VOICE_OTHER_MARGIN_LLR, OperatingPoints, SecurityMode
 
 LENGTHS_S = (0.64, 1.0, 1.5, 2.0, 3.0)
 GALLERIES = (7, 15, 30)
@@ -72,14 +76,24 @@ def _speech(bundle: ModelBundle, data: Path) -> tuple[list[str], np.ndarray, lis
     return names, np.stack(templates), probes, gender
 
 
-def _margin_rule(m: float) -> Any:
-    """LLR(other) - LLR(candidate) > m."""
-    return lambda lo, lc, co, cc: lo - lc > m
+def rule_modes(mode: SecurityMode) -> dict[str, SecurityMode]:
+    """The "recognised as" rules compared, each as a face+liveness mode that the runtime's own
+    ``recognised_as_other`` decides with: the rule before (no margin), each margin alone (a
+    decisive speech never reached, so the rule before never joins) and the shipped mode."""
+    return {"before": replace(mode, voice_other_margin_llr=None),
+            **{f"margin {m:g}": replace(mode, voice_other_margin_llr=m,
+                                         decisive_speech_s=math.inf) for m in MARGINS},
+            "shipped": replace(mode, voice_other_margin_llr=mode.voice_other_margin_llr
+                               if mode.voice_other_margin_llr is not None
+                               else VOICE_OTHER_MARGIN_LLR)}
 
 
-def _shipped_rule(margin: Any, alone: Any, long: bool) -> Any:
-    """The margin, and from the decisive speech on also the rule before."""
-    return lambda lo, lc, co, cc: margin(lo, lc, co, cc) or (long and alone(lo, lc, co, cc))
+def fires(rule: SecurityMode, op_at: OperatingPoints, thresholds: Thresholds,
+          other_score: float, own: float, seconds: float) -> bool:
+    """Would the runtime deny "the voice is recognised as someone else" (``op_at``: the
+    operating points at the probe's speech length, as the ``Verifier`` fixes them)."""
+    return recognised_as_other("other", other_score, own, op_at.fuser.calibrations["voice"],
+                               rule, thresholds, op_at, seconds) is not None
 
 
 def recognised_as(bundle: ModelBundle, names: list[str], M: np.ndarray,
@@ -87,23 +101,15 @@ def recognised_as(bundle: ModelBundle, names: list[str], M: np.ndarray,
     """Rule 1 per speech length and gallery size (see the module docstring)."""
     op = bundle.operating_points
     mode = op.mode("face+liveness")
-    t_alone = op.threshold_for(("voice",), mode.target_far).threshold
-    sub = op.fuser.subsets[frozenset({"voice"})]
-    shipped_margin = mode.voice_other_margin_llr or 2.0
-
-    def alone(lo: float, lc: float, co: float, cc: float) -> bool:
-        return co > cc and sub.weights["voice"] * lo + sub.bias > t_alone
-
+    rules = rule_modes(mode)
     rng = np.random.default_rng(seed)
     K, rows = len(names), []
     for L in LENGTHS_S:
-        n, cal = int(L * TARGET_SR), op.fuser.calibrations["voice"].at(L)
+        n, op_at = int(L * TARGET_SR), op.at({"voice": L})
+        cal = op_at.fuser.calibrations["voice"]
         veto = mode.voice_veto_at(L)
-        long = L >= mode.decisive_speech_s
         trials = [(i, cal.llr(cos), cos) for i in range(K) for s in probes[i] if s.size >= n
                   for cos in [M @ bundle.embed_voice(s[:n])]]
-        rules = {"before": alone, **{f"margin {m:g}": _margin_rule(m) for m in MARGINS},
-                 "shipped": _shipped_rule(_margin_rule(shipped_margin), alone, long)}
         for N in GALLERIES:
             false = dict.fromkeys(rules, 0)
             own_cost = dict.fromkeys(rules, 0)
@@ -120,10 +126,11 @@ def recognised_as(bundle: ModelBundle, names: list[str], M: np.ndarray,
                     vetoed += v
                     draws += 1
                     for k, rule in rules.items():
-                        fired = bool(rule(llr[o], llr[i], cos[o], cos[i]))
+                        fired = fires(rule, op_at, bundle.thresholds, cos[o], cos[i], L)
                         false[k] += fired
                         own_cost[k] += fired and not llr[i] < veto
-                        passing[k] += not (v or rule(llr[b], llr[a], cos[b], cos[a]))
+                        passing[k] += not (v or fires(rule, op_at, bundle.thresholds, cos[b],
+                                                      cos[a], L))
             rows.append({"seconds": L, "gallery": N, "trials": len(trials) * DRAWS,
                          "genuine_denied": {k: x / draws for k, x in false.items()},
                          "genuine_denied_not_vetoed": {k: x / draws
@@ -138,52 +145,51 @@ def live_wait(bundle: ModelBundle, names: list[str], M: np.ndarray, probes: list
     """Rule 2 (see the module docstring): own voices denied and strangers granted."""
     op = bundle.operating_points
     mode = op.mode("face+liveness")
-    t_alone = op.threshold_for(("voice",), mode.target_far).threshold
-    sub = op.fuser.subsets[frozenset({"voice"})]
-    cal = op.fuser.calibrations["voice"]
-    veto = np.array([mode.voice_veto_at(x) for x in LOOKS_S])
+    ops = [op.at({"voice": x}) for x in LOOKS_S]  # as the Verifier fixes them per look
+    veto = [mode.voice_veto_at(x) for x in LOOKS_S]
 
-    def decide(curve: list[float], wait: bool) -> tuple[bool, float]:
-        for k, x in enumerate(curve):
-            if x < veto[k]:
+    def decide(looks: list[tuple[float, bool]], wait: bool) -> tuple[bool, float]:
+        """(granted, speech at the decision) from each look's (voice LLR, accepted alone)."""
+        for k, (llr, confirms) in enumerate(looks):
+            if llr < veto[k]:
                 return False, LOOKS_S[k]
-            last = k == len(curve) - 1 or LOOKS_S[k] >= (until_s if wait else 0) - 1e-9
-            if sub.weights["voice"] * x + sub.bias > t_alone or not wait or last:
+            last = k == len(looks) - 1 or LOOKS_S[k] >= (until_s if wait else 0) - 1e-9
+            if confirms or not wait or last:
                 return True, LOOKS_S[k]
         raise ConfigError("empty curve")
 
+    trials: list[tuple[bool, list[tuple[float, bool]]]] = []  # (own voice, looks)
+    for i, a in enumerate(names):
+        for k in range(len(probes[i])):
+            stream = np.concatenate(probes[i][k:])[: int(10 * TARGET_SR)]
+            embs = [bundle.embed_voice(stream[: int(x * TARGET_SR)]) for x in LOOKS_S
+                    if stream.size >= int(x * TARGET_SR)]
+            for j, c in enumerate(names):
+                if not embs or (j != i and gender.get(a) != gender.get(c)):
+                    continue
+                looks = [(float(o.fuser.calibrations["voice"].llr([cos])[0]),
+                          o.decide({"voice": cos}, mode.target_far).accepted)
+                         for e, o in zip(embs, ops, strict=False) for cos in [float(e @ M[j])]]
+                trials.append((j == i, looks))
     out: dict[str, Any] = {}
     for wait in (False, True):
-        gen, imp, t_gen = [], [], []
-        for i, a in enumerate(names):
-            for k in range(len(probes[i])):
-                stream = np.concatenate(probes[i][k:])[: int(10 * TARGET_SR)]
-                embs = [bundle.embed_voice(stream[: int(x * TARGET_SR)]) for x in LOOKS_S
-                        if stream.size >= int(x * TARGET_SR)]
-                if not embs:
-                    continue
-                for j, c in enumerate(names):
-                    if j != i and gender.get(a) != gender.get(c):
-                        continue
-                    curve = [float(cal.llr([float(e @ M[j])], x)[0])
-                             for e, x in zip(embs, LOOKS_S, strict=False)]
-                    granted, at = decide(curve, wait)
-                    if j == i:
-                        gen.append(granted)
-                        t_gen.append(at)
-                    else:
-                        imp.append(granted)
+        decided = [(own, *decide(looks, wait)) for own, looks in trials]
+        gen = [g for own, g, _ in decided if own]
+        imp = [g for own, g, _ in decided if not own]
+        t_gen = np.array([t for own, _, t in decided if own])
         out["wait" if wait else "no wait"] = {
             "own_denied": 1 - float(np.mean(gen)), "strangers_granted": float(np.mean(imp)),
             "genuine": len(gen), "strangers": len(imp),
             "own_decided_at_mean_s": float(np.mean(t_gen)),
-            "own_waiting": float(np.mean(np.array(t_gen) > LOOKS_S[0]))}
+            "own_waiting": float(np.mean(t_gen > LOOKS_S[0]))}
     return out
 
 
 def render(res: dict[str, Any]) -> str:
+    m = res["machine"]
     lines = ["# The voice rules of face+liveness, on the voice alone", "",
-             f"Machine: {res['machine']}. Date: {res['date']}. Models: `{res['models']}` "
+             f"Machine: {m['cpu']}, {m['memory']}, {m['os']}, Python {m['python']}, onnxruntime "
+             f"{m['onnxruntime']}. Date: {res['date']}. Models: `{res['models']}` "
              f"({res['precision']}). Data: the {res['speakers']} held-out speechocean762 speakers "
              "of the voice veto (`calibration/voice_veto.py`), 3-utterance templates. The shipped "
              "veto table and the margin were set on these speakers: a design measurement, not a "

@@ -263,7 +263,7 @@ def _liveness_failure(ev: Evidence, mode: SecurityMode) -> tuple[str | None, boo
     return None, True
 
 
-def _recognised_as_other(other: str | None, other_score: float, own: float | None,
+def recognised_as_other(other: str | None, other_score: float, own: float | None,
                          cal: Calibration | None, mode: SecurityMode, thresholds: Thresholds,
                          op: OperatingPoints, speech_s: float) -> str | None:
     """Why the voice is recognised as ``other`` rather than the candidate (text appended to
@@ -343,7 +343,7 @@ def decide_mode(ev: Evidence, thresholds: Thresholds, op: OperatingPoints,
         own = float(ev.voice.scores[pos[candidate]]) if candidate in pos else None
         scores["voice"] = own
         cal = op.fuser.calibrations.get("voice")
-        recognised = _recognised_as_other(other, other_score, own, cal, mode, thresholds, op,
+        recognised = recognised_as_other(other, other_score, own, cal, mode, thresholds, op,
                                           ev.speech_s)
         if recognised is not None:
             failures.append(f"the voice is recognised as {other} ({other_score:.2f}), not "
