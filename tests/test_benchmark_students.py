@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from benchmarks.students import verdict
+from benchmarks.voice_door import gap_interval
 
 FACE = "LFW held-out identities"
 VOICE = "speechocean762 held-out speakers"
@@ -69,3 +72,26 @@ def test_dlib_timing_line_gives_both_the_shipped_and_the_plain_student():
     assert "56.0 ms vs 2.80 ms, speed-up 20.1x" in text
     assert "55.0 ms vs 1.90 ms, 28.9x" in text
     assert dlib_timing([row("face", FACE, "teacher", 0.0174, 2.0)]) == ""
+
+
+def _trials(rng, people=8, per=6, shift=0.0):
+    """Genuine and impostor scores with their speakers: genuine ~ N(1 - shift, 0.3), impostor
+    ~ N(0, 0.3), every speaker against every other."""
+    ids = np.array([f"s{k}" for k in range(people)])
+    gen_pairs = np.repeat(ids, per)[:, None].repeat(2, axis=1)
+    imp_pairs = np.array([(a, b) for a in ids for b in ids if a != b])
+    gen = rng.normal(1.0 - shift, 0.3, len(gen_pairs))
+    imp = rng.normal(0.0, 0.3, len(imp_pairs))
+    return (gen, imp), (gen_pairs, imp_pairs)
+
+
+def test_gap_interval_is_paired_over_speakers():
+    rng = np.random.default_rng(0)
+    teacher, pairs = _trials(rng)
+    assert gap_interval(teacher, teacher, pairs, n_boot=200) == (0.0, 0.0)  # the same model
+    worse = (teacher[0] - 0.5, teacher[1])  # every genuine score lower on the same trials
+    lo, hi = gap_interval(teacher, worse, pairs, n_boot=200)
+    assert 0.0 < lo < hi
+    noise = (teacher[0] + rng.normal(0, 0.2, len(teacher[0])), teacher[1])
+    lo, hi = gap_interval(teacher, noise, pairs, n_boot=200)
+    assert lo < hi and lo < 5.0 and hi > -5.0

@@ -49,3 +49,13 @@ def test_eval_missing_model_is_one_clear_line(fixtures, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "nope.onnx" in proc.stderr
+
+
+def test_kept_scores_name_both_sides_of_every_trial(fixtures, tmp_path):
+    from train.evaluate import evaluate
+
+    r = evaluate("voice", "teacher", fixtures / "fsdd", split="all", cache_dir=tmp_path / "c",
+                 timing_samples=1, keep_scores=True)
+    (gen, imp), (gp, ip) = r["scores"], r["pair_identities"]
+    assert len(gen) == len(gp) == r["n_genuine"] and len(imp) == len(ip) == r["n_impostor"]
+    assert (gp[:, 0] == gp[:, 1]).all() and (ip[:, 0] != ip[:, 1]).all()

@@ -296,7 +296,8 @@ def evaluate(modality: str, model: str, data: str | Path, *, split: str = "test"
     of another; genuine trials pair two different recordings of one speaker. Timing is then
     per probe, teacher and student alternately (`probe_timing`).
     With `keep_scores` the report also holds the raw genuine/impostor score arrays under
-    "scores" (for plots comparing several models on the same pairs).
+    "scores" (for plots comparing several models on the same pairs) and, under
+    "pair_identities", the two identities of every genuine and impostor trial.
     """
     from train.prepare import prepare_faces, prepare_voices
 
@@ -368,4 +369,6 @@ def evaluate(modality: str, model: str, data: str | Path, *, split: str = "test"
         report["plot"] = str(plot)
     if keep_scores:
         report["scores"] = (gen, imp)
+        who = np.asarray(ids)  # the identities of each trial's two sides, for bootstraps over people
+        report["pair_identities"] = (who[gp], who[ip])
     return report

@@ -1,0 +1,130 @@
+"""Weight averaging and per-epoch checkpoints in `distill`, and choosing a checkpoint on the
+validation speakers (`train.select`). Real fixture audio (speechocean762 excerpts, see
+tests/fixtures/README.md); the runs are tiny, so only the mechanics are checked here."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import train.distill
+from edge_runtime.errors import ConfigError
+from train.config import load_config
+from train.distill import WeightAverage, distill, load_student
+from train.select import PROTOCOLS, protocol_eers, render, select
+
+TINY = ["train.epochs=3", "train.batch_size=8", "train.workers=1", "split.test_fraction=0.25",
+        "split.val_fraction=0.5", "eval.max_impostor_per_identity=5", "train.lr=0.01"]
+
+
+def tiny_cfg(**train_keys):
+    cfg = load_config(None, "voice_distill.yaml", TINY)
+    cfg["train"].update(train_keys)
+    return cfg
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def cache(fixtures, tmp_path_factory):
+    """A teacher cache already filled: the run that fills it draws differently from one that
+    reads it, so runs compared below all read it."""
+    path = tmp_path_factory.mktemp("cache")
+    distill("voice", fixtures / "speechocean762", tiny_cfg(), tmp_path_factory.mktemp("warm"), path)
+    return path
+
+
+def test_the_average_follows_the_warmed_up_decay_and_copies_counters():
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    ema = WeightAverage(model, 0.9)
+    w0 = ema.model[0].weight.clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+        model[1].num_batches_tracked.fill_(7)
+    ema.update(model)  # first update: decay min(0.9, 1/10) = 0.1
+    assert torch.allclose(ema.model[0].weight, 0.1 * w0 + 0.9 * model[0].weight)
+    assert int(ema.model[1].num_batches_tracked) == 7
+    for _ in range(200):
+        ema.update(model)
+    assert torch.allclose(ema.model[0].weight, model[0].weight, atol=1e-6)
+    assert not any(p.requires_grad for p in ema.model.parameters())
+    with pytest.raises(ConfigError, match="ema_decay"):
+        WeightAverage(model, 1.0)
+
+
+def test_the_saved_student_is_the_average_and_every_epoch_is_kept(fixtures, tmp_path, cache):
+    plain = distill("voice", fixtures / "speechocean762", tiny_cfg(), tmp_path / "plain", cache)
+    avg = distill("voice", fixtures / "speechocean762", tiny_cfg(ema_decay=0.5, keep_epochs=True),
+                  tmp_path / "avg", cache)
+    # the same training steps (the average never feeds back into them) ...
+    assert [h["train_loss"] for h in avg["history"]] == [h["train_loss"] for h in plain["history"]]
+    assert sorted(p.name for p in (tmp_path / "avg" / "epochs").iterdir()) == ["ep01.pt", "ep02.pt", "ep03.pt"]
+    assert not (tmp_path / "plain" / "epochs").exists()
+    state = torch.load(tmp_path / "avg" / "resume.pt", weights_only=False)
+    last = torch.load(tmp_path / "avg" / "last.pt", weights_only=False)["state_dict"]
+    kept = torch.load(tmp_path / "avg" / "epochs" / "ep03.pt", weights_only=False)["state_dict"]
+    # ... but what is saved is the average, not the trained weights
+    assert all(torch.equal(last[k], state["ema"]["weights"][k]) for k in last)
+    assert all(torch.equal(last[k], kept[k]) for k in last)
+    assert not all(torch.equal(last[k], state["model"][k]) for k in last)
+    assert state["ema"]["updates"] >= 3  # one per training step, at least one step per epoch
+    model, _ = load_student(tmp_path / "avg" / "epochs" / "ep01.pt")
+    assert not model.training
+
+
+def test_a_resumed_run_keeps_its_average(fixtures, tmp_path, monkeypatch, cache):
+    cfg = tiny_cfg(ema_decay=0.5, keep_epochs=True)
+    distill("voice", fixtures / "speechocean762", cfg, tmp_path / "a", cache)
+    real_save = train.distill.save_resume
+
+    def save_then_die(path, state):
+        if state["epoch"] == 3:
+            raise _Stop
+        real_save(path, state)
+
+    monkeypatch.setattr(train.distill, "save_resume", save_then_die)
+    with pytest.raises(_Stop):
+        distill("voice", fixtures / "speechocean762", cfg, tmp_path / "b", cache)
+    monkeypatch.setattr(train.distill, "save_resume", real_save)
+    distill("voice", fixtures / "speechocean762", cfg, tmp_path / "b", cache, resume=True)
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_protocol_eers_separate_and_confuse():
+    ids = ["a"] * 4 + ["b"] * 4 + ["c"] * 4
+    centres = np.eye(3, 8)
+    clean = np.repeat(centres, 4, axis=0)
+    rng = np.random.default_rng(0)
+    noisy = clean + 0.01 * rng.standard_normal(clean.shape)
+    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+    swapped = np.roll(noisy, 4, axis=0)  # every probe is another speaker's
+    good = protocol_eers(noisy, noisy, noisy, ids)
+    assert set(good) == set(PROTOCOLS) and max(good.values()) == 0.0
+    bad = protocol_eers(noisy, swapped, None, ids)
+    assert bad["whole"] == 0.0 and bad["probe 2 s"] > 50.0 and "8 kHz short" not in bad
+
+
+def test_select_scores_every_kept_epoch_on_validation_speakers(fixtures, tmp_path, cache):
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError, match="keep_epochs"):
+        run.mkdir()
+        select(run, fixtures / "speechocean762", cache)
+    distill("voice", fixtures / "speechocean762", tiny_cfg(ema_decay=0.5, keep_epochs=True), run, cache)
+    res = select(run, fixtures / "speechocean762", cache, also=[run / "student.pt"])
+    assert res["speakers"] == 2  # the run's validation split, not its test speakers
+    assert [r["epoch"] for r in res["epochs"]] == [1, 2, 3]
+    assert res["chosen"]["mean"] == min(r["mean"] for r in res["epochs"])
+    for r in [*res["epochs"], res["teacher"]]:
+        assert set(r["eer"]) == set(PROTOCOLS)
+        assert all(0.0 <= v <= 100.0 for v in r["eer"].values())
+    table = render(res)
+    assert "(chosen)" in table and "teacher" in table
+    json.dumps(res)  # what main() writes
