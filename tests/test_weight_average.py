@@ -128,3 +128,12 @@ def test_select_scores_every_kept_epoch_on_validation_speakers(fixtures, tmp_pat
     table = render(res)
     assert "(chosen)" in table and "teacher" in table
     json.dumps(res)  # what main() writes
+
+
+def test_select_command_names_a_run_without_kept_epochs_in_one_line(tmp_path, capsys):
+    from train.select import main
+
+    (tmp_path / "run").mkdir()
+    assert main(["--run", str(tmp_path / "run"), "--data", "d", "--cache", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "keep_epochs" in err and str(tmp_path / "run") in err

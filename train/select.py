@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from edge_runtime.errors import ConfigError
+from edge_runtime.errors import ConfigError, EdgepinError
 from edge_runtime.frontend.audio import resample
 from edge_runtime.metrics import eer, make_pairs
 
@@ -139,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--also", nargs="*", type=Path, default=[], help="other checkpoints, for reference")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    res = select(a.run, a.data, a.cache, a.also)
+    try:
+        res = select(a.run, a.data, a.cache, a.also)
+    except EdgepinError as exc:  # a run without kept epochs, a missing checkpoint: one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     (a.run / "select.json").write_text(json.dumps(res, indent=2))
     print(render(res))
     return 0
