@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.machine import machine_info
+from calibration.thresholds import people_draws
 from edge_runtime.errors import EdgepinError
 from edge_runtime.frontend.audio import TARGET_SR, load_audio
 from edge_runtime.frontend.vad import SpeechGate
@@ -187,19 +188,9 @@ def measure(gen: np.ndarray, imp: np.ndarray) -> dict[str, float]:
 def bootstrap(tr: Mapping[str, np.ndarray], raw: np.ndarray, norm: np.ndarray,
               n_boot: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
     """Paired 95 % intervals of raw, normalised and their ratio, resampling speakers."""
-    rng = np.random.default_rng(seed)
-    people = np.unique(np.concatenate([tr["probe_who"], tr["template_who"]]))
-    pos = {p: i for i, p in enumerate(people)}
-    pi = np.array([pos[p] for p in tr["probe_who"]])
-    ti = np.array([pos[p] for p in tr["template_who"]])
     keys = [f"pass@{r:g}" for r in REJECT] + ["eer"]
     acc: dict[str, list[float]] = {f"{w} {k}": [] for w in ("raw", "norm", "ratio") for k in keys}
-    for _ in range(n_boot):
-        w = np.bincount(rng.integers(0, people.size, people.size), minlength=people.size)
-        # a genuine trial counts once per draw of its person, an impostor trial once per
-        # draw of each of its two people
-        weight = np.where(tr["genuine"], w[pi], w[pi] * w[ti])
-        idx = np.repeat(np.arange(weight.size), weight)
+    for idx in people_draws(tr["probe_who"], tr["template_who"], tr["genuine"], n_boot, seed):
         gsel, isel = idx[tr["genuine"][idx]], idx[~tr["genuine"][idx]]
         if gsel.size < 20 or isel.size < 20:
             continue
@@ -276,15 +267,8 @@ def mix_summary(raw: Mapping[str, np.ndarray], norm: Mapping[str, np.ndarray],
                            "genuine": int(raw["genuine"].sum()),
                            "impostor": int((~raw["genuine"]).sum()),
                            "median_speech_s": float(np.median(raw["speech_s"]))}
-    people = np.unique(np.concatenate([raw["probe_who"], raw["template_who"]]))
-    pos = {p: i for i, p in enumerate(people)}
-    pi = np.array([pos[p] for p in raw["probe_who"]])
-    ti = np.array([pos[p] for p in raw["template_who"]])
-    rng = np.random.default_rng(seed)
     draws = []
-    for _ in range(n_boot):
-        w = np.bincount(rng.integers(0, people.size, people.size), minlength=people.size)
-        idx = np.repeat(every, np.where(raw["genuine"], w[pi], w[pi] * w[ti]))
+    for idx in people_draws(raw["probe_who"], raw["template_who"], raw["genuine"], n_boot, seed):
         r, n = _mix_rates(raw, idx), _mix_rates(norm, idx)
         draws.append((*r, *n, n[1] / r[1] if r[1] else np.nan))
     d = np.asarray(draws)

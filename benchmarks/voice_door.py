@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import machine_info
+from calibration.thresholds import people_draws, percentile_interval
 from edge_runtime.metrics import eer
 
 N_BOOT = 1000
@@ -36,19 +37,16 @@ def gap_interval(teacher: tuple[np.ndarray, np.ndarray], student: tuple[np.ndarr
     (paired): a genuine trial counts once per draw of its speaker, an impostor trial once per
     draw of each of its two speakers. With 20 held-out speakers this is the honest width of a
     "within 1 pt" line."""
-    (gen_pairs, imp_pairs), rng = pairs, np.random.default_rng(seed)
-    people, inv = np.unique(np.concatenate([gen_pairs[:, 0], imp_pairs.ravel()]), return_inverse=True)
-    g = inv[: len(gen_pairs)]
-    i = inv[len(gen_pairs):].reshape(-1, 2)
+    gen_pairs, imp_pairs = pairs
+    both = np.concatenate([gen_pairs, imp_pairs])
+    genuine = np.arange(len(both)) < len(gen_pairs)
+    t, st = np.concatenate(teacher), np.concatenate(student)  # trials in the order of `both`
     gaps = []
-    for _ in range(n_boot):
-        w = np.bincount(rng.integers(0, people.size, people.size), minlength=people.size)
-        gi = np.repeat(np.arange(len(g)), w[g])
-        ii = np.repeat(np.arange(len(i)), w[i[:, 0]] * w[i[:, 1]])
-        if gi.size and ii.size:
-            gaps.append(100 * (eer(student[0][gi], student[1][ii])[0] - eer(teacher[0][gi], teacher[1][ii])[0]))
-    lo, hi = np.percentile(gaps, [2.5, 97.5])
-    return float(lo), float(hi)
+    for idx in people_draws(both[:, 0], both[:, 1], genuine, n_boot, seed):
+        g, i = idx[genuine[idx]], idx[~genuine[idx]]
+        if g.size and i.size:
+            gaps.append(100 * (eer(st[g], st[i])[0] - eer(t[g], t[i])[0]))
+    return percentile_interval(np.asarray(gaps), 0.95)
 
 
 def protocols(data: Path, room: Path) -> list[dict]:

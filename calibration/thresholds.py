@@ -16,7 +16,7 @@ threshold is a single binomial draw. Cost is O(B * k) instead of O(B * n log n).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -64,6 +64,21 @@ def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, f
     alpha = 100 * (1 - confidence) / 2
     lo, hi = np.percentile(values[np.isfinite(values)], [alpha, 100 - alpha])
     return float(lo), float(hi)
+
+
+def people_draws(probe_who: Sequence[str] | np.ndarray, template_who: Sequence[str] | np.ndarray,
+                 genuine: np.ndarray, n_bootstrap: int, seed: int) -> Iterator[np.ndarray]:
+    """Trial indices of each draw of a bootstrap over PEOPLE (trials of one person are not
+    independent): the people are resampled with replacement, a genuine trial counts once per
+    draw of its person and an impostor trial once per draw of each of its two people."""
+    probe_who, template_who = np.asarray(probe_who), np.asarray(template_who)
+    people, inv = np.unique(np.concatenate([probe_who, template_who]), return_inverse=True)
+    pi, ti = inv[: probe_who.size], inv[probe_who.size:]
+    every = np.arange(probe_who.size)
+    rng = np.random.default_rng(seed)
+    for _ in range(n_bootstrap):
+        w = np.bincount(rng.integers(0, people.size, people.size), minlength=people.size)
+        yield np.repeat(every, np.where(genuine, w[pi], w[pi] * w[ti]))
 
 
 def check_bootstrap(n_bootstrap: int, confidence: float) -> None:

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from calibration.thresholds import bootstrap_kth_highest, threshold_point, thresholds_at_fars
+from calibration.thresholds import (
+    bootstrap_kth_highest,
+    people_draws,
+    threshold_point,
+    thresholds_at_fars,
+)
 from edge_runtime.errors import ConfigError
 
 GEN = [0.955, 0.905, 0.805, 0.705, 0.605]
@@ -86,3 +91,18 @@ def test_bad_arguments():
         threshold_point([], IMP, 0.1)
     with pytest.raises(ConfigError, match="n_bootstrap"):
         threshold_point(GEN, IMP, 0.1, n_bootstrap=0)
+
+
+def test_people_draws_count_genuine_once_and_impostors_twice_per_person():
+    probe = np.array(["a", "a", "b", "c", "a", "b"])
+    template = np.array(["a", "a", "b", "c", "b", "c"])
+    genuine = probe == template
+    draws = list(people_draws(probe, template, genuine, 50, seed=3))
+    assert len(draws) == 50
+    for idx in draws:
+        c = np.bincount(idx, minlength=probe.size)
+        w = {"a": c[0], "b": c[2], "c": c[3]}  # genuine trials: once per draw of their person
+        assert c[1] == c[0]
+        assert c[4] == w["a"] * w["b"] and c[5] == w["b"] * w["c"]
+        assert w["a"] + w["b"] + w["c"] == 3  # three people, three draws
+    assert any(len(set(d.tolist())) < probe.size for d in draws)  # someone left out somewhere

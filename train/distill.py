@@ -22,6 +22,7 @@ checkpoint can be chosen afterwards on other validation protocols (`train.select
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -55,8 +56,6 @@ class WeightAverage:
     def __init__(self, model: nn.Module, decay: float) -> None:
         if not 0.0 < decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in (0, 1), not {decay}")
-        import copy
-
         self.decay = decay
         self.updates = 0
         self.model = copy.deepcopy(model).eval()
@@ -141,9 +140,10 @@ def validate(task: FaceTask | VoiceTask, model: nn.Module, device: torch.device,
     """Held-out-identity (val split) agreement with the teacher and EER of the student."""
     from edge_runtime.metrics import eer, make_pairs
 
+    was_training = model.training
     model.eval()
     emb, teacher, ids = task.embed_val(model, device)
-    model.train()
+    model.train(was_training)  # the weight average stays in eval mode
     gi, ii = make_pairs(ids, max_impostor_per_identity=cfg["eval"]["max_impostor_per_identity"],
                         seed=cfg["eval"]["seed"])
     out: dict[str, Any] = {"val_cos_to_teacher": float(np.mean(np.sum(emb * teacher, axis=1)))}
@@ -287,8 +287,6 @@ def distill(modality: str, data: str | Path, cfg: dict, out: str | Path, cache_d
             record = {"epoch": epoch + 1, "seconds": round(time.time() - t0, 1),
                       **{f"train_{k}": v / steps_per_epoch for k, v in sums.items()},
                       **validate(task, student, device, cfg)}
-            if ema is not None:
-                student.eval()  # validate() leaves it in train mode
             history.append(record)
             progress.console.print(json.dumps(record))
             with open(out / "history.jsonl", "a") as f:

@@ -33,6 +33,7 @@ import torch
 
 from edge_runtime.errors import ConfigError, EdgepinError
 from edge_runtime.frontend.audio import resample
+from edge_runtime.frontend.features import l2_normalise
 from edge_runtime.metrics import eer, make_pairs
 
 PROTOCOLS = ("whole", "probe 2 s", "8 kHz short")
@@ -89,9 +90,7 @@ def score_checkpoint(path: Path, vs: dict[str, Any]) -> dict[str, Any]:
     fe = voice_front_end(ckpt["config"])
     dev = torch.device("cpu")
     e = {k: embed_utterances(model, vs[k], fe, dev) for k in ("audio", "probes", "narrow")}
-    eers = protocol_eers(e["audio"], e["probes"], e["narrow"], vs["ids"])
-    return {"path": str(path), "epoch": ckpt.get("epoch"), "eer": eers,
-            "mean": float(np.mean([eers[p] for p in PROTOCOLS]))}
+    return _row(str(path), ckpt.get("epoch"), protocol_eers(e["audio"], e["probes"], e["narrow"], vs["ids"]))
 
 
 def teacher_row(vs: dict[str, Any]) -> dict[str, Any]:
@@ -99,10 +98,13 @@ def teacher_row(vs: dict[str, Any]) -> dict[str, Any]:
 
     t = VoiceTeacher()
     narrow = np.stack([t.embed(w) for w in vs["narrow"]])
-    norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
-    eers = protocol_eers(norm(vs["teacher"]["whole"]), norm(vs["teacher"]["probe"]), norm(narrow), vs["ids"])
-    return {"path": "teacher (Resemblyzer)", "epoch": None, "eer": eers,
-            "mean": float(np.mean([eers[p] for p in PROTOCOLS]))}
+    whole, probe = vs["teacher"]["whole"], vs["teacher"]["probe"]
+    return _row("teacher (Resemblyzer)", None,
+                protocol_eers(l2_normalise(whole), l2_normalise(probe), l2_normalise(narrow), vs["ids"]))
+
+
+def _row(name: str, epoch: int | None, eers: dict[str, float]) -> dict[str, Any]:
+    return {"path": name, "epoch": epoch, "eer": eers, "mean": float(np.mean([eers[p] for p in PROTOCOLS]))}
 
 
 def select(run: Path, data: Path, cache: Path, also: list[Path] | None = None) -> dict[str, Any]:
@@ -126,7 +128,7 @@ def render(res: dict[str, Any]) -> str:
     lines = [f"validation speakers {res['speakers']} ({res['utterances']} utterances); rule: {res['rule']}",
              "| checkpoint | " + " | ".join(PROTOCOLS) + " | mean |", "|---|" + "---|" * (len(PROTOCOLS) + 1)]
     for r in [res["teacher"], *res["epochs"], *res["also"]]:
-        mark = " (chosen)" if r is res["chosen"] or r["path"] == res["chosen"]["path"] else ""
+        mark = " (chosen)" if r["path"] == res["chosen"]["path"] else ""
         lines.append(f"| {r['path']}{mark} | " + " | ".join(f"{r['eer'][p]:.2f}" for p in PROTOCOLS)
                      + f" | {r['mean']:.2f} |")
     return "\n".join(lines)
