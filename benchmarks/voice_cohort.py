@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +85,12 @@ def _voiced(wav: np.ndarray, gate: SpeechGate) -> np.ndarray | None:
 
 
 def embed_all(bundle: ModelBundle, data: Path, librispeech: Path | None,
-              lengths: Sequence[float]) -> dict[str, Any]:
-    """Templates and cut probes of the held-out speakers; cohort utterance embeddings."""
+              lengths: Sequence[float],
+              embed: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:
+    """Templates and cut probes of the held-out speakers; cohort utterance embeddings.
+
+    ``embed`` (default: the bundle's voice model) lets the teacher be measured on the very
+    same speakers, cuts and cohort: the bundle still names which speakers are held out."""
     from rich.progress import Progress
 
     from calibration.score_sets import model_split
@@ -97,6 +101,7 @@ def embed_all(bundle: ModelBundle, data: Path, librispeech: Path | None,
     gate = SpeechGate("auto")
     so = SpeechFolder(data / "speechocean762")
     gender = read_labels_tsv(data / "speechocean762" / "SPEAKERS.tsv", "speaker", "gender")
+    embed_voice = embed if embed is not None else bundle.embed_voice
     held = held_out_speakers(data, bundle)
     s = model_split(bundle, "voice")
     train = set(holdout_split(so.identities(), s["test_fraction"], s["val_fraction"],
@@ -125,13 +130,13 @@ def embed_all(bundle: ModelBundle, data: Path, librispeech: Path | None,
                     k = int(rng.integers(0, wav.size - n)) if wav.size > n else 0
                     x = _voiced(wav[k: k + n], gate)
                     if x is not None and x.size >= TARGET_SR // 2:  # the Verifier's 0.5 s
-                        mix[0].append(bundle.embed_voice(x))
+                        mix[0].append(embed_voice(x))
                         mix[1].append(x.size / TARGET_SR)
                         mix[2].append(sp["name"])
             enrol = [x for x in speech[:ENROL] if x is not None]
             if not enrol:
                 continue
-            tmpl.append(_unit(np.mean([bundle.embed_voice(x) for x in enrol], axis=0)))
+            tmpl.append(_unit(np.mean([embed_voice(x) for x in enrol], axis=0)))
             tmpl_who.append(sp["name"])
             for x in speech[ENROL:]:
                 if x is None:
@@ -139,14 +144,14 @@ def embed_all(bundle: ModelBundle, data: Path, librispeech: Path | None,
                 for length, (embs, who) in probes.items():
                     n = int(round(length * TARGET_SR))
                     if x.size >= n:
-                        embs.append(bundle.embed_voice(x[:n]))
+                        embs.append(embed_voice(x[:n]))
                         who.append(sp["name"])
         for name, utts in (("speechocean762 train", train_utts), ("librispeech", libri)):
             for u in utts:
                 x = _speech(Path(u), gate)
                 bar.advance(task)
                 if x is not None and x.size >= TARGET_SR // 2:
-                    cohort[name].append(bundle.embed_voice(x))
+                    cohort[name].append(embed_voice(x))
     return {"templates": np.asarray(tmpl), "template_who": tmpl_who,
             "probes": {x: (np.asarray(e), w) for x, (e, w) in probes.items()},
             "cohort": {k: np.asarray(v) for k, v in cohort.items() if v},
@@ -349,8 +354,12 @@ def render(res: Mapping[str, Any]) -> str:
         f"{m['onnxruntime']}. Date: {m['date']}. Load average: {res['load']} (1/5/15 min, at "
         "the end; a shared 2-core machine: no timing here).",
         "",
-        f"Models: `{res['models']}` ({res['precision']}), voice model sha256 "
-        f"{res['voice_sha256'][:12]}..., through `edge_runtime.ModelBundle.embed_voice`.",
+        (f"Voice model: the TEACHER ({res['voice_sha256']}, `train.teachers.VoiceTeacher`: "
+         "Resemblyzer with its own silence trimming), on the held-out speakers of the voice "
+         f"student in `{res['models']}` (the same speakers, cuts and cohort as the student's "
+         "run)." if res.get("voice") == "teacher" else
+         f"Models: `{res['models']}` ({res['precision']}), voice model sha256 "
+         f"{res['voice_sha256'][:12]}..., through `edge_runtime.ModelBundle.embed_voice`."),
         "",
         f"Data: the voice student's held-out speechocean762 speakers ({res['speakers']}, test + "
         "val split), the veto's own construction (`calibration/voice_veto.py`): template = "
@@ -436,12 +445,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="LibriSpeech train-clean-100 folder (flat flac files), extra cohort")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--voice", default="student", choices=("student", "teacher"),
+                    help="whose embeddings: the shipped voice model, or its teacher "
+                         "(Resemblyzer, needs the train extra) on the same speakers and cuts")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/voice_cohort.md"))
     ap.add_argument("--embeddings", type=Path, default=None,
                     help="npz cache of the embeddings (keyed by the voice model's hash)")
     args = ap.parse_args(argv)
     bundle = ModelBundle.load(args.models, precision=args.precision, threads=args.threads)
     sha = bundle.hashes["voice"]
+    embed = None
+    if args.voice == "teacher":
+        from train.teachers import VoiceTeacher
+
+        teacher = VoiceTeacher()
+        embed, sha = teacher.embed, teacher.version
     emb = None
     if args.embeddings is not None and args.embeddings.is_file():
         with np.load(args.embeddings, allow_pickle=False) as z:
@@ -455,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
                        "mix": {"emb": z["mix_emb"], "speech_s": z["mix_speech_s"],
                                "who": meta["mix_who"]}}
     if emb is None:
-        emb = embed_all(bundle, args.data, args.librispeech, LENGTHS_S)
+        emb = embed_all(bundle, args.data, args.librispeech, LENGTHS_S, embed)
         if args.embeddings is not None:
             meta = {"voice_sha256": sha, "template_who": emb["template_who"],
                     "gender": emb["gender"], "train_speakers": emb["train_speakers"],
@@ -467,13 +485,13 @@ def main(argv: list[str] | None = None) -> int:
                      **{f"cohort_{i}": v for i, v in enumerate(emb["cohort"].values())})
     bundle.close()
     res = {"analysis": analyse(emb), "machine": machine_info(), "models": str(args.models),
-           "precision": args.precision, "voice_sha256": sha, "speakers": len(emb["template_who"]),
+           "precision": args.precision, "voice": args.voice, "voice_sha256": sha, "speakers": len(emb["template_who"]),
            "train_speakers": emb["train_speakers"],
            "load": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
            "command": "nice -n 19 python -m benchmarks.voice_cohort --models "
                       f"{args.models} --data {args.data}"
                       + (f" --librispeech {args.librispeech}" if args.librispeech else "")
-                      + f" --precision {args.precision} --out {args.out}"}
+                      + f" --precision {args.precision} --voice {args.voice} --out {args.out}"}
     args.out.write_text(render(res))
     args.out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=str))
     print(render(res))
