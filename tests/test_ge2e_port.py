@@ -224,3 +224,13 @@ def test_missing_generated_file_names_the_command(tmp_path):
     f.unlink()
     with pytest.raises(ModelError, match="edgepin port-resemblyzer"):
         load_manifest(tmp_path)["voice_large"].verified_path()
+    from benchmarks.voice_large import large_embedder  # what voice_cohort --voice large opens
+
+    with pytest.raises(ModelError, match="voice_large.onnx is missing.*port-resemblyzer"):
+        large_embedder(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "other.onnx").write_bytes(b"y")
+    register_model(empty, "voice", "other.onnx")
+    with pytest.raises(ModelError, match="no voice_large in the manifest.*port-resemblyzer"):
+        large_embedder(empty)
