@@ -345,8 +345,12 @@ class ModelBundle:
                                  + hint)
             entries[modality] = manifest[name]
         if voice_tier == "large":
-            kind = (entries["voice"].meta.get("front_end") or {}).get("kind") \
-                if isinstance(entries["voice"].meta.get("front_end"), dict) else None
+            recorded = entries["voice"].meta.get("front_end")
+            try:
+                recorded = json.loads(recorded) if isinstance(recorded, str) else recorded
+            except ValueError:
+                recorded = None
+            kind = recorded.get("kind") if isinstance(recorded, dict) else None
             if kind != "ge2e":
                 raise ModelError(f"{root}: {voice_name} records front-end {kind!r}, not 'ge2e'; "
                                  "the large voice tier embeds with Resemblyzer's front-end "
