@@ -352,6 +352,9 @@ def build_score_sets(bundle: ModelBundle, data: str | Path, cache_dir: str | Pat
         "missing_data": missing,
     })
     if not bundle.cross_modal:
-        info["cross_modal_note"] = ("cross-modal unavailable: the manifest has no pin_face/"
-                                    "pin_voice/faa models, so no PIN or FAA scores were made")
+        from edge_runtime.models import tier_heads
+
+        heads = "/".join(tier_heads(bundle.face_tier, bundle.voice_tier))
+        info["cross_modal_note"] = (f"cross-modal unavailable: the manifest has no {heads} "
+                                    "models, so no PIN or FAA scores were made")
     return ScoreSets(parts, info, digest, people, {"face": face, "voice": voice}, cfg, cfg.seed)

@@ -466,6 +466,8 @@ def test_calibrate_scores_the_large_voice(calibrated_large, speech):
     report = json.loads(out.with_name(f"{out.stem}.report.json").read_text())
     assert report["voice_tier"] == "large" and report["face_tier"] == "student"
     assert "voice_large" in report["models"] and "voice" not in report["models"]
+    assert "no pin_face_vlarge/pin_voice_vlarge/faa_vlarge models" in \
+        report["sets"]["cross_modal_note"]
     with ModelBundle.load(models, voice_tier="large") as bundle:  # the runtime's default path
         assert bundle.operating_points is not None
         assert bundle.describe()["operating_points"].endswith("operating_points.voice_large.yaml")
