@@ -107,7 +107,8 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
     tier = res.get("face_tier", "student")
     voice_tier = res.get("voice_tier", "student")
     stem = "attacks" + ("" if tier == "student" else f"_{tier}") \
-        + ("" if voice_tier == "student" else f"_voice_{voice_tier}")
+        + ("" if voice_tier == "student" else f"_voice_{voice_tier}") \
+        + ("" if res["precision"] == "fp32" else f"_{res['precision']}")
     lines = [
         "# Attack benchmark (ISO/IEC 30107-3 terms), through the real `Verifier`",
         "",
@@ -124,6 +125,7 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
         "Re-run: `nice -n 19 python -m benchmarks.attacks --models models --data ../shared/data "
         f"--out benchmarks/{stem}.md" + ("" if tier == "student" else f" --face-tier {tier}")
         + ("" if voice_tier == "student" else f" --voice-tier {voice_tier}")
+        + ("" if res["precision"] == "fp32" else f" --precision {res['precision']}")
         + "`.",
         "",
         f"Data: {res['people']} ARTIFICIAL identities (held-out LFW person + held-out "
