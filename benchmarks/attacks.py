@@ -6,7 +6,7 @@ at once or as the live loop looks: ``benchmarks.attacks_present``; the GRID clip
 ``benchmarks.attacks_grid``):
 
     nice -n 19 python -m benchmarks.attacks --models models --data ../shared/data \\
-        --out benchmarks/attacks.md [--face-tier large] [--precision int8]
+        --out benchmarks/attacks.md [--face-tier large] [--voice-tier large] [--precision int8]
 
 The face+liveness voice veto ("the voice must not contradict") is calibrated per speech length
 (``calibration/voice_veto.py``) on one half of the people and applied to attempts of the other
@@ -376,6 +376,7 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                         "default_mode": op.default_mode, "machine": machine_info(),
                         "per_kind": per_kind, "precision": precision,
                         "face_tier": (bundle_options or {}).get("face_tier", "student"),
+                        "voice_tier": (bundle_options or {}).get("voice_tier", "student"),
                         "voice_veto": {"cross_fitted": {
                             f"fold {f}, q={q:g}": [list(r) for r in t]
                             for (f, q), t in vetoes.items()},
@@ -451,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--face-tier", default=None,
                     help="face model tier to load (e.g. large: ModelBundle.load(face_tier=...), "
                          "with its own operating-point file); default: the bundle's default")
+    ap.add_argument("--voice-tier", default=None, choices=("student", "large"),
+                    help="voice model tier to load (large: Resemblyzer's GE2E port, "
+                         "ModelBundle.load(voice_tier=...), with its own operating-point file, "
+                         "e.g. operating_points.voice_large.yaml); default: the student")
     ap.add_argument("--write-door", type=Path, default=None,
                     help="only write the artificial identities for `edgepin demo --door`")
     ap.add_argument("--render", type=Path, default=None, metavar="JSON",
@@ -475,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         with opener(args.render, "rt", encoding="utf-8") as fh:
             write(json.load(fh))
         return 0
-    options = {"face_tier": args.face_tier} if args.face_tier else {}
+    options = {k: v for k, v in (("face_tier", args.face_tier),
+                                 ("voice_tier", args.voice_tier)) if v}
     write(run(args.models, args.data, args.per_kind, args.precision, args.seed, args.threads,
               checkpoint=write, veto_quantile=args.veto_quantile or None,
               bundle_options=options))

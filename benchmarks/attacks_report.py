@@ -105,14 +105,18 @@ def _pct(x: float) -> str:
 def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
     m = res["machine"]
     tier = res.get("face_tier", "student")
-    stem = "attacks" if tier == "student" else f"attacks_{tier}"
+    voice_tier = res.get("voice_tier", "student")
+    stem = "attacks" + ("" if tier == "student" else f"_{tier}") \
+        + ("" if voice_tier == "student" else f"_voice_{voice_tier}") \
+        + ("" if res["precision"] == "fp32" else f"_{res['precision']}")
     lines = [
         "# Attack benchmark (ISO/IEC 30107-3 terms), through the real `Verifier`",
         "",
         f"Machine: {m.get('cpu')}, {m.get('memory')}, {m.get('os')}, Python {m.get('python')}, "
         f"onnxruntime {m.get('onnxruntime')}. Date: {res.get('date', 'not recorded')}. Models: `models/` "
-        f"({res['precision']}, face tier {tier}), operating points "
-        f"`models/{operating_points_file(res['precision'], tier)}`, default mode "
+        f"({res['precision']}, face tier {tier}"
+        + ("" if voice_tier == "student" else f", voice tier {voice_tier}") + "), operating points "
+        f"`models/{operating_points_file(res['precision'], tier, voice_tier)}`, default mode "
         f"`{res['default_mode']}`."
         + (f" Load average during the run: {res['load_average']} (a 2-core machine shared with "
            "a training run and other jobs: this benchmark measures errors, not time)."
@@ -120,6 +124,8 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
         "",
         "Re-run: `nice -n 19 python -m benchmarks.attacks --models models --data ../shared/data "
         f"--out benchmarks/{stem}.md" + ("" if tier == "student" else f" --face-tier {tier}")
+        + ("" if voice_tier == "student" else f" --voice-tier {voice_tier}")
+        + ("" if res["precision"] == "fp32" else f" --precision {res['precision']}")
         + "`.",
         "",
         f"Data: {res['people']} ARTIFICIAL identities (held-out LFW person + held-out "

@@ -192,6 +192,7 @@ def calibrate(
     base: str | Path | None = None,
     face_tier: str = "student",
     face_tta: str = "none",
+    voice_tier: str = "student",
 ) -> dict[str, Any]:
     """Build, check, save and re-load the operating points; return the full report dict.
 
@@ -199,7 +200,9 @@ def calibrate(
     file, so the runtime (and every gallery enrolled with it) embeds faces the same way.
 
     ``face_tier`` "large" calibrates the bundle with dlib's face ResNet (``face_large``) and
-    its heads (``pin_face_large``, ...) instead of the student.
+    its heads (``pin_face_large``, ...) instead of the student; ``voice_tier`` "large"
+    scores every voice with Resemblyzer's GE2E port (``voice_large``; no heads read its space
+    yet, so pin/faa are not calibrated with it).
 
     ``coverage_splits`` > 0 also re-splits the held-out people that many times to test that
     the intervals the check relies on hold as often as they claim (``coverage_study``).
@@ -212,7 +215,7 @@ def calibrate(
     if not out.parent.is_dir():
         raise ConfigError(f"cannot write {out}: folder {out.parent} does not exist")
     cfg = sets_cfg or SetConfig(seed=seed)
-    with open_bundle(models, precision, threads, face_tier) as bundle:
+    with open_bundle(models, precision, threads, face_tier, voice_tier) as bundle:
         bundle.use_face_tta(face_tta)
         hashes = hash_model_files({e.name: e.path for e in bundle.entries.values()})
         models_info = {e.name: {"file": e.file, "sha256": e.sha256, "meta_note":
@@ -271,6 +274,7 @@ def calibrate(
     joint_ok = frozenset(("face", "voice")) in op.fuser.subsets
     report: dict[str, Any] = {
         "out": str(out), "precision": precision, "face_tier": face_tier,
+        "voice_tier": voice_tier,
         "models_dir": str(models),
         "models": models_info, "model_hashes": hashes, "data": str(data),
         "data_manifest_sha256": sets.data_sha256, "provisional": op.provisional,

@@ -54,7 +54,8 @@ def _calibrate(args: argparse.Namespace) -> int:
                        min_per_class=args.min_per_class, det_png=args.plot,
                        threads=args.threads, coverage_splits=args.coverage_splits,
                        coverage_bootstrap=args.coverage_bootstrap, base=args.base,
-                       face_tier=args.face_tier, face_tta=args.face_tta)
+                       face_tier=args.face_tier, face_tta=args.face_tta,
+                       voice_tier=args.voice_tier)
     command = "edgepin " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
         if sys.argv and sys.argv[0].endswith("edgepin") else ""
     out = Path(args.out)
@@ -148,12 +149,16 @@ def _voice_veto(args: argparse.Namespace, op_path: Path) -> dict:
     """The calibrated voice veto of one operating-point file (its models' precision)."""
     from calibration.voice_veto import genuine_voice_llrs, held_out_speakers, veto_table
     from edge_runtime.frontend.vad import SpeechGate
-    from edge_runtime.models import ModelBundle
+    from edge_runtime.models import ModelBundle, operating_points_tiers
 
     models = args.models if args.models is not None else op_path.parent
-    precision = "int8" if ".int8." in op_path.name else "fp32"
-    tier = {"face_tier": "large"} if ".large." in op_path.name else {}  # its face model
-    bundle = ModelBundle.load(models, precision=precision, operating_points=op_path, **tier)
+    # the models the file was made for, from its default name (edgepin calibrate --out); the
+    # flags override it for other names; load_operating_points checks the hashes either way
+    tiers = operating_points_tiers(op_path.name)
+    for tier in ("face_tier", "voice_tier"):
+        if getattr(args, tier, "auto") != "auto":
+            tiers[tier] = getattr(args, tier)
+    bundle = ModelBundle.load(models, operating_points=op_path, **tiers)
     try:
         assert bundle.operating_points is not None  # loaded from op_path
         speakers = held_out_speakers(args.voice_data, bundle)
@@ -185,6 +190,12 @@ def _register_modes(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--voice-data", type=Path, default=None,
                    help="data folder with speechocean762/: calibrate the face+liveness voice "
                         "veto on its held-out speakers (default: keep the fixed veto)")
+    p.add_argument("--face-tier", choices=("auto", "student", "large"), default="auto",
+                   help="face model the --voice-data veto is measured with (auto: from each "
+                        "--op file's name, e.g. operating_points.large.yaml: large)")
+    p.add_argument("--voice-tier", choices=("auto", "student", "large"), default="auto",
+                   help="voice model the --voice-data veto is measured with (auto: from each "
+                        "--op file's name, e.g. operating_points.voice_large.yaml: large)")
     p.add_argument("--veto-quantile", type=float, default=0.02,
                    help="share of genuine voices the veto may reject at each speech length")
     p.add_argument("--decisive-speech", type=float, default=DECISIVE_SPEECH_S, metavar="S",
@@ -229,6 +240,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="face model to calibrate: the student, or face_large (dlib's face "
                         "ResNet) with its own heads; the runtime loads "
                         "operating_points.large[.int8].yaml for --face-tier large")
+    p.add_argument("--voice-tier", choices=("student", "large"), default="student",
+                   help="voice model to calibrate: the student, or voice_large (Resemblyzer's "
+                        "GE2E encoder, `edgepin port-resemblyzer`; no cross-modal heads yet); "
+                        "the runtime loads operating_points[.large].voice_large[.int8].yaml "
+                        "for --voice-tier large")
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="int8 calibrates face_int8/voice_int8 (a separate file: name it so)")
     p.add_argument("--face-tta", choices=FACE_TTA, default="none",

@@ -139,12 +139,14 @@ class ScoreSets:
 # ------------------------------------------------------------------------------ the models
 @contextmanager
 def open_bundle(models: str | Path, precision: str = "fp32", threads: int = 2,
-                face_tier: str = "student") -> Iterator[ModelBundle]:
+                face_tier: str = "student", voice_tier: str = "student"
+                ) -> Iterator[ModelBundle]:
     """The bundle as the device loads it, minus its current operating-point file.
 
     A calibration usually runs because the models changed, so the old file is stale and
     ``ModelBundle.load`` would (rightly) refuse it: the models are opened from a private
     folder of links to the same files (hashes are still verified against the manifest).
+    Every voice score is then ``bundle.embed_voice`` of the chosen voice tier.
     """
     root = Path(models)
     entries = load_manifest(root)
@@ -155,7 +157,7 @@ def open_bundle(models: str | Path, precision: str = "fp32", threads: int = 2,
             os.symlink(e.path.resolve(), link)
         (Path(tmp) / MANIFEST).write_bytes((root / MANIFEST).read_bytes())
         bundle = ModelBundle.load(tmp, precision=precision, threads=threads,
-                                  face_tier=face_tier)
+                                  face_tier=face_tier, voice_tier=voice_tier)
         bundle.root = root
         try:
             yield bundle
@@ -164,7 +166,9 @@ def open_bundle(models: str | Path, precision: str = "fp32", threads: int = 2,
 
 
 def model_split(bundle: ModelBundle, modality: str) -> dict[str, Any]:
-    """The identity split the student was trained with (ONNX metadata), else the default."""
+    """The identity split the student was trained with (ONNX metadata), else the default
+    (the students' own split: a port of a teacher that never saw these datasets, such as
+    voice_large, is measured on the same held-out people as the student it may replace)."""
     session = getattr(bundle.runners[modality], "session", None)
     raw = dict(session.get_modelmeta().custom_metadata_map).get("edgepin.split") if session else None
     raw = raw or bundle.entries[modality].meta.get("split")
@@ -348,6 +352,9 @@ def build_score_sets(bundle: ModelBundle, data: str | Path, cache_dir: str | Pat
         "missing_data": missing,
     })
     if not bundle.cross_modal:
-        info["cross_modal_note"] = ("cross-modal unavailable: the manifest has no pin_face/"
-                                    "pin_voice/faa models, so no PIN or FAA scores were made")
+        from edge_runtime.models import tier_heads
+
+        heads = "/".join(tier_heads(bundle.face_tier, bundle.voice_tier))
+        info["cross_modal_note"] = (f"cross-modal unavailable: the manifest has no {heads} "
+                                    "models, so no PIN or FAA scores were made")
     return ScoreSets(parts, info, digest, people, {"face": face, "voice": voice}, cfg, cfg.seed)

@@ -1,7 +1,8 @@
 """The models a device runs, loaded from the `models/` folder through its manifest.
 
-One ``ModelBundle`` holds the face and voice students (FP32 or INT8 on onnxruntime; FP32, FP16 or
-INT8 engines on TensorRT, found by ``find_engine`` in the layout the export writes),
+One ``ModelBundle`` holds the face and voice models (FP32 or INT8 on onnxruntime; FP32, FP16 or
+INT8 engines on TensorRT, found by ``find_engine`` in the layout the export writes) of the
+chosen face and voice tiers,
 the cross-modal heads when the manifest has them, the voice front-end the voice model was
 trained with, and the thresholds: the operating points of ``operating_points.yaml`` when that
 file exists (and belongs to exactly these models), else PROVISIONAL per-score thresholds that
@@ -42,6 +43,13 @@ from edge_runtime.frontend.features import (
     l2_normalise,
     tta_digest,
 )
+from edge_runtime.frontend.ge2e import (
+    GE2E_MELS,
+    PARTIAL_FRAMES,
+    embed_ge2e,
+    embed_ge2e_partials,
+    ge2e_partials,
+)
 from edge_runtime.operating_points import OperatingPoints, load_operating_points
 
 log = logging.getLogger(__name__)
@@ -70,12 +78,39 @@ TIER_HEADS: Mapping[str, tuple[str, str, str]] = {
 }
 
 
-def operating_points_file(precision: str, face_tier: str = "student") -> str:
-    """Default operating-point file name of a precision and face tier (``edgepin calibrate
-    --precision P --face-tier T``): the student's names are unchanged."""
+# Voice tiers: the distilled student (2 s log-mel windows), or Resemblyzer's GE2E LSTM ported to
+# ONNX (``voice_large``: whole utterances as 1.6 s mel partials, ``frontend/ge2e.py``). The LSTM
+# has no INT8 export: under --precision int8 (and fp16) the large voice runs its FP32 file, said
+# in the bundle's notes, since the INT8 the Jetson needs is the face's. A gallery enrolled with
+# one voice tier is never probed with the other (different embedding spaces).
+VOICE_TIERS: Mapping[str, Mapping[str, str]] = {
+    "student": {"fp32": "voice", "int8": "voice_int8"},
+    "large": {"fp32": "voice_large", "int8": "voice_large"},
+}
+# The large voice's partials: (P, 160, 40) mel power in, (P, 256) unit embeddings out.
+VOICE_LARGE_SPEC = ({"mels": TensorSpec("mels", np.float32, (-1, PARTIAL_FRAMES, GE2E_MELS))},
+                    {"embedding": np.float32})
+
+
+def operating_points_file(precision: str, face_tier: str = "student",
+                          voice_tier: str = "student") -> str:
+    """Default operating-point file name of a precision and tiers (``edgepin calibrate
+    --precision P --face-tier F --voice-tier V``): the students' names are unchanged, a large
+    voice adds ``voice_large`` after the face tier, the precision comes last."""
     parts = ([] if face_tier == "student" else [face_tier]) + \
+        ([] if voice_tier == "student" else [f"voice_{voice_tier}"]) + \
         ([] if precision == "fp32" else [precision])
     return OPERATING_POINTS_FILE if not parts else f"operating_points.{'.'.join(parts)}.yaml"
+
+
+def operating_points_tiers(file_name: str) -> dict[str, str]:
+    """(precision, face_tier, voice_tier) a default operating-point file name stands for, so
+    a command handed only the file (``calibrate-modes --op``) opens the models it was made
+    for; ``load_operating_points`` still checks their hashes."""
+    parts = set(Path(file_name).name.split(".")[1:-1])
+    return {"precision": "int8" if "int8" in parts else "fp32",
+            "face_tier": "large" if "large" in parts else "student",
+            "voice_tier": "large" if "voice_large" in parts else "student"}
 
 
 def face_entry_name(face_tier: str, precision: str) -> str:
@@ -88,6 +123,33 @@ def face_entry_name(face_tier: str, precision: str) -> str:
 def face_tier_of(entry_name: str) -> str | None:
     """The tier a face manifest entry belongs to (None: not a face model)."""
     return next((t for t, names in FACE_TIERS.items() if entry_name in names.values()), None)
+
+
+def voice_entry_name(voice_tier: str, precision: str) -> str:
+    """Manifest name of the voice model of a tier at a runtime precision (the large tier has
+    one FP32 file for every precision: no INT8 export of its LSTM)."""
+    if voice_tier not in VOICE_TIERS:
+        raise ConfigError(f"voice tier must be one of {', '.join(VOICE_TIERS)}, "
+                          f"got {voice_tier!r}")
+    return VOICE_TIERS[voice_tier]["int8" if precision == "int8" else "fp32"]
+
+
+def voice_tier_of(entry_name: str) -> str | None:
+    """The tier a voice manifest entry belongs to (None: not a voice model)."""
+    return next((t for t, names in VOICE_TIERS.items() if entry_name in names.values()), None)
+
+
+def tier_heads(face_tier: str, voice_tier: str = "student") -> tuple[str, str, str]:
+    """Manifest names of the (pin_face, pin_voice, faa) heads of a face and voice tier: they
+    read both tiers' embedding spaces, so each pair of tiers has its own (a large voice adds
+    ``_vlarge``; none are trained yet, so such a bundle has no cross-modal check)."""
+    if face_tier not in TIER_HEADS:
+        raise ConfigError(f"face tier must be one of {', '.join(FACE_TIERS)}, got {face_tier!r}")
+    if voice_tier == "student":
+        return TIER_HEADS[face_tier]
+    voice_entry_name(voice_tier, "fp32")  # validates the name
+    sfx = ("" if face_tier == "student" else f"_{face_tier}") + f"_v{voice_tier}"
+    return (f"pin_face{sfx}", f"pin_voice{sfx}", f"faa{sfx}")
 # Score names, shared with calibration: cosine to the enrolled template (face, voice), cosine
 # of the live face and live voice in the PIN space (pin), FAA match probability (faa).
 SCORES = ("face", "voice", "pin", "faa")
@@ -201,12 +263,13 @@ class ModelBundle:
         *,
         precision: str,
         backend: str,
-        front_end: VoiceFrontEnd,
+        front_end: VoiceFrontEnd | None,
         thresholds: Thresholds,
         operating_points: OperatingPoints | None,
         faa_inputs: str,
         notes: list[str],
         face_tier: str = "student",
+        voice_tier: str = "student",
     ) -> None:
         self.root = root
         self.runners = dict(runners)
@@ -219,6 +282,7 @@ class ModelBundle:
         self.faa_inputs = faa_inputs
         self.notes = notes
         self.face_tier = face_tier
+        self.voice_tier = voice_tier
         self.engines: dict[str, str] = {}  # model -> TensorRT engine file (backend tensorrt)
         self.model_hashes = {e.name: e.sha256 for e in self.entries.values()}
         self.face_tta = "none"
@@ -238,11 +302,15 @@ class ModelBundle:
         operating_points: str | Path | None = None,
         threshold_overrides: Mapping[str, float] | None = None,
         face_tier: str = "student",
+        voice_tier: str = "student",
     ) -> ModelBundle:
         """Open every model of the bundle; fail early, naming the file, on anything stale.
 
         ``face_tier`` "student" (the distilled face model) or "large" (dlib's face ResNet as
         ONNX, ``face_large``; its heads and operating points are its own).
+        ``voice_tier`` "student" or "large" (Resemblyzer's GE2E encoder as ONNX,
+        ``voice_large``, FP32 at every precision and on onnxruntime under TensorRT too; its
+        operating points are its own, and the student-space heads are not loaded with it).
 
         ``operating_points`` None looks for ``root/operating_points.yaml`` (FP32) or
         ``root/operating_points.int8.yaml`` (INT8: its scores differ, so do its thresholds); a
@@ -259,9 +327,9 @@ class ModelBundle:
         notes: list[str] = []
         entries: dict[str, ModelEntry] = {}
         face_name = face_entry_name(face_tier, precision)
+        voice_name = voice_entry_name(voice_tier, precision)
         for modality in ("face", "voice"):
-            name = face_name if modality == "face" else \
-                ("voice_int8" if precision == "int8" else "voice")
+            name = face_name if modality == "face" else voice_name
             if name not in manifest:
                 have = ", ".join(sorted(manifest)) or "nothing"
                 hint = ("export the INT8 models or use --precision fp32" if precision == "int8"
@@ -270,19 +338,39 @@ class ModelBundle:
                     hint = ("make it with `edgepin port-dlib --face-large --models "
                             f"{root}`" + (" then `edgepin export --only face_large`"
                                           if precision == "int8" else ""))
+                if voice_tier == "large" and modality == "voice":
+                    hint = (f"make it with `edgepin port-resemblyzer --models {root}` (needs "
+                            "torch and resemblyzer), or use --voice-tier student")
                 raise ModelError(f"{root}: the manifest has no {name!r} model (it has {have}); "
                                  + hint)
             entries[modality] = manifest[name]
-        heads = [h for h in TIER_HEADS[face_tier] if h in manifest]
+        if voice_tier == "large":
+            recorded = entries["voice"].meta.get("front_end")
+            try:
+                recorded = json.loads(recorded) if isinstance(recorded, str) else recorded
+            except ValueError:
+                recorded = None
+            kind = recorded.get("kind") if isinstance(recorded, dict) else None
+            if kind != "ge2e":
+                raise ModelError(f"{root}: {voice_name} records front-end {kind!r}, not 'ge2e'; "
+                                 "the large voice tier embeds with Resemblyzer's front-end "
+                                 f"only: regenerate it with `edgepin port-resemblyzer --models "
+                                 f"{root}`")
+            if precision != "fp32":
+                notes.append(f"voice tier large runs {voice_name} in FP32 under --precision "
+                             f"{precision} (its LSTM has no {precision} export); only the face "
+                             f"model runs {precision}")
+        head_names = tier_heads(face_tier, voice_tier)
+        heads = [h for h in head_names if h in manifest]
         for head in heads:
-            entries[head.removesuffix("_large")] = manifest[head]
+            entries[("pin_face", "pin_voice", "faa")[head_names.index(head)]] = manifest[head]
         if "pin_face" in entries and "pin_voice" not in entries or (
             "pin_voice" in entries and "pin_face" not in entries
         ):
             raise ModelError(f"{root}: the manifest has only one of pin_face/pin_voice")
         if not heads:
             notes.append(
-                f"cross-modal check unavailable (no {'/'.join(TIER_HEADS[face_tier])} models in "
+                f"cross-modal check unavailable (no {'/'.join(head_names)} models in "
                 "the manifest): liveness means face and voice each match the SAME enrolled "
                 "identity")
         engines_root = Path(engines) if engines is not None else root / "tensorrt"
@@ -290,10 +378,12 @@ class ModelBundle:
         runners: dict[str, Runner] = {}
         engine_files: dict[str, str] = {}
         face_input = FaceInput.from_meta(entries["face"].meta.get("front_end"))
+        # the large voice has no TensorRT build yet: it runs on onnxruntime with every backend
+        engine_keys = [k for k in ENGINE_MODELS if not (k == "voice" and voice_tier == "large")]
         try:
             for key, entry in entries.items():
                 path, expected, kind = entry.verified_path(), None, "onnxruntime"
-                if backend == "tensorrt" and key in ENGINE_MODELS:
+                if backend == "tensorrt" and key in engine_keys:
                     path, expected = find_engine(engines_root, entry.sha256,
                                                  ENGINE_PRECISIONS[precision], machine,
                                                  model=entry.name)
@@ -302,6 +392,8 @@ class ModelBundle:
                 ins, outs = _EMBED_SPECS[key]
                 if key == "face":
                     ins = {"face": TensorSpec("face", np.float32, (-1, *face_input.shape))}
+                if key == "voice" and voice_tier == "large":
+                    ins, outs = VOICE_LARGE_SPEC
                 runners[key] = load_runner(path, backend=kind, threads=threads,
                                            expect_inputs=ins, expect_outputs=outs,
                                            expected_key=expected)
@@ -313,14 +405,18 @@ class ModelBundle:
             used = ", ".join(f"{k} {v}" for k, v in engine_files.items())
             notes.append(f"TensorRT engines: {used}" + (
                 f"; {', '.join(heads)} run on onnxruntime (no engines, by design)" if heads else ""))
-        front_end = _voice_front_end(runners["voice"], entries["voice"])
+            if voice_tier == "large":
+                notes.append(f"{voice_name} runs on onnxruntime (FP32): the large voice tier "
+                             "has no TensorRT engine yet")
+        front_end = _voice_front_end(runners["voice"], entries["voice"]) \
+            if voice_tier == "student" else None
         faa_inputs = str(entries["faa"].meta.get("inputs_space", "student")) if "faa" in entries else ""
         if faa_inputs not in ("", "student", "pin"):
             raise ModelError(f"{root}: faa inputs_space must be 'student' or 'pin', got {faa_inputs!r}")
         if faa_inputs == "pin" and "pin_face" not in entries:
             raise ModelError(f"{root}: faa takes PIN embeddings but the manifest has no pin heads")
         op_path = (Path(operating_points) if operating_points is not None
-                   else root / operating_points_file(precision, face_tier))
+                   else root / operating_points_file(precision, face_tier, voice_tier))
         op = None
         if op_path.exists() or operating_points is not None:
             op = load_operating_points(op_path, {e.name: e.sha256 for e in entries.values()})
@@ -337,7 +433,8 @@ class ModelBundle:
         else:
             thresholds = _provisional(entries)
             notes.append(
-                f"PROVISIONAL thresholds (no {operating_points_file(precision, face_tier)} in "
+                f"PROVISIONAL thresholds (no "
+                f"{operating_points_file(precision, face_tier, voice_tier)} in "
                 f"{root}): "
                 + ", ".join(f"{k} > {v:g} ({thresholds.sources[k]})"
                             for k, v in thresholds.values.items())
@@ -349,7 +446,8 @@ class ModelBundle:
                              "identity decisions use the operating points")
         bundle = cls(root, runners, entries, precision=precision, backend=backend,
                      front_end=front_end, thresholds=thresholds, operating_points=op,
-                     faa_inputs=faa_inputs, notes=notes, face_tier=face_tier)
+                     faa_inputs=faa_inputs, notes=notes, face_tier=face_tier,
+                     voice_tier=voice_tier)
         bundle.engines = engine_files
         return bundle
 
@@ -406,15 +504,34 @@ class ModelBundle:
         return self.face_input.colour
 
     def voice_windows(self, wav16k: np.ndarray) -> np.ndarray:
-        """The ``feats`` windows of an utterance (front-end only: timed apart in the bench)."""
+        """The voice model's inputs for an utterance, front-end only (timed apart in the
+        bench and the verifier): the student's (N, 200, 64) log-mel windows, or the large
+        tier's (P, 160, 40) GE2E mel partials of the whole utterance."""
+        if self.voice_tier == "large":
+            return ge2e_partials(wav16k)
+        if self.front_end is None:
+            raise ModelError("this bundle's voice model has no log-mel front-end")
         return self.front_end.windows(wav16k)
 
     def embed_voice(self, wav16k: np.ndarray | None = None, *,
                     windows: np.ndarray | None = None) -> np.ndarray:
-        """Utterance -> (256,) embedding: L2-normalised mean of its window embeddings."""
+        """Utterance (or its ``voice_windows``) -> (256,) unit embedding: the mean of its
+        window embeddings, pooled as the model's own recipe does (GE2E: ``embed_ge2e``)."""
+        if self.voice_tier == "large":
+            run = self._run_voice_large
+            if windows is None:
+                return embed_ge2e(run, wav16k)
+            if windows.ndim != 3 or windows.shape[1:] != (PARTIAL_FRAMES, GE2E_MELS):
+                raise ConfigError(f"the large voice tier embeds whole utterances as GE2E mel "
+                                  f"partials (P, {PARTIAL_FRAMES}, {GE2E_MELS}) from "
+                                  f"voice_windows(), got windows of shape {windows.shape}")
+            return embed_ge2e_partials(run, windows)
         feats = self.voice_windows(wav16k) if windows is None else windows
         out = l2_normalise(self.runners["voice"].run({"feats": feats})["embedding"])
         return l2_normalise(out.mean(axis=0))
+
+    def _run_voice_large(self, mels: np.ndarray) -> np.ndarray:
+        return self.runners["voice"].run({"mels": mels})["embedding"]
 
     def cross_scores(self, face_emb: np.ndarray, voice_emb: np.ndarray) -> dict[str, float]:
         """Live face vs live voice: {"pin": cosine, "faa": probability} for the heads present."""
@@ -440,6 +557,7 @@ class ModelBundle:
             "precision": self.precision,
             "backend": self.backend,
             "face_tier": self.face_tier,
+            "voice_tier": self.voice_tier,
             "models": {k: {"file": e.file, "sha256": e.sha256} for k, e in self.entries.items()},
             "engines": dict(self.engines) or None,
             "cross_modal": list(self.cross_modal) or None,

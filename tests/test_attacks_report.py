@@ -72,3 +72,12 @@ def test_a_live_loop_variant_reports_the_speech_its_decisions_took():
     text = render(res, s)
     assert "a look grants from 2 s of speech on): speech heard at the decision, median " \
         "(looks per attempt, mean): genuine 3.00 s (4.0)" in text
+
+
+def test_the_rerun_line_reproduces_the_run_it_reports():
+    res = _result()
+    assert "--out benchmarks/attacks.md`" in render(res, summarise(res))
+    res.update(precision="int8", face_tier="large", voice_tier="large")
+    text = render(res, summarise(res))
+    assert ("--out benchmarks/attacks_large_voice_large_int8.md --face-tier large "
+            "--voice-tier large --precision int8`") in text

@@ -183,6 +183,7 @@ def run_demo(
     door: str | Path | None = None,
     door_people: int = 12,
     face_tier: str = "student",
+    voice_tier: str = "student",
 ) -> DemoReport:
     """Enrol, replay genuine and mixed attempts through the loop; see the module docstring."""
     t_start = time.perf_counter()
@@ -198,7 +199,8 @@ def run_demo(
     names = list(clip_map)
     halves = {n: c.split(c.start + c.duration / 2) for n, c in clip_map.items()}
     bundle = ModelBundle.load(models_dir, precision=precision, backend=backend, threads=threads,
-                              threshold_overrides=threshold_overrides, face_tier=face_tier)
+                              threshold_overrides=threshold_overrides, face_tier=face_tier,
+                              voice_tier=voice_tier)
     choice = open_face_detector(detector, models=models_dir, backend=backend, threads=threads,
                                 frame_size=(clip_map[names[0]].frames[0].image.shape[1],
                                             clip_map[names[0]].frames[0].image.shape[0]))

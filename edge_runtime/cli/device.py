@@ -40,6 +40,12 @@ def _models_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                         "ResNet as ONNX (face_large: 150x150 RGB dlib chip; teacher-grade, "
                         "its own heads and operating points). auto: the models folder's "
                         "default_face_tier for this backend (docs/dlib_port.md)")
+    p.add_argument("--voice-tier", choices=("student", "large"), default="student",
+                   help="voice model: the distilled student (2 s log-mel windows), or "
+                        "Resemblyzer's GE2E encoder as ONNX (voice_large, made by `edgepin "
+                        "port-resemblyzer`; whole utterances, FP32 on onnxruntime at every "
+                        "precision and backend, no cross-modal heads yet, its own operating "
+                        "points and galleries)")
     p.add_argument("--detector", choices=("auto", "cnn", "hog"), default="auto",
                    help="face detector: dlib's CNN as a network, dlib HOG, or auto (the CNN on "
                         "TensorRT, else the faster of the two measured at start; default: %(default)s)")
@@ -206,11 +212,12 @@ def _demo(args: argparse.Namespace) -> int:
     report = run_demo(args.models, args.clips, people=args.people,
                       mixed_per_person=args.mixed, realtime=args.realtime,
                       min_speech_s=args.min_speech,
-                      precision=resolve_precision(args.precision, args.backend, models, tier),
+                      precision=resolve_precision(args.precision, args.backend, models, tier,
+                                                  args.voice_tier),
                       backend=args.backend, threads=args.threads,
                       threshold_overrides=parse_threshold_overrides(args.threshold),
                       detector=args.detector, door=args.door,
-                      face_tier=tier)
+                      face_tier=tier, voice_tier=args.voice_tier)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

@@ -69,20 +69,21 @@ def face_detector(args: argparse.Namespace, frame_size: tuple[int, int] = (640, 
 
 
 def resolve_precision(precision: str, backend: str, models: Path,
-                      face_tier: str = "student") -> str:
+                      face_tier: str = "student", voice_tier: str = "student") -> str:
     """``auto``: INT8 on TensorRT when the folder has the INT8 models; on onnxruntime the
     CPU probe's choice (``edge_runtime.cpu_int8``) for the student, FP32 for the large tier
     (its INT8 file is a TensorRT QDQ graph; the FP32 port is the fast one on a CPU).
+    The large voice has no INT8 file (it runs FP32 at every precision), so it never decides.
     Anything else unchanged."""
     if precision != "auto":
         return precision
     if backend == "tensorrt":
         from edge_runtime.bundle import load_manifest
-        from edge_runtime.models import face_entry_name
+        from edge_runtime.models import face_entry_name, voice_entry_name
 
         entries = load_manifest(models) if (models / "manifest.json").is_file() else {}
-        return "int8" if {face_entry_name(face_tier, "int8"), "voice_int8"} <= set(entries) \
-            else "fp32"
+        return "int8" if {face_entry_name(face_tier, "int8"),
+                          voice_entry_name(voice_tier, "int8")} <= set(entries) else "fp32"
     if face_tier == "large":
         return "fp32"
     from edge_runtime.cpu_int8 import choose
@@ -106,9 +107,10 @@ def model_bundle(args: argparse.Namespace) -> Any:
 
     models = Path(args.models) if args.models is not None else default_models_dir()
     tier = resolve_face_tier(getattr(args, "face_tier", "auto"), args.backend, models)
+    voice_tier = getattr(args, "voice_tier", "student")
     return ModelBundle.load(
-        models, face_tier=tier,
-        precision=resolve_precision(args.precision, args.backend, models, tier),
+        models, face_tier=tier, voice_tier=voice_tier,
+        precision=resolve_precision(args.precision, args.backend, models, tier, voice_tier),
         backend=args.backend, threads=args.threads,
         engines=getattr(args, "engines", None),
         operating_points=getattr(args, "operating_points", None),

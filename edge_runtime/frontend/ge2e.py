@@ -10,7 +10,7 @@ does around its network is rebuilt here, step for step, from its source:
   filterbank 0-8 kHz, NOT log, (T, 40);
 - ``partial_slices``: ``VoiceEncoder.compute_partial_slices``: 1.6 s partials every 1/1.3 s;
 - ``embed_ge2e``: ``VoiceEncoder.embed_utterance``: pad to the last partial, embed every
-  partial, average, unit norm.
+  partial, average, unit norm (``embed_ge2e_partials``: the same from ready partials).
 
 Resemblyzer's ``preprocess_wav`` also trims long silences with webrtcvad; the device does not:
 its own speech gate (``vad.SpeechGate``) already hands over voiced speech only.
@@ -142,7 +142,12 @@ def embed_ge2e(run: Callable[[np.ndarray], np.ndarray], wav16k: np.ndarray,
                rate: float = 1.3, min_coverage: float = 0.75) -> np.ndarray:
     """(256,) unit float32 utterance embedding: ``run`` maps (P, 160, 40) mel partials to
     (P, 256) partial embeddings (e.g. the voice_large ONNX session); their mean, unit norm."""
-    mels = ge2e_partials(wav16k, rate, min_coverage)
+    return embed_ge2e_partials(run, ge2e_partials(wav16k, rate, min_coverage))
+
+
+def embed_ge2e_partials(run: Callable[[np.ndarray], np.ndarray], mels: np.ndarray) -> np.ndarray:
+    """``embed_ge2e`` after its front-end: (P, 160, 40) partials made by ``ge2e_partials`` ->
+    (256,) unit embedding, so a caller can time the front-end and the network apart."""
     emb = np.asarray(run(mels), dtype=np.float64)
     if emb.shape != (mels.shape[0], EMBED_DIM) or not np.isfinite(emb).all():
         raise ModelError(f"GE2E encoder returned {emb.shape} (finite: {np.isfinite(emb).all()}) "
