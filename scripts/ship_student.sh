@@ -95,6 +95,7 @@ if want benchmarks; then
 fi
 if want demo; then
   say "demo"
-  $EDGEPIN demo --door "$DATA"
+  # --models: without it the demo opens the installed package's models/, not this checkout's
+  $EDGEPIN demo --models models --door "$DATA"
 fi
 say "done: update benchmarks/students.md and models/README.md with the figures above"
