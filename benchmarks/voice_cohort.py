@@ -344,6 +344,22 @@ def summary_lines(mix: Mapping[str, Any], prim: str) -> list[str]:
     return lines
 
 
+def _voice_model_line(res: Mapping[str, Any]) -> str:
+    """Which voice model made the embeddings (``--voice``), for the report's header."""
+    same = (f"on the held-out speakers of the voice student in `{res['models']}` (the same "
+            "speakers, cuts and cohort as the student's run).")
+    if res.get("voice") == "teacher":
+        return (f"Voice model: the TEACHER ({res['voice_sha256']}, `train.teachers.VoiceTeacher`: "
+                "Resemblyzer with its own silence trimming), " + same)
+    if res.get("voice") == "large":
+        return (f"Voice model: the teacher's ONNX PORT, the large voice tier "
+                f"({res['voice_sha256']}, `models/voice_large.onnx` through "
+                "`edge_runtime.frontend.ge2e.embed_ge2e` on onnxruntime: volume normalisation but "
+                "no webrtcvad trimming, the speech gate's voiced speech only), " + same)
+    return (f"Models: `{res['models']}` ({res['precision']}), voice model sha256 "
+            f"{res['voice_sha256'][:12]}..., through `edge_runtime.ModelBundle.embed_voice`.")
+
+
 def render(res: Mapping[str, Any]) -> str:
     m = res["machine"]
     prim = f"{PRIMARY[0]}, K={PRIMARY[1]}"
@@ -354,18 +370,7 @@ def render(res: Mapping[str, Any]) -> str:
         f"{m['onnxruntime']}. Date: {m['date']}. Load average: {res['load']} (1/5/15 min, at "
         "the end; a shared 2-core machine: no timing here).",
         "",
-        (f"Voice model: the TEACHER ({res['voice_sha256']}, `train.teachers.VoiceTeacher`: "
-         "Resemblyzer with its own silence trimming), on the held-out speakers of the voice "
-         f"student in `{res['models']}` (the same speakers, cuts and cohort as the student's "
-         "run)." if res.get("voice") == "teacher" else
-         f"Voice model: the teacher's ONNX PORT, the large voice tier ({res['voice_sha256']}, "
-         "`models/voice_large.onnx` through `edge_runtime.frontend.ge2e.embed_ge2e` on "
-         "onnxruntime: volume normalisation but no webrtcvad trimming, the speech gate's voiced "
-         f"speech only), on the held-out speakers of the voice student in `{res['models']}` "
-         "(the same speakers, cuts and cohort as the student's run)."
-         if res.get("voice") == "large" else
-         f"Models: `{res['models']}` ({res['precision']}), voice model sha256 "
-         f"{res['voice_sha256'][:12]}..., through `edge_runtime.ModelBundle.embed_voice`."),
+        _voice_model_line(res),
         "",
         f"Data: the voice student's held-out speechocean762 speakers ({res['speakers']}, test + "
         "val split), the veto's own construction (`calibration/voice_veto.py`): template = "

@@ -55,8 +55,6 @@ def large_embedder(models: Path, threads: int = 1) -> tuple[Callable[[np.ndarray
     entry = load_manifest(models).get("voice_large")
     if entry is None:
         raise ModelError(f"{models}: no voice_large in the manifest; {hint}")
-    if not entry.path.is_file():
-        raise ModelError(f"{entry.path} is missing (generated, not committed); {hint}")
     runner = load_runner(entry.verified_path(), backend="onnxruntime", threads=threads)
 
     def run(mels: np.ndarray) -> np.ndarray:

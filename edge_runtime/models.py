@@ -46,7 +46,7 @@ from edge_runtime.frontend.features import (
 from edge_runtime.frontend.ge2e import (
     GE2E_MELS,
     PARTIAL_FRAMES,
-    embed_ge2e,
+    check_front_end,
     embed_ge2e_partials,
     ge2e_partials,
 )
@@ -345,17 +345,7 @@ class ModelBundle:
                                  + hint)
             entries[modality] = manifest[name]
         if voice_tier == "large":
-            recorded = entries["voice"].meta.get("front_end")
-            try:
-                recorded = json.loads(recorded) if isinstance(recorded, str) else recorded
-            except ValueError:
-                recorded = None
-            kind = recorded.get("kind") if isinstance(recorded, dict) else None
-            if kind != "ge2e":
-                raise ModelError(f"{root}: {voice_name} records front-end {kind!r}, not 'ge2e'; "
-                                 "the large voice tier embeds with Resemblyzer's front-end "
-                                 f"only: regenerate it with `edgepin port-resemblyzer --models "
-                                 f"{root}`")
+            check_front_end(entries["voice"].meta.get("front_end"), f"{root}: {voice_name}")
             if precision != "fp32":
                 notes.append(f"voice tier large runs {voice_name} in FP32 under --precision "
                              f"{precision} (its LSTM has no {precision} export); only the face "
@@ -518,14 +508,13 @@ class ModelBundle:
         """Utterance (or its ``voice_windows``) -> (256,) unit embedding: the mean of its
         window embeddings, pooled as the model's own recipe does (GE2E: ``embed_ge2e``)."""
         if self.voice_tier == "large":
-            run = self._run_voice_large
             if windows is None:
-                return embed_ge2e(run, wav16k)
-            if windows.ndim != 3 or windows.shape[1:] != (PARTIAL_FRAMES, GE2E_MELS):
+                windows = ge2e_partials(wav16k)
+            elif windows.ndim != 3 or windows.shape[1:] != (PARTIAL_FRAMES, GE2E_MELS):
                 raise ConfigError(f"the large voice tier embeds whole utterances as GE2E mel "
                                   f"partials (P, {PARTIAL_FRAMES}, {GE2E_MELS}) from "
                                   f"voice_windows(), got windows of shape {windows.shape}")
-            return embed_ge2e_partials(run, windows)
+            return embed_ge2e_partials(self._run_voice_large, windows)
         feats = self.voice_windows(wav16k) if windows is None else windows
         out = l2_normalise(self.runners["voice"].run({"feats": feats})["embedding"])
         return l2_normalise(out.mean(axis=0))

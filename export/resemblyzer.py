@@ -17,8 +17,6 @@ Cheap to import: torch, onnx and resemblyzer load inside the functions.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import importlib.util
 import json
 import os
 import tempfile
@@ -43,36 +41,27 @@ _INSTALL = "pip install --no-deps resemblyzer==0.1.4 (and torch: the train extra
 FIXTURE_AUDIO = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "speechocean762"
 
 
-def weights_path() -> Path:
-    """The installed package's ``pretrained.pt``, found without importing it (or torch)."""
-    spec = importlib.util.find_spec("resemblyzer")
-    if spec is None or spec.origin is None:
-        raise DependencyError(f"the voice_large port needs resemblyzer: {_INSTALL}")
-    path = Path(spec.origin).parent / "pretrained.pt"
-    if not path.is_file():
-        raise DependencyError(f"resemblyzer is installed but has no weights at {path}")
-    return path
-
-
 def source_version() -> str:
-    """``resemblyzer@VERSION+sha12`` of the weights: the same string as the teacher's
-    (``train.teachers.VoiceTeacher.version``), so embeddings of both key alike."""
-    from edge_runtime.bundle import sha256_file
+    """``resemblyzer@VERSION+sha12`` of the weights: the teacher's own version string
+    (``train.teachers.VoiceTeacher``), so embeddings of both key alike."""
+    from train.teachers import VoiceTeacher
 
-    return (f"resemblyzer@{importlib.metadata.version('resemblyzer')}+"
-            f"{sha256_file(weights_path())[:12]}")
+    return VoiceTeacher.version_string()
 
 
 def port_version() -> str:
     """``resemblyzer_ge2e_onnx@PORT+sha12``: names what the generated file computes."""
     from edge_runtime.bundle import sha256_file
+    from train.teachers import resemblyzer_weights
 
-    return f"resemblyzer_ge2e_onnx@{PORT_VERSION}+{sha256_file(weights_path())[:12]}"
+    return f"resemblyzer_ge2e_onnx@{PORT_VERSION}+{sha256_file(resemblyzer_weights())[:12]}"
 
 
 def load_encoder() -> Any:
     """Resemblyzer's ``VoiceEncoder`` on the CPU, eval mode (torch; DependencyError if absent)."""
-    weights_path()
+    from train.teachers import resemblyzer_weights
+
+    resemblyzer_weights()
     try:
         import torch  # noqa: F401
         from resemblyzer import VoiceEncoder

@@ -105,6 +105,18 @@ class DlibFaceTeacher:
         return self.embed_chip(dlib_chip(image, detection, size=150, padding=0.25))
 
 
+def resemblyzer_weights() -> Path:
+    """The installed resemblyzer's ``pretrained.pt``, found without importing it (or torch):
+    the teacher's version string and the ONNX port (``export/resemblyzer.py``) both key on it."""
+    spec = importlib.util.find_spec("resemblyzer")
+    if spec is None or spec.origin is None:
+        raise DependencyError("voice teacher needs resemblyzer (pip install --no-deps resemblyzer==0.1.4)")
+    weights = Path(spec.origin).parent / "pretrained.pt"
+    if not weights.is_file():
+        raise DependencyError(f"resemblyzer is installed but has no weights at {weights}")
+    return weights
+
+
 class VoiceTeacher:
     """Resemblyzer's GE2E encoder (256-d, unit norm) on 16 kHz audio, with its own preprocessing."""
 
@@ -125,11 +137,8 @@ class VoiceTeacher:
     @staticmethod
     def version_string() -> str:
         """Package version + weight hash, found without importing resemblyzer (and torch)."""
-        spec = importlib.util.find_spec("resemblyzer")
-        if spec is None or spec.origin is None:
-            raise DependencyError("voice teacher needs resemblyzer (pip install --no-deps resemblyzer==0.1.4)")
-        weights = Path(spec.origin).parent / "pretrained.pt"
-        return f"resemblyzer@{importlib.metadata.version('resemblyzer')}+{_short_hash(weights)}"
+        return (f"resemblyzer@{importlib.metadata.version('resemblyzer')}+"
+                f"{_short_hash(resemblyzer_weights())}")
 
     def embed(self, wav16k: np.ndarray) -> np.ndarray:
         """Utterance embedding; Resemblyzer trims silence and normalises volume itself."""

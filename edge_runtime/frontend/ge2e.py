@@ -18,6 +18,7 @@ its own speech gate (``vad.SpeechGate``) already hands over voiced speech only.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 
@@ -48,6 +49,21 @@ def front_end_dict() -> dict[str, object]:
             "n_mels": GE2E_MELS, "mel": "power, Slaney 0-8000 Hz, centred (librosa 0.11)",
             "partial_frames": PARTIAL_FRAMES, "rate": 1.3, "min_coverage": 0.75,
             "volume_dbfs": TARGET_DBFS, "silence_trim": "none (the device's speech gate)"}
+
+
+def check_front_end(raw: object, what: str) -> None:
+    """Refuse (ModelError naming ``what``) a model whose recorded front-end (manifest meta or
+    ONNX ``edgepin.front_end``, a dict or its JSON) is not ``front_end_dict()``'s kind: its
+    inputs are not these mel partials."""
+    try:
+        recorded = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        recorded = None
+    kind = recorded.get("kind") if isinstance(recorded, dict) else None
+    if kind != front_end_dict()["kind"]:
+        raise ModelError(f"{what} records front-end {kind!r}, not 'ge2e'; the large voice tier "
+                         "embeds with Resemblyzer's front-end only: regenerate it with "
+                         "`edgepin port-resemblyzer`")
 
 
 def _check_wav(wav: np.ndarray, what: str, min_samples: int = 1) -> np.ndarray:
