@@ -467,7 +467,9 @@ def test_voice_veto_lengths_past_one_utterance_join_the_speakers_next_ones():
             seen.append(x.size / TARGET_SR)
             return np.array([1.0, 0.0])
 
-    llrs = genuine_voice_llrs(_Bundle(), _op(), [{"name": "x", "utterances": utts}], gate)
+    # enrol_s=0: the fewest enrolment utterances (3), leaving these clips' probes to join
+    llrs = genuine_voice_llrs(_Bundle(), _op(), [{"name": "x", "utterances": utts}], gate,
+                              enrol_s=0.0)
     assert set(llrs) == set(LENGTHS_S) | set(LONG_LENGTHS_S)
     for x in LONG_LENGTHS_S:  # k = 0, 1, 2: as many joined probes as reach x
         want = sum(sum(voiced[k:]) >= x for k in range(3))

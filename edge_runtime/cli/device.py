@@ -120,6 +120,8 @@ def _enroll(args: argparse.Namespace) -> int:
     for s in result.samples:
         if not s.ok:
             print(f"refused {s.modality} sample: {s.reason}", file=sys.stderr)
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     print(f"{result.summary()} (gallery {path})")
     return 0
 
