@@ -10,9 +10,9 @@ How much speech a voice template needs (``ENROL_VOICE_S``): a template averaged 
 speech scores the person's own voice higher and a stranger's no higher, so the face+liveness
 veto ("the voice must not contradict") rejects fewer genuine people AND passes fewer strangers.
 Measured on the 30 held-out speechocean762 speakers, templates from 3 / 5 / 7 utterances
-(about 8 / 13 / 18 s voiced) against the same probes, at the live door's looks (3-5 s of
-speech, veto cross-fitted): own voice vetoed 5.1 / 3.4 / 3.1 %, a stranger's voice not vetoed
-2.4 / 1.6 / 1.1 % (``benchmarks/notes/enrol_speech.md``). Enrolment therefore collects
+(8.9 / 14.6 / 19.8 s voiced on average) against the same probes, at the live door's looks
+(3-5 s of speech, veto cross-fitted): own voice vetoed 5.1 / 3.4 / 3.1 %, a stranger's voice
+not vetoed 2.4 / 1.6 / 1.1 % (``benchmarks/enrol_speech.md``). Enrolment therefore collects
 ``ENROL_VOICE_S`` of voiced speech where it can choose (live capture, a door's recordings) and
 says so where it cannot (``Enrollment.warnings``).
 """
