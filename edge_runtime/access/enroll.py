@@ -9,10 +9,11 @@ a refused modality leaves the previous enrolment of that person exactly as it wa
 How much speech a voice template needs (``ENROL_VOICE_S``): a template averaged over more
 speech scores the person's own voice higher and a stranger's no higher, so the face+liveness
 veto ("the voice must not contradict") rejects fewer genuine people AND passes fewer strangers.
-Measured on the 30 held-out speechocean762 speakers, templates from 3 / 5 / 7 utterances
+Measured with the voice student on the 30 held-out speechocean762 speakers, templates from 3 / 5 / 7 utterances
 (8.9 / 14.6 / 19.8 s voiced on average) against the same probes, at the live door's looks
 (3-5 s of speech, veto cross-fitted): own voice vetoed 5.1 / 3.4 / 3.1 %, a stranger's voice
-not vetoed 2.4 / 1.6 / 1.1 % (``benchmarks/enrol_speech.md``). Enrolment therefore collects
+not vetoed 2.4 / 1.6 / 1.1 % (``benchmarks/enrol_speech.md``; the large voice tier gains on
+strangers only: ``enrol_speech_large.md``). Enrolment therefore collects
 ``ENROL_VOICE_S`` of voiced speech where it can choose (live capture, a door's recordings) and
 says so where it cannot (``Enrollment.warnings``).
 """
