@@ -19,8 +19,10 @@ the APCER/BPCER trade-off in one run.
 People: held-out identities only (the students' test + val people: the split recorded in the
 models). Face and voice come from different datasets (LFW photos, speechocean762 speakers):
 each pairing of an LFW person with a speechocean762 speaker of the same gender is an
-ARTIFICIAL identity. Half of them are enrolled (2 photos + 3 utterances); the others are
-strangers. Probes: photos and utterances not used to enrol, the audio cut to 2-4 s.
+ARTIFICIAL identity. Half of them are enrolled (2 photos + their first utterances until
+``ENROL_VOICE_S`` of voiced speech, as every enrolment asks: ``enroll_people``; runs before
+2026-12-02 enrolled 3 utterances); the others are strangers. Probes: photos and utterances not
+used to enrol, the audio cut to 2-4 s (a stranger's from their 4th utterance on, as before).
 
 Kinds (ISO/IEC 30107-3 terms: APCER = attack presentations accepted, BPCER = bona fide
 presentations rejected; zero-effort impostors give the FMR):
@@ -82,7 +84,7 @@ from benchmarks.attacks_report import STRICT_FAR, plot, render, summarise
 from benchmarks.machine import machine_info
 from calibration.voice_veto import QUANTILE, genuine_voice_llrs, veto_table
 from edge_runtime.access.collector import live_min_speech_s
-from edge_runtime.access.enroll import Enroller, enroll_people
+from edge_runtime.access.enroll import ENROL_VOICE_S, Enroller, enroll_people
 from edge_runtime.access.loop import LoopConfig
 from edge_runtime.access.pipeline import PipelineConfig, Verifier
 from edge_runtime.errors import EdgepinError
@@ -174,7 +176,7 @@ def probe_voice(media: Media, p: dict[str, Any], r: np.random.Generator, short: 
     what ``p`` says at a live door that asks them to keep speaking: from the cut's start on,
     then their next probe utterances, up to the loop's time limit. The informed attacker of
     the short kind stops at the end of the cut."""
-    probes = p["utterances"][3:]
+    probes = p["utterances"][p.get("enrol_utterances", 3):]
     i = int(r.integers(0, len(probes)))
     wav = media.audio(probes[i])
     k, n = _cut(wav, r, SHORT_AUDIO_S if short else PROBE_AUDIO_S)
@@ -263,8 +265,9 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
         key = create_key(Path(tmp) / "g.key")
         with Gallery.open(Path(tmp) / "g.db", key) as gallery:
             enroller = Enroller(bundle, detector, gate, min_speech_s=1.0)
-            names, _ = enroll_people(enroller, gallery, enrolled)
-            enrolled = [p for p in enrolled if p["name"] in names]
+            door = enroll_people(enroller, gallery, enrolled)
+            enrolled = [{**p, "enrol_utterances": door.voice_used[p["name"]]}
+                        for p in enrolled if p["name"] in door.enrolled]
             handle = GalleryHandle.wrap(gallery)
 
             # the voice veto is calibrated on the people of the OTHER fold (cross-fitting):
@@ -356,6 +359,8 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
             def state(done: int) -> dict[str, Any]:
                 return {"kinds": results, "grid": grid, "gallery_size": len(enrolled),
                         "strangers": len(strangers), "people": len(people),
+                        "enrol_voice_s": ENROL_VOICE_S,
+                        "enrol_utterances": {p["name"]: p["enrol_utterances"] for p in enrolled},
                         "modes": {name: {**vars(op.modes[m]),
                                          "target_far": far or op.modes[m].target_far,
                                          "voice_veto":

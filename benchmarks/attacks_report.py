@@ -102,6 +102,15 @@ def _pct(x: float) -> str:
     return "-" if x != x else f"{100 * x:.2f}%"
 
 
+def _enrolment(res: dict[str, Any]) -> str:
+    """How the door's people were enrolled (runs before 2026-12-02: 3 utterances each)."""
+    if "enrol_voice_s" not in res:
+        return "2 photos + 3 utterances each"
+    n = list(res["enrol_utterances"].values())
+    return (f"2 photos + their first utterances until {res['enrol_voice_s']:g} s of voiced "
+            f"speech: {min(n)}-{max(n)} utterances, {np.mean(n):.1f} on average")
+
+
 def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
     m = res["machine"]
     tier = res.get("face_tier", "student")
@@ -130,7 +139,7 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
         "",
         f"Data: {res['people']} ARTIFICIAL identities (held-out LFW person + held-out "
         f"speechocean762 speaker of the same gender: different people, paired here); "
-        f"{res['gallery_size']} enrolled (2 photos + 3 utterances each), {res['strangers']} "
+        f"{res['gallery_size']} enrolled ({_enrolment(res)}), {res['strangers']} "
         "strangers. Probes: other photos, other utterances cut to 2-4 s. GRID: 7 real clips, "
         "enrolled from first halves, second halves probed (1.5 s).",
         "",

@@ -9,8 +9,9 @@ OWN voices (probe cut to L seconds of speech vs their template): by construction
 about that share of genuine voices at every length, and as much of everyone else as the voice
 model can tell apart at that length.
 
-Templates are made as enrolment makes them (3 utterances, voiced parts, normalised mean);
-probes are the speaker's other utterances. The people who set the veto must not be the people
+Templates are made as enrolment makes them (the first utterances until ``ENROL_VOICE_S`` of
+voiced speech, at least 3: ``enrol_voice_count``; voiced parts, normalised mean); probes are
+the speaker's other utterances. The people who set the veto must not be the people
 it is evaluated on: ``benchmarks/attacks.py`` sets it on one half of its people and measures
 on the other (and the reverse); the shipped table uses all held-out speakers.
 """
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.access.enroll import ENROL_VOICE_S, enrol_voice_count
 from edge_runtime.errors import ConfigError, EdgepinError
 from edge_runtime.frontend.audio import TARGET_SR, load_audio
 from edge_runtime.frontend.vad import SpeechGate
@@ -36,24 +38,24 @@ LENGTHS_S = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 # at 3 s; without them the table's 3 s end held for any longer speech.
 LONG_LENGTHS_S = (4.0, 5.0)
 QUANTILE = 0.02
-ENROL_UTTERANCES = 3
 
 
 def genuine_voice_llrs(bundle: ModelBundle, op: OperatingPoints, speakers: Sequence[Any],
                        gate: SpeechGate, lengths: Sequence[float] = LENGTHS_S,
-                       max_probes: int = 8, long_lengths: Sequence[float] = LONG_LENGTHS_S
-                       ) -> dict[float, np.ndarray]:
+                       max_probes: int = 8, long_lengths: Sequence[float] = LONG_LENGTHS_S,
+                       enrol_s: float = ENROL_VOICE_S) -> dict[float, np.ndarray]:
     """Calibrated voice LLR of each speaker's own probes vs their own template, per speech
     length: ``lengths`` cut from one probe utterance, ``long_lengths`` from a probe utterance
     and the speaker's next ones joined. ``speakers``: ``{"name", "utterances": [paths]}`` (the
-    first 3 enrol)."""
+    first ones enrol, as ``enroll_people`` enrols them: until ``enrol_s`` of voiced speech, at
+    least 3 utterances, never the last)."""
     cal = op.fuser.calibrations.get("voice")
     if cal is None:
         raise ConfigError(f"{op.source or 'operating points'} has no voice calibration")
     out: dict[float, list[float]] = {float(x): [] for x in (*lengths, *long_lengths)}
     for sp in speakers:
         utts = [Path(u) for u in sp["utterances"]]
-        if len(utts) <= ENROL_UTTERANCES:
+        if len(utts) < 2:
             continue
         speech = []
         for u in utts:
@@ -63,12 +65,14 @@ def genuine_voice_llrs(bundle: ModelBundle, op: OperatingPoints, speakers: Seque
                 speech.append(None)
                 continue
             speech.append(gate.extract_speech(wav, gate.speech_segments(wav)))
-        enrol = [s for s in speech[:ENROL_UTTERANCES] if s is not None and s.size]
+        k = enrol_voice_count([0.0 if s is None else s.size / TARGET_SR
+                               for s in speech[:-1]], enrol_s)
+        enrol = [s for s in speech[:k] if s is not None and s.size]
         if not enrol:
             continue
         t = np.mean([bundle.embed_voice(s) for s in enrol], axis=0)
         t /= max(float(np.linalg.norm(t)), 1e-12)
-        probes = [s for s in speech[ENROL_UTTERANCES:] if s is not None]
+        probes = [s for s in speech[k:] if s is not None]
         for k, s in enumerate(probes[:max_probes]):
             joined = np.concatenate(probes[k:]) if long_lengths else s
             for x in out:

@@ -81,3 +81,12 @@ def test_the_rerun_line_reproduces_the_run_it_reports():
     text = render(res, summarise(res))
     assert ("--out benchmarks/attacks_large_voice_large_int8.md --face-tier large "
             "--voice-tier large --precision int8`") in text
+
+
+def test_report_says_how_the_door_was_enrolled_old_runs_included():
+    """A run from before enrolment collected 15 s of speech re-renders as it was made."""
+    res = _result()
+    assert "5 enrolled (2 photos + 3 utterances each)" in render(res, summarise(res))
+    res |= {"enrol_voice_s": 15.0, "enrol_utterances": {"p0": 5, "p1": 7, "p2": 6}}
+    assert ("5 enrolled (2 photos + their first utterances until 15 s of voiced speech: 5-7 "
+            "utterances, 6.0 on average)") in render(res, summarise(res))

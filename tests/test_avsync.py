@@ -467,7 +467,9 @@ def test_voice_veto_lengths_past_one_utterance_join_the_speakers_next_ones():
             seen.append(x.size / TARGET_SR)
             return np.array([1.0, 0.0])
 
-    llrs = genuine_voice_llrs(_Bundle(), _op(), [{"name": "x", "utterances": utts}], gate)
+    # enrol_s=0: the fewest enrolment utterances (3), leaving these clips' probes to join
+    llrs = genuine_voice_llrs(_Bundle(), _op(), [{"name": "x", "utterances": utts}], gate,
+                              enrol_s=0.0)
     assert set(llrs) == set(LENGTHS_S) | set(LONG_LENGTHS_S)
     for x in LONG_LENGTHS_S:  # k = 0, 1, 2: as many joined probes as reach x
         want = sum(sum(voiced[k:]) >= x for k in range(3))
@@ -476,3 +478,34 @@ def test_voice_veto_lengths_past_one_utterance_join_the_speakers_next_ones():
     for x in LENGTHS_S:  # one utterance each, as before
         assert llrs[x].size == sum(v >= x for v in voiced)
     assert all(v == pytest.approx(8.0 * 1.0 - 4.0) for v in llrs[4.0])  # the calibrated LLR
+
+
+def test_voice_veto_templates_are_made_from_as_much_speech_as_enrolment_takes():
+    """The veto is measured on templates made as enrolment makes them: the first utterances
+    until ENROL_VOICE_S of speech (here all but the last of six real clips, which hold less),
+    so its probes are what is left."""
+    from calibration.voice_veto import genuine_voice_llrs
+    from edge_runtime.access.enroll import enrol_voice_count
+    from edge_runtime.frontend.audio import load_audio
+    from edge_runtime.frontend.vad import SpeechGate
+
+    root = Path(__file__).parent / "fixtures" / "speechocean762"
+    utts = sorted((root / "SPEAKER0120").glob("*.flac")) + \
+        sorted((root / "SPEAKER0036").glob("*.flac"))
+    gate = SpeechGate("auto")
+    voiced = [gate.extract_speech(w, gate.speech_segments(w)).size / TARGET_SR
+              for w in (load_audio(u, TARGET_SR) for u in utts)]
+    for enrol_s, k in ((0.0, 3), (sum(voiced[:4]) - 0.01, 4), (1e9, len(utts) - 1)):
+        assert enrol_voice_count(voiced[:-1], enrol_s) == k
+        seen: list[float] = []
+
+        class _Bundle:
+            def embed_voice(self, x, seen=seen):
+                seen.append(x.size / TARGET_SR)
+                return np.array([1.0, 0.0])
+
+        llrs = genuine_voice_llrs(_Bundle(), _op(), [{"name": "x", "utterances": utts}], gate,
+                                  enrol_s=enrol_s)
+        assert seen[:k] == pytest.approx(voiced[:k])  # the template: the first k, whole
+        whole = [x for x in llrs if x <= 1.0]  # one-utterance cuts: one per probe long enough
+        assert llrs[whole[0]].size == sum(v >= whole[0] for v in voiced[k:])

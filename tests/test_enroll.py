@@ -15,7 +15,13 @@ import pytest
 import soundfile as sf
 from runtime_models import detector, gate, test_models  # noqa: F401 (pytest fixtures)
 
-from edge_runtime.access.enroll import Enroller, EnrollmentError
+from edge_runtime.access.enroll import (
+    ENROL_VOICE_S,
+    Enroller,
+    EnrollmentError,
+    enrol_voice_count,
+    enroll_people,
+)
 from edge_runtime.capture import ReplaySource
 from edge_runtime.cli import main
 from edge_runtime.frontend.video import decode_clip
@@ -58,7 +64,36 @@ def test_files_each_sample_checked_and_reported(enroller, gallery, fixtures, tmp
     assert "silence only" in refused[str(quiet)]
     [entry] = gallery.list()
     assert entry.name == "ann" and dict(entry.n_samples) == {"face": 2, "voice": 1}
-    assert result.summary() == "enrolled ann: face (2 samples), voice (1 sample); 2 sample(s) refused"
+    assert result.summary() == (f"enrolled ann: face (2 samples), voice (1 sample), "
+                                f"{result.voice_speech_s:.1f} s of speech; 2 sample(s) refused")
+    # one short recording: enrolled, but the operator is told the template is thin
+    assert 1.0 < result.voice_speech_s < ENROL_VOICE_S
+    [warning] = result.warnings
+    assert "'ann'" in warning and f"under the {ENROL_VOICE_S:g} s" in warning
+
+
+def test_enrol_voice_count_takes_speech_until_enough():
+    """A template from ENROL_VOICE_S of speech: the first recordings until that much, at least
+    3 of them, all of them when they hold less."""
+    assert enrol_voice_count([6.0, 6.0, 6.0, 6.0]) == 3  # 18 s: enough at the 3rd
+    assert enrol_voice_count([2.5] * 12) == 6  # 15 s at the 6th
+    assert enrol_voice_count([20.0, 1.0, 1.0, 1.0]) == 3  # one long one: still 3
+    assert enrol_voice_count([2.0, 2.0]) == 2  # less than enough: all
+    assert enrol_voice_count([2.0] * 5, until_s=0.0) == 3
+
+
+def test_door_enrolment_stops_at_enough_speech_and_keeps_the_rest(enroller, gallery, fixtures):
+    """A door's recordings (real speechocean762 clips): enrolment takes the first ones until the
+    voiced seconds asked for and reports how many it took; the later ones stay for probes."""
+    utts = sorted(str(x) for x in (fixtures / "speechocean762").glob("*/*.flac"))
+    person = {"name": "door", "photos": [fixtures / FACE], "utterances": utts}
+    everything = enroll_people(enroller, gallery, [person], voice_s=1e9)
+    assert everything.voice_used == {"door": len(utts) - 1}  # the last one is always a probe
+    few = enroll_people(enroller, gallery, [person], voice_s=4.0)
+    k = few.voice_used["door"]
+    assert k == 3 and few.enrolled == ["door"]  # > 4 s voiced in 3 clips: the minimum
+    [entry] = gallery.list()
+    assert dict(entry.n_samples) == {"face": 1, "voice": 3}
 
 
 def test_a_requested_modality_without_usable_sample_changes_nothing(enroller, gallery, fixtures,
@@ -141,8 +176,9 @@ def test_cli_enroll_then_gallery_list_export_remove(test_models, fixtures, tmp_p
     assert "no gallery key" in capsys.readouterr().err  # one line, says how to make one
     assert main(["enroll", "ann", "--face", str(fixtures / FACE), "--voice",
                  str(fixtures / VOICE), "--min-speech", "0.5", "--create-key", *common]) == 0
-    out = capsys.readouterr().out
-    assert "enrolled ann: face (1 sample), voice (1 sample)" in out
+    captured = capsys.readouterr()
+    assert "enrolled ann: face (1 sample), voice (1 sample)" in captured.out
+    assert captured.err.startswith("warning: 'ann': voice template from ")  # one short clip
     key_file = tmp_path / "home" / "gallery.key"
     assert oct(key_file.stat().st_mode & 0o777) == "0o600"
     assert main(["gallery", "list", "--json"]) == 0

@@ -5,6 +5,17 @@ applies (face detection/alignment/quality, audio level/clipping, enough voiced s
 reported with its reason when refused. The templates (normalised mean of the accepted
 samples' embeddings, ``gallery.make_template``) are written in one transaction: a crash or
 a refused modality leaves the previous enrolment of that person exactly as it was.
+
+How much speech a voice template needs (``ENROL_VOICE_S``): a template averaged over more
+speech scores the person's own voice higher and a stranger's no higher, so the face+liveness
+veto ("the voice must not contradict") rejects fewer genuine people AND passes fewer strangers.
+Measured with the voice student on the 30 held-out speechocean762 speakers, templates from 3 / 5 / 7 utterances
+(8.9 / 14.6 / 19.8 s voiced on average) against the same probes, at the live door's looks
+(3-5 s of speech, veto cross-fitted): own voice vetoed 5.1 / 3.4 / 3.1 %, a stranger's voice
+not vetoed 2.4 / 1.6 / 1.1 % (``benchmarks/enrol_speech.md``; the large voice tier gains on
+strangers only: ``enrol_speech_large.md``). Enrolment therefore collects
+``ENROL_VOICE_S`` of voiced speech where it can choose (live capture, a door's recordings) and
+says so where it cannot (``Enrollment.warnings``).
 """
 
 from __future__ import annotations
@@ -13,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -28,6 +39,25 @@ from edge_runtime.frontend.vad import SpeechGate
 from edge_runtime.frontend.video import Clip, Frame, decode_clip
 from edge_runtime.models import ModelBundle
 from edge_runtime.store.gallery import Gallery, make_template
+
+# voiced seconds a voice template is made from (see the module docstring), and the fewest
+# recordings it averages when they are long
+ENROL_VOICE_S = 15.0
+MIN_VOICE_SAMPLES = 3
+
+
+def enrol_voice_count(voiced_s: Sequence[float], until_s: float = ENROL_VOICE_S,
+                      minimum: int = MIN_VOICE_SAMPLES) -> int:
+    """How many of these recordings (voiced seconds each, in order) an enrolment takes: the
+    first ones until ``until_s`` of voiced speech, at least ``minimum``; all of them when
+    they hold less. Shared by enrolment and the veto's calibration, so both make templates
+    from the same amount of speech."""
+    total = 0.0
+    for k, v in enumerate(voiced_s, start=1):
+        total += float(v)
+        if total >= until_s and k >= minimum:
+            return k
+    return len(voiced_s)
 
 
 class EnrollmentError(MediaError):
@@ -49,12 +79,17 @@ class Enrollment:
     name: str
     n_samples: dict[str, int]
     samples: list[SampleReport] = field(default_factory=list)
+    voice_speech_s: float = 0.0  # voiced seconds behind the voice template
+    voice_used: int = 0  # voice recordings taken (accepted or refused), in the order given
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         kept = ", ".join(f"{m} ({n} sample{'s' if n > 1 else ''})"
                          for m, n in sorted(self.n_samples.items()))
         refused = sum(not s.ok for s in self.samples)
-        return f"enrolled {self.name}: {kept}" + (f"; {refused} sample(s) refused" if refused else "")
+        voice = f", {self.voice_speech_s:.1f} s of speech" if self.n_samples.get("voice") else ""
+        return (f"enrolled {self.name}: {kept}{voice}"
+                + (f"; {refused} sample(s) refused" if refused else ""))
 
 
 class Enroller:
@@ -115,36 +150,51 @@ class Enroller:
     def voice_from_audio(self, wav: np.ndarray | None, source: str
                          ) -> tuple[list[np.ndarray], list[SampleReport]]:
         """One voice embedding from the voiced part of a recording, or the reason why not."""
+        got, rep, _ = self._voice(wav, source)
+        return got, rep
+
+    def _voice(self, wav: np.ndarray | None, source: str
+               ) -> tuple[list[np.ndarray], list[SampleReport], float]:
         try:
             speech, voiced = self.speech_from_audio(wav, source)
             emb = self.bundle.embed_voice(speech)
         except EdgepinError as exc:
-            return [], [SampleReport(source, "voice", False, str(exc))]
-        return [emb], [SampleReport(source, "voice", True, f"{voiced:.1f} s of speech")]
+            return [], [SampleReport(source, "voice", False, str(exc))], 0.0
+        return [emb], [SampleReport(source, "voice", True, f"{voiced:.1f} s of speech")], voiced
 
     # ------------------------------------------------------------------------- enrolment
     def enroll_files(self, gallery: Gallery, name: str, *, faces: Sequence[str | Path] = (),
                      voices: Sequence[str | Path] = (), videos: Sequence[str | Path] = (),
-                     replace: bool = True) -> Enrollment:
-        """``edgepin enroll NAME --face IMG... --voice WAV... --video CLIP...``."""
+                     replace: bool = True, voice_until_s: float | None = None) -> Enrollment:
+        """``edgepin enroll NAME --face IMG... --voice WAV... --video CLIP...``.
+
+        ``voice_until_s``: take the ``voices`` in order only until that much voiced speech (at
+        least ``MIN_VOICE_SAMPLES`` accepted), leaving the rest unused (a door's recordings:
+        the later ones stay for probes); None takes them all."""
         if not (faces or voices or videos):
             raise ConfigError("enrolment needs at least one --face, --voice or --video sample")
         crops: list[np.ndarray] = []
         voice: list[np.ndarray] = []
         reports: list[SampleReport] = []
+        voiced, used = 0.0, 0
         for path in faces:
             got, rep = self.face_from_image(path)
             crops += got
             reports += rep
         for path in voices:
+            if voice_until_s is not None and voiced >= voice_until_s \
+                    and len(voice) >= MIN_VOICE_SAMPLES:
+                break
+            used += 1
             try:
                 wav = load_audio(path, TARGET_SR)
             except EdgepinError as exc:
                 reports.append(SampleReport(str(path), "voice", False, str(exc)))
                 continue
-            got, rep = self.voice_from_audio(wav, str(path))
+            got, rep, v = self._voice(wav, str(path))
             voice += got
             reports += rep
+            voiced += v
         for path in videos:
             try:
                 clip = decode_clip(path)
@@ -154,30 +204,36 @@ class Enroller:
             got, rep = self.faces_from_frames(clip.frames, str(path))
             crops += got
             reports += rep
-            got, rep = self.voice_from_audio(clip.audio, str(path))
+            got, rep, v = self._voice(clip.audio, str(path))
             voice += got
             reports += rep
+            voiced += v
         wanted = {m for m, given in (("face", faces or videos), ("voice", voices or videos)) if given}
-        return self._store(gallery, name, crops, voice, reports, wanted, replace)
+        out = self._store(gallery, name, crops, voice, reports, wanted, replace, voiced)
+        out.voice_used = used
+        return out
 
     def enroll_clip(self, gallery: Gallery, name: str, clip: Clip, *,
                     replace: bool = True) -> Enrollment:
         """Both modalities from one talking-face clip (the demo enrols first halves)."""
         source = f"{clip.path} [{clip.start:.1f}-{clip.start + clip.duration:.1f} s]"
         crops, reports = self.faces_from_frames(clip.frames, source)
-        voice, rep = self.voice_from_audio(clip.audio, source)
-        return self._store(gallery, name, crops, voice, reports + rep, {"face", "voice"}, replace)
+        voice, rep, voiced = self._voice(clip.audio, source)
+        return self._store(gallery, name, crops, voice, reports + rep, {"face", "voice"}, replace,
+                           voiced)
 
     def enroll_live(self, gallery: Gallery, name: str, source: AVSource, *,
                     prompt: Callable[[str], None] = print, n_faces: int = 5,
-                    speech_s: float = 3.0, timeout_s: float = 30.0,
+                    speech_s: float = ENROL_VOICE_S, timeout_s: float = 60.0,
                     phrase: str = "my voice is my passport, verify me",
                     replace: bool = True) -> Enrollment:
-        """Guided capture: look at the camera (``n_faces`` good frames), then say the phrase."""
+        """Guided capture: look at the camera (``n_faces`` good frames), then say the phrase
+        (again) until ``speech_s`` of voiced speech were heard."""
         faces_col = self._collector(source.name)
         voice_col = self._collector(source.name)
         deadline = time.monotonic() + timeout_s
         phase = "face"
+        said = 0.0
         prompt("Look at the camera.")
         last_t = -1.0
         source.start()
@@ -194,8 +250,12 @@ class Enroller:
                         prompt(f'Now say: "{phrase}"')
                 elif batch.audio is not None:
                     voice_col.add_audio(batch.audio.samples, batch.audio.sample_rate)
-                    if voice_col.speech_seconds() >= speech_s:
+                    heard = voice_col.speech_seconds()
+                    if heard >= speech_s:
                         break
+                    if heard >= said + len(phrase.split()) * 0.35:  # about one phrase more
+                        said = heard
+                        prompt(f"Again, please ({heard:.0f} of {speech_s:g} s): \"{phrase}\"")
                 if batch.ended:
                     break
         finally:
@@ -205,12 +265,13 @@ class Enroller:
                    for c in faces_col.faces]
         if not crops:
             reports.append(SampleReport(source.name, "face", False, faces_col.face_problem()))
-        voice, rep = self.voice_from_audio(voice_col.audio(), source.name)
-        return self._store(gallery, name, crops, voice, reports + rep, {"face", "voice"}, replace)
+        voice, rep, voiced = self._voice(voice_col.audio(), source.name)
+        return self._store(gallery, name, crops, voice, reports + rep, {"face", "voice"}, replace,
+                           voiced)
 
     def _store(self, gallery: Gallery, name: str, crops: list[np.ndarray],
                voice: list[np.ndarray], reports: list[SampleReport], wanted: set[str],
-               replace: bool) -> Enrollment:
+               replace: bool, voiced: float = 0.0) -> Enrollment:
         samples = {"face": len(crops), "voice": len(voice)}
         empty = sorted(m for m in wanted if samples[m] == 0)
         if empty:
@@ -228,27 +289,44 @@ class Enroller:
             counts[m] = samples[m]
             hashes[m] = self.bundle.hashes[m]
         gallery.enroll(name, templates, counts, hashes, replace=replace)
-        return Enrollment(name, counts, reports)
+        warnings = []
+        if voice and voiced < ENROL_VOICE_S:
+            warnings.append(
+                f"{name!r}: voice template from {voiced:.1f} s of speech, under the "
+                f"{ENROL_VOICE_S:g} s enrolment asks for: the door will reject this person's own "
+                f"voice more often and a stranger's voice less often; enrol again with more "
+                f"speech (e.g. several --voice recordings)")
+        return Enrollment(name, counts, reports, voice_speech_s=voiced, warnings=warnings)
+
+
+class DoorEnrolment(NamedTuple):
+    enrolled: list[str]
+    refused: list[str]  # one line per person who could not be enrolled
+    voice_used: dict[str, int]  # per enrolled person: recordings taken; the later ones are probes
 
 
 def enroll_people(enroller: Enroller, gallery: Gallery, people: Iterable[Mapping[str, Any]],
-                  *, root: Path | None = None, photos: int = 2, utterances: int = 3
-                  ) -> tuple[list[str], list[str]]:
+                  *, root: Path | None = None, photos: int = 2,
+                  voice_s: float = ENROL_VOICE_S) -> DoorEnrolment:
     """Enrol a door of people given as ``{"name", "photos", "utterances"}`` (paths, relative to
-    ``root`` when given) from their first ``photos`` photos and ``utterances`` recordings; the
-    later ones stay for probes. A person who cannot be enrolled is skipped with the reason.
-    Returns (enrolled names, one line per refusal). Shared by the demo's artificial door and
-    the attack benchmark, so both enrol the same way."""
-    enrolled, refused = [], []
+    ``root`` when given) from their first ``photos`` photos and their first recordings until
+    ``voice_s`` of voiced speech (``enrol_voice_count``); the later ones stay for probes. The
+    last recording is never taken: a person keeps at least one probe. A person who cannot be
+    enrolled is skipped with the reason. Shared by the demo's artificial door and the attack
+    benchmark, so both enrol the same way."""
+    out = DoorEnrolment([], [], {})
     for p in people:
         def at(x: Any) -> Path:
             return Path(root) / x if root is not None else Path(x)
+        utts = list(p["utterances"])
         try:
-            enroller.enroll_files(gallery, str(p["name"]),
-                                  faces=[at(x) for x in list(p["photos"])[:photos]],
-                                  voices=[at(x) for x in list(p["utterances"])[:utterances]])
-            enrolled.append(str(p["name"]))
+            got = enroller.enroll_files(gallery, str(p["name"]),
+                                        faces=[at(x) for x in list(p["photos"])[:photos]],
+                                        voices=[at(x) for x in utts[:max(1, len(utts) - 1)]],
+                                        voice_until_s=voice_s)
+            out.enrolled.append(str(p["name"]))
+            out.voice_used[str(p["name"])] = got.voice_used
         except EdgepinError as exc:
-            refused.append(f"could not enrol {p['name']}: {exc}")
-    return enrolled, refused
+            out.refused.append(f"could not enrol {p['name']}: {exc}")
+    return out
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.access.collector import live_min_speech_s
-from edge_runtime.access.enroll import Enroller, enroll_people
+from edge_runtime.access.enroll import ENROL_VOICE_S, Enroller, enroll_people
 from edge_runtime.access.loop import AccessLoop, LoopConfig
 from edge_runtime.access.pipeline import AttemptResult, PipelineConfig, Verifier
 from edge_runtime.capture import ReplaySource
@@ -287,7 +287,8 @@ def _artificial_door(bundle: ModelBundle, detector: FaceDetector, gate: SpeechGa
                      ) -> tuple[list[DemoAttempt], list[str]]:
     """A larger door of ARTIFICIAL identities (held-out LFW person + held-out speechocean762
     speaker of the same gender, listed in tests/fixtures/artificial_door.json): enrol
-    ``n_people`` (2 photos + 3 utterances), then per person a genuine attempt (another photo,
+    ``n_people`` (2 photos + their first utterances until ``ENROL_VOICE_S`` of voiced speech,
+    as every enrolment asks), then per person a genuine attempt (another photo,
     another utterance cut to 2-4 s), the face with another enrolled person's voice of the same
     gender, and strangers (people not enrolled). Photos are stills: AV sync cannot be measured,
     so this door decides the IDENTITY part of the mode only (liveness reported), and says so."""
@@ -303,8 +304,9 @@ def _artificial_door(bundle: ModelBundle, detector: FaceDetector, gate: SpeechGa
         key = create_key(Path(tmp) / "gallery.key")
         with Gallery.open(Path(tmp) / "gallery.db", key) as gallery:
             enroller = Enroller(bundle, detector, gate, min_speech_s=1.0)
-            enrolled, refused = enroll_people(enroller, gallery, members, root=data)
-            notes += [f"artificial door: {r}" for r in refused]
+            door = enroll_people(enroller, gallery, members, root=data)
+            enrolled, used = door.enrolled, door.voice_used
+            notes += [f"artificial door: {r}" for r in door.refused]
             config = PipelineConfig(min_speech_s=0.5, liveness="report")
             verifier = Verifier(bundle, GalleryHandle.wrap(gallery), config, detector, gate)
             loop = AccessLoop(verifier, LoopConfig(decide_at_end=True, cooldown_s=0.0,
@@ -312,8 +314,9 @@ def _artificial_door(bundle: ModelBundle, detector: FaceDetector, gate: SpeechGa
 
             def probe(p: dict[str, Any], voice: dict[str, Any]) -> ReplaySource:
                 photo = data / p["photos"][2 + int(rng.integers(0, len(p["photos"]) - 2))]
-                utt = data / voice["utterances"][3 + int(rng.integers(0, len(voice["utterances"])
-                                                                       - 3))]
+                k = used.get(voice["name"], 3)  # a stranger's: from their 4th on
+                utt = data / voice["utterances"][k + int(rng.integers(0, len(voice["utterances"])
+                                                                       - k))]
                 wav = load_audio(utt, TARGET_SR)
                 n = round(rng.uniform(2.0, 4.0) * TARGET_SR)
                 k = int(rng.integers(0, max(1, wav.size - n)))
@@ -335,7 +338,8 @@ def _artificial_door(bundle: ModelBundle, detector: FaceDetector, gate: SpeechGa
             attempts += _play(loop, plan, on_attempt)
             verifier.close()
     notes.append(f"artificial door: {len(enrolled)} ARTIFICIAL identities enrolled (LFW photo + "
-                 f"speechocean762 voice of the same gender: different people), probes 2-4 s; "
+                 f"speechocean762 voice of the same gender: different people; voice from "
+                 f"{ENROL_VOICE_S:g} s of speech), probes 2-4 s; "
                  f"still photos, so AV-sync liveness is reported, not required: identity only")
     return attempts, enrolled
 

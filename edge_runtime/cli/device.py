@@ -120,6 +120,8 @@ def _enroll(args: argparse.Namespace) -> int:
     for s in result.samples:
         if not s.ok:
             print(f"refused {s.modality} sample: {s.reason}", file=sys.stderr)
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     print(f"{result.summary()} (gallery {path})")
     return 0
 
@@ -247,7 +249,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="identity name to store the templates under")
     p.add_argument("--face", nargs="+", metavar="IMG", help="face photos")
     p.add_argument("--voice", nargs="+", metavar="WAV",
-                   help="voice recordings (WAV/FLAC, or any audio/video file with sound)")
+                   help="voice recordings (WAV/FLAC, or any audio/video file with sound); all "
+                        "are used: give about 15 s of speech in all (a warning says when "
+                        "there is less; live enrolment asks until it has heard 15 s)")
     p.add_argument("--video", nargs="+", metavar="CLIP", help="talking-face clips (both)")
     p.add_argument("--create-key", action="store_true",
                    help="create the gallery key file (0600) for a NEW gallery; refused when "
