@@ -21,6 +21,7 @@ from edge_runtime.access.enroll import (
     EnrollmentError,
     enrol_voice_count,
     enroll_people,
+    voice_enough,
 )
 from edge_runtime.capture import ReplaySource
 from edge_runtime.cli import main
@@ -210,3 +211,17 @@ def test_voice_probe_keeps_only_the_first_seconds_of_speech(enroller, fixtures, 
     assert seen[0] > TARGET_SR and seen[1] == TARGET_SR and not got.skipped
     full, short = got.emb[0], got.probe_emb[0]
     assert float(full @ short) < 0.9999
+
+
+def test_a_refused_recording_counts_as_no_speech_as_the_veto_calibration_counts_it(
+        enroller, gallery, fixtures, tmp_path):
+    """Enrolment and the veto's calibration apply one rule (voice_enough): a recording that is
+    refused (here silence) is taken with 0 s of speech and does not count towards the 3
+    recordings a template averages; enrolment goes on to the next."""
+    _, quiet = _bad_samples(tmp_path)
+    utts = sorted(str(x) for x in (fixtures / "speechocean762").glob("*/*.flac"))
+    got = enroller.enroll_files(gallery, "q", voices=[str(quiet), *utts], voice_until_s=4.0)
+    assert got.voice_used == 4 and got.n_samples == {"voice": 3}  # 3 usable + the refused
+    assert not voice_enough([0.0, 2.0, 2.5], 4.0)  # 4.5 s, but from 2 usable recordings
+    assert voice_enough([0.0, 2.0, 2.5, 1.0], 4.0)
+    assert enrol_voice_count([0.0, 2.0, 2.5, 1.0, 9.0], 4.0) == 4

@@ -46,16 +46,21 @@ ENROL_VOICE_S = 15.0
 MIN_VOICE_SAMPLES = 3
 
 
+def voice_enough(taken_s: Sequence[float], until_s: float = ENROL_VOICE_S,
+                 minimum: int = MIN_VOICE_SAMPLES) -> bool:
+    """Do these recordings (voiced seconds each; 0 for a refused one) make a voice template:
+    ``until_s`` of speech from at least ``minimum`` usable recordings? The one rule of
+    enrolment (``Enroller.enroll_files(voice_until_s=...)``) and of the veto's calibration
+    (``enrol_voice_count``), so both make templates from the same amount of speech."""
+    return sum(t > 0 for t in taken_s) >= minimum and float(sum(taken_s)) >= until_s
+
+
 def enrol_voice_count(voiced_s: Sequence[float], until_s: float = ENROL_VOICE_S,
                       minimum: int = MIN_VOICE_SAMPLES) -> int:
-    """How many of these recordings (voiced seconds each, in order) an enrolment takes: the
-    first ones until ``until_s`` of voiced speech, at least ``minimum``; all of them when
-    they hold less. Shared by enrolment and the veto's calibration, so both make templates
-    from the same amount of speech."""
-    total = 0.0
-    for k, v in enumerate(voiced_s, start=1):
-        total += float(v)
-        if total >= until_s and k >= minimum:
+    """How many of these recordings (in order) an enrolment takes: the first ones that are
+    ``voice_enough``; all of them when they hold less."""
+    for k in range(1, len(voiced_s) + 1):
+        if voice_enough(voiced_s[:k], until_s, minimum):
             return k
     return len(voiced_s)
 
@@ -168,24 +173,23 @@ class Enroller:
                      replace: bool = True, voice_until_s: float | None = None) -> Enrollment:
         """``edgepin enroll NAME --face IMG... --voice WAV... --video CLIP...``.
 
-        ``voice_until_s``: take the ``voices`` in order only until that much voiced speech (at
-        least ``MIN_VOICE_SAMPLES`` accepted), leaving the rest unused (a door's recordings:
-        the later ones stay for probes); None takes them all."""
+        ``voice_until_s``: take the ``voices`` in order only until they are ``voice_enough``
+        (that much voiced speech from at least ``MIN_VOICE_SAMPLES`` usable ones), leaving the
+        rest unused (a door's recordings: the later ones stay for probes); None takes all."""
         if not (faces or voices or videos):
             raise ConfigError("enrolment needs at least one --face, --voice or --video sample")
         crops: list[np.ndarray] = []
         voice: list[np.ndarray] = []
         reports: list[SampleReport] = []
-        voiced, used = 0.0, 0
+        voiced, taken = 0.0, []  # taken: voiced seconds of each recording taken (0: refused)
         for path in faces:
             got, rep = self.face_from_image(path)
             crops += got
             reports += rep
         for path in voices:
-            if voice_until_s is not None and voiced >= voice_until_s \
-                    and len(voice) >= MIN_VOICE_SAMPLES:
+            if voice_until_s is not None and voice_enough(taken, voice_until_s):
                 break
-            used += 1
+            taken.append(0.0)
             try:
                 wav = load_audio(path, TARGET_SR)
             except EdgepinError as exc:
@@ -195,6 +199,7 @@ class Enroller:
             voice += got
             reports += rep
             voiced += v
+            taken[-1] = v
         for path in videos:
             try:
                 clip = decode_clip(path)
@@ -210,7 +215,7 @@ class Enroller:
             voiced += v
         wanted = {m for m, given in (("face", faces or videos), ("voice", voices or videos)) if given}
         out = self._store(gallery, name, crops, voice, reports, wanted, replace, voiced)
-        out.voice_used = used
+        out.voice_used = len(taken)
         return out
 
     def enroll_clip(self, gallery: Gallery, name: str, clip: Clip, *,
