@@ -127,8 +127,8 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
         + ("" if voice_tier == "student" else f", voice tier {voice_tier}") + "), operating points "
         f"`models/{operating_points_file(res['precision'], tier, voice_tier)}`, default mode "
         f"`{res['default_mode']}`."
-        + (f" Load average during the run: {res['load_average']} (a 2-core machine shared with "
-           "a training run and other jobs: this benchmark measures errors, not time)."
+        + (f" Load average during the run: {res['load_average']} (other jobs may share the "
+           "machine: this benchmark measures errors, not time)."
            if res.get("load_average") else ""),
         "",
         "Re-run: `nice -n 19 python -m benchmarks.attacks --models models --data ../shared/data "

@@ -118,13 +118,12 @@ def measure(bundle: ModelBundle, speakers: list[dict[str, Any]], n_enrol: list[i
         for h in (0, 1):
             fit, test = halves[1 - h], halves[h]
             veto = np.quantile(np.concatenate([llr[i, i] for i in fit]), QUANTILE, axis=0)
-            per = [1.0 - door(llr[i, i], acc[i, i], veto).mean() for i in test]
-            own.append(float(np.mean(np.concatenate(
-                [~door(llr[i, i], acc[i, i], veto) for i in test]))))
+            vetoed = [~door(llr[i, i], acc[i, i], veto) for i in test]
+            own.append(float(np.mean(np.concatenate(vetoed))))
             strangers.append(float(np.mean(np.concatenate(
                 [door(llr[i, j], acc[i, j], veto) for j in test for i in range(n)
                  if i != j and (i, j) in llr]))))
-            worst.append(float(max(per)))
+            worst.append(float(max(v.mean() for v in vetoed)))
     return {"own_vetoed": own, "stranger_passes": strangers, "worst_person": worst,
             "enrol_utterances": n_enrol,
             "enrol_voiced_s": [float(sum(sp["voiced"][:k]))
@@ -181,11 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="only re-render the markdown (to --out) from a finished run's JSON")
     args = ap.parse_args(argv)
     if args.render is not None:
-        res = json.loads(args.render.read_text())
-        res["command"] = res["command"].split(" --out ")[0] + f" --out {args.out}" + (
-            "" if res["voice_tier"] == "student" else " --voice-tier large")
-        args.out.write_text(render(res))
-        args.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
+        _write(json.loads(args.render.read_text()), args.out)
         return 0
     options = {"voice_tier": "large"} if args.voice_tier == "large" else {}
     with ModelBundle.load(args.models, threads=args.threads, **options) as bundle:
@@ -199,14 +194,19 @@ def main(argv: list[str] | None = None) -> int:
     res = {"machine": f"{m['cpu']}, {m['memory']}, {m['os']}, Python {m['python']}, "
                       f"onnxruntime {m['onnxruntime']}", "date": m["date"],
            "models": str(args.models), "voice_tier": args.voice_tier,
-           "speakers": len(speakers), "rows": rows,
-           "command": "nice -n 19 python -m benchmarks.enrol_speech --models models --data "
-                      "../shared/data --out " + str(args.out)
-                      + ("" if args.voice_tier == "student" else " --voice-tier large")}
-    args.out.write_text(render(res))
-    args.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
+           "speakers": len(speakers), "rows": rows}
+    _write(res, args.out)
     print(args.out.read_text())
     return 0
+
+
+def _write(res: dict[str, Any], out: Path) -> None:
+    """The markdown and the JSON of a run, its Re-run line naming ``out``."""
+    res["command"] = ("nice -n 19 python -m benchmarks.enrol_speech --models models --data "
+                      f"../shared/data --out {out}"
+                      + ("" if res["voice_tier"] == "student" else " --voice-tier large"))
+    out.write_text(render(res))
+    out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -181,7 +181,7 @@ class Enroller:
         crops: list[np.ndarray] = []
         voice: list[np.ndarray] = []
         reports: list[SampleReport] = []
-        voiced, taken = 0.0, []  # taken: voiced seconds of each recording taken (0: refused)
+        taken: list[float] = []  # voiced seconds of each voice sample taken (0: refused)
         for path in faces:
             got, rep = self.face_from_image(path)
             crops += got
@@ -195,11 +195,10 @@ class Enroller:
             except EdgepinError as exc:
                 reports.append(SampleReport(str(path), "voice", False, str(exc)))
                 continue
-            got, rep, v = self._voice(wav, str(path))
+            got, rep, taken[-1] = self._voice(wav, str(path))
             voice += got
             reports += rep
-            voiced += v
-            taken[-1] = v
+        used = len(taken)  # the --voice recordings taken; the rest stay unused
         for path in videos:
             try:
                 clip = decode_clip(path)
@@ -212,10 +211,10 @@ class Enroller:
             got, rep, v = self._voice(clip.audio, str(path))
             voice += got
             reports += rep
-            voiced += v
+            taken.append(v)
         wanted = {m for m, given in (("face", faces or videos), ("voice", voices or videos)) if given}
-        out = self._store(gallery, name, crops, voice, reports, wanted, replace, voiced)
-        out.voice_used = len(taken)
+        out = self._store(gallery, name, crops, voice, reports, wanted, replace, sum(taken))
+        out.voice_used = used
         return out
 
     def enroll_clip(self, gallery: Gallery, name: str, clip: Clip, *,
