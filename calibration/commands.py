@@ -37,6 +37,12 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     if args.n_face < 1 or args.n_voice < 1:
         raise ConfigError(f"--n-face and --n-voice must be >= 1, got {args.n_face}, {args.n_voice}")
+    from edge_runtime.access.enroll import ENROL_VOICE_S
+
+    enrol_s = ENROL_VOICE_S if args.voice_enrol_s is None else args.voice_enrol_s
+    if enrol_s < 0:
+        raise ConfigError(f"--voice-enrol-s must be >= 0 (0: --n-voice utterances), "
+                          f"got {enrol_s}")
     if args.bootstrap < 1 or args.min_per_class < 2:
         raise ConfigError("--bootstrap must be >= 1 and --min-per-class >= 2")
     if args.max_probes < 0 or args.coverage_splits < 0 or args.coverage_bootstrap < 1:
@@ -45,6 +51,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     if any(not 0 < f < 1 for f in args.far):
         raise ConfigError(f"--far values must be in (0, 1), got {args.far}")
     cfg = SetConfig(n_face=args.n_face, n_voice=args.n_voice, split=args.split,
+                    voice_enrol_s=enrol_s or None,
                     min_speech_s=args.min_speech, grid_min_speech_s=args.grid_min_speech,
                     voice_probe_s=args.voice_probe if args.voice_probe > 0 else None,
                     max_probes=args.max_probes or None, seed=args.seed, workers=args.workers)
@@ -262,7 +269,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--coverage-bootstrap", type=int, default=200,
                    help="bootstrap resamples per point in each coverage split")
     p.add_argument("--n-face", type=int, default=2, help="face photos per template")
-    p.add_argument("--n-voice", type=int, default=3, help="utterances per template")
+    p.add_argument("--n-voice", type=int, default=3,
+                   help="utterances per voice template; with --voice-enrol-s, the fewest")
+    p.add_argument("--voice-enrol-s", type=float, default=None, metavar="SECONDS",
+                   help="voice templates take this many voiced seconds, as the door enrols "
+                        "(never a speaker's last recording; default: the door's, 15 s); "
+                        "0: exactly --n-voice utterances")
     p.add_argument("--far", type=float, nargs="+", default=[1e-2, 1e-3, 1e-4],
                    help="target false accept rates")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")

@@ -128,6 +128,15 @@ def _voice_lengths(r: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _voice_templates(v: dict[str, Any] | None) -> str:
+    """What the voice templates took, as a parenthesis ("" for a report without it)."""
+    if not v or not v.get("templates"):
+        return ""
+    return (f" ({v['templates']} templates: {v['recordings_min']}-{v['recordings_max']} "
+            f"recordings, {v['recordings_mean']:.1f} on average; median "
+            f"{v['speech_s_median']:.1f} s of speech)")
+
+
 def render_markdown(r: Mapping[str, Any], command: str = "") -> str:
     from edge_runtime.access.pipeline import PipelineConfig
 
@@ -157,13 +166,21 @@ def render_markdown(r: Mapping[str, Any], command: str = "") -> str:
               "students never trained on"
               + (" (their test people and their validation people, who only picked the "
                  "checkpoint)" if cfg["split"] == "heldout" else "") + ".",
-              f"- Multi-sample enrolment as on the device: template = `make_template` of the first "
-              f"N samples (N = {cfg['n_face']} face photos, {cfg['n_voice']} utterances); the other"
-              " samples probe"
+              "- Multi-sample enrolment as on the device: template = `make_template` of the first "
+              + (f"N samples (N = {cfg['n_face']} face photos, {cfg['n_voice']} utterances)"
+                 if not cfg.get("voice_enrol_s") else
+                 f"N face photos (N = {cfg['n_face']}) and, as the door enrols, a speaker's first "
+                 f"recordings until {cfg['voice_enrol_s']:g} s of voiced speech from at least "
+                 f"{cfg['n_voice']} of them, never the last one"
+                 + _voice_templates(info.get("voice_templates")))
+              + "; the other samples probe"
               + (f" (at most {cfg['max_probes']} per person, so a person with 50 photos weighs as"
                  f" {cfg['max_probes']})" if cfg.get("max_probes") else "")
-              + "; people with fewer than N samples only probe (impostor-only), people with "
-              "exactly N are enrolled and never probe (more templates: a few look-alike "
+              + "; people with fewer than N " + ("samples" if not cfg.get("voice_enrol_s") else
+                                                 "photos (speakers with one recording)")
+              + " only probe (impostor-only), people with "
+              "exactly N " + ("" if not cfg.get("voice_enrol_s") else "photos ")
+              + "are enrolled and never probe (more templates: a few look-alike "
               "templates carry most false accepts). Voices pass "
               f"the device's audio checks and VAD (>= {cfg['min_speech_s']} s voiced, VAD "
               f"{proto['vad']}); voice probes keep "

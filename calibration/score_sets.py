@@ -34,6 +34,7 @@ import numpy as np
 
 from calibration.scores import TrialScores
 from calibration.trials import Embedded, held_out_trials
+from edge_runtime.access.enroll import ENROL_VOICE_S
 from edge_runtime.bundle import MANIFEST, load_manifest
 from edge_runtime.errors import DatasetError, EdgepinError
 from edge_runtime.frontend.audio import TARGET_SR, load_audio
@@ -50,7 +51,10 @@ class SetConfig:
     """What to build: N enrolment samples per modality, which identities, the speech gates."""
 
     n_face: int = 2
-    n_voice: int = 3
+    n_voice: int = 3  # with voice_enrol_s: the fewest recordings a voice template takes
+    # Voice templates take this many voiced seconds (at least n_voice recordings, never a
+    # speaker's last one), as the door enrols (``ENROL_VOICE_S``); None: n_voice recordings.
+    voice_enrol_s: float | None = ENROL_VOICE_S
     # "heldout": every identity the student never trained on (its test AND val people: val only
     # picked the checkpoint); "test": its test people only; "all": everyone.
     split: str = "heldout"
@@ -92,7 +96,8 @@ class ScoreSets:
         cfg = self.config
         parts, people, info = held_out_trials(self.embedded["face"],
                                               voice or self.embedded["voice"], cfg.n_face,
-                                              cfg.n_voice, seed, cfg.max_probes)
+                                              cfg.n_voice, seed, cfg.max_probes,
+                                              cfg.voice_enrol_s)
         return ScoreSets(parts, info, self.data_sha256, people, dict(self.embedded), cfg, seed)
 
     def resplit(self, seed: int) -> ScoreSets:
@@ -217,7 +222,7 @@ def embed_voices(bundle: ModelBundle, samples: Sequence[Any], enroller: Any,
     plus, with ``probe_s``, one of the first ``probe_s`` voiced seconds for use as a probe,
     and one per ``other_lengths`` for calibrating shorter probes)."""
     lengths = ([probe_s] if probe_s is not None else []) + list(other_lengths)
-    ids, embs, sources, skipped = [], [], [], []
+    ids, embs, sources, skipped, voiced = [], [], [], [], []
     probes: dict[float, list[np.ndarray]] = {x: [] for x in lengths}
     for s in samples:
         try:
@@ -231,6 +236,7 @@ def embed_voices(bundle: ModelBundle, samples: Sequence[Any], enroller: Any,
         ids.append(s.identity)
         embs.append(emb)
         sources.append(str(s.path))
+        voiced.append(speech.size / TARGET_SR)
         for x, e in cut.items():
             probes[x].append(e)
     if not embs:
@@ -238,7 +244,8 @@ def embed_voices(bundle: ModelBundle, samples: Sequence[Any], enroller: Any,
     stacked = {x: np.stack(v).astype(np.float32) for x, v in probes.items()}
     return Embedded(ids, np.stack(embs).astype(np.float32), sources, skipped,
                     stacked.get(probe_s) if probe_s is not None else None,
-                    {x: v for x, v in stacked.items() if x != probe_s})
+                    {x: v for x, v in stacked.items() if x != probe_s},
+                    np.asarray(voiced, np.float64))
 
 
 # ------------------------------------------------------------------------------- all sets
@@ -319,7 +326,7 @@ def build_score_sets(bundle: ModelBundle, data: str | Path, cache_dir: str | Pat
     if "grid" in folders:
         clips = ClipFolder(folders["grid"]).samples
     parts, people, info = held_out_trials(face, voice, cfg.n_face, cfg.n_voice, cfg.seed,
-                                          cfg.max_probes)
+                                          cfg.max_probes, cfg.voice_enrol_s)
     from calibration.grid_sets import grid_halves, grid_trials
 
     halves, grid_skipped = grid_halves(

@@ -62,12 +62,16 @@ def test_report_counts_follow_the_protocol(calibrated):
     _, _, out, root = calibrated
     report = json.loads((out.parent / "operating_points.report.json").read_text())
     parts = report["sets"]["parts"]
-    # 4 speakers x 3 utterances, 1 enrols -> 2 probes each; paired with 4 of the 6 LFW people
+    # 4 speakers x 3 utterances of a few seconds: as the door enrols (15 s of speech, never the
+    # last recording) the first 2 enrol -> 1 probe each; paired with 4 of the 6 LFW people
     # (4 photos, 2 enrol -> 2 probes each); pairs alternate halves: 2 persons per half, each
-    # with 2 joint probes -> 4 genuine and 4 impostor (vs the other person) per half.
+    # with 1 joint probe -> 2 genuine and 2 impostor (vs the other person) per half.
     for h in (0, 1):
-        assert parts[f"artificial/{h}"] == {"modalities": ["face", "voice"], "n_genuine": 4,
-                                            "n_impostor": 4}
+        assert parts[f"artificial/{h}"] == {"modalities": ["face", "voice"], "n_genuine": 2,
+                                            "n_impostor": 2}
+    v = report["sets"]["voice_templates"]
+    assert v["until_s"] == 15.0 and v["templates"] == 4
+    assert v["recordings_min"] == v["recordings_max"] == 2 and 2 < v["speech_s_min"] < 15
     # 7 GRID clips, each direction: 7 genuine, 42 impostor, 7*6 mixed attacks per claim
     for d in ("fwd", "rev"):
         assert parts[f"grid/{d}"]["n_genuine"] == 7 and parts[f"grid/{d}"]["n_impostor"] == 42
@@ -133,6 +137,15 @@ def test_missing_data_folder_is_named(tmp_path, calibrated, fixtures, capsys):
     assert rc == 2  # too few trials for anything at the default floor, and no clips
     err = capsys.readouterr().err
     assert "nothing could be calibrated" in err and f"no grid/ or clips/ folder in {data}" in err
+
+
+def test_negative_enrolment_speech_is_refused_before_any_work(tmp_path, calibrated, capsys):
+    _, models, _, _ = calibrated
+    rc = main(["calibrate", "--models", str(models), "--data", str(tmp_path),
+               "--out", str(tmp_path / "op.yaml"), "--voice-enrol-s", "-1"])
+    assert rc == 2
+    assert "--voice-enrol-s must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "op.yaml").exists()
 
 
 def _embedded(n_ids: int, per_id: int, dim: int, rng: np.random.Generator, prefix: str

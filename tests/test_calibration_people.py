@@ -15,7 +15,7 @@ from calibration.held_out import coverage_study, misses_p_value
 from calibration.people import PersonTrials, person_far_interval
 from calibration.score_sets import ScoreSets, SetConfig
 from calibration.thresholds import threshold_point
-from calibration.trials import Embedded, enrol, held_out_trials
+from calibration.trials import Embedded, enrol, enrol_by_speech, held_out_trials
 from edge_runtime.errors import ConfigError, DatasetError
 
 
@@ -110,12 +110,38 @@ def test_enrol_keeps_exactly_n_people_as_templates_and_caps_probes():
         enrol(_embedded(ids, rng), 2, max_probes=0)
 
 
+def test_voice_templates_take_speech_as_the_door_enrols_and_leave_a_probe():
+    rng = np.random.default_rng(4)
+    ids = ["long"] * 6 + ["short"] * 4 + ["one"] + ["few"] * 2
+    e = _embedded(ids, rng)
+    # "long": 6 s each -> 3 recordings make 18 s; "short": 2 s each, all but the last taken
+    # (6 s, under 15 s: enrolled anyway, as the door does, with a warning there); "few": 2
+    # recordings -> 1 enrols, 1 probes; "one": a single recording only probes.
+    e.voiced_s = np.array([6.0] * 6 + [2.0] * 4 + [9.0] + [20.0, 20.0])
+    t, p = enrol_by_speech(e, 15.0, 3)
+    assert set(t) == {"long", "short", "few"}
+    assert p["long"] == [3, 4, 5] and p["short"] == [9] and p["few"] == [12] and p["one"] == [10]
+    assert np.allclose(t["long"], enrol(Embedded(ids[:3], e.emb[:3], e.sources[:3]), 3)[0]["long"])
+    # at least 3 recordings even when the first two hold the 15 s
+    e.voiced_s[:6] = 10.0
+    assert enrol_by_speech(e, 15.0, 3)[1]["long"] == [3, 4, 5]
+    assert enrol_by_speech(e, 15.0, 3, max_probes=1)[1]["long"] == [3]
+    with pytest.raises(DatasetError, match="voiced seconds"):
+        enrol_by_speech(_embedded(ids, rng), 15.0, 3)
+    # the held-out trials say what the templates took; a probe length keeps the seconds
+    face = _embedded([f"f{i}" for i in range(6) for _ in range(4)], rng)
+    info = held_out_trials(face, e, 2, 3, 0, 3, voice_until_s=15.0)[2]["voice_templates"]
+    assert info["templates"] == 3 and info["recordings_min"] == 1 and info["recordings_max"] == 3
+    e.probe_by_s = {1.0: e.emb}
+    assert e.with_probe_length(1.0).voiced_s is e.voiced_s
+
+
 def _sets(rng: np.random.Generator) -> ScoreSets:
     face_ids = [f"f{i:02d}" for i in range(40) for _ in range(2 + i % 4)] + \
         [f"s{i:02d}" for i in range(30)]
     voice_ids = [f"v{i:02d}" for i in range(16) for _ in range(6)]
     face, voice = _embedded(face_ids, rng), _embedded(voice_ids, rng, noise=0.8)
-    cfg = SetConfig(n_face=2, n_voice=3, max_probes=3)
+    cfg = SetConfig(n_face=2, n_voice=3, max_probes=3, voice_enrol_s=None)
     parts, people, info = held_out_trials(face, voice, 2, 3, 0, 3)
     return ScoreSets(parts, info, "0" * 64, people, {"face": face, "voice": voice}, cfg)
 
@@ -164,7 +190,7 @@ def test_voice_calibration_gets_a_table_of_probe_lengths_and_short_probes_weigh_
 
     voice = Embedded(voice.identities, voice.emb, voice.sources, probe_emb=probes(0.05),
                      probe_by_s={0.75: probes(0.6)})  # a short probe is a noisier one
-    cfg = SetConfig(n_face=2, n_voice=3, max_probes=3, voice_probe_s=2.0,
+    cfg = SetConfig(n_face=2, n_voice=3, max_probes=3, voice_enrol_s=None, voice_probe_s=2.0,
                     voice_probe_lengths=(0.75,))
     sets = ScoreSets(sets.parts, sets.info, sets.data_sha256, sets.people,
                      {"face": sets.embedded["face"], "voice": voice}, cfg).resplit(0)
