@@ -15,8 +15,11 @@
    point accepts, and others are looked at again until 5 s. Measured: own voices denied, and
    same-gender strangers' voices granted, against one template each.
 
-Both use the shipped operating points (fp32 by default) and the veto's own construction
-(`calibration/voice_veto.py`: 3-utterance templates, the 30 held-out speechocean762 speakers).
+Both use the shipped operating points (fp32 by default) and the 30 held-out speechocean762
+speakers of the veto (`calibration/voice_veto.held_out_speakers`), with templates of their first
+3 utterances: the protocol this design study was run with on 2026-12-01. Since 2026-12-02 the
+door and the veto enrol 15 s of speech (`ENROL_VOICE_S`); this study keeps its own protocol so
+its published figures reproduce.
 The shipped veto table and the margin were set on these same speakers: this is the design
 measurement, not a held-out test (the attack benchmark cross-fits the veto).
 
@@ -38,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.machine import machine_info
-from calibration.voice_veto import ENROL_UTTERANCES, held_out_speakers
+from calibration.voice_veto import held_out_speakers
 from edge_runtime.access.decision import recognised_as_other
 from edge_runtime.errors import ConfigError
 from edge_runtime.frontend.audio import TARGET_SR, load_audio
@@ -52,6 +55,7 @@ MARGINS = (1.0, 2.0, 3.0)
 DRAWS = 10  # random galleries per probe
 RULES = ("before", "margin 1", "margin 2", "margin 3", "shipped")
 LOOKS_S = tuple(np.arange(3.0, 10.01, 0.5))  # the live door's looks
+ENROL_UTTERANCES = 3  # this study's templates (the door enrols ENROL_VOICE_S of speech since)
 
 
 def _speech(bundle: ModelBundle, data: Path) -> tuple[list[str], np.ndarray, list[list[Any]],
@@ -191,7 +195,8 @@ def render(res: dict[str, Any]) -> str:
              f"Machine: {m['cpu']}, {m['memory']}, {m['os']}, Python {m['python']}, onnxruntime "
              f"{m['onnxruntime']}. Date: {res['date']}. Models: `{res['models']}` "
              f"({res['precision']}). Data: the {res['speakers']} held-out speechocean762 speakers "
-             "of the voice veto (`calibration/voice_veto.py`), 3-utterance templates. The shipped "
+             "of the voice veto (`calibration/voice_veto.py`), 3-utterance templates (this study's "
+             "protocol; the door enrols 15 s of speech since 2026-12-02). The shipped "
              "veto table and the margin were set on these speakers: a design measurement, not a "
              "held-out test (`benchmarks/attacks.md` is).", "",
              "Re-run: `nice -n 19 python -m benchmarks.voice_rules --models models --data "
