@@ -4,7 +4,7 @@
   ``max_probes`` per person); identities with < N samples only probe (impostor-only),
   identities with exactly N are enrolled and never probe. Voices may instead enrol as the
   door does (``voice_until_s``): the first recordings until that much voiced speech, never
-  the last one (``enrol_by_speech``).
+  the last one (``speech_template_rows``).
 * ``artificial`` (face+voice): LFW person k and speechocean speaker k (index pairing) treated
   as one "person". They are DIFFERENT people: this set teaches the fusion how two independent
   scores combine. Each face (voice) comparison appears in exactly one row of the
@@ -51,6 +51,26 @@ class Embedded:
                         self.probe_by_s[seconds], voiced_s=self.voiced_s)
 
 
+def _rows_by_identity(e: Embedded) -> dict[str, list[int]]:
+    rows: dict[str, list[int]] = defaultdict(list)
+    for i, ident in enumerate(e.identities):
+        rows[ident].append(i)
+    return dict(sorted(rows.items()))
+
+
+def enrol_rows(e: Embedded, template_rows: Mapping[str, list[int]], max_probes: int | None = None
+               ) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
+    """Templates from each identity's ``template_rows`` (a prefix of its rows in file order);
+    every identity's other rows probe (at most ``max_probes``). The one mechanism of ``enrol``
+    (first N) and of the door's enrolment by speech (``speech_template_rows``)."""
+    if max_probes is not None and max_probes < 1:
+        raise DatasetError(f"max_probes must be >= 1 or None, got {max_probes}")
+    templates = {ident: make_template(e.emb[r]) for ident, r in template_rows.items()}
+    probes = {ident: r[len(template_rows.get(ident, ())):][:max_probes]
+              for ident, r in _rows_by_identity(e).items()}
+    return templates, probes
+
+
 def enrol(e: Embedded, n: int, max_probes: int | None = None
           ) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
     """Templates of identities with >= n samples (first n, in file order) and the probe rows.
@@ -64,60 +84,32 @@ def enrol(e: Embedded, n: int, max_probes: int | None = None
     """
     if n < 1:
         raise DatasetError(f"enrolment needs at least 1 sample per template, got {n}")
-    if max_probes is not None and max_probes < 1:
-        raise DatasetError(f"max_probes must be >= 1 or None, got {max_probes}")
-    rows: dict[str, list[int]] = defaultdict(list)
-    for i, ident in enumerate(e.identities):
-        rows[ident].append(i)
-    templates, probes = {}, {}
-    for ident, r in sorted(rows.items()):
-        if len(r) >= n:
-            templates[ident] = make_template(e.emb[r[:n]])
-            r = r[n:]
-        probes[ident] = r[:max_probes]
-    return templates, probes
+    return enrol_rows(e, {ident: r[:n] for ident, r in _rows_by_identity(e).items()
+                          if len(r) >= n}, max_probes)
 
 
 def speech_template_rows(e: Embedded, until_s: float, minimum: int) -> dict[str, list[int]]:
     """Per speaker, the rows a door's enrolment takes (``enroll_people``): the first
     recordings, in file order, until ``until_s`` of voiced speech from at least ``minimum`` of
-    them (``enrol_voice_count``), never the last one. A speaker with one recording has none."""
+    them (``enrol_voice_count``), never the last one. A speaker with one recording has none.
+    The thresholds are then measured on templates as good as the ones the door's gallery
+    holds, not on shorter ones."""
     if not e.identities:
         return {}
     if e.voiced_s is None or len(e.voiced_s) != len(e.identities):
         raise DatasetError("enrolment by seconds of speech needs each recording's voiced seconds")
-    rows: dict[str, list[int]] = defaultdict(list)
-    for i, ident in enumerate(e.identities):
-        rows[ident].append(i)
     return {ident: r[:enrol_voice_count([float(e.voiced_s[i]) for i in r[:-1]], until_s, minimum)]
-            for ident, r in sorted(rows.items()) if len(r) >= 2}
+            for ident, r in _rows_by_identity(e).items() if len(r) >= 2}
 
 
-def enrol_by_speech(e: Embedded, until_s: float, minimum: int, max_probes: int | None = None
-                    ) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
-    """Voice templates made as the door makes them (``speech_template_rows``); the other
-    recordings probe. The thresholds are then measured on templates as good as the ones the
-    door's gallery holds, not on shorter ones."""
-    if max_probes is not None and max_probes < 1:
-        raise DatasetError(f"max_probes must be >= 1 or None, got {max_probes}")
-    used = speech_template_rows(e, until_s, minimum)
-    templates = {ident: make_template(e.emb[r]) for ident, r in used.items()}
-    taken = {i for r in used.values() for i in r}
-    probes: dict[str, list[int]] = defaultdict(list)
-    for i, ident in enumerate(e.identities):
-        if i not in taken:
-            probes[ident].append(i)
-    return templates, {ident: r[:max_probes] for ident, r in sorted(probes.items())}
-
-
-def speech_template_summary(e: Embedded, until_s: float, minimum: int) -> dict[str, float]:
-    """How many recordings and seconds of speech the voice templates took (for the report)."""
-    used = list(speech_template_rows(e, until_s, minimum).values())
+def speech_template_summary(e: Embedded, used: Mapping[str, list[int]]) -> dict[str, float]:
+    """How many recordings and seconds of speech the voice templates ``used`` took (for the
+    report)."""
     if not used:
         return {"templates": 0}
     assert e.voiced_s is not None  # speech_template_rows checked it
-    secs = [float(np.sum(e.voiced_s[r])) for r in used]
-    n = [len(r) for r in used]
+    secs = [float(np.sum(e.voiced_s[r])) for r in used.values()]
+    n = [len(r) for r in used.values()]
     return {"templates": len(used), "recordings_mean": float(np.mean(n)),
             "recordings_min": int(min(n)), "recordings_max": int(max(n)),
             "speech_s_median": float(np.median(secs)), "speech_s_min": float(min(secs))}
@@ -153,10 +145,16 @@ def held_out_trials(face: Embedded, voice: Embedded, n_face: int, n_voice: int, 
     per row the (probe person, template person) labels a person-level bootstrap resamples.
     ``seed`` alone decides who is in which half (a new seed is a new random split). With
     ``voice_until_s``, voice templates take that much speech from at least ``n_voice``
-    recordings (``enrol_by_speech``), else exactly ``n_voice`` recordings."""
+    recordings (``speech_template_rows``), else exactly ``n_voice`` recordings."""
     ft, fp = enrol(face, n_face, max_probes)
-    vt, vp = (enrol(voice, n_voice, max_probes) if voice_until_s is None
-              else enrol_by_speech(voice, voice_until_s, n_voice, max_probes))
+    if voice_until_s is None:
+        vt, vp = enrol(voice, n_voice, max_probes)
+        voice_templates: dict[str, Any] = {"recordings": n_voice}
+    else:
+        used = speech_template_rows(voice, voice_until_s, n_voice)
+        vt, vp = enrol_rows(voice, used, max_probes)
+        voice_templates = {"until_s": voice_until_s, "minimum": n_voice,
+                           **speech_template_summary(voice, used)}
     pairs = [(f, v) for f, v in pair_identities(ft, fp, vt) if fp[f] and vp[v]]
     side = np.random.default_rng(seed).permutation(len(pairs)) % 2  # balanced, seeded
     half = {f: int(side[k]) for k, (f, _) in enumerate(pairs)} | {
@@ -218,9 +216,7 @@ def held_out_trials(face: Embedded, voice: Embedded, n_face: int, n_voice: int, 
                 people[f"{name}/{h}"] = np.concatenate([lab for _, _, lab in groups[m]])
     info = {
         "face_enrolled": len(ft), "face_probe_identities": len(fp),
-        "voice_templates": ({"recordings": n_voice} if voice_until_s is None else
-                            {"until_s": voice_until_s, "minimum": n_voice,
-                             **speech_template_summary(voice, voice_until_s, n_voice)}),
+        "voice_templates": voice_templates,
         "voice_enrolled": len(vt), "voice_probe_identities": len(vp),
         "artificial_pairs": [{"face": f, "voice": v, "half": half[f]} for f, v in pairs],
         "halves": {str(h): {"face_identities": sorted(i for i in fp if half[i] == h),

@@ -15,7 +15,7 @@ from calibration.held_out import coverage_study, misses_p_value
 from calibration.people import PersonTrials, person_far_interval
 from calibration.score_sets import ScoreSets, SetConfig
 from calibration.thresholds import threshold_point
-from calibration.trials import Embedded, enrol, enrol_by_speech, held_out_trials
+from calibration.trials import Embedded, enrol, enrol_rows, held_out_trials, speech_template_rows
 from edge_runtime.errors import ConfigError, DatasetError
 
 
@@ -118,6 +118,9 @@ def test_voice_templates_take_speech_as_the_door_enrols_and_leave_a_probe():
     # (6 s, under 15 s: enrolled anyway, as the door does, with a warning there); "few": 2
     # recordings -> 1 enrols, 1 probes; "one": a single recording only probes.
     e.voiced_s = np.array([6.0] * 6 + [2.0] * 4 + [9.0] + [20.0, 20.0])
+    def enrol_by_speech(e: Embedded, until_s: float, minimum: int, max_probes: int | None = None):
+        return enrol_rows(e, speech_template_rows(e, until_s, minimum), max_probes)
+
     t, p = enrol_by_speech(e, 15.0, 3)
     assert set(t) == {"long", "short", "few"}
     assert p["long"] == [3, 4, 5] and p["short"] == [9] and p["few"] == [12] and p["one"] == [10]
