@@ -137,3 +137,46 @@ def test_select_command_names_a_run_without_kept_epochs_in_one_line(tmp_path, ca
     assert main(["--run", str(tmp_path / "run"), "--data", "d", "--cache", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "keep_epochs" in err and str(tmp_path / "run") in err
+
+
+def test_average_of_kept_epochs_is_their_mean_and_a_loadable_student(fixtures, tmp_path, cache):
+    from train.average import average_checkpoints, main, recompute_batchnorm
+
+    run = tmp_path / "run"
+    distill("voice", fixtures / "speechocean762", tiny_cfg(keep_epochs=True), run, cache)
+    eps = [run / "epochs" / f"ep0{i}.pt" for i in (1, 2, 3)]
+    sds = [torch.load(p, weights_only=False)["state_dict"] for p in eps]
+    avg = average_checkpoints(eps)
+    for k, v in avg["state_dict"].items():
+        if torch.is_floating_point(v):
+            assert torch.allclose(v, (sds[0][k] + sds[1][k] + sds[2][k]) / 3, atol=1e-6), k
+        else:
+            assert torch.equal(v, sds[2][k]), k
+    assert avg["averaged_from"] == [str(p) for p in eps]
+
+    bn = recompute_batchnorm(avg, fixtures / "speechocean762", cache, batches=2)
+    stats = [k for k in bn["state_dict"] if k.endswith("running_mean")]
+    assert stats and any(not torch.equal(bn["state_dict"][k], avg["state_dict"][k]) for k in stats)
+    learned = [k for k in bn["state_dict"] if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert all(torch.equal(bn["state_dict"][k], avg["state_dict"][k]) for k in learned)
+
+    out = tmp_path / "avg.pt"
+    assert main([*map(str, eps), "--out", str(out)]) == 0
+    model, ckpt = load_student(out)  # what select --also, export and voice_door read
+    assert ckpt["metrics"]["averaged_epochs"] == [1, 2, 3] and not model.training
+    assert main([*map(str, eps), "--out", str(out)]) == 1  # never overwrites
+
+
+def test_average_refuses_other_networks_and_a_single_checkpoint(fixtures, tmp_path, cache, capsys):
+    from train.average import average_checkpoints, main
+
+    distill("voice", fixtures / "speechocean762", tiny_cfg(), tmp_path / "a", cache)
+    wide = tiny_cfg()
+    wide["model"]["channels"] = [8, 16, 32, 64]
+    distill("voice", fixtures / "speechocean762", wide, tmp_path / "b", cache)
+    with pytest.raises(ConfigError, match="another network"):
+        average_checkpoints([tmp_path / "a" / "student.pt", tmp_path / "b" / "student.pt"])
+    capsys.readouterr()  # the training runs' progress
+    assert main([str(tmp_path / "a" / "student.pt"), "--out", str(tmp_path / "o.pt")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "at least two" in err
