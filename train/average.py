@@ -69,7 +69,7 @@ def recompute_batchnorm(ckpt: dict, data: Path, cache: Path, batches: int = 64, 
     task = VoiceTask.build(cfg, samples, splits, cache)
     model = build_model(cfg)
     model.load_state_dict(ckpt["state_dict"])
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
     if not norms:
         return ckpt
     for m in norms:  # momentum None: a plain cumulative mean over the pass
