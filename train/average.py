@@ -10,8 +10,8 @@ BatchNorm's running statistics of a weight average are not the average of the st
 (the layers before them changed), so with `--data` they are re-estimated as SWA does: a pass in
 training mode over batches of the run's own training items (its config, split and cached
 teacher targets; `--bn-batches` of them), nothing learned. Without `--data` they are averaged
-with the weights. The result is an ordinary student checkpoint (same format, same config), so `train.select --also`, `edgepin
-export` and `benchmarks.voice_door` take it unchanged.
+with the weights. The result is an ordinary student checkpoint (same format, same config), so
+`train.select --also`, `edgepin export` and `benchmarks.voice_door` take it unchanged.
 
     python -m train.average /work/runs/i15_i/epochs/ep1[0-9].pt /work/runs/i15_i/epochs/ep20.pt \\
         --out /work/runs/i15_i/swa10-20.pt --data ../shared/data/speechocean762 --cache /work/cache
@@ -79,13 +79,14 @@ def recompute_batchnorm(ckpt: dict, data: Path, cache: Path, batches: int = 64, 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(task))
     bs = int(cfg["train"]["batch_size"])
+    passes = min(batches, len(task) // bs)
     with torch.no_grad():
-        for i in track(range(min(batches, len(task) // bs)), description="BatchNorm statistics"):
+        for i in track(range(passes), description="BatchNorm statistics"):
             x, _, _ = task.batch(order[i * bs:(i + 1) * bs], rng)
             model(x)
     out = dict(ckpt)
     out["state_dict"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    out["batchnorm"] = {"re_estimated_batches": min(batches, len(task) // bs), "seed": seed}
+    out["batchnorm"] = {"re_estimated_batches": passes, "seed": seed}
     return out
 
 
