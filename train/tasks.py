@@ -144,7 +144,8 @@ def extra_voice_samples(cfg: dict) -> tuple[list[Sample], dict]:
 def room_augment(cfg: dict) -> RoomAugment:
     """The door-condition augmentation described by the config's `room` section."""
     r = {k: v for k, v in cfg["room"].items() if k not in ("views_per_window", "seed")}
-    for k in ("snr_db", "speed", "babble_talkers", "rt60_s", "noise_kinds", "bands", "clean_bands"):
+    for k in ("snr_db", "speed", "babble_talkers", "rt60_s", "noise_kinds", "bands", "clean_bands",
+              "talker_db"):
         if k in r:
             r[k] = tuple(r[k])
     return RoomAugment(**r)
@@ -200,7 +201,7 @@ class VoiceTask:
         views = None
         room = cfg.get("room") or {}
         per_window = int(room.get("views_per_window", 0))
-        if per_window + int(room.get("clean_band_views", 0)) > 0:
+        if per_window + int(room.get("clean_band_views", 0)) + int(room.get("talker_views", 0)) > 0:
             room_aug = room_augment(cfg)
             views = prepare_room_views(sets["train"], cache_dir, fe.window_samples, room_aug,
                                        views_per_window=per_window,
