@@ -31,7 +31,15 @@ from train.datasets import (
     holdout_split,
     manifest_hash,
 )
-from train.models import FaceNetConfig, MobileFaceNet, VoiceNetConfig, VoiceResNet, face_stages
+from train.models import (
+    FaceNetConfig,
+    MobileFaceNet,
+    VoiceGRU,
+    VoiceGRUConfig,
+    VoiceNetConfig,
+    VoiceResNet,
+    face_stages,
+)
 from train.prepare import FaceSet, VoiceSet, prepare_faces, prepare_voices
 from train.room_views import RoomViews, prepare_room_views
 
@@ -52,6 +60,13 @@ def build_model(cfg: dict) -> nn.Module:
             )
         )
     fe = cfg["front_end"]
+    arch = m.get("arch", "resnet")  # checkpoints from before the option were ResNets
+    if arch == "gru":
+        return VoiceGRU(VoiceGRUConfig(embedding_dim=m["embedding_dim"], n_mels=fe["n_mels"],
+                                       channels=list(m["channels"]), hidden=int(m["hidden"]),
+                                       layers=int(m.get("layers", 1))))
+    if arch != "resnet":
+        raise ConfigError(f"model.arch {arch!r}: expected resnet or gru")
     return VoiceResNet(VoiceNetConfig(embedding_dim=m["embedding_dim"], n_mels=fe["n_mels"],
                                       channels=list(m["channels"]), blocks=list(m["blocks"]),
                                       stem_stride=int(m.get("stem_stride", 1))))
