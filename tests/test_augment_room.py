@@ -231,3 +231,43 @@ def test_utterance_mix_teaches_clean_windows_the_speakers_utterance_embedding(tm
         utterance_mix({"targets": {"utterance_mix": 1.5}})
     with pytest.raises(ConfigError, match="unknown key"):
         utterance_mix({"targets": {"utterance_mixx": 0.5}})
+
+
+def test_views_without_a_second_talker_keep_their_cache_keys() -> None:
+    """The talker fields joined ViewParams after thousands of targets were cached under its
+    key: a view without a talker must keep the key it had before them (written out here)."""
+    p = ViewParams(seed=7, speed=0.95, rir=3, noise="fan", snr_db=12.5, band="mems",
+                   band_hz=6000.0, gain_db=-1.5)
+    assert p.key() == ('{"babble":[],"band":"mems","band_hz":6000.0,"gain_db":-1.5,"noise":"fan",'
+                       '"rir":3,"seed":7,"snr_db":12.5,"speed":0.95}')
+    assert "talker" in ViewParams(seed=7, talker="abc", talker_db=3.0).key()
+
+
+def test_talker_views_add_one_other_speaker_below_the_window() -> None:
+    """A second-talker view: deterministic, the talker from the pool only, `talker_db` below
+    the window's speech, nothing else added."""
+    aug = RoomAugment(talker_views=1)
+    pool = [f"h{i}" for i in range(5)]
+    views = [aug.sample_talker(s, pool) for s in range(100)]
+    assert views == [aug.sample_talker(s, pool) for s in range(100)]
+    assert {v.talker for v in views} == set(pool)
+    assert all(0.0 <= v.talker_db <= 10.0 and v.noise == "none" and v.rir == -1 and v.speed == 1.0
+               and v.band == "none" for v in views)
+    x = _tone()
+    other = (0.3 * np.random.default_rng(1).standard_normal(48000)).astype(np.float32)
+    p = ViewParams(seed=4, talker="h1", talker_db=6.0)
+    y = apply_view(x, p, None, {"h1": other}).astype(np.float64)
+    ratio = 10 * np.log10(np.mean(x.astype(np.float64) ** 2) / np.mean((y - x) ** 2))
+    assert len(y) == len(x) and ratio == pytest.approx(6.0, abs=0.3)
+    assert np.array_equal(y, apply_view(x, p, None, {"h1": other}))
+
+
+def test_talker_settings_are_checked() -> None:
+    from edge_runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="talker_views"):
+        RoomAugment(talker_views=-1)
+    with pytest.raises(ConfigError, match="talker_db"):
+        RoomAugment(talker_db=(10.0, 0.0))
+    with pytest.raises(ConfigError, match="two training speakers"):
+        RoomAugment(talker_views=1).sample_talker(0, [])

@@ -16,7 +16,12 @@ time, so no augmented audio is stored.
 - microphone: 8 kHz telephone (resample to 8 kHz, 300-3400 Hz band), a cheap MEMS part
   (high-pass roll-off at 100-250 Hz, low-pass at 5-7 kHz) or, where the config's `bands` lists
   it, narrowband (through 8 kHz and back, no high-pass: an 8 kHz recorder such as FSDD's);
-- speed perturbation 0.9-1.1 (tempo and pitch together, Kaldi-style) and gain +-6 dB.
+- speed perturbation 0.9-1.1 (tempo and pitch together, Kaldi-style) and gain +-6 dB;
+- a second talker (`talker_views`): one other training speaker 0-10 dB below the window's, as
+  when someone speaks behind the person at the door. The teacher labels the mixture, so the
+  student is taught the teacher's function on inputs that belong to no single training voice
+  (function matching, Beyer et al. 2022); with 322 training voices, new voices are the scarce
+  thing.
 """
 
 from __future__ import annotations
@@ -52,9 +57,14 @@ class ViewParams:
     band: str = "none"
     band_hz: float = 0.0
     gain_db: float = 0.0
+    talker: str = ""  # content hash (prefix) of a second talker's utterance, "" = none
+    talker_db: float = 0.0  # how far the second talker lies below the window's speech
 
     def key(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        d = asdict(self)
+        if not self.talker:  # views without a second talker keep the keys cached before it
+            del d["talker"], d["talker_db"]
+        return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
 class RirBank:
@@ -118,6 +128,10 @@ class RoomAugment:
     # the same window at full band, so the student learns to recover the full-band identity from
     # a narrow band and can do better than its teacher there.
     clean_band_target: str = "view"
+    # Views per window that add ONE other training speaker `talker_db` below the window's
+    # speech (and a gain), nothing else; labelled by the teacher on the mixture.
+    talker_views: int = 0
+    talker_db: tuple[float, float] = (0.0, 10.0)
 
     def __post_init__(self) -> None:
         for name, bands in (("bands", self.bands), ("clean_bands", self.clean_bands)):
@@ -130,6 +144,22 @@ class RoomAugment:
         if self.clean_band_target not in CLEAN_BAND_TARGETS:
             raise ConfigError(f"room.clean_band_target must be one of {list(CLEAN_BAND_TARGETS)}, "
                               f"got {self.clean_band_target!r}")
+        if self.talker_views < 0:
+            raise ConfigError(f"room.talker_views must be >= 0, got {self.talker_views}")
+        lo, hi = self.talker_db
+        if not 0.0 <= lo <= hi:
+            raise ConfigError(f"room.talker_db must be [low, high] with 0 <= low <= high dB, "
+                              f"got {list(self.talker_db)}")
+
+    def sample_talker(self, seed: int, pool: Sequence[str]) -> ViewParams:
+        """A view that adds one talker from `pool` (other speakers) below the window's speech."""
+        if not pool:
+            raise ConfigError("room.talker_views needs at least two training speakers")
+        rng = np.random.default_rng(seed)
+        talker = pool[int(rng.integers(len(pool)))]
+        db = float(np.round(rng.uniform(*self.talker_db), 2))
+        gain = float(np.round(rng.uniform(-self.gain_db, self.gain_db), 2))
+        return ViewParams(seed=int(seed), gain_db=gain, talker=talker, talker_db=db)
 
     def sample_clean_band(self, seed: int) -> ViewParams:
         """A view that only passes the window through a band (and a gain); same seed, same view."""
@@ -234,6 +264,9 @@ def apply_view(wav: np.ndarray, p: ViewParams, bank: RirBank | None,
         up, down = int(round(1000 / p.speed)), 1000
         x = signal.resample_poly(x, up, down)
         x = np.resize(x, n) if len(x) < n else x[:n]
+    if p.talker:  # before the room: both people speak in it
+        other = babble_noise(n, rng, [talkers[p.talker]])
+        x = x + other * np.sqrt((float(np.mean(x**2)) + 1e-10) / 10 ** (p.talker_db / 10))
     if p.rir >= 0:
         if bank is None:
             raise ValueError("a reverberant view needs the RirBank it was drawn from")

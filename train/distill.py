@@ -266,6 +266,8 @@ def distill(modality: str, data: str | Path, cfg: dict, out: str | Path, cache_d
                         + loss_w["classification"] * parts["cls"])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if tcfg.get("grad_clip"):  # a recurrent student's gradients can spike
+                    torch.nn.utils.clip_grad_norm_(params, float(tcfg["grad_clip"]))
                 opt.step()
                 sched.step()
                 if ema is not None:

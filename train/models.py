@@ -193,6 +193,50 @@ class VoiceResNet(nn.Module):
         return F.normalize(x, dim=1)
 
 
+@dataclass
+class VoiceGRUConfig:
+    """Convolutional front (time and frequency /4), a GRU over time, statistics pooling."""
+
+    embedding_dim: int = 256
+    n_mels: int = 64
+    channels: list[int] = field(default_factory=lambda: [32, 64])  # stem, then one residual block
+    hidden: int = 256
+    layers: int = 1
+
+
+class VoiceGRU(nn.Module):
+    """Log-mel window `feats` (N, T, M) -> embedding, through a recurrent layer.
+
+    Why: the voice teacher (Resemblyzer) is a 3-layer LSTM; every ResNet student, whatever its
+    width, stops at the same cosine to it on unseen speakers (benchmarks/students.md, issue 15).
+    A recurrent student shares the teacher's way of integrating a voice over time. The two
+    stride-2 convolutions cut the sequence to T/4 steps so it fits the 2 s probe's 3 ms here.
+    """
+
+    def __init__(self, cfg: VoiceGRUConfig | None = None) -> None:
+        super().__init__()
+        cfg = cfg or VoiceGRUConfig()
+        if len(cfg.channels) != 2:
+            raise ValueError(f"VoiceGRU takes two channel counts (stem, block), got {cfg.channels}")
+        self.cfg = cfg
+        c0, c1 = cfg.channels
+        self.stem = nn.Sequential(nn.Conv2d(1, c0, 3, 2, 1, bias=False), nn.BatchNorm2d(c0), nn.ReLU())
+        self.block = _BasicBlock(c0, c1, 2)
+        freq = ((cfg.n_mels - 1) // 2) // 2 + 1  # after two stride-2, padding-1 convolutions
+        self.proj = nn.Linear(c1 * freq, cfg.hidden)
+        self.gru = nn.GRU(cfg.hidden, cfg.hidden, cfg.layers, batch_first=True)
+        self.embed = nn.Linear(2 * cfg.hidden, cfg.embedding_dim)
+        self.bn = nn.BatchNorm1d(cfg.embedding_dim)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        x = self.block(self.stem(feats.transpose(1, 2).unsqueeze(1)))  # (N, C, M', T')
+        x = F.relu(self.proj(x.flatten(1, 2).transpose(1, 2)))  # (N, T', hidden)
+        y, _ = self.gru(x)
+        std = torch.sqrt(y.var(dim=1, unbiased=False) + 1e-5)
+        x = self.bn(self.embed(torch.cat([y.mean(dim=1), std], dim=1)))
+        return F.normalize(x, dim=1)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameter count, reported in model cards."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

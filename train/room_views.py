@@ -1,7 +1,7 @@
 """Teacher targets for door-condition views of the training windows, cached.
 
-Each training window gets `views_per_window` door-condition views and `clean_band_views`
-band-only views (`train.augment_room`); the teacher embeds each view once. The cache key is the
+Each training window gets `views_per_window` door-condition views, `clean_band_views`
+band-only views and `talker_views` second-talker views (`train.augment_room`); the teacher embeds each view once. The cache key is the
 utterance file's sha256, the window offset and the view's full parameters (`ViewParams.key`,
 seed included), with the augmentation, RIR-bank and teacher versions: a second run with the
 same config computes nothing, a changed parameter or teacher never reuses a stale target.
@@ -86,12 +86,16 @@ def prepare_room_views(data: VoiceSet, cache_dir: str | Path, window_samples: in
     version = f"{AUG_VERSION}|{bank.version}|{VoiceTeacher.version_string()}"
     for u, (sample, sha) in enumerate(zip(data.samples, shas, strict=True)):
         for start in data.window_starts[u]:
-            for k in range(views_per_window + augment.clean_band_views):
+            for k in range(views_per_window + augment.clean_band_views + augment.talker_views):
                 vseed = _view_seed(seed, sha, int(start), k)
-                p = (augment.sample(vseed, bank.size, others[sample.identity])
-                     if k < views_per_window else augment.sample_clean_band(vseed))
+                if k < views_per_window:
+                    p = augment.sample(vseed, bank.size, others[sample.identity])
+                elif k < views_per_window + augment.clean_band_views:
+                    p = augment.sample_clean_band(vseed)
+                else:
+                    p = augment.sample_talker(vseed, others[sample.identity])
                 utt.append(u)
-                band_only.append(k >= views_per_window)
+                band_only.append(views_per_window <= k < views_per_window + augment.clean_band_views)
                 starts.append(int(start))
                 params.append(p)
                 keys.append(ArrayCache.key(sha, f"roomview@{int(start)}|{p.key()}", version))

@@ -31,7 +31,15 @@ from train.datasets import (
     holdout_split,
     manifest_hash,
 )
-from train.models import FaceNetConfig, MobileFaceNet, VoiceNetConfig, VoiceResNet, face_stages
+from train.models import (
+    FaceNetConfig,
+    MobileFaceNet,
+    VoiceGRU,
+    VoiceGRUConfig,
+    VoiceNetConfig,
+    VoiceResNet,
+    face_stages,
+)
 from train.prepare import FaceSet, VoiceSet, prepare_faces, prepare_voices
 from train.room_views import RoomViews, prepare_room_views
 
@@ -52,6 +60,13 @@ def build_model(cfg: dict) -> nn.Module:
             )
         )
     fe = cfg["front_end"]
+    arch = m.get("arch", "resnet")  # checkpoints from before the option were ResNets
+    if arch == "gru":
+        return VoiceGRU(VoiceGRUConfig(embedding_dim=m["embedding_dim"], n_mels=fe["n_mels"],
+                                       channels=list(m["channels"]), hidden=int(m["hidden"]),
+                                       layers=int(m.get("layers", 1))))
+    if arch != "resnet":
+        raise ConfigError(f"model.arch {arch!r}: expected resnet or gru")
     return VoiceResNet(VoiceNetConfig(embedding_dim=m["embedding_dim"], n_mels=fe["n_mels"],
                                       channels=list(m["channels"]), blocks=list(m["blocks"]),
                                       stem_stride=int(m.get("stem_stride", 1))))
@@ -144,7 +159,8 @@ def extra_voice_samples(cfg: dict) -> tuple[list[Sample], dict]:
 def room_augment(cfg: dict) -> RoomAugment:
     """The door-condition augmentation described by the config's `room` section."""
     r = {k: v for k, v in cfg["room"].items() if k not in ("views_per_window", "seed")}
-    for k in ("snr_db", "speed", "babble_talkers", "rt60_s", "noise_kinds", "bands", "clean_bands"):
+    for k in ("snr_db", "speed", "babble_talkers", "rt60_s", "noise_kinds", "bands", "clean_bands",
+              "talker_db"):
         if k in r:
             r[k] = tuple(r[k])
     return RoomAugment(**r)
@@ -200,7 +216,7 @@ class VoiceTask:
         views = None
         room = cfg.get("room") or {}
         per_window = int(room.get("views_per_window", 0))
-        if per_window + int(room.get("clean_band_views", 0)) > 0:
+        if per_window + int(room.get("clean_band_views", 0)) + int(room.get("talker_views", 0)) > 0:
             room_aug = room_augment(cfg)
             views = prepare_room_views(sets["train"], cache_dir, fe.window_samples, room_aug,
                                        views_per_window=per_window,
