@@ -1,10 +1,11 @@
 """Teacher targets for door-condition views of the training windows, cached.
 
 Each training window gets `views_per_window` door-condition views, `clean_band_views`
-band-only views and `talker_views` second-talker views (`train.augment_room`); the teacher embeds each view once. The cache key is the
-utterance file's sha256, the window offset and the view's full parameters (`ViewParams.key`,
-seed included), with the augmentation, RIR-bank and teacher versions: a second run with the
-same config computes nothing, a changed parameter or teacher never reuses a stale target.
+band-only views and `talker_views` second-talker views (`train.augment_room`); the teacher
+embeds each view once. The cache key is the utterance file's sha256, the window offset and the
+view's full parameters (`ViewParams.key`, seed included), with the augmentation, RIR-bank and
+teacher versions: a second run with the same config computes nothing, a changed parameter or
+teacher never reuses a stale target.
 """
 
 from __future__ import annotations
