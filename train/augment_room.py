@@ -254,6 +254,11 @@ def band_limit(x: np.ndarray, band: str, hz: float) -> np.ndarray:
     return x
 
 
+def _add_below(x: np.ndarray, other: np.ndarray, db: float) -> np.ndarray:
+    """`x` plus a unit-RMS `other` scaled to lie `db` below `x`'s power (noise SNR, talker)."""
+    return x + other * np.sqrt((float(np.mean(x**2)) + 1e-10) / 10 ** (db / 10))
+
+
 def apply_view(wav: np.ndarray, p: ViewParams, bank: RirBank | None,
                talkers: Mapping[str, np.ndarray]) -> np.ndarray:
     """The view of a window `wav` (float32, 16 kHz) described by `p`; same length as `wav`."""
@@ -265,8 +270,7 @@ def apply_view(wav: np.ndarray, p: ViewParams, bank: RirBank | None,
         x = signal.resample_poly(x, up, down)
         x = np.resize(x, n) if len(x) < n else x[:n]
     if p.talker:  # before the room: both people speak in it
-        other = babble_noise(n, rng, [talkers[p.talker]])
-        x = x + other * np.sqrt((float(np.mean(x**2)) + 1e-10) / 10 ** (p.talker_db / 10))
+        x = _add_below(x, babble_noise(n, rng, [talkers[p.talker]]), p.talker_db)
     if p.rir >= 0:
         if bank is None:
             raise ValueError("a reverberant view needs the RirBank it was drawn from")
@@ -278,8 +282,7 @@ def apply_view(wav: np.ndarray, p: ViewParams, bank: RirBank | None,
             noise = street_noise(n, rng)
         else:
             noise = babble_noise(n, rng, [talkers[h] for h in p.babble])
-        power = float(np.mean(x**2)) + 1e-10
-        x = x + noise * np.sqrt(power / 10 ** (p.snr_db / 10))
+        x = _add_below(x, noise, p.snr_db)
     x = band_limit(x, p.band, p.band_hz)
     x = x * 10 ** (p.gain_db / 20)
     peak = float(np.max(np.abs(x)))

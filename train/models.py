@@ -121,6 +121,16 @@ class MobileFaceNet(nn.Module):
         return F.normalize(x, dim=1)
 
 
+def _conv_out(n: int, stride: int) -> int:
+    """Length after a 3-wide, padding-1 convolution of this stride."""
+    return (n - 1) // stride + 1
+
+
+def _stats_pool(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Mean and standard deviation over `dim` (time), side by side: wespeaker's pooling."""
+    return torch.cat([x.mean(dim=dim), torch.sqrt(x.var(dim=dim, unbiased=False) + 1e-5)], dim=1)
+
+
 class _BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
@@ -178,18 +188,15 @@ class VoiceResNet(nn.Module):
     @staticmethod
     def _freq_out(cfg: VoiceNetConfig) -> int:
         """Mel bins left after the stem and the stride-2 stages (conv arithmetic, padding 1)."""
-        f = (cfg.n_mels - 1) // cfg.stem_stride + 1
+        f = _conv_out(cfg.n_mels, cfg.stem_stride)
         for _ in range(len(cfg.channels) - 1):
-            f = (f - 1) // 2 + 1
+            f = _conv_out(f, 2)
         return f
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         x = feats.transpose(1, 2).unsqueeze(1)  # (N, 1, M, T)
         x = self.body(self.stem(x))  # (N, C, M', T')
-        x = x.flatten(1, 2)  # (N, C*M', T')
-        mean = x.mean(dim=2)
-        std = torch.sqrt(x.var(dim=2, unbiased=False) + 1e-5)
-        x = self.bn(self.embed(torch.cat([mean, std], dim=1)))
+        x = self.bn(self.embed(_stats_pool(x.flatten(1, 2), dim=2)))  # over T' of (N, C*M', T')
         return F.normalize(x, dim=1)
 
 
@@ -222,7 +229,7 @@ class VoiceGRU(nn.Module):
         c0, c1 = cfg.channels
         self.stem = nn.Sequential(nn.Conv2d(1, c0, 3, 2, 1, bias=False), nn.BatchNorm2d(c0), nn.ReLU())
         self.block = _BasicBlock(c0, c1, 2)
-        freq = ((cfg.n_mels - 1) // 2) // 2 + 1  # after two stride-2, padding-1 convolutions
+        freq = _conv_out(_conv_out(cfg.n_mels, 2), 2)
         self.proj = nn.Linear(c1 * freq, cfg.hidden)
         self.gru = nn.GRU(cfg.hidden, cfg.hidden, cfg.layers, batch_first=True)
         self.embed = nn.Linear(2 * cfg.hidden, cfg.embedding_dim)
@@ -232,8 +239,7 @@ class VoiceGRU(nn.Module):
         x = self.block(self.stem(feats.transpose(1, 2).unsqueeze(1)))  # (N, C, M', T')
         x = F.relu(self.proj(x.flatten(1, 2).transpose(1, 2)))  # (N, T', hidden)
         y, _ = self.gru(x)
-        std = torch.sqrt(y.var(dim=1, unbiased=False) + 1e-5)
-        x = self.bn(self.embed(torch.cat([y.mean(dim=1), std], dim=1)))
+        x = self.bn(self.embed(_stats_pool(y, dim=1)))
         return F.normalize(x, dim=1)
 
 

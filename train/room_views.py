@@ -85,18 +85,20 @@ def prepare_room_views(data: VoiceSet, cache_dir: str | Path, window_samples: in
               for ident in by_speaker}
     utt, starts, params, keys, band_only = [], [], [], [], []
     version = f"{AUG_VERSION}|{bank.version}|{VoiceTeacher.version_string()}"
+    band_end = views_per_window + augment.clean_band_views  # views [per_window, band_end): band-only
     for u, (sample, sha) in enumerate(zip(data.samples, shas, strict=True)):
         for start in data.window_starts[u]:
-            for k in range(views_per_window + augment.clean_band_views + augment.talker_views):
+            for k in range(band_end + augment.talker_views):
                 vseed = _view_seed(seed, sha, int(start), k)
+                band = views_per_window <= k < band_end
                 if k < views_per_window:
                     p = augment.sample(vseed, bank.size, others[sample.identity])
-                elif k < views_per_window + augment.clean_band_views:
+                elif band:
                     p = augment.sample_clean_band(vseed)
                 else:
                     p = augment.sample_talker(vseed, others[sample.identity])
                 utt.append(u)
-                band_only.append(views_per_window <= k < views_per_window + augment.clean_band_views)
+                band_only.append(band)
                 starts.append(int(start))
                 params.append(p)
                 keys.append(ArrayCache.key(sha, f"roomview@{int(start)}|{p.key()}", version))
