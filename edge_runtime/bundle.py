@@ -8,11 +8,14 @@ export, `edgepin export`, `edgepin train pins|fuse`, `edgepin calibrate`) add en
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,9 +124,10 @@ def set_default_face_tier(root: str | Path, defaults: dict[str, str]) -> None:
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise ModelError(f"no model manifest at {path}")
-    data = json.loads(path.read_text())
-    data["default_face_tier"] = {**(data.get("default_face_tier") or {}), **defaults}
-    _write_manifest(Path(root), data)
+    with _manifest_lock(Path(root)):
+        data = _read_manifest(path)
+        data["default_face_tier"] = {**(data.get("default_face_tier") or {}), **defaults}
+        _write_manifest(Path(root), data)
 
 
 def register_model(root: str | Path, name: str, file: str | Path, **meta: Any) -> ModelEntry:
@@ -131,9 +135,6 @@ def register_model(root: str | Path, name: str, file: str | Path, **meta: Any) -
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     path = root / MANIFEST
-    data: dict[str, Any] = {"format": FORMAT, "models": {}}
-    if path.is_file():
-        data = json.loads(path.read_text())
     f = Path(file)
     target = f if f.is_absolute() else root / f
     if not target.is_file():
@@ -146,12 +147,37 @@ def register_model(root: str | Path, name: str, file: str | Path, **meta: Any) -
              "bytes": target.stat().st_size,
              "registered": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
              "meta": meta}
-    old = data.get("models", {}).get(name)
-    if isinstance(old, dict) and all(old.get(k) == entry[k] for k in ("file", "sha256", "meta")):
-        return ModelEntry(name, str(rel), entry["sha256"], meta, root)  # same file: keep its entry
-    data.setdefault("models", {})[name] = entry
-    _write_manifest(root, data)
+    # read-modify-write under the lock: two writers (the ship chain runs its lanes in parallel)
+    # would otherwise each rewrite the manifest from what it read, and one entry would be lost
+    with _manifest_lock(root):
+        data: dict[str, Any] = _read_manifest(path) if path.is_file() else {"format": FORMAT, "models": {}}
+        old = data.get("models", {}).get(name)
+        if isinstance(old, dict) and all(old.get(k) == entry[k] for k in ("file", "sha256", "meta")):
+            return ModelEntry(name, str(rel), entry["sha256"], meta, root)  # same file: keep its entry
+        data.setdefault("models", {})[name] = entry
+        _write_manifest(root, data)
     return ModelEntry(name, str(rel), entry["sha256"], meta, root)
+
+
+@contextlib.contextmanager
+def _manifest_lock(root: Path) -> Iterator[None]:
+    """Exclusive advisory lock on the folder's manifest, held across a read-modify-write."""
+    with open(root / ".manifest.lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: unreadable model manifest ({exc}); nothing was changed") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: model manifest is not a JSON object; nothing was changed")
+    return data
 
 
 def _write_manifest(root: Path, data: dict[str, Any]) -> None:

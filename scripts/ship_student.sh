@@ -11,9 +11,13 @@
 # operating points make the device embed faces, benchmarks/face_tta.md; default flip),
 # EXPORT_ARGS (extra `edgepin export` options, e.g. "--n-calib 320" where memory is short: the
 # face's percentile calibration holds every activation of every sample, ~30 MB each),
-# STEPS (default all; e.g. "calibrate modes" to resume after a failed step). Long steps run under `nice -n 19`; a 2-core machine needs
-# about 1-2 h for the whole chain. A voice student changes the large face tier's heads and
-# operating points too (they fuse the same voice), a face student only the student tier's.
+# STEPS (default all; e.g. "calibrate modes" to resume after a failed step), LANES (1 or 2:
+# with 2, the student tier's heads and operating points run beside the INT8 report and the
+# large tier's, and the two attack runs side by side; each lane's output goes to
+# $RUNS/lane_*.log; the timed benchmarks always run alone). Long steps run under `nice -n 19`;
+# a 2-core machine needs about 1-2 h for the whole chain with LANES=1. A voice student changes
+# the large face tier's heads and operating points too (they fuse the same voice), a face
+# student only the student tier's.
 set -euo pipefail
 
 modality=${1:?usage: ship_student.sh face|voice CHECKPOINT}
@@ -26,8 +30,10 @@ FACE_TTA=${FACE_TTA:-flip}
 PY=${PY:-python}
 EDGEPIN=${EDGEPIN:-edgepin}
 NICE=${NICE:-nice -n 19}
+LANES=${LANES:-1}
 
 case "$modality" in face|voice) ;; *) echo "modality must be face or voice, got $modality" >&2; exit 2 ;; esac
+case "$LANES" in 1|2) ;; *) echo "LANES must be 1 or 2, got $LANES" >&2; exit 2 ;; esac
 [[ -f "$ckpt" ]] || { echo "checkpoint not found: $ckpt" >&2; exit 2; }
 [[ -d "$DATA/lfw" && -d "$DATA/speechocean762" && -d "$DATA/grid" ]] || {
   echo "$DATA lacks lfw/, speechocean762/ or grid/ (the shared data)" >&2; exit 2; }
@@ -45,36 +51,72 @@ if want ship; then
   say "ship $ckpt as models/$modality.onnx"
   $PY -c "from export.students import ship_student; ship_student('$ckpt', 'models')"
 fi
-if want export; then
-  say "INT8 export and its gate"
-  $NICE $EDGEPIN export --target orin --models models --out models --only "$modality" \
-    --data-faces "$DATA/lfw" --data-voices "$DATA/speechocean762" --cache "$CACHE" ${EXPORT_ARGS:-}
-  $NICE $PY -m benchmarks.int8 --models models --data-faces "$DATA/lfw" \
-    --data-voices "$DATA/speechocean762" --cache "$CACHE" --threads 1
-fi
-if want heads; then
-  say "cross-modal heads"
-  $NICE $PY -m benchmarks.crossmodal --data "$DATA" --students models --export models
-  if [[ " ${tiers[*]} " == *" large "* ]]; then
+# side by side when LANES=2 (their manifest writes are locked, edge_runtime/bundle.py), else
+# one after the other; either way a failed lane stops the chain
+lanes() {
+  if [[ "$LANES" == 1 ]]; then "$1"; "$2"; return; fi
+  mkdir -p "$RUNS"
+  local r1=0 r2=0 p1 p2
+  say "lanes $1 | $2 (logs: $RUNS/lane_$1.log, $RUNS/lane_$2.log)"
+  "$1" > "$RUNS/lane_$1.log" 2>&1 & p1=$!
+  "$2" > "$RUNS/lane_$2.log" 2>&1 & p2=$!
+  wait "$p1" || r1=$?
+  wait "$p2" || r2=$?
+  tail -n 40 "$RUNS/lane_$1.log" "$RUNS/lane_$2.log"
+  if (( r1 != 0 || r2 != 0 )); then
+    echo "lane failed: $1 rc=$r1, $2 rc=$r2 (logs in $RUNS)" >&2; exit 1
+  fi
+}
+calibrate_tier() {
+  local tier=$1 suffix tta
+  suffix=$([[ $tier == large ]] && echo ".large" || echo "")
+  tta=$([[ $tier == large ]] && echo none || echo "$FACE_TTA")
+  say "operating points, $tier tier"
+  $NICE $EDGEPIN calibrate --models models --data "$DATA" --face-tier "$tier" --cache "$CACHE" \
+    --face-tta "$tta" --out "models/operating_points$suffix.yaml" \
+    $([[ $tier == student ]] && echo "--report benchmarks/operating_points.md")
+  $NICE $EDGEPIN calibrate --models models --data "$DATA" --face-tier "$tier" --cache "$CACHE" \
+    --face-tta "$tta" --precision int8 --out "models/operating_points$suffix.int8.yaml" \
+    $([[ $tier == student ]] && echo "--report benchmarks/operating_points_int8.md")
+}
+student_tier() {  # cross-modal heads of the student face tier, then its operating points
+  if want heads; then
+    say "cross-modal heads, student tier"
+    $NICE $PY -m benchmarks.crossmodal --data "$DATA" --students models --export models
+  fi
+  if want calibrate; then calibrate_tier student; fi
+}
+int8_and_large_tier() {  # the INT8 report; for a voice student, the large tier's heads and points
+  if want export; then
+    say "INT8 report"
+    $NICE $PY -m benchmarks.int8 --models models --data-faces "$DATA/lfw" \
+      --data-voices "$DATA/speechocean762" --cache "$CACHE" --threads 1
+  fi
+  [[ " ${tiers[*]} " == *" large "* ]] || return 0
+  if want heads; then
+    say "cross-modal heads, large tier"
     $NICE $EDGEPIN train pins --data "$DATA" --face-tier large --students models \
       --export models --out "$RUNS/pins_large" --cache "$CACHE"
     $NICE $EDGEPIN train fuse --data "$DATA" --pins "$RUNS/pins_large" --students models \
       --export models --out "$RUNS/faa_large" --cache "$CACHE"
   fi
+  if want calibrate; then calibrate_tier large; fi
+}
+attacks_student() {
+  $NICE $PY -m benchmarks.attacks --models models --data "$DATA" --out benchmarks/attacks.md
+}
+attacks_large() {
+  [[ " ${tiers[*]} " == *" large "* ]] || return 0
+  $NICE $PY -m benchmarks.attacks --models models --data "$DATA" --face-tier large \
+    --out benchmarks/attacks_large.md
+}
+
+if want export; then
+  say "INT8 export and its gate"
+  $NICE $EDGEPIN export --target orin --models models --out models --only "$modality" \
+    --data-faces "$DATA/lfw" --data-voices "$DATA/speechocean762" --cache "$CACHE" ${EXPORT_ARGS:-}
 fi
-if want calibrate; then
-  for tier in "${tiers[@]}"; do
-    suffix=$([[ $tier == large ]] && echo ".large" || echo "")
-    tta=$([[ $tier == large ]] && echo none || echo "$FACE_TTA")
-    say "operating points, $tier tier"
-    $NICE $EDGEPIN calibrate --models models --data "$DATA" --face-tier "$tier" --cache "$CACHE" \
-      --face-tta "$tta" --out "models/operating_points$suffix.yaml" \
-      $([[ $tier == student ]] && echo "--report benchmarks/operating_points.md")
-    $NICE $EDGEPIN calibrate --models models --data "$DATA" --face-tier "$tier" --cache "$CACHE" \
-      --face-tta "$tta" --precision int8 --out "models/operating_points$suffix.int8.yaml" \
-      $([[ $tier == student ]] && echo "--report benchmarks/operating_points_int8.md")
-  done
-fi
+lanes student_tier int8_and_large_tier
 if want modes; then
   say "security modes (AV sync from benchmarks/avsync.json, voice veto re-measured)"
   ops=(models/operating_points.yaml models/operating_points.int8.yaml)
@@ -87,11 +129,7 @@ if want benchmarks; then
   $NICE $PY -m benchmarks.students --models models --data "$DATA" --cache "$CACHE" \
     --timing-samples 100 --notes benchmarks/notes/students_tried.md
   $EDGEPIN bench --models models --runs 200 --warmup 20 --out benchmarks
-  $NICE $PY -m benchmarks.attacks --models models --data "$DATA" --out benchmarks/attacks.md
-  if [[ " ${tiers[*]} " == *" large "* ]]; then
-    $NICE $PY -m benchmarks.attacks --models models --data "$DATA" --face-tier large \
-      --out benchmarks/attacks_large.md
-  fi
+  lanes attacks_student attacks_large
 fi
 if want demo; then
   say "demo"

@@ -1,0 +1,117 @@
+"""Control flow of scripts/ship_student.sh: which steps run, in what order, side by side or not.
+
+The real chain takes 1-2 hours of training and benchmarks, so here `PY` and `EDGEPIN` point at
+a stand-in that records each call (start and end time) and can be told to fail; the script
+itself (bash, its lanes, its error handling) is the real one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "ship_student.sh"
+
+RECORDER = """#!/usr/bin/env bash
+# stand-in for python / edgepin: log "start|end <epoch> <args>", fail on $FAIL_ON
+echo "start $(date +%s.%N) $*" >> "$CALLS"
+sleep 0.15
+if [[ -n "${FAIL_ON:-}" && "$*" == *"$FAIL_ON"* ]]; then echo "failing: $*" >&2; exit 3; fi
+echo "end $(date +%s.%N) $*" >> "$CALLS"
+"""
+
+
+def _run(tmp_path: Path, lanes: str, fail_on: str = "") -> tuple[subprocess.CompletedProcess, list]:
+    data = tmp_path / "data"
+    for d in ("lfw", "speechocean762", "grid"):
+        (data / d).mkdir(parents=True, exist_ok=True)
+    work = tmp_path / "work"
+    (work / "models").mkdir(parents=True, exist_ok=True)
+    (work / "models" / "face_large.onnx").write_bytes(b"x")
+    ckpt = tmp_path / "student.pt"
+    ckpt.write_bytes(b"x")
+    rec = tmp_path / "rec"
+    rec.write_text(RECORDER)
+    rec.chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    env = {**os.environ, "PY": str(rec), "EDGEPIN": str(rec), "NICE": "", "LANES": lanes,
+           "DATA": str(data), "CACHE": str(tmp_path / "cache"), "RUNS": str(tmp_path / "runs"),
+           "CALLS": str(calls), "FAIL_ON": fail_on}
+    proc = subprocess.run(["bash", str(SCRIPT), "voice", str(ckpt)], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=120)
+    rows = []
+    if calls.exists():
+        for line in calls.read_text().splitlines():
+            kind, t, args = line.split(" ", 2)
+            rows.append((kind, float(t), args))
+    return proc, rows
+
+
+def _span(rows: list, needle: str) -> tuple[float, float]:
+    starts = [t for k, t, a in rows if k == "start" and needle in a]
+    ends = [t for k, t, a in rows if k == "end" and needle in a]
+    assert starts and ends, f"no completed call containing {needle!r}"
+    return min(starts), max(ends)
+
+
+STEPS = ["ship_student(", "export --target orin", "-m benchmarks.crossmodal",
+         "--face-tier student", "-m benchmarks.int8", "train pins", "train fuse",
+         "--face-tier large", "calibrate-modes", "-m benchmarks.students", "bench --models",
+         "-m benchmarks.attacks --models models --data", "demo --models"]
+
+
+@pytest.mark.parametrize("lanes", ["1", "2"])
+def test_every_step_runs_once_in_dependency_order(tmp_path, lanes):
+    proc, rows = _run(tmp_path, lanes)
+    assert proc.returncode == 0, proc.stderr
+    for step in STEPS:
+        _span(rows, step)
+    calls = [a for k, _, a in rows if k == "start"]
+    assert sum("benchmarks.attacks" in a for a in calls) == 2  # student and large tiers
+    assert sum(a.startswith("calibrate --models") for a in calls) == 4  # 2 tiers x FP32/INT8
+    # what each step needs was finished before it started
+    order = [("ship_student(", "export --target orin"), ("export --target orin", "benchmarks.crossmodal"),
+             ("export --target orin", "benchmarks.int8"), ("benchmarks.crossmodal", "--face-tier student"),
+             ("train pins", "train fuse"), ("train fuse", "--face-tier large --cache"),
+             ("--face-tier student", "calibrate-modes"), ("--face-tier large --cache", "calibrate-modes"),
+             ("calibrate-modes", "benchmarks.students"), ("benchmarks.students", "bench --models"),
+             ("bench --models", "benchmarks.attacks"), ("benchmarks.attacks", "demo --models")]
+    for before, after in order:
+        assert _span(rows, before)[1] <= _span(rows, after)[0], f"{after} started before {before} ended"
+
+
+def test_two_lanes_overlap_and_timed_benchmarks_run_alone(tmp_path):
+    proc, rows = _run(tmp_path, "2")
+    assert proc.returncode == 0, proc.stderr
+    s0, s1 = _span(rows, "benchmarks.crossmodal")
+    l0, l1 = _span(rows, "benchmarks.int8")
+    assert s0 < l1 and l0 < s1, "the student lane and the INT8/large lane did not run side by side"
+    att = [(k, t) for k, t, x in rows if "benchmarks.attacks" in x]
+    starts = sorted(t for k, t in att if k == "start")
+    ends = sorted(t for k, t in att if k == "end")
+    assert len(starts) == len(ends) == 2
+    assert starts[1] < ends[0], "the two attack runs did not overlap"
+    for timed in ("benchmarks.students", "bench --models"):
+        t0, t1 = _span(rows, timed)
+        others = [t for k, t, x in rows if timed not in x]
+        assert not any(t0 < t < t1 for t in others), f"{timed} shared the machine with another step"
+    assert (tmp_path / "runs" / "lane_student_tier.log").is_file()
+
+
+@pytest.mark.parametrize("lanes", ["1", "2"])
+def test_a_failed_step_stops_the_chain_before_the_next_phase(tmp_path, lanes):
+    proc, rows = _run(tmp_path, lanes, fail_on="train pins")
+    assert proc.returncode != 0
+    assert not any("calibrate-modes" in a for _, _, a in rows)
+    if lanes == "2":
+        assert "lane failed: student_tier rc=0, int8_and_large_tier rc=3" in proc.stderr
+        _span(rows, "--face-tier student")  # the other lane still finished its own work
+
+
+def test_lanes_must_be_one_or_two(tmp_path):
+    proc, rows = _run(tmp_path, "3")
+    assert proc.returncode == 2 and "LANES must be 1 or 2" in proc.stderr and not rows
