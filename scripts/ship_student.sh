@@ -12,9 +12,9 @@
 # EXPORT_ARGS (extra `edgepin export` options, e.g. "--n-calib 320" where memory is short: the
 # face's percentile calibration holds every activation of every sample, ~30 MB each),
 # STEPS (default all; e.g. "calibrate modes" to resume after a failed step), LANES (1 or 2:
-# with 2, the student tier's heads and operating points run beside the INT8 report and the
-# large tier's, and the two attack runs side by side; each lane's output goes to
-# $RUNS/lane_*.log; the timed benchmarks always run alone). Long steps run under `nice -n 19`;
+# with 2, the student tier's heads and operating points run beside the large tier's, and the
+# two attack runs side by side; each lane's output goes to $RUNS/lane_*.log; the timed
+# benchmarks, INT8 report included, always run alone). Long steps run under `nice -n 19`;
 # a 2-core machine needs about 1-2 h for the whole chain with LANES=1. A voice student changes
 # the large face tier's heads and operating points too (they fuse the same voice), a face
 # student only the student tier's.
@@ -86,12 +86,7 @@ student_tier() {  # cross-modal heads of the student face tier, then its operati
   fi
   if want calibrate; then calibrate_tier student; fi
 }
-int8_and_large_tier() {  # the INT8 report; for a voice student, the large tier's heads and points
-  if want export; then
-    say "INT8 report"
-    $NICE $PY -m benchmarks.int8 --models models --data-faces "$DATA/lfw" \
-      --data-voices "$DATA/speechocean762" --cache "$CACHE" --threads 1
-  fi
+large_tier() {  # for a voice student, the large face tier's heads and operating points
   [[ " ${tiers[*]} " == *" large "* ]] || return 0
   if want heads; then
     say "cross-modal heads, large tier"
@@ -115,8 +110,11 @@ if want export; then
   say "INT8 export and its gate"
   $NICE $EDGEPIN export --target orin --models models --out models --only "$modality" \
     --data-faces "$DATA/lfw" --data-voices "$DATA/speechocean762" --cache "$CACHE" ${EXPORT_ARGS:-}
+  # alone: the report times FP32 against INT8
+  $NICE $PY -m benchmarks.int8 --models models --data-faces "$DATA/lfw" \
+    --data-voices "$DATA/speechocean762" --cache "$CACHE" --threads 1
 fi
-lanes student_tier int8_and_large_tier
+lanes student_tier large_tier
 if want modes; then
   say "security modes (AV sync from benchmarks/avsync.json, voice veto re-measured)"
   ops=(models/operating_points.yaml models/operating_points.int8.yaml)

@@ -75,7 +75,8 @@ def test_every_step_runs_once_in_dependency_order(tmp_path, lanes):
     assert sum(a.startswith("calibrate --models") for a in calls) == 4  # 2 tiers x FP32/INT8
     # what each step needs was finished before it started
     order = [("ship_student(", "export --target orin"), ("export --target orin", "benchmarks.crossmodal"),
-             ("export --target orin", "benchmarks.int8"), ("benchmarks.crossmodal", "--face-tier student"),
+             ("export --target orin", "benchmarks.int8"), ("benchmarks.int8", "benchmarks.crossmodal"),
+             ("benchmarks.int8", "train pins"), ("benchmarks.crossmodal", "--face-tier student"),
              ("train pins", "train fuse"), ("train fuse", "--face-tier large --cache"),
              ("--face-tier student", "calibrate-modes"), ("--face-tier large --cache", "calibrate-modes"),
              ("calibrate-modes", "benchmarks.students"), ("benchmarks.students", "bench --models"),
@@ -88,14 +89,14 @@ def test_two_lanes_overlap_and_timed_benchmarks_run_alone(tmp_path):
     proc, rows = _run(tmp_path, "2")
     assert proc.returncode == 0, proc.stderr
     s0, s1 = _span(rows, "benchmarks.crossmodal")
-    l0, l1 = _span(rows, "benchmarks.int8")
-    assert s0 < l1 and l0 < s1, "the student lane and the INT8/large lane did not run side by side"
+    l0, l1 = _span(rows, "train pins")
+    assert s0 < l1 and l0 < s1, "the student tier's lane and the large tier's did not run side by side"
     att = [(k, t) for k, t, x in rows if "benchmarks.attacks" in x]
     starts = sorted(t for k, t in att if k == "start")
     ends = sorted(t for k, t in att if k == "end")
     assert len(starts) == len(ends) == 2
     assert starts[1] < ends[0], "the two attack runs did not overlap"
-    for timed in ("benchmarks.students", "bench --models"):
+    for timed in ("benchmarks.int8", "benchmarks.students", "bench --models"):
         t0, t1 = _span(rows, timed)
         others = [t for k, t, x in rows if timed not in x]
         assert not any(t0 < t < t1 for t in others), f"{timed} shared the machine with another step"
@@ -108,7 +109,7 @@ def test_a_failed_step_stops_the_chain_before_the_next_phase(tmp_path, lanes):
     assert proc.returncode != 0
     assert not any("calibrate-modes" in a for _, _, a in rows)
     if lanes == "2":
-        assert "lane failed: student_tier rc=0, int8_and_large_tier rc=3" in proc.stderr
+        assert "lane failed: student_tier rc=0, large_tier rc=3" in proc.stderr
         _span(rows, "--face-tier student")  # the other lane still finished its own work
 
 
