@@ -80,12 +80,9 @@ def load_manifest(root: str | Path) -> dict[str, ModelEntry]:
     path = root / MANIFEST
     if not path.is_file():
         raise ModelError(f"no model manifest at {path}; is {root} an edgepin models folder?")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: unreadable model manifest ({exc})") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ModelError(f"{path}: unsupported manifest format {data.get('format') if isinstance(data, dict) else '?'}")
+    data = _read_manifest(path)
+    if data.get("format") != FORMAT:
+        raise ModelError(f"{path}: unsupported manifest format {data.get('format')}")
     entries = {}
     for name, e in data.get("models", {}).items():
         try:
@@ -105,10 +102,7 @@ def default_face_tier(root: str | Path, backend: str) -> str:
     path = Path(root) / MANIFEST
     if not path.is_file():
         return "student"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: unreadable model manifest ({exc})") from exc
+    data = _read_manifest(path)
     choice = (data.get("default_face_tier") or {}).get(backend, "student")
     if choice not in FACE_TIER_CHOICES:
         raise ModelError(f"{path}: default_face_tier.{backend} is {choice!r}; expected one of "
@@ -171,12 +165,13 @@ def _manifest_lock(root: Path) -> Iterator[None]:
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest's JSON object, or one clear error for every reader and writer."""
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: unreadable model manifest ({exc}); nothing was changed") from exc
+        raise ModelError(f"{path}: unreadable model manifest ({exc})") from exc
     if not isinstance(data, dict):
-        raise ModelError(f"{path}: model manifest is not a JSON object; nothing was changed")
+        raise ModelError(f"{path}: model manifest is not a JSON object")
     return data
 
 

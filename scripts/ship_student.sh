@@ -45,6 +45,7 @@ if [[ "$modality" == voice ]]; then
   tiers=(student large)
 fi
 want() { [[ " $STEPS " == *" $1 "* ]]; }
+has_large() { [[ " ${tiers[*]} " == *" large "* ]]; }
 say() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 
 if want ship; then
@@ -87,7 +88,7 @@ student_tier() {  # cross-modal heads of the student face tier, then its operati
   if want calibrate; then calibrate_tier student; fi
 }
 large_tier() {  # for a voice student, the large face tier's heads and operating points
-  [[ " ${tiers[*]} " == *" large "* ]] || return 0
+  has_large || return 0
   if want heads; then
     say "cross-modal heads, large tier"
     $NICE $EDGEPIN train pins --data "$DATA" --face-tier large --students models \
@@ -101,7 +102,7 @@ attacks_student() {
   $NICE $PY -m benchmarks.attacks --models models --data "$DATA" --out benchmarks/attacks.md
 }
 attacks_large() {
-  [[ " ${tiers[*]} " == *" large "* ]] || return 0
+  has_large || return 0
   $NICE $PY -m benchmarks.attacks --models models --data "$DATA" --face-tier large \
     --out benchmarks/attacks_large.md
 }
@@ -118,7 +119,7 @@ lanes student_tier large_tier
 if want modes; then
   say "security modes (AV sync from benchmarks/avsync.json, voice veto re-measured)"
   ops=(models/operating_points.yaml models/operating_points.int8.yaml)
-  [[ " ${tiers[*]} " == *" large "* ]] && ops+=(models/operating_points.large.yaml models/operating_points.large.int8.yaml)
+  has_large && ops+=(models/operating_points.large.yaml models/operating_points.large.int8.yaml)
   $NICE $EDGEPIN calibrate-modes --op "${ops[@]}" --grid "$DATA/grid" \
     --sync-from benchmarks/avsync.json --voice-data "$DATA"
 fi
