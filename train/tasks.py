@@ -34,6 +34,7 @@ from train.datasets import (
 from train.models import (
     FaceNetConfig,
     MobileFaceNet,
+    VoiceEnsemble,
     VoiceGRU,
     VoiceGRUConfig,
     VoiceNetConfig,
@@ -61,12 +62,14 @@ def build_model(cfg: dict) -> nn.Module:
         )
     fe = cfg["front_end"]
     arch = m.get("arch", "resnet")  # checkpoints from before the option were ResNets
+    if arch == "ensemble":  # train.ensemble: members' own model configs, one front-end
+        return VoiceEnsemble([build_model({**cfg, "model": member}) for member in m["members"]])
     if arch == "gru":
         return VoiceGRU(VoiceGRUConfig(embedding_dim=m["embedding_dim"], n_mels=fe["n_mels"],
                                        channels=list(m["channels"]), hidden=int(m["hidden"]),
                                        layers=int(m.get("layers", 1))))
     if arch != "resnet":
-        raise ConfigError(f"model.arch {arch!r}: expected resnet or gru")
+        raise ConfigError(f"model.arch {arch!r}: expected resnet, gru or ensemble")
     return VoiceResNet(VoiceNetConfig(embedding_dim=m["embedding_dim"], n_mels=fe["n_mels"],
                                       channels=list(m["channels"]), blocks=list(m["blocks"]),
                                       stem_stride=int(m.get("stem_stride", 1))))
