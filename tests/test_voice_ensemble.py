@@ -89,6 +89,10 @@ def test_members_must_share_the_input_and_be_distinct(tmp_path):
     torch.save(ensemble_checkpoints([tmp_path / "a.pt", tmp_path / "b.pt"]), tmp_path / "ens.pt")
     with pytest.raises(ConfigError, match="already an ensemble"):
         ensemble_checkpoints([tmp_path / "ens.pt", tmp_path / "a.pt"])
+    cfg = load_config(None, "voice_distill.yaml", [])
+    with pytest.raises(ConfigError, match="two or more plain members"):
+        build_model({**cfg, "model": {"arch": "ensemble", "embedding_dim": 256,
+                                      "members": [cfg["model"]]}})
     (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="broken.pt"):
         ensemble_checkpoints([tmp_path / "a.pt", tmp_path / "broken.pt"])

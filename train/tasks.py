@@ -63,7 +63,10 @@ def build_model(cfg: dict) -> nn.Module:
     fe = cfg["front_end"]
     arch = m.get("arch", "resnet")  # checkpoints from before the option were ResNets
     if arch == "ensemble":  # train.ensemble: members' own model configs, one front-end
-        return VoiceEnsemble([build_model({**cfg, "model": member}) for member in m["members"]])
+        members = m.get("members") or []
+        if len(members) < 2 or any(x.get("arch") == "ensemble" for x in members):
+            raise ConfigError(f"model.arch ensemble needs two or more plain members, got {members!r:.80}")
+        return VoiceEnsemble([build_model({**cfg, "model": member}) for member in members])
     if arch == "gru":
         return VoiceGRU(VoiceGRUConfig(embedding_dim=m["embedding_dim"], n_mels=fe["n_mels"],
                                        channels=list(m["channels"]), hidden=int(m["hidden"]),
