@@ -17,9 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from edge_runtime.errors import ConfigError, EdgepinError
+from train.average import write_new_checkpoint
 
 # what every member must share: the device feeds all of them the same window
 SHARED = ("modality", "front_end", "split")
@@ -63,14 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path)
     a = p.parse_args(argv)
     try:
-        if a.out.exists():
-            raise ConfigError(f"{a.out} exists: choose another --out (nothing is overwritten)")
-        ckpt = ensemble_checkpoints(a.checkpoints)
+        write_new_checkpoint(a.out, lambda: ensemble_checkpoints(a.checkpoints))
     except EdgepinError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(ckpt, a.out)
     print(f"{a.out}: ensemble of {len(a.checkpoints)} voice students")
     return 0
 
