@@ -258,12 +258,12 @@ class VoiceTask:
             if v >= 0:  # a labelled door-condition view: exact window, its own target
                 assert self.views is not None
                 view = self.augment.shorten(self.views.audio(int(v), wav, n), 16000, rng)
-                feats.append(self.front_end.windows(view)[0])
+                feats.append(self.augment.mask(self.front_end.windows(view)[0], rng))
                 targets.append(self.views.teacher[v])
                 continue
             crop = self.augment.crop(wav, int(self.train.window_starts[u][w]), n, 16000, rng)
             crop = self.augment.shorten(crop, 16000, rng)
-            feats.append(self.front_end.windows(self.augment(crop, rng))[0])
+            feats.append(self.augment.mask(self.front_end.windows(self.augment(crop, rng))[0], rng))
             target = self.train.window_teacher[u][w]
             if self.utterance_mix > 0:
                 assert self.train.utterance_teacher is not None
