@@ -27,3 +27,26 @@ def test_a_short_piece_becomes_one_full_window_as_on_the_device():
     piece = VoiceAugment(short_p=1.0).shorten(speech, 16000, rng)
     feats = fe.windows(piece)
     assert len(piece) < fe.window_samples and feats.shape == (1, fe.window_frames, 64)
+
+
+def test_spec_masks_blank_bands_and_spans_to_the_window_mean_and_nothing_when_off():
+    rng = np.random.default_rng(2)
+    feats = rng.standard_normal((200, 64)).astype(np.float32)
+    off = VoiceAugment()
+    state = rng.bit_generator.state
+    assert off.mask(feats, rng) is feats
+    assert rng.bit_generator.state == state  # off draws nothing: earlier recipes repeat exactly
+    on = VoiceAugment(spec_p=1.0, freq_masks=2, freq_width=8, time_masks=2, time_width=20)
+    widths = []
+    for _ in range(200):
+        out = on.mask(feats, rng)
+        assert out is not feats and out.shape == feats.shape
+        zero_bands = np.flatnonzero(np.all(out == 0, axis=0))
+        zero_frames = np.flatnonzero(np.all(out == 0, axis=1))
+        assert len(zero_bands) <= 16 and len(zero_frames) <= 40  # at most 2 masks of each width
+        kept = (out != 0)
+        np.testing.assert_array_equal(out[kept], feats[kept])  # the rest untouched
+        widths.append(len(zero_bands))
+        assert np.count_nonzero(feats == 0) == 0  # the input itself is never changed
+    assert max(widths) > 8  # two bands do occur ...
+    assert min(widths) == 0  # ... and so does none (a width of 0)

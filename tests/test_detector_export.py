@@ -17,6 +17,7 @@ from onnx import numpy_helper
 from packaging.version import Version
 
 from edge_runtime.bundle import load_manifest
+from edge_runtime.cpu_int8 import int8_dot_features
 from edge_runtime.errors import ModelError
 from export.detector import (
     DETECTOR,
@@ -34,6 +35,7 @@ from export.detector import (
     run_boxes,
 )
 from export.pipeline import model_recipe
+from export.qdq_reference import reference_graph
 from export.quantize import get_target
 from export.stages import ExportOptions, Stages
 
@@ -65,7 +67,7 @@ def test_calibration_and_gate_images_are_real_and_disjoint(images):
     assert all(img.dtype == np.uint8 and img.std() > 10 for _, img, _ in calib)  # not blank
 
 
-def test_int8_is_qdq_ort_runs_it_and_boxes_match_fp32(images, int8):
+def test_int8_is_qdq_ort_runs_it_and_boxes_match_fp32(images, int8, tmp_path):
     model = onnx.load(str(int8))
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("QuantizeLinear") >= 7 and "DequantizeLinear" in ops
@@ -76,11 +78,22 @@ def test_int8_is_qdq_ort_runs_it_and_boxes_match_fp32(images, int8):
     gate = images[1]
     inputs = pyramids(gate, cfg)
     ref = run_boxes(FP32, inputs, cfg)
-    got = run_boxes(int8, inputs, cfg)  # onnxruntime's own int8 kernels
-    res = compare(gate, ref, got)
-    assert res["fp32_boxes"] >= len(gate) - 1
+    # the graph's own arithmetic (exactly rounded int8, int32 sums: what TensorRT computes and
+    # what the export gate measures, export.qdq_reference) ...
+    exact = compare(gate, ref, run_boxes(reference_graph(int8, tmp_path / "exact.onnx"), inputs, cfg))
+    assert exact["fp32_boxes"] >= len(gate) - 1
+    assert exact["box_recall"] == 1.0 and exact["recall"] == exact["recall_fp32"]
+    assert exact["mean_iou"] >= 0.9, exact
+    # ... and onnxruntime's own fused int8 kernels. Without an int8 dot-product instruction
+    # (VNNI) they sum u8 x s8 pairs in saturating int16, so the boxes move (mean IoU 0.87 on an
+    # AVX2-only EPYC here, 0.9+ with VNNI); the runtime then keeps CPU models in FP32
+    # (edge_runtime.cpu_int8), but the faces must still all be found.
+    res = compare(gate, ref, run_boxes(int8, inputs, cfg))
     assert res["box_recall"] == 1.0 and res["recall"] == res["recall_fp32"]
-    assert res["mean_iou"] >= 0.9, res
+    if int8_dot_features():
+        assert res["mean_iou"] >= 0.9, res
+    else:
+        assert res["mean_iou"] >= 0.8, res
 
 
 def test_fp16_reference_rounds_but_keeps_boxes(images, tmp_path):

@@ -56,6 +56,32 @@ class VoiceAugment:
     # front-end then tiles it to a full window. Training on such tiled short crops matches it.
     short_p: float = 0.0
     short_s: tuple[float, float] = (0.5, 1.5)
+    # SpecAugment on the student's log-mel window (Park et al., 2019), the teacher's target
+    # unchanged: with probability ``spec_p``, up to ``freq_masks`` bands of at most
+    # ``freq_width`` mel bins and ``time_masks`` spans of at most ``time_width`` frames are set to
+    # the window's mean (0 after the front-end's mean normalisation). The student must find the
+    # voice in what is left, as it must in a band-limited or clipped recording.
+    spec_p: float = 0.0
+    freq_masks: int = 2
+    freq_width: int = 8
+    time_masks: int = 2
+    time_width: int = 20
+
+    def mask(self, feats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A (frames, mels) window with SpecAugment's masks, with probability ``spec_p``."""
+        if self.spec_p <= 0 or rng.random() >= self.spec_p:  # off: no draw, earlier runs repeat
+            return feats
+        out = feats.copy()
+        for axis, count, width in ((1, self.freq_masks, self.freq_width), (0, self.time_masks, self.time_width)):
+            size = out.shape[axis]
+            for _ in range(count):
+                w = int(rng.integers(0, min(width, size) + 1))
+                a = int(rng.integers(0, size - w + 1))
+                if axis == 1:
+                    out[:, a : a + w] = 0.0
+                else:
+                    out[a : a + w] = 0.0
+        return out
 
     def shorten(self, wav: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
         """With probability ``short_p``, a random ``short_s``-long piece of the crop."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,17 @@ def recompute_batchnorm(ckpt: dict, data: Path, cache: Path, batches: int = 64, 
     return out
 
 
+def write_new_checkpoint(out: Path, build: Callable[[], dict]) -> dict:
+    """Build a checkpoint and save it at `out`; an existing file is never overwritten (a chosen
+    or shipped student may live there), and nothing is written when building fails."""
+    if out.exists():
+        raise ConfigError(f"{out} exists: choose another --out (nothing is overwritten)")
+    ckpt = build()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, out)
+    return ckpt
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoints", nargs="+", type=Path)
@@ -99,19 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bn-batches", type=int, default=64)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
+
+    def build() -> dict:
+        ckpt = average_checkpoints(a.checkpoints)
+        return ckpt if a.data is None else recompute_batchnorm(ckpt, a.data, a.cache, a.bn_batches)
+
     try:
-        if a.out.exists():
-            raise ConfigError(f"{a.out} exists: choose another --out (nothing is overwritten)")
         if (a.data is None) != (a.cache is None):
             raise ConfigError("--data and --cache go together (BatchNorm re-estimation)")
-        ckpt = average_checkpoints(a.checkpoints)
-        if a.data is not None:
-            ckpt = recompute_batchnorm(ckpt, a.data, a.cache, a.bn_batches)
+        ckpt = write_new_checkpoint(a.out, build)
     except EdgepinError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(ckpt, a.out)
     print(f"{a.out}: mean of {len(a.checkpoints)} checkpoints (epochs {ckpt['metrics']['averaged_epochs']})")
     return 0
 

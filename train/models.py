@@ -243,6 +243,27 @@ class VoiceGRU(nn.Module):
         return F.normalize(x, dim=1)
 
 
+class VoiceEnsemble(nn.Module):
+    """Several independently trained voice students over the same log-mel window.
+
+    Why: every voice recipe stops at the same cosine to its teacher on unseen speakers, and
+    draws of one recipe differ by about as much as recipes do (`benchmarks/students.md`, issue
+    15): each student's error is partly its own draw. The mean of unit embeddings of
+    independent draws cancels that part. It exports as one graph (the members side by side),
+    so the runtime, INT8 export and TensorRT see one model with the usual input and output.
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least two members, got {len(members)}")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        x = torch.stack([m(feats) for m in self.members]).mean(0)  # members are unit vectors
+        return F.normalize(x, dim=1)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameter count, reported in model cards."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -34,6 +34,7 @@ from train.datasets import (
 from train.models import (
     FaceNetConfig,
     MobileFaceNet,
+    VoiceEnsemble,
     VoiceGRU,
     VoiceGRUConfig,
     VoiceNetConfig,
@@ -61,12 +62,17 @@ def build_model(cfg: dict) -> nn.Module:
         )
     fe = cfg["front_end"]
     arch = m.get("arch", "resnet")  # checkpoints from before the option were ResNets
+    if arch == "ensemble":  # train.ensemble: members' own model configs, one front-end
+        members = m.get("members") or []
+        if len(members) < 2 or any(x.get("arch") == "ensemble" for x in members):
+            raise ConfigError(f"model.arch ensemble needs two or more plain members, got {members!r:.80}")
+        return VoiceEnsemble([build_model({**cfg, "model": member}) for member in members])
     if arch == "gru":
         return VoiceGRU(VoiceGRUConfig(embedding_dim=m["embedding_dim"], n_mels=fe["n_mels"],
                                        channels=list(m["channels"]), hidden=int(m["hidden"]),
                                        layers=int(m.get("layers", 1))))
     if arch != "resnet":
-        raise ConfigError(f"model.arch {arch!r}: expected resnet or gru")
+        raise ConfigError(f"model.arch {arch!r}: expected resnet, gru or ensemble")
     return VoiceResNet(VoiceNetConfig(embedding_dim=m["embedding_dim"], n_mels=fe["n_mels"],
                                       channels=list(m["channels"]), blocks=list(m["blocks"]),
                                       stem_stride=int(m.get("stem_stride", 1))))
@@ -252,12 +258,12 @@ class VoiceTask:
             if v >= 0:  # a labelled door-condition view: exact window, its own target
                 assert self.views is not None
                 view = self.augment.shorten(self.views.audio(int(v), wav, n), 16000, rng)
-                feats.append(self.front_end.windows(view)[0])
+                feats.append(self.augment.mask(self.front_end.windows(view)[0], rng))
                 targets.append(self.views.teacher[v])
                 continue
             crop = self.augment.crop(wav, int(self.train.window_starts[u][w]), n, 16000, rng)
             crop = self.augment.shorten(crop, 16000, rng)
-            feats.append(self.front_end.windows(self.augment(crop, rng))[0])
+            feats.append(self.augment.mask(self.front_end.windows(self.augment(crop, rng))[0], rng))
             target = self.train.window_teacher[u][w]
             if self.utterance_mix > 0:
                 assert self.train.utterance_teacher is not None
