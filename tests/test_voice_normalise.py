@@ -85,3 +85,39 @@ def test_a_microphone_tilt_is_removed_by_band_and_seen_by_level(fixtures) -> Non
             fe = VoiceFrontEnd(normalise=mode)
             changes[mode] = float(np.abs(fe.windows(wav) - fe.windows(tilted)).mean())
         assert changes["level"] > 3 * changes["band"], changes
+
+
+def test_a_level_student_reaches_the_device_with_its_normalisation(tmp_path, fixtures) -> None:
+    # an untrained network of the shipped size (what is checked is the plumbing, not accuracy):
+    # checkpoint -> ONNX (metadata) -> the device's front-end -> the same embedding as torch
+    # computes on level-normalised windows, and not the one it computes on per-band ones
+    import torch
+
+    from edge_runtime.backends import load_runner
+    from edge_runtime.bundle import ModelEntry
+    from edge_runtime.frontend.features import l2_normalise
+    from edge_runtime.models import _voice_front_end
+    from export.students import export_student
+    from train.distill import CHECKPOINT_FORMAT
+    from train.tasks import build_model
+
+    cfg = load_config(ROOT / "train/configs/voice_distill_door_v19.yaml", "unused")
+    torch.manual_seed(0)
+    net = build_model(cfg).eval()
+    torch.save({"format": CHECKPOINT_FORMAT, "modality": "voice", "config": cfg,
+                "data": {"root": "fixture", "manifest_hash": "0" * 8}, "split": dict(cfg["split"]),
+                "front_end": voice_front_end(cfg).to_dict(), "epoch": 1,
+                "metrics": {"val_eer_student": 0.1}, "state_dict": net.state_dict()},
+               tmp_path / "level.pt")
+    export_student(tmp_path / "level.pt", tmp_path / "voice.onnx")
+    runner = load_runner(tmp_path / "voice.onnx", backend="onnxruntime", threads=1)
+    fe = _voice_front_end(runner, ModelEntry("voice", "voice.onnx", "0" * 64, {}, tmp_path))
+    assert fe.normalise == "level"
+    wav = _speech(fixtures)[0]
+    got = l2_normalise(runner.run({"feats": fe.windows(wav)})["embedding"].mean(axis=0))
+    with torch.no_grad():
+        level = l2_normalise(net(torch.from_numpy(VoiceFrontEnd(normalise="level").windows(wav)))
+                             .numpy().mean(axis=0))
+        band = l2_normalise(net(torch.from_numpy(VoiceFrontEnd().windows(wav))).numpy().mean(axis=0))
+    assert float(got @ level) > 0.9999
+    assert float(got @ band) < 0.999
