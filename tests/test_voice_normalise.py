@@ -25,12 +25,33 @@ def _speech(fixtures: Path) -> list[np.ndarray]:
     return [load_audio(f) for f in files]
 
 
-def test_the_default_dict_is_what_shipped_manifests_record() -> None:
+# what every voice student shipped before door_v19 records (models/manifest.json up to 2026-12-03)
+BAND_MANIFEST_FRONT_END = {
+    "hop_frames": 100, "window_frames": 200,
+    "mel": {"fmax": 7600.0, "fmin": 20.0, "hop_length": 160, "log_floor": 1e-06, "n_fft": 512,
+            "n_mels": 64, "sample_rate": 16000, "win_length": 400},
+}
+
+
+def test_the_default_dict_is_what_earlier_manifests_record() -> None:
     # "band" is left out of the dict, so models made before door_v19 keep their manifests
-    # (and every hash made from them); the shipped voice student records exactly this dict
+    # (and every hash made from them), and such a manifest still reads as "band"
+    assert VoiceFrontEnd().to_dict() == BAND_MANIFEST_FRONT_END
+    assert VoiceFrontEnd.from_dict(BAND_MANIFEST_FRONT_END).normalise == "band"
+
+
+def test_the_shipped_student_records_the_front_end_it_was_trained_with() -> None:
+    # the device feeds the shipped voice student what its manifest entry and its ONNX metadata
+    # say; both must be the front-end of the config it was trained with (a level student fed
+    # per-band windows, or the reverse, would run without an error and lose its accuracy)
+    import onnx
+
     manifest = json.loads((ROOT / "models" / "manifest.json").read_text())
-    assert VoiceFrontEnd().to_dict() == manifest["models"]["voice"]["meta"]["front_end"]
-    assert VoiceFrontEnd.from_dict(VoiceFrontEnd().to_dict()).normalise == "band"
+    meta = manifest["models"]["voice"]["meta"]
+    trained = voice_front_end(meta["config"])
+    assert VoiceFrontEnd.from_dict(meta["front_end"]) == trained
+    props = {p.key: p.value for p in onnx.load(str(ROOT / "models" / "voice.onnx")).metadata_props}
+    assert VoiceFrontEnd.from_dict(json.loads(props["edgepin.front_end"])) == trained
 
 
 def test_level_round_trips_through_json_and_a_bad_value_is_refused() -> None:
@@ -121,3 +142,6 @@ def test_a_level_student_reaches_the_device_with_its_normalisation(tmp_path, fix
         band = l2_normalise(net(torch.from_numpy(VoiceFrontEnd().windows(wav))).numpy().mean(axis=0))
     assert float(got @ level) > 0.9999
     assert float(got @ band) < 0.999
+    # the timing benchmark times each student with its own recorded front-end
+    from benchmarks.voice_probe_timing import _front_end
+    assert _front_end(tmp_path / "voice.onnx") == fe
