@@ -33,7 +33,12 @@ from calibration.int8_sets import load_calibration_set  # noqa: E402
 from edge_runtime.bundle import load_manifest  # noqa: E402
 from edge_runtime.frontend.features import VoiceFrontEnd  # noqa: E402
 from edge_runtime.sysinfo import cpu_identity  # noqa: E402
-from export.pipeline import agreement, cosine_stats, heldout_inputs  # noqa: E402
+from export.pipeline import (  # noqa: E402
+    agreement,
+    cosine_stats,
+    heldout_inputs,
+    restore_calibration_set,
+)
 from export.quantize import DEFAULT_EXCLUDED, get_target  # noqa: E402
 from export.stages import onnx_metadata  # noqa: E402
 
@@ -255,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         stats = cosine_stats(cos)
         same = all(abs(stats[k] - rep["agreement"][k]) < 1e-6 for k in ("cos_min", "cos_p1"))
         samples = np.concatenate(batches)[:64]
-        cpu = cpu_form(fp32, Path(rep["calibration"]["path"]), INPUT[m],
+        calib = restore_calibration_set(m, rep, fp32, data, Path(args.cache))
+        cpu = cpu_form(fp32, calib, INPUT[m],
                        Path(tmp) / f"{m}.cpu.int8.onnx", rep.get("quantization", {}))
         int8_weights[m] = cpu.stat().st_size
         results[m] = {"latency": latency({"fp32": fp32, "int8": int8, "int8_cpu": cpu}, samples,

@@ -23,12 +23,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from edge_runtime.frontend.features import VoiceFrontEnd
+
 SIZES = {  # name: (channels, blocks, stem stride)
-    "16-128 x1 (shipped size)": ([16, 32, 64, 128], [1, 1, 1, 1], 2),
-    "24-192 x1": ([24, 48, 96, 192], [1, 1, 1, 1], 2),
+    "16-128 x1": ([16, 32, 64, 128], [1, 1, 1, 1], 2),
+    "24-192 x1 (shipped size)": ([24, 48, 96, 192], [1, 1, 1, 1], 2),
     "16-128 x2": ([16, 32, 64, 128], [2, 2, 2, 2], 2),
     "32-256 x1": ([32, 64, 128, 256], [1, 1, 1, 1], 2),
 }
@@ -50,6 +54,18 @@ def _export(channels: list[int], blocks: list[int], stem: int, out: Path) -> tup
                 output_names=["embedding"], dynamic_axes={"feats": {0: "batch"}, "embedding": {0: "batch"}},
                 opset=DEFAULT_OPSET)
     return out, count_parameters(model)
+
+
+def _front_end(path: Path) -> VoiceFrontEnd:
+    """The front-end recorded in a student's ONNX metadata (untrained sizes record none: default),
+    so each model is timed with the features it was trained on."""
+    import onnx
+
+    from edge_runtime.frontend.features import VoiceFrontEnd
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    raw = meta.get("edgepin.front_end")
+    return VoiceFrontEnd.from_dict(json.loads(raw)) if raw else VoiceFrontEnd()
 
 
 def _ms(fn: Callable[[], object], repeats: int) -> float:
@@ -79,7 +95,8 @@ def _markdown(result: dict) -> str:
         "speechocean762 utterances (device VAD); batch 1, onnxruntime CPU; per probe the fastest "
         f"of {result['repeats']} calls, median over probes",
         f"- load average (1/5/15 min) at start {result['load_start']}, at end {result['load_end']}",
-        f"- front-end alone (log-mel + windows, numpy): {result['front_end_ms']:.2f} ms median",
+        f"- front-end alone (log-mel + windows, numpy, the shipped model's: "
+        f"{result.get('front_end', 'band')} normalisation): {result['front_end_ms']:.2f} ms median",
         "- Resemblyzer = `preprocess_wav` + `embed_utterance` on the same probe, timed alternately "
         "with each student under the same torch/onnxruntime thread count",
         "",
@@ -116,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     from edge_runtime.backends import load_runner
     from edge_runtime.errors import ConfigError
     from edge_runtime.frontend.audio import load_audio
-    from edge_runtime.frontend.features import VoiceFrontEnd
     from edge_runtime.frontend.vad import SpeechGate
     from train.evaluate import DEFAULT_SPLIT, select_samples, voiced_probe
     from train.teachers import VoiceTeacher
@@ -125,7 +141,6 @@ def main(argv: list[str] | None = None) -> int:
     _, samples, _ = select_samples("voice", args.data, "test", DEFAULT_SPLIT)
     gate = SpeechGate()
     probes = [voiced_probe(load_audio(s.path), gate, args.probe_s) for s in samples[: args.samples]]
-    fe = VoiceFrontEnd()
     teacher = VoiceTeacher()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -142,11 +157,12 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(threads)
             for name, (path, params) in models.items():
                 runner = load_runner(path, backend="onnxruntime", threads=threads)
+                fe = _front_end(path)
                 load0 = _load()
                 t_s, t_n, t_t = [], [], []
                 for wav in probes:
                     feats = fe.windows(wav)
-                    t_s.append(_ms(lambda wav=wav, runner=runner: runner.run(
+                    t_s.append(_ms(lambda wav=wav, runner=runner, fe=fe: runner.run(
                         {"feats": fe.windows(wav)})["embedding"].mean(axis=0), args.repeats))
                     t_n.append(_ms(lambda feats=feats, runner=runner: runner.run({"feats": feats}),
                                    args.repeats))
@@ -158,12 +174,14 @@ def main(argv: list[str] | None = None) -> int:
                              "student_ms": float(np.median(b)), "network_ms": float(np.median(t_n)),
                              "teacher_ms": float(np.median(a)),
                              "speedup_median_of_ratios": float(np.median(a / b)),
+                             "normalise": fe.normalise,
                              "load": [load0, _load()]})
                 print(json.dumps(rows[-1]))
+    fe = _front_end(Path(args.shipped))
     fe_t = [_ms(lambda wav=wav: fe.windows(wav), args.repeats) for wav in probes]
     result = {"machine": machine_info(), "load_start": load_start, "load_end": _load(),
               "probe_s": args.probe_s, "samples": len(probes), "repeats": args.repeats,
-              "front_end_ms": float(np.median(fe_t)), "rows": rows}
+              "front_end_ms": float(np.median(fe_t)), "front_end": fe.normalise, "rows": rows}
     Path(args.out).write_text(json.dumps(result, indent=2))
     if args.md:
         Path(args.md).write_text(_markdown(result))

@@ -223,6 +223,7 @@ def calibrate(
         pin_splits = bundle.entries["pin_face"].meta.get("splits") \
             if "pin_face" in bundle.entries else None
         sets = build_score_sets(bundle, data, cache_dir, cfg, partial=True)
+        exact_int8 = list(bundle.exact_int8)
     kw = dict(targets=tuple(targets), n_bootstrap=n_bootstrap, seed=seed,
               min_per_class=min_per_class)
     notes = ("face+voice fusion fitted on ARTIFICIAL pairs (LFW face k + speechocean762 voice k, "
@@ -274,7 +275,7 @@ def calibrate(
     joint_ok = frozenset(("face", "voice")) in op.fuser.subsets
     report: dict[str, Any] = {
         "out": str(out), "precision": precision, "face_tier": face_tier,
-        "voice_tier": voice_tier,
+        "voice_tier": voice_tier, "exact_int8": exact_int8,
         "models_dir": str(models),
         "models": models_info, "model_hashes": hashes, "data": str(data),
         "data_manifest_sha256": sets.data_sha256, "provisional": op.provisional,

@@ -154,6 +154,9 @@ def _calibrate_modes(args: argparse.Namespace) -> int:
 
 def _voice_veto(args: argparse.Namespace, op_path: Path) -> dict:
     """The calibrated voice veto of one operating-point file (its models' precision)."""
+    import tempfile
+
+    from calibration.score_sets import exact_int8_runners
     from calibration.voice_veto import genuine_voice_llrs, held_out_speakers, veto_table
     from edge_runtime.frontend.vad import SpeechGate
     from edge_runtime.models import ModelBundle, operating_points_tiers
@@ -167,9 +170,13 @@ def _voice_veto(args: argparse.Namespace, op_path: Path) -> dict:
             tiers[tier] = getattr(args, tier)
     bundle = ModelBundle.load(models, operating_points=op_path, **tiers)
     try:
-        assert bundle.operating_points is not None  # loaded from op_path
-        speakers = held_out_speakers(args.voice_data, bundle)
-        llrs = genuine_voice_llrs(bundle, bundle.operating_points, speakers, SpeechGate("auto"))
+        with tempfile.TemporaryDirectory(prefix="edgepin-veto-") as tmp:
+            if bundle.precision == "int8":  # as the file's thresholds were measured
+                exact_int8_runners(bundle, Path(tmp), threads=1)
+            assert bundle.operating_points is not None  # loaded from op_path
+            speakers = held_out_speakers(args.voice_data, bundle)
+            llrs = genuine_voice_llrs(bundle, bundle.operating_points, speakers,
+                                      SpeechGate("auto"))
     finally:
         bundle.close()
     return {"table": veto_table(llrs, args.veto_quantile), "quantile": args.veto_quantile,

@@ -284,6 +284,9 @@ class ModelBundle:
         self.face_tier = face_tier
         self.voice_tier = voice_tier
         self.engines: dict[str, str] = {}  # model -> TensorRT engine file (backend tensorrt)
+        # INT8 models swapped for their exact QDQ arithmetic (calibration on a CPU without an
+        # int8 dot-product instruction: calibration.score_sets.exact_int8_runners)
+        self.exact_int8: list[str] = []
         self.model_hashes = {e.name: e.sha256 for e in self.entries.values()}
         self.face_tta = "none"
         self.hashes: dict[str, str] = {}
@@ -350,6 +353,15 @@ class ModelBundle:
                 notes.append(f"voice tier large runs {voice_name} in FP32 under --precision "
                              f"{precision} (its LSTM has no {precision} export); only the face "
                              f"model runs {precision}")
+        if backend == "onnxruntime" and precision == "int8":
+            from edge_runtime.cpu_int8 import int8_dot_features
+
+            if not int8_dot_features():
+                notes.append(
+                    "INT8 on onnxruntime's CPU kernels without an int8 dot-product instruction: "
+                    "they sum u8 x s8 products in saturating int16, and the INT8 files (made for "
+                    "TensorRT) lose accuracy here (benchmarks/int8.md); --precision auto runs "
+                    "FP32 on this CPU")
         head_names = tier_heads(face_tier, voice_tier)
         heads = [h for h in head_names if h in manifest]
         for head in heads:

@@ -135,6 +135,33 @@ def _calibration(modality: str, fp32: Path, meta: dict, opts: ExportOptions, spl
     return arrays, manifest, built
 
 
+def restore_calibration_set(modality: str, report: dict[str, Any], fp32: Path, data: Path,
+                            cache_dir: Path) -> Path:
+    """The calibration set an export recorded (``report``: its ``models.<modality>`` part),
+    rebuilt from ``data`` with the export's own key when a wiped cache lost it, so a report can
+    be re-run without exporting again; a rebuilt set that does not hash as recorded is removed
+    and refused (the same name never holds another set)."""
+    from calibration.int8_sets import manifest_path
+
+    cal = report["calibration"]
+    path = Path(cal["path"])
+    if path.is_file():
+        return path
+    opts = ExportOptions(target="cpu", models=fp32.parent, out=fp32.parent, cache_dir=cache_dir,
+                         calib=path.parent, n_calib=int(cal["n"]), min_calib=1)
+    _, manifest, _ = _calibration(modality, fp32, onnx_metadata(fp32), opts,
+                                  dict(report["split"]), path.parent, data, {})
+    if manifest["sha256"] != cal["sha256"]:
+        path.unlink(missing_ok=True)
+        manifest_path(path).unlink(missing_ok=True)
+        raise ModelError(
+            f"calibration set {path} was missing; rebuilt from {data} it hashes "
+            f"{manifest['sha256'][:12]}, the export recorded {cal['sha256'][:12]} "
+            f"(other data or code): export {modality} again instead"
+        )
+    return path
+
+
 def export_student_int8(modality: str, opts: ExportOptions, target: Target, st: Stages,
                         stash: dict) -> dict[str, Any]:
     """Stages 1-7 for one student; returns its part of the report."""

@@ -260,6 +260,33 @@ def test_ensure_set_refuses_a_set_built_for_other_data(work: dict, orin: dict) -
         ensure_set(path, ["face"], {**key, "data": "/elsewhere"}, None, min_samples=10)
 
 
+@pytest.mark.parametrize("modality", ["face", "voice"])
+def test_a_lost_calibration_set_is_rebuilt_as_the_export_recorded_it(
+        orin: dict, work: dict, tmp_path: Path, modality: str) -> None:
+    # a wiped cache: the INT8 report (benchmarks/int8.py) rebuilds the set from the data with
+    # the export's own key, and uses it only if it hashes as the export's report says
+    from export.pipeline import restore_calibration_set
+
+    rep = json.loads(json.dumps(orin["report"]["models"][modality]))
+    fp32 = orin["out"] / f"{modality}.onnx"
+    data = work["faces" if modality == "face" else "voices"]
+    recorded = Path(rep["calibration"]["path"])
+    assert recorded.is_file()
+    assert restore_calibration_set(modality, rep, fp32, data, work["cache"]) == recorded
+
+    rep["calibration"]["path"] = str(tmp_path / "lost" / f"{modality}_calib.npz")
+    got = restore_calibration_set(modality, rep, fp32, data, work["cache"])
+    assert got.is_file() and got.parent == tmp_path / "lost"
+    assert read_manifest(got)["sha256"] == rep["calibration"]["sha256"]
+
+    rep["calibration"]["path"] = str(tmp_path / "other" / f"{modality}_calib.npz")
+    rep["calibration"]["sha256"] = "0" * 64  # as if other data had been calibrated on
+    with pytest.raises(ModelError, match="export .* again"):
+        restore_calibration_set(modality, rep, fp32, data, work["cache"])
+    assert not (tmp_path / "other" / f"{modality}_calib.npz").exists()
+    assert not (tmp_path / "other" / f"{modality}_calib.json").exists()
+
+
 def test_calibration_sets_enforce_the_minimum_count(work: dict) -> None:
     spec = CalibSpec(n=40, min_samples=500, split=SPLIT)
     with pytest.raises(DatasetError, match="at least 500 are required"):

@@ -81,7 +81,8 @@ def build_model(cfg: dict) -> nn.Module:
 def voice_front_end(cfg: dict) -> VoiceFrontEnd:
     """The shared front-end with this experiment's settings."""
     fe = cfg["front_end"]
-    return VoiceFrontEnd(LogMelConfig(n_mels=fe["n_mels"]), fe["window_frames"], fe["hop_frames"])
+    return VoiceFrontEnd(LogMelConfig(n_mels=fe["n_mels"]), fe["window_frames"], fe["hop_frames"],
+                         fe.get("normalise", "band"))
 
 
 def split_reader(modality: str, data: str | Path, split_cfg: dict) -> tuple[list[Sample], dict]:

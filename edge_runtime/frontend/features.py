@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_runtime.errors import ModelError
+from edge_runtime.errors import ConfigError, ModelError
 from edge_runtime.frontend.audio import LogMelConfig, fixed_windows, log_mel
 from edge_runtime.frontend.face import FaceDetection, align_face, dlib_chip
 
@@ -180,17 +180,30 @@ STUDENT_FACE_INPUT = FaceInput()
 DLIB_CHIP_INPUT = FaceInput(chip="dlib", size=150, colour=True, padding=0.25)
 
 
+VOICE_NORMALISATIONS = ("band", "level")
+
+
 @dataclass(frozen=True)
 class VoiceFrontEnd:
-    """Log-mel, fixed windows (2 s, 1 s hop by default), mean normalisation per window.
+    """Log-mel, fixed windows (2 s, 1 s hop by default), normalised per window.
 
     Normalising each window on its own (not the utterance) makes a training crop and a device
     window the same computation, whatever the length of the surrounding recording.
+    ``normalise``: "band" subtracts each mel band's mean over the window (cepstral mean
+    normalisation: removes microphone colouring, and with it the speaker's long-term spectral
+    envelope); "level" subtracts one number, the window's mean log-mel over frames and bands
+    (removes only the gain, keeps the envelope; channel robustness must then be learned).
     """
 
     mel: LogMelConfig = field(default_factory=LogMelConfig)
     window_frames: int = 200
     hop_frames: int = 100
+    normalise: str = "band"
+
+    def __post_init__(self) -> None:
+        if self.normalise not in VOICE_NORMALISATIONS:
+            raise ConfigError(f"VoiceFrontEnd.normalise must be one of {VOICE_NORMALISATIONS}, "
+                              f"got {self.normalise!r}")
 
     @property
     def window_samples(self) -> int:
@@ -200,14 +213,22 @@ class VoiceFrontEnd:
     def windows(self, wav: np.ndarray) -> np.ndarray:
         """`feats` input (W, window_frames, M) float32 covering the utterance."""
         wins = fixed_windows(log_mel(wav, self.mel), self.window_frames, self.hop_frames)
-        return (wins - wins.mean(axis=1, keepdims=True)).astype(np.float32)
+        axes = (1,) if self.normalise == "band" else (1, 2)
+        return (wins - wins.mean(axis=axes, keepdims=True)).astype(np.float32)
 
     def to_dict(self) -> dict:
-        """Stored in model manifests so the device rebuilds the same front-end."""
-        return {"mel": self.mel.to_dict(), "window_frames": self.window_frames,
-                "hop_frames": self.hop_frames}
+        """Stored in model manifests so the device rebuilds the same front-end.
+
+        "band" (every model before door_v19) is left out, so their manifests and the hashes
+        made from them stay as they were."""
+        d = {"mel": self.mel.to_dict(), "window_frames": self.window_frames,
+             "hop_frames": self.hop_frames}
+        if self.normalise != "band":
+            d["normalise"] = self.normalise
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> VoiceFrontEnd:
-        """Inverse of `to_dict`."""
-        return cls(LogMelConfig.from_dict(d["mel"]), int(d["window_frames"]), int(d["hop_frames"]))
+        """Inverse of `to_dict`; a manifest without "normalise" is a per-band model."""
+        return cls(LogMelConfig.from_dict(d["mel"]), int(d["window_frames"]), int(d["hop_frames"]),
+                   str(d.get("normalise", "band")))
