@@ -15,7 +15,7 @@ import train.distill
 from edge_runtime.errors import ConfigError
 from train.config import load_config
 from train.distill import WeightAverage, distill, load_student
-from train.select import PROTOCOLS, protocol_eers, render, select
+from train.select import PROTOCOLS, own_voice_consistency, protocol_eers, render, select
 
 TINY = ["train.epochs=3", "train.batch_size=8", "train.workers=1", "split.test_fraction=0.25",
         "split.val_fraction=0.5", "eval.max_impostor_per_identity=5", "train.lr=0.01"]
@@ -112,6 +112,32 @@ def test_protocol_eers_separate_and_confuse():
     assert bad["whole"] == 0.0 and bad["probe 2 s"] > 50.0 and "8 kHz short" not in bad
 
 
+def test_own_voice_consistency_finds_the_person_whose_recordings_disagree():
+    # synthetic embeddings (the computation, not an accuracy claim): four people of 8 utterances;
+    # person "d" has own recordings that scatter, the others agree
+    rng = np.random.default_rng(0)
+    centres = np.eye(4, 16)
+    ids, rows = [], []
+    for k, who in enumerate("abcd"):
+        noise = 0.6 if who == "d" else 0.1
+        for _ in range(8):
+            ids.append(who)
+            rows.append(centres[k] + noise * rng.standard_normal(16))
+    emb = np.stack(rows)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    got = own_voice_consistency(emb, ids)
+    assert got is not None and got["people"] == 4 and got["lowest_speaker"] == "d"
+    even = own_voice_consistency(emb[:24], ids[:24])  # without "d"
+    assert even is not None and even["spread"] < got["spread"] / 2
+    # the order in which people come does not matter, only each person's own order
+    order = [i for k in (3, 1, 0, 2) for i in range(8 * k, 8 * k + 8)]
+    again = own_voice_consistency(emb[order], [ids[i] for i in order])
+    assert again is not None and abs(again["spread"] - got["spread"]) < 1e-9
+    # too few utterances per person, or one person: nothing to compare
+    assert own_voice_consistency(emb[[0, 1, 8, 9]], ["a", "a", "b", "b"]) is None
+    assert own_voice_consistency(emb[:8], ids[:8]) is None
+
+
 def test_select_scores_every_kept_epoch_on_validation_speakers(fixtures, tmp_path, cache):
     run = tmp_path / "run"
     with pytest.raises(ConfigError, match="keep_epochs"):
@@ -126,7 +152,10 @@ def test_select_scores_every_kept_epoch_on_validation_speakers(fixtures, tmp_pat
         assert set(r["eer"]) == set(PROTOCOLS)
         assert all(0.0 <= v <= 100.0 for v in r["eer"].values())
     table = render(res)
-    assert "(chosen)" in table and "teacher" in table
+    assert "(chosen)" in table and "teacher" in table and "own-voice spread" in table
+    for r in [*res["epochs"], res["teacher"]]:  # the fixtures' speakers hold too few utterances,
+        c = r["consistency"]                     # or enough: either way a well-formed answer
+        assert c is None or (c["people"] >= 2 and c["spread"] >= 0.0)
     json.dumps(res)  # what main() writes
 
 

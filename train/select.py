@@ -17,6 +17,13 @@ mean EER, a rule fixed before the run (`voice_distill_door_v7.yaml`):
     python -m train.select --run /work/runs/i15_g --data ../shared/data/speechocean762 \\
         --cache /work/cache [--also /work/runs/i15_e/student.pt ...]
 
+Each row also reports how evenly own voices agree across PEOPLE (``own_voice_consistency``),
+outside the rule: a student can lower every pooled EER and still leave a few people whose own
+recordings disagree, and a door's population-quantile veto turns those into rejected people
+(door_v19, `benchmarks/students.md`, "Voice, 2026-12-03"). Ten validation speakers are few for
+it: they did not flag door_v19 (the people it fails were held-out ones), so it informs and the
+door benchmark decides.
+
 Writes `<run>/select.json` and copies nothing: ship the chosen file yourself.
 """
 
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +47,7 @@ from edge_runtime.metrics import eer, make_pairs
 PROTOCOLS = ("whole", "probe 2 s", "8 kHz short")
 PROBE_S = 2.0
 SHORT_S = 1.0
+TEMPLATE_UTTERANCES = 5  # the door enrols 4-8 recordings (15 s of speech)
 
 
 def validation_set(ckpt: dict, data: Path, cache: Path) -> dict[str, Any]:
@@ -82,6 +91,32 @@ def protocol_eers(whole: np.ndarray, probe: np.ndarray, narrow: np.ndarray | Non
     return out
 
 
+def own_voice_consistency(emb: np.ndarray, ids: list[str],
+                          n_template: int = TEMPLATE_UTTERANCES) -> dict[str, Any] | None:
+    """Per person: a template of their first utterances (at most ``n_template``, leaving two
+    scored), the median score of their other utterances against it, standardised by the impostor
+    scores of the same templates (so two models' scales compare). ``spread`` (highest - lowest
+    person) and ``lowest`` say whether a few people's own voices disagree; None with fewer than
+    two people of three or more utterances."""
+    rows: dict[str, list[int]] = defaultdict(list)
+    for i, who in enumerate(ids):
+        rows[who].append(i)
+    people = {who: ix for who, ix in rows.items() if len(ix) >= 3}
+    if len(people) < 2:
+        return None
+    templates, scored = {}, {}
+    for who, ix in people.items():
+        k = min(n_template, len(ix) - 2)
+        templates[who] = l2_normalise(emb[ix[:k]].mean(axis=0))
+        scored[who] = emb[ix[k:]]
+    imp = np.concatenate([scored[a] @ templates[b] for a in people for b in people if a != b])
+    mu, sd = float(imp.mean()), max(float(imp.std()), 1e-12)
+    z = {who: float(np.median((scored[who] @ templates[who] - mu) / sd)) for who in people}
+    low = min(z, key=lambda who: z[who])
+    return {"spread": max(z.values()) - z[low], "lowest": z[low], "lowest_speaker": low,
+            "median": float(np.median(list(z.values()))), "people": len(z)}
+
+
 def score_checkpoint(path: Path, vs: dict[str, Any]) -> dict[str, Any]:
     from train.distill import load_student
     from train.tasks import embed_utterances, voice_front_end
@@ -90,7 +125,8 @@ def score_checkpoint(path: Path, vs: dict[str, Any]) -> dict[str, Any]:
     fe = voice_front_end(ckpt["config"])
     dev = torch.device("cpu")
     e = {k: embed_utterances(model, vs[k], fe, dev) for k in ("audio", "probes", "narrow")}
-    return _row(str(path), ckpt.get("epoch"), protocol_eers(e["audio"], e["probes"], e["narrow"], vs["ids"]))
+    return _row(str(path), ckpt.get("epoch"), protocol_eers(e["audio"], e["probes"], e["narrow"], vs["ids"]),
+                own_voice_consistency(e["audio"], vs["ids"]))
 
 
 def teacher_row(vs: dict[str, Any]) -> dict[str, Any]:
@@ -100,11 +136,14 @@ def teacher_row(vs: dict[str, Any]) -> dict[str, Any]:
     narrow = np.stack([t.embed(w) for w in vs["narrow"]])
     whole, probe = vs["teacher"]["whole"], vs["teacher"]["probe"]
     return _row("teacher (Resemblyzer)", None,
-                protocol_eers(l2_normalise(whole), l2_normalise(probe), l2_normalise(narrow), vs["ids"]))
+                protocol_eers(l2_normalise(whole), l2_normalise(probe), l2_normalise(narrow), vs["ids"]),
+                own_voice_consistency(l2_normalise(whole), vs["ids"]))
 
 
-def _row(name: str, epoch: int | None, eers: dict[str, float]) -> dict[str, Any]:
-    return {"path": name, "epoch": epoch, "eer": eers, "mean": float(np.mean([eers[p] for p in PROTOCOLS]))}
+def _row(name: str, epoch: int | None, eers: dict[str, float],
+         consistency: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"path": name, "epoch": epoch, "eer": eers, "mean": float(np.mean([eers[p] for p in PROTOCOLS])),
+            "consistency": consistency}
 
 
 def select(run: Path, data: Path, cache: Path, also: list[Path] | None = None) -> dict[str, Any]:
@@ -126,11 +165,14 @@ def select(run: Path, data: Path, cache: Path, also: list[Path] | None = None) -
 
 def render(res: dict[str, Any]) -> str:
     lines = [f"validation speakers {res['speakers']} ({res['utterances']} utterances); rule: {res['rule']}",
-             "| checkpoint | " + " | ".join(PROTOCOLS) + " | mean |", "|---|" + "---|" * (len(PROTOCOLS) + 1)]
+             "| checkpoint | " + " | ".join(PROTOCOLS) + " | mean | own-voice spread z | lowest z (who) |",
+             "|---|" + "---|" * (len(PROTOCOLS) + 3)]
     for r in [res["teacher"], *res["epochs"], *res["also"]]:
         mark = " (chosen)" if r["path"] == res["chosen"]["path"] else ""
+        c = r.get("consistency")
+        own = (f"{c['spread']:.2f} | {c['lowest']:.2f} ({c['lowest_speaker']})" if c else "n/a | n/a")
         lines.append(f"| {r['path']}{mark} | " + " | ".join(f"{r['eer'][p]:.2f}" for p in PROTOCOLS)
-                     + f" | {r['mean']:.2f} |")
+                     + f" | {r['mean']:.2f} | {own} |")
     return "\n".join(lines)
 
 
