@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -53,8 +52,8 @@ def run(models: Path, data: Path, cache: Path, out: Path, timing_samples: int,
             ("voice", data / "speechocean762", "test", "speechocean762 held-out speakers"),
             ("voice", data / "fsdd", "all", "FSDD, 8 kHz resampled, all 6 speakers (never trained on)")]
     rows = []
-    scratch = Path(tempfile.mkdtemp(prefix="edgepin-students-"))  # exact INT8 forms
-    try:
+    with tempfile.TemporaryDirectory(prefix="edgepin-students-") as tmp:
+        scratch = Path(tmp)  # exact INT8 forms
         for modality, root, split, label in jobs:
             candidates = [("teacher", "teacher"), ("student FP32", str(models / f"{modality}.onnx"))]
             int8 = models / f"{modality}.int8.onnx"
@@ -88,8 +87,6 @@ def run(models: Path, data: Path, cache: Path, out: Path, timing_samples: int,
             png = out.parent / f"students_{modality}_{root.name}.png"
             plot_roc_det(curves, png, title=f"{modality}: {label}")
             rows[-1]["plot"] = str(png)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return rows
 
 

@@ -59,13 +59,11 @@ def _export(channels: list[int], blocks: list[int], stem: int, out: Path) -> tup
 def _front_end(path: Path) -> VoiceFrontEnd:
     """The front-end recorded in a student's ONNX metadata (untrained sizes record none: default),
     so each model is timed with the features it was trained on."""
-    import onnx
-
     from edge_runtime.frontend.features import VoiceFrontEnd
+    from export.stages import onnx_metadata
 
-    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    raw = meta.get("edgepin.front_end")
-    return VoiceFrontEnd.from_dict(json.loads(raw)) if raw else VoiceFrontEnd()
+    raw = onnx_metadata(path).get("front_end")
+    return VoiceFrontEnd.from_dict(raw) if raw else VoiceFrontEnd()
 
 
 def _ms(fn: Callable[[], object], repeats: int) -> float:
