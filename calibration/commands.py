@@ -156,7 +156,7 @@ def _voice_veto(args: argparse.Namespace, op_path: Path) -> dict:
     """The calibrated voice veto of one operating-point file (its models' precision)."""
     import tempfile
 
-    from calibration.score_sets import exact_int8_runners
+    from calibration.exact_int8 import exact_int8_runners
     from calibration.voice_veto import genuine_voice_llrs, held_out_speakers, veto_table
     from edge_runtime.frontend.vad import SpeechGate
     from edge_runtime.models import ModelBundle, operating_points_tiers

@@ -285,7 +285,7 @@ class ModelBundle:
         self.voice_tier = voice_tier
         self.engines: dict[str, str] = {}  # model -> TensorRT engine file (backend tensorrt)
         # INT8 models swapped for their exact QDQ arithmetic (calibration on a CPU without an
-        # int8 dot-product instruction: calibration.score_sets.exact_int8_runners)
+        # int8 dot-product instruction: calibration.exact_int8.exact_int8_runners)
         self.exact_int8: list[str] = []
         self.model_hashes = {e.name: e.sha256 for e in self.entries.values()}
         self.face_tta = "none"

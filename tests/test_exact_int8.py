@@ -1,6 +1,6 @@
 """INT8 calibration on a CPU without an int8 dot-product instruction runs the shipped INT8 files
 as their exact QDQ arithmetic (what TensorRT computes), not onnxruntime's saturating int16 kernels
-(calibration.score_sets.exact_int8_runners). The CPU's flags are forced here, so both paths run on
+(calibration.exact_int8.exact_int8_runners). The CPU's flags are forced here, so both paths run on
 any host; the models are the shipped ones, the speech real (speechocean762 fixtures)."""
 
 from __future__ import annotations
