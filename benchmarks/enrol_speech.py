@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,23 +51,31 @@ def _unit(v: np.ndarray) -> np.ndarray:
 def embed_speakers(bundle: ModelBundle, data: Path, seed: int = 1) -> list[dict[str, Any]]:
     """Per held-out speaker: utterance embeddings (first MAX_ENROL), voiced seconds, and the
     live-door probes' embeddings at every look (n_probes, n_looks, dim)."""
+    from calibration.voice_veto import held_out_speakers
+
+    return embed_live_door(bundle.embed_voice, held_out_speakers(data, bundle), data, seed)
+
+
+def embed_live_door(embed: Callable[[np.ndarray], np.ndarray], speakers: list[dict[str, Any]],
+                    data: Path, seed: int = 1) -> list[dict[str, Any]]:
+    """``embed_speakers`` for any voice embedding (a bundle's, a checkpoint's, the teacher's):
+    speakers are ``{"name", "utterances"}`` with more than ``MAX_ENROL`` recordings."""
     from rich.progress import track
 
-    from calibration.voice_veto import held_out_speakers
     from train.datasets.labels import read_labels_tsv
 
     gate = SpeechGate("auto")
     gender = read_labels_tsv(data / "speechocean762" / "SPEAKERS.tsv", "speaker", "gender")
     rng = np.random.default_rng(seed)
     out = []
-    for sp in track(held_out_speakers(data, bundle), description="embedding speakers"):
+    for sp in track(speakers, description="embedding speakers"):
         speech = []
         for u in sp["utterances"]:
             w = load_audio(u, TARGET_SR)
             speech.append(gate.extract_speech(w, gate.speech_segments(w)))
         if len(speech) <= MAX_ENROL:
             continue
-        enrol = np.stack([bundle.embed_voice(s) for s in speech[:MAX_ENROL]])
+        enrol = np.stack([embed(s) for s in speech[:MAX_ENROL]])
         probes = speech[MAX_ENROL:]
         seqs = []
         for i, w in enumerate(probes):
@@ -74,8 +83,7 @@ def embed_speakers(bundle: ModelBundle, data: Path, seed: int = 1) -> list[dict[
                 k = 0 if start == 0 else int(rng.integers(0, max(1, w.size - 2 * TARGET_SR)))
                 heard = np.concatenate([w[k:]] + [probes[(i + m) % len(probes)]
                                                   for m in range(1, len(probes))])
-                seqs.append(np.stack([bundle.embed_voice(heard[: round(x * TARGET_SR)])
-                                      for x in LOOKS_S]))
+                seqs.append(np.stack([embed(heard[: round(x * TARGET_SR)]) for x in LOOKS_S]))
         out.append({"name": sp["name"], "gender": gender.get(sp["name"]), "enrol": enrol,
                     "voiced": [s.size / TARGET_SR for s in speech[:MAX_ENROL]],
                     "probes": np.stack(seqs)})

@@ -100,11 +100,18 @@ def veto_table(llrs: dict[float, np.ndarray], quantile: float = QUANTILE,
 def held_out_speakers(data: Path, bundle: ModelBundle) -> list[dict[str, Any]]:
     """speechocean762 speakers the voice student never trained on (its test and val people)."""
     from calibration.score_sets import model_split
+
+    return held_out_speakers_of_split(data, model_split(bundle, "voice"))
+
+
+def held_out_speakers_of_split(data: Path, split: dict[str, Any]) -> list[dict[str, Any]]:
+    """The test and val speakers of ``split`` (``test_fraction``, ``val_fraction``, ``seed``):
+    a checkpoint that is not in a bundle yet has the same people as a shipped student."""
     from train.datasets import SpeechFolder, holdout_split
 
     so = SpeechFolder(Path(data) / "speechocean762")
-    s = model_split(bundle, "voice")
-    parts = holdout_split(so.identities(), s["test_fraction"], s["val_fraction"], s["seed"])
+    parts = holdout_split(so.identities(), split["test_fraction"], split["val_fraction"],
+                          split["seed"])
     keep = set(parts["test"]) | set(parts["val"])
     clips: dict[str, list[str]] = {}
     for smp in so.samples:

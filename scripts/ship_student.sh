@@ -11,7 +11,8 @@
 # operating points make the device embed faces, benchmarks/face_tta.md; default flip),
 # EXPORT_ARGS (extra `edgepin export` options, e.g. "--n-calib 320" where memory is short: the
 # face's percentile calibration holds every activation of every sample, ~30 MB each),
-# STEPS (default all; e.g. "calibrate modes" to resume after a failed step), LANES (1 or 2:
+# STEPS (default all; e.g. "calibrate modes" to resume after a failed step; without "rehearse"
+# a voice student is shipped even where the door rehearsal fails it), LANES (1 or 2:
 # with 2, the student tier's heads and operating points run beside the large tier's, and the
 # two attack runs side by side; each lane's output goes to $RUNS/lane_*.log; the timed
 # benchmarks, INT8 report included, always run alone). Long steps run under `nice -n 19`;
@@ -25,7 +26,7 @@ ckpt=${2:?usage: ship_student.sh face|voice CHECKPOINT}
 DATA=${DATA:-../shared/data}
 CACHE=${CACHE:-/work/cache}
 RUNS=${RUNS:-/work/runs/ship}
-STEPS=${STEPS:-"ship export heads calibrate modes benchmarks demo"}
+STEPS=${STEPS:-"rehearse ship export heads calibrate modes benchmarks demo"}
 FACE_TTA=${FACE_TTA:-flip}
 PY=${PY:-python}
 EDGEPIN=${EDGEPIN:-edgepin}
@@ -48,6 +49,15 @@ want() { [[ " $STEPS " == *" $1 "* ]]; }
 has_large() { [[ " ${tiers[*]} " == *" large "* ]]; }
 say() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 
+if want rehearse && [[ "$modality" == voice ]]; then
+  # minutes, before the chain: a voice student that meets every accuracy line can still fail
+  # people at the door (door_v19, 2026-12-03); the rule is in benchmarks/voice_rehearsal.py
+  say "door rehearsal: $ckpt against the shipped models/voice.onnx (report: $RUNS/voice_rehearsal.md)"
+  mkdir -p "$RUNS"
+  $NICE $PY -m benchmarks.voice_rehearsal --data "$DATA" --models models/voice.onnx "$ckpt" \
+    --check --out "$RUNS/voice_rehearsal.md" || {
+    echo "the door rehearsal fails $ckpt (see $RUNS/voice_rehearsal.md); nothing was shipped" >&2; exit 1; }
+fi
 if want ship; then
   say "ship $ckpt as models/$modality.onnx"
   $PY -c "from export.students import ship_student; ship_student('$ckpt', 'models')"

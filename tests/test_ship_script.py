@@ -58,7 +58,7 @@ def _span(rows: list, needle: str) -> tuple[float, float]:
     return min(starts), max(ends)
 
 
-STEPS = ["ship_student(", "export --target orin", "-m benchmarks.crossmodal",
+STEPS = ["-m benchmarks.voice_rehearsal", "ship_student(", "export --target orin", "-m benchmarks.crossmodal",
          "--face-tier student", "-m benchmarks.int8", "train pins", "train fuse",
          "--face-tier large", "calibrate-modes", "-m benchmarks.students", "bench --models",
          "-m benchmarks.attacks --models models --data", "demo --models"]
@@ -74,7 +74,7 @@ def test_every_step_runs_once_in_dependency_order(tmp_path, lanes):
     assert sum("benchmarks.attacks" in a for a in calls) == 2  # student and large tiers
     assert sum(a.startswith("calibrate --models") for a in calls) == 4  # 2 tiers x FP32/INT8
     # what each step needs was finished before it started
-    order = [("ship_student(", "export --target orin"), ("export --target orin", "benchmarks.crossmodal"),
+    order = [("benchmarks.voice_rehearsal", "ship_student("), ("ship_student(", "export --target orin"), ("export --target orin", "benchmarks.crossmodal"),
              ("export --target orin", "benchmarks.int8"), ("benchmarks.int8", "benchmarks.crossmodal"),
              ("benchmarks.int8", "train pins"), ("benchmarks.crossmodal", "--face-tier student"),
              ("train pins", "train fuse"), ("train fuse", "--face-tier large --cache"),
@@ -111,6 +111,16 @@ def test_a_failed_step_stops_the_chain_before_the_next_phase(tmp_path, lanes):
     if lanes == "2":
         assert "lane failed: student_tier rc=0, large_tier rc=3" in proc.stderr
         _span(rows, "--face-tier student")  # the other lane still finished its own work
+
+
+def test_a_student_that_fails_the_door_rehearsal_is_not_shipped(tmp_path):
+    proc, rows = _run(tmp_path, "1", fail_on="benchmarks.voice_rehearsal")
+    assert proc.returncode != 0
+    assert "the door rehearsal fails" in proc.stderr and "nothing was shipped" in proc.stderr
+    assert [a for k, _, a in rows if k == "start"] == [
+        a for k, _, a in rows if k == "start" and "benchmarks.voice_rehearsal" in a]
+    rehearsal = next(a for k, _, a in rows if k == "start")
+    assert "--models models/voice.onnx" in rehearsal and "--check" in rehearsal
 
 
 def test_lanes_must_be_one_or_two(tmp_path):

@@ -145,3 +145,32 @@ def test_a_level_student_reaches_the_device_with_its_normalisation(tmp_path, fix
     # the timing benchmark times each student with its own recorded front-end
     from benchmarks.voice_probe_timing import _front_end
     assert _front_end(tmp_path / "voice.onnx") == fe
+
+
+def test_the_equaliser_adds_a_smooth_zero_mean_curve_and_draws_nothing_when_off():
+    from train.augment import VoiceAugment
+
+    feats = np.random.default_rng(0).normal(size=(200, 64)).astype(np.float32)
+    off = VoiceAugment(eq_p=0.0)
+    rng = np.random.default_rng(1)
+    assert off.equalise(feats, rng) is feats
+    assert rng.random() == np.random.default_rng(1).random()  # no draw was taken
+    on = VoiceAugment(eq_p=1.0, eq_tilt=0.5, eq_bow=0.5)
+    out = on.equalise(feats, np.random.default_rng(2))
+    curve = (out - feats)[0]
+    assert np.allclose(out - feats, curve[None, :], atol=1e-6)  # one curve for every frame
+    assert abs(float(curve.mean())) < 1e-6  # the window's level is kept
+    assert 0 < float(np.abs(curve).max()) <= 0.5 + 0.5 * 2 / 3 + 1e-6
+    assert np.all(np.abs(np.diff(curve, 2)) < 0.01)  # smooth: a tilt and a bow, no ripple
+
+
+def test_the_equaliser_is_refused_with_per_band_normalisation(tmp_path):
+    import yaml
+
+    from train.tasks import VoiceTask
+
+    cfg = yaml.safe_load((ROOT / "train" / "configs" / "voice_distill_door_v20.yaml").read_text())
+    cfg["front_end"]["normalise"] = "band"
+    cfg.pop("extra_train", None)
+    with pytest.raises(ConfigError, match="eq_p needs front_end.normalise: level"):
+        VoiceTask.build(cfg, [], {"train": [], "val": []}, tmp_path)

@@ -66,6 +66,26 @@ class VoiceAugment:
     freq_width: int = 8
     time_masks: int = 2
     time_width: int = 20
+    # A smooth random equaliser on the student's log-mel window (teacher target unchanged): with
+    # probability ``eq_p`` a tilt (up to +-``eq_tilt``) and a bow (up to +-``eq_bow``), in log-mel
+    # units across the mel bands, are added. A person's own recordings drift like this (vocal
+    # effort, distance to the microphone: SPEAKER0575's later recordings carry +0.4 more in the
+    # high bands than her first ones), and a student that keeps the spectral envelope (front-end
+    # "level") must learn not to take it for another voice. Per-band normalisation ("band")
+    # removes any such curve, so there it would teach nothing real: refused by the task.
+    eq_p: float = 0.0
+    eq_tilt: float = 0.5
+    eq_bow: float = 0.5
+
+    def equalise(self, feats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A (frames, mels) window plus a random tilt and bow, with probability ``eq_p``."""
+        if self.eq_p <= 0 or rng.random() >= self.eq_p:  # off: no draw, earlier runs repeat
+            return feats
+        x = np.linspace(-1.0, 1.0, feats.shape[1], dtype=np.float32)
+        tilt = rng.uniform(-self.eq_tilt, self.eq_tilt)
+        bow = rng.uniform(-self.eq_bow, self.eq_bow)
+        curve = tilt * x + bow * (x * x - np.mean(x * x))  # zero mean: the window's level stays
+        return (feats + curve[None, :]).astype(np.float32)
 
     def mask(self, feats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """A (frames, mels) window with SpecAugment's masks, with probability ``spec_p``."""

@@ -210,6 +210,9 @@ class VoiceTask:
     @classmethod
     def build(cls, cfg: dict, samples: list[Sample], splits: dict, cache_dir: Path) -> VoiceTask:
         fe = voice_front_end(cfg)
+        if float(cfg["augment"].get("eq_p", 0.0)) > 0 and fe.normalise == "band":
+            raise ConfigError("augment.eq_p needs front_end.normalise: level; per-band "
+                              "normalisation removes the equaliser's curve before the student")
         extra, extra_info = extra_voice_samples(cfg)
         sets = {}
         for part in ("train", "val"):
@@ -259,12 +262,14 @@ class VoiceTask:
             if v >= 0:  # a labelled door-condition view: exact window, its own target
                 assert self.views is not None
                 view = self.augment.shorten(self.views.audio(int(v), wav, n), 16000, rng)
-                feats.append(self.augment.mask(self.front_end.windows(view)[0], rng))
+                feats.append(self.augment.mask(
+                    self.augment.equalise(self.front_end.windows(view)[0], rng), rng))
                 targets.append(self.views.teacher[v])
                 continue
             crop = self.augment.crop(wav, int(self.train.window_starts[u][w]), n, 16000, rng)
             crop = self.augment.shorten(crop, 16000, rng)
-            feats.append(self.augment.mask(self.front_end.windows(self.augment(crop, rng))[0], rng))
+            window = self.front_end.windows(self.augment(crop, rng))[0]
+            feats.append(self.augment.mask(self.augment.equalise(window, rng), rng))
             target = self.train.window_teacher[u][w]
             if self.utterance_mix > 0:
                 assert self.train.utterance_teacher is not None
