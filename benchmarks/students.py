@@ -29,21 +29,16 @@ def shipped_face_tta(models: Path) -> str:
     return load_operating_points(path, {}).face_tta if path.is_file() else "none"
 
 
-EXACT_SUFFIX = ".exact_int8.onnx"
 
 
-def int8_as_measured(int8: Path, scratch: Path) -> str:
-    """The INT8 file as this table measures it: onnxruntime's int8 kernels where the CPU has an
-    int8 dot-product instruction, else the file's exact QDQ arithmetic (``export.qdq_reference``,
-    what TensorRT computes), written to ``scratch``: there the fused kernels sum in saturating
-    int16, which no deployment runs (the runtime runs FP32 on such a CPU, ``cpu_int8``)."""
-    from edge_runtime.cpu_int8 import int8_dot_features
-    from export.qdq_reference import reference_graph
+def int8_as_measured(int8: Path, scratch: Path) -> tuple[str, bool]:
+    """The INT8 file as this table measures it (``export.qdq_reference.faithful_int8``), and
+    whether that is its exact QDQ arithmetic rather than onnxruntime's int8 kernels."""
+    from export.qdq_reference import faithful_int8
 
-    if int8_dot_features():
-        return str(int8)
     scratch.mkdir(parents=True, exist_ok=True)
-    return str(reference_graph(int8, scratch / (int8.name.removesuffix(".int8.onnx") + EXACT_SUFFIX)))
+    path = faithful_int8(int8, scratch / (int8.name.removesuffix(".int8.onnx") + ".exact_int8.onnx"))
+    return str(path), path != int8
 
 
 def run(models: Path, data: Path, cache: Path, out: Path, timing_samples: int,
@@ -56,9 +51,10 @@ def run(models: Path, data: Path, cache: Path, out: Path, timing_samples: int,
         scratch = Path(tmp)  # exact INT8 forms
         for modality, root, split, label in jobs:
             candidates = [("teacher", "teacher"), ("student FP32", str(models / f"{modality}.onnx"))]
-            int8 = models / f"{modality}.int8.onnx"
+            int8, int8_exact = models / f"{modality}.int8.onnx", False
             if int8.is_file():
-                candidates.append(("student INT8", int8_as_measured(int8, scratch)))
+                int8_path, int8_exact = int8_as_measured(int8, scratch)
+                candidates.append(("student INT8", int8_path))
             curves = {}
             for name, model in candidates:
                 tta = face_tta if modality == "face" and name != "teacher" else "none"
@@ -67,7 +63,7 @@ def run(models: Path, data: Path, cache: Path, out: Path, timing_samples: int,
                 curves[name] = r.pop("scores")
                 rows.append({**r, "modality": modality, "data": label, "model": name, "path": r["model"]})
                 if name == "student INT8":
-                    rows[-1]["int8_exact"] = model.endswith(EXACT_SUFFIX)
+                    rows[-1]["int8_exact"] = int8_exact
                 print(json.dumps({k: rows[-1][k] for k in ("modality", "data", "model", "eer", "ms_per_sample")}))
             for r in rows[-len(candidates):]:
                 if r["model"] != "teacher":  # teacher and this student alternately, same samples

@@ -55,6 +55,9 @@ from edge_runtime.operating_points import OperatingPoints, load_operating_points
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "int8")
+# the start of the load-time note for INT8 on a CPU whose onnxruntime int8 kernels saturate
+# (calibration.exact_int8 removes it from a bundle whose runners it swapped)
+INT8_KERNEL_NOTE = "INT8 on onnxruntime's CPU kernels without an int8 dot-product instruction"
 # The engine precision (sidecar) each runtime precision runs, never another: an FP16 engine is
 # not an FP32 model. fp16 exists only as TensorRT engines of the FP32 ONNX.
 ENGINE_PRECISIONS: Mapping[str, str] = {"fp32": "fp32", "fp16": "fp16", "int8": "int8-qdq"}
@@ -358,8 +361,7 @@ class ModelBundle:
 
             if not int8_dot_features():
                 notes.append(
-                    "INT8 on onnxruntime's CPU kernels without an int8 dot-product instruction: "
-                    "they sum u8 x s8 products in saturating int16, and the INT8 files (made for "
+                    f"{INT8_KERNEL_NOTE}: they sum u8 x s8 products in saturating int16, and the INT8 files (made for "
                     "TensorRT) lose accuracy here (benchmarks/int8.md); --precision auto runs "
                     "FP32 on this CPU")
         head_names = tier_heads(face_tier, voice_tier)

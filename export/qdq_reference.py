@@ -20,6 +20,17 @@ from onnx import TensorProto, helper, numpy_helper
 from edge_runtime.errors import ModelError
 
 
+def faithful_int8(qdq: Path, out: Path, flags: set[str] | None = None) -> Path:
+    """The INT8 file to measure on this CPU: ``qdq`` itself where onnxruntime's int8 kernels are
+    faithful (the CPU has an int8 dot-product instruction), else its exact arithmetic written to
+    ``out`` (``reference_graph``). Scores made with the saturating kernels describe neither the
+    device (TensorRT accumulates in int32) nor what the runtime runs on such a CPU (FP32,
+    ``edge_runtime.cpu_int8``). ``flags``: the CPU's, for tests."""
+    from edge_runtime.cpu_int8 import int8_dot_features
+
+    return qdq if int8_dot_features(flags) else reference_graph(qdq, out)
+
+
 def reference_graph(qdq: Path, out: Path) -> Path:
     """Write ``out``: ``qdq`` with each DequantizeLinear replaced by Cast + Mul."""
     model = onnx.load(str(qdq))

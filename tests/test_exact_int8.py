@@ -41,14 +41,25 @@ def test_without_a_dot_product_instruction_int8_runs_exact_arithmetic(
         assert b.exact_int8 == ["face_int8", "voice_int8"]
         assert any("exact QDQ arithmetic" in n for n in b.notes)
         assert b.runners["voice"].path.name == "voice.exact_int8.onnx"
-        # the runtime itself, asked for INT8 on such a CPU, says what it costs
-        assert any("--precision auto runs FP32" in n for n in b.notes)
+        # the load-time warning about the saturating kernels no longer holds for this bundle
+        assert not any("--precision auto runs FP32" in n for n in b.notes)
         # the hashes the operating points are keyed by stay those of the shipped INT8 files
         assert b.model_hashes["voice_int8"] == b.entries["voice"].sha256
         got = _voice_embeddings(b, fixtures)
     cos = np.sum(got * fp32_voice, axis=1)
     # the export gate's figure for this arithmetic is p1 0.99 per window (benchmarks/int8.md)
     assert cos.min() > 0.98, cos
+
+
+def test_the_runtime_asked_for_int8_on_such_a_cpu_says_what_it_costs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import edge_runtime.cpu_int8 as cpu_int8
+    from edge_runtime.models import ModelBundle
+
+    monkeypatch.setattr(cpu_int8, "int8_dot_features", lambda flags=None: [])
+    with ModelBundle.load(MODELS, precision="int8", threads=1) as b:
+        assert b.exact_int8 == []  # the runtime runs what it was asked for, and says so
+        assert any("--precision auto runs FP32" in n for n in b.notes)
 
 
 def test_with_a_dot_product_instruction_int8_runs_onnxruntimes_kernels(
@@ -68,14 +79,15 @@ def test_the_students_table_measures_int8_as_the_device_computes_it(
     import onnx
 
     import edge_runtime.cpu_int8 as cpu_int8
-    from benchmarks.students import EXACT_SUFFIX, int8_as_measured
+    from benchmarks.students import int8_as_measured
 
     int8 = MODELS / "voice.int8.onnx"
     monkeypatch.setattr(cpu_int8, "int8_dot_features", lambda flags=None: ["avx512_vnni"])
-    assert int8_as_measured(int8, tmp_path) == str(int8)
+    assert int8_as_measured(int8, tmp_path) == (str(int8), False)
     monkeypatch.setattr(cpu_int8, "int8_dot_features", lambda flags=None: [])
-    exact = Path(int8_as_measured(int8, tmp_path))
-    assert exact.parent == tmp_path and exact.name == "voice" + EXACT_SUFFIX
+    path, exact_flag = int8_as_measured(int8, tmp_path)
+    exact = Path(path)
+    assert exact_flag and exact.parent == tmp_path and exact.name == "voice.exact_int8.onnx"
     graph = onnx.load(str(exact))
     assert not any(n.op_type == "DequantizeLinear" for n in graph.graph.node)
     # the metadata (front-end, split) that evaluate() reads travels with it
