@@ -44,8 +44,19 @@ QUANTILE = 0.02
 FAR = 0.01
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
+def unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+def shipped_enrol_counts(speakers: list[dict[str, Any]]) -> list[int]:
+    """How many of each speaker's first recordings the shipped enrolment takes (here <= 7)."""
+    return [min(MAX_ENROL, enrol_voice_count(sp["voiced"])) for sp in speakers]
+
+
+def templates(speakers: list[dict[str, Any]], n_enrol: list[int]) -> list[np.ndarray]:
+    """Each speaker's template as enrolment makes it: the normalised mean of their first
+    ``n_enrol[i]`` recordings' embeddings."""
+    return [unit(sp["enrol"][:k].mean(axis=0)) for sp, k in zip(speakers, n_enrol, strict=True)]
 
 
 def embed_speakers(bundle: ModelBundle, data: Path, seed: int = 1) -> list[dict[str, Any]]:
@@ -109,7 +120,7 @@ def measure(bundle: ModelBundle, speakers: list[dict[str, Any]], n_enrol: list[i
     op = bundle.operating_points
     cal = op.fuser.calibrations["voice"]
     n = len(speakers)
-    tmpl = [_unit(sp["enrol"][:k].mean(axis=0)) for sp, k in zip(speakers, n_enrol, strict=True)]
+    tmpl = templates(speakers, n_enrol)
     llr, acc = {}, {}
     for i, p in enumerate(speakers):
         for j, t in enumerate(speakers):
@@ -195,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         speakers = embed_speakers(bundle, args.data)
         rows = {f"{k} utterances": measure(bundle, speakers, [k] * len(speakers))
                 for k in (3, 5, MAX_ENROL)}
-        rule = [min(MAX_ENROL, enrol_voice_count(sp["voiced"])) for sp in speakers]
+        rule = shipped_enrol_counts(speakers)
         rows[f"until {ENROL_VOICE_S:g} s, >= 3 (shipped; <= {MAX_ENROL} here)"] = \
             measure(bundle, speakers, rule)
     m = machine_info()

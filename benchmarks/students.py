@@ -29,8 +29,6 @@ def shipped_face_tta(models: Path) -> str:
     return load_operating_points(path, {}).face_tta if path.is_file() else "none"
 
 
-
-
 def int8_as_measured(int8: Path, scratch: Path) -> tuple[str, bool]:
     """The INT8 file as this table measures it (``export.qdq_reference.faithful_int8``), and
     whether that is its exact QDQ arithmetic rather than onnxruntime's int8 kernels."""

@@ -45,9 +45,15 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.enrol_speech import MAX_ENROL, QUANTILE, door, embed_live_door
+from benchmarks.enrol_speech import (
+    QUANTILE,
+    door,
+    embed_live_door,
+    shipped_enrol_counts,
+    templates,
+    unit,
+)
 from benchmarks.machine import machine_info
-from edge_runtime.access.enroll import enrol_voice_count
 from edge_runtime.errors import ConfigError
 
 QUANTILES = (0.005, 0.01, 0.02, 0.03, 0.05)
@@ -55,10 +61,6 @@ FAR = 0.01
 HALVINGS = 20
 # the rule (module docstring): how much worse than the reference a candidate may be
 MAX_OWN_PT, MAX_STRANGER_PT, MAX_WORST_PT = 0.5, 0.5, 5.0
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
 def voice_embedder(model: str, threads: int = 1) -> tuple[Callable[[np.ndarray], np.ndarray],
@@ -70,7 +72,7 @@ def voice_embedder(model: str, threads: int = 1) -> tuple[Callable[[np.ndarray],
         from train.teachers import VoiceTeacher
 
         teacher = VoiceTeacher()
-        return lambda w: _unit(np.asarray(teacher.embed(w), np.float64)), dict(DEFAULT_SPLIT)
+        return lambda w: unit(np.asarray(teacher.embed(w), np.float64)), dict(DEFAULT_SPLIT)
     emb = load_embedder(model, "voice", threads=threads)
     split = {k: (emb.split or {}).get(k, v) for k, v in DEFAULT_SPLIT.items()}
     return lambda w: emb.embed([w])[0], split
@@ -85,8 +87,7 @@ def rehearse(speakers: Sequence[dict[str, Any]], quantiles: Sequence[float] = QU
     n = len(speakers)
     if n < 4:
         raise ConfigError(f"a rehearsal needs at least 4 speakers, got {n}")
-    tmpl = [_unit(sp["enrol"][:min(MAX_ENROL, enrol_voice_count(sp["voiced"]))].mean(axis=0))
-            for sp in speakers]
+    tmpl = templates(list(speakers), shipped_enrol_counts(list(speakers)))
     own = [sp["probes"] @ tmpl[i] for i, sp in enumerate(speakers)]
     cross = {(i, j): p["probes"] @ tmpl[j] for i, p in enumerate(speakers)
              for j, t in enumerate(speakers) if i != j and p["gender"] == t["gender"]}

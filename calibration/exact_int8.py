@@ -33,8 +33,8 @@ def exact_int8_runners(bundle: ModelBundle, tmp: Path, threads: int,
             continue  # e.g. the large voice tier: one FP32 file at every precision
         path = entry.verified_path()
         ref = faithful_int8(path, tmp / f"{key}.exact_int8.onnx", flags)
-        if ref == path:
-            return []  # the CPU's int8 kernels are faithful: nothing to swap
+        if ref == path:  # the CPU's int8 kernels are faithful: run the file itself
+            continue
         old = bundle.runners[key]
         bundle.runners[key] = load_runner(ref, backend="onnxruntime", threads=threads)
         old.close()

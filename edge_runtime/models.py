@@ -361,9 +361,9 @@ class ModelBundle:
 
             if not int8_dot_features():
                 notes.append(
-                    f"{INT8_KERNEL_NOTE}: they sum u8 x s8 products in saturating int16, and the INT8 files (made for "
-                    "TensorRT) lose accuracy here (benchmarks/int8.md); --precision auto runs "
-                    "FP32 on this CPU")
+                    f"{INT8_KERNEL_NOTE}: they sum u8 x s8 products in saturating int16, and the "
+                    "INT8 files (made for TensorRT) lose accuracy here (benchmarks/int8.md); "
+                    "--precision auto runs FP32 on this CPU")
         head_names = tier_heads(face_tier, voice_tier)
         heads = [h for h in head_names if h in manifest]
         for head in heads:

@@ -22,7 +22,7 @@ outside the rule: a student can lower every pooled EER and still leave a few peo
 recordings disagree, and a door's population-quantile veto turns those into rejected people
 (door_v19, `benchmarks/students.md`, "Voice, 2026-12-03"). Ten validation speakers are few for
 it: they did not flag door_v19 (the people it fails were held-out ones), so it informs and the
-door benchmark decides.
+door rehearsal (`benchmarks/voice_rehearsal.py`, the ship chain's first step) decides.
 
 Writes `<run>/select.json` and copies nothing: ship the chosen file yourself.
 """
