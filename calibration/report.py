@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from edge_runtime.cpu_int8 import SATURATING_KERNELS
+
 
 def _pct(v: float | None, digits: int = 2) -> str:
     return "-" if v is None else f"{100 * v:.{digits}f}%"
@@ -152,16 +154,14 @@ def render_markdown(r: Mapping[str, Any], command: str = "") -> str:
         lines += [f"The {r['precision']} models ({', '.join(r['exact_int8'])}) were run as their "
                   "exact QDQ arithmetic (`export/qdq_reference.py`: Q/DQ executed exactly, float "
                   "ops, as TensorRT computes them), not by onnxruntime's fused int8 kernels: the "
-                  "machine that ran this calibration has no int8 dot-product instruction, and "
-                  "there those kernels sum u8 x s8 products in saturating int16 "
-                  "(`benchmarks/int8.md`). TensorRT's own kernels may still differ slightly; "
+                  f"machine that ran this calibration has no int8 dot-product instruction, and "
+                  f"{SATURATING_KERNELS}. TensorRT's own kernels may still differ slightly; "
                   "re-run `edgepin calibrate --precision int8` on the Jetson for the device's "
                   "own file.", ""]
     elif r["precision"] != "fp32":
         lines += [f"The {r['precision']} models were run by onnxruntime's CPU kernels on the "
-                  "machine that ran this calibration. Those kernels differ from TensorRT's (on an "
-                  "x86 CPU without VNNI, u8 x s8 products are summed in saturating int16: see "
-                  "`benchmarks/int8.md`), so these scores and thresholds describe that machine; "
+                  f"machine that ran this calibration. Those kernels differ from TensorRT's "
+                  f"({SATURATING_KERNELS}), so these scores and thresholds describe that machine; "
                   "re-run `edgepin calibrate --precision int8` on the Jetson for the device's "
                   "own file.", ""]
     lines += [

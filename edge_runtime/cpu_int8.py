@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 X86_DOT = ("avx512_vnni", "avx_vnni", "amx_int8")
+# Why the TensorRT-form INT8 files lose accuracy on onnxruntime's x86 kernels: said once here, quoted
+# by the runtime's load-time note and the calibration report.
+SATURATING_KERNELS = ("on an x86 CPU without VNNI, onnxruntime's int8 kernels sum u8 x s8 products "
+                      "in saturating int16 (vpmaddubsw; benchmarks/int8.md)")
 ARM_DOT = ("asimddp", "i8mm")
 # A CPU-target INT8 model is used only where it measured faster than FP32 on onnxruntime's
 # kernels (benchmarks/int8.md). Below this INT8/FP32 latency ratio it counts as faster.
@@ -54,8 +58,7 @@ def choose(models: Path | None = None, flags: set[str] | None = None,
     if not feats:
         return {"precision": "fp32", "features": [], "reason": (
             f"{arch} CPU without an int8 dot-product instruction (no VNNI / asimddp / i8mm): "
-            "onnxruntime's int8 kernels are slower than FP32 here and, on x86, saturate in "
-            "int16 (benchmarks/int8.md)")}
+            f"onnxruntime's int8 kernels are slower than FP32 here, and {SATURATING_KERNELS}")}
     cpu_models = _cpu_int8_entries(models)
     measured = {k: v.get("latency_ratio") for k, v in cpu_models.items()}
     faster = [k for k, r in measured.items() if isinstance(r, int | float) and r < FASTER_RATIO]

@@ -357,13 +357,12 @@ class ModelBundle:
                              f"{precision} (its LSTM has no {precision} export); only the face "
                              f"model runs {precision}")
         if backend == "onnxruntime" and precision == "int8":
-            from edge_runtime.cpu_int8 import int8_dot_features
+            from edge_runtime.cpu_int8 import SATURATING_KERNELS, int8_dot_features
 
             if not int8_dot_features():
                 notes.append(
-                    f"{INT8_KERNEL_NOTE}: they sum u8 x s8 products in saturating int16, and the "
-                    "INT8 files (made for TensorRT) lose accuracy here (benchmarks/int8.md); "
-                    "--precision auto runs FP32 on this CPU")
+                    f"{INT8_KERNEL_NOTE}: {SATURATING_KERNELS}, so the INT8 files (made for "
+                    "TensorRT) lose accuracy here; --precision auto runs FP32 on this CPU")
         head_names = tier_heads(face_tier, voice_tier)
         heads = [h for h in head_names if h in manifest]
         for head in heads:

@@ -33,7 +33,7 @@ def test_no_dot_product_instruction_means_fp32(tmp_path: Path) -> None:
     folder = _folder(tmp_path, face_int8={**CPU_INT8, "latency_ratio": 0.5})
     c = choose(folder, flags={"avx2", "fma", "sse4_2"}, machine="x86_64")
     assert c["precision"] == "fp32" and c["features"] == []
-    assert "no VNNI" in c["reason"] and "saturate" in c["reason"]
+    assert "no VNNI" in c["reason"] and "saturating int16" in c["reason"]
 
 
 @pytest.mark.parametrize("flags, feature", [({"avx512_vnni", "avx2"}, "avx512_vnni"),

@@ -1,6 +1,6 @@
 """The voice front-end's per-window normalisation: "band" (each mel band's mean, every shipped
-student) and "level" (one number per window, door_v19), on real speech from the fixtures
-(speechocean762, 16 kHz)."""
+student), "level" (one number per window, door_v19) and "partial" (between them, door_v22), on
+real speech from the fixtures (speechocean762, 16 kHz)."""
 
 from __future__ import annotations
 
@@ -97,6 +97,35 @@ def test_band_removes_the_spectral_envelope_and_level_keeps_it(fixtures) -> None
         np.testing.assert_allclose(wl - wb, np.broadcast_to(profile, wb.shape), atol=1e-4)
 
 
+def test_partial_lies_between_band_and_level_by_its_fraction(fixtures) -> None:
+    # door_v22: "partial" keeps (1 - band_fraction) of the envelope that "level" keeps and "band"
+    # removes, frame after frame, so a drift in a speaker's colouring moves the window that much
+    band, level = VoiceFrontEnd(), VoiceFrontEnd(normalise="level")
+    for frac in (0.25, 0.5):
+        part = VoiceFrontEnd(normalise="partial", band_fraction=frac)
+        for wav in _speech(fixtures)[:2]:
+            wb, wl, wp = band.windows(wav), level.windows(wav), part.windows(wav)
+            np.testing.assert_allclose(wp, frac * wb + (1 - frac) * wl, atol=1e-4)
+            assert np.abs(wp - wl).max() > 0.1 and np.abs(wp - wb).max() > 0.1
+
+
+def test_partial_round_trips_and_refuses_a_fraction_that_is_band_or_level() -> None:
+    fe = VoiceFrontEnd(normalise="partial", band_fraction=0.5)
+    d = json.loads(json.dumps(fe.to_dict()))
+    assert d["normalise"] == "partial" and d["band_fraction"] == 0.5
+    assert VoiceFrontEnd.from_dict(d) == fe
+    assert "band_fraction" not in VoiceFrontEnd(normalise="level").to_dict()  # level's dict as before
+    for bad in (0.0, 1.0, -0.2, 1.5):
+        with pytest.raises(ConfigError, match="band_fraction"):
+            VoiceFrontEnd(normalise="partial", band_fraction=bad)
+
+
+def test_the_door_v22_config_builds_a_partial_front_end() -> None:
+    cfg = load_config(ROOT / "train/configs/voice_distill_door_v22.yaml", "unused")
+    fe = voice_front_end(cfg)
+    assert fe.normalise == "partial" and fe.band_fraction == 0.5
+
+
 def test_a_microphone_tilt_is_removed_by_band_and_seen_by_level(fixtures) -> None:
     # pre-emphasis (y[n] = x[n] - 0.9 x[n-1]) is a fixed filter, like a cheap microphone's tilt
     for wav in _speech(fixtures):
@@ -172,5 +201,5 @@ def test_the_equaliser_is_refused_with_per_band_normalisation(tmp_path):
     cfg = yaml.safe_load((ROOT / "train" / "configs" / "voice_distill_door_v20.yaml").read_text())
     cfg["front_end"]["normalise"] = "band"
     cfg.pop("extra_train", None)
-    with pytest.raises(ConfigError, match="eq_p needs front_end.normalise: level"):
+    with pytest.raises(ConfigError, match="eq_p needs front_end.normalise: level or partial"):
         VoiceTask.build(cfg, [], {"train": [], "val": []}, tmp_path)

@@ -82,7 +82,7 @@ def voice_front_end(cfg: dict) -> VoiceFrontEnd:
     """The shared front-end with this experiment's settings."""
     fe = cfg["front_end"]
     return VoiceFrontEnd(LogMelConfig(n_mels=fe["n_mels"]), fe["window_frames"], fe["hop_frames"],
-                         fe.get("normalise", "band"))
+                         fe.get("normalise", "band"), float(fe.get("band_fraction", 0.5)))
 
 
 def split_reader(modality: str, data: str | Path, split_cfg: dict) -> tuple[list[Sample], dict]:
@@ -211,7 +211,7 @@ class VoiceTask:
     def build(cls, cfg: dict, samples: list[Sample], splits: dict, cache_dir: Path) -> VoiceTask:
         fe = voice_front_end(cfg)
         if float(cfg["augment"].get("eq_p", 0.0)) > 0 and fe.normalise == "band":
-            raise ConfigError("augment.eq_p needs front_end.normalise: level; per-band "
+            raise ConfigError("augment.eq_p needs front_end.normalise: level or partial; per-band "
                               "normalisation removes the equaliser's curve before the student")
         extra, extra_info = extra_voice_samples(cfg)
         sets = {}

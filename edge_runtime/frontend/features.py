@@ -180,7 +180,7 @@ STUDENT_FACE_INPUT = FaceInput()
 DLIB_CHIP_INPUT = FaceInput(chip="dlib", size=150, colour=True, padding=0.25)
 
 
-VOICE_NORMALISATIONS = ("band", "level")
+VOICE_NORMALISATIONS = ("band", "level", "partial")
 
 
 @dataclass(frozen=True)
@@ -192,18 +192,24 @@ class VoiceFrontEnd:
     ``normalise``: "band" subtracts each mel band's mean over the window (cepstral mean
     normalisation: removes microphone colouring, and with it the speaker's long-term spectral
     envelope); "level" subtracts one number, the window's mean log-mel over frames and bands
-    (removes only the gain, keeps the envelope; channel robustness must then be learned).
+    (removes only the gain, keeps the envelope; channel robustness must then be learned);
+    "partial" subtracts the level and ``band_fraction`` of each band's own offset from it, a
+    setting between the two: a speaker whose recordings drift in colour moves only that much.
     """
 
     mel: LogMelConfig = field(default_factory=LogMelConfig)
     window_frames: int = 200
     hop_frames: int = 100
     normalise: str = "band"
+    band_fraction: float = 0.5  # "partial" only: 1 would be "band", 0 "level"
 
     def __post_init__(self) -> None:
         if self.normalise not in VOICE_NORMALISATIONS:
             raise ConfigError(f"VoiceFrontEnd.normalise must be one of {VOICE_NORMALISATIONS}, "
                               f"got {self.normalise!r}")
+        if self.normalise == "partial" and not 0.0 < self.band_fraction < 1.0:
+            raise ConfigError("VoiceFrontEnd.band_fraction must lie strictly between 0 (level) and "
+                              f"1 (band) for \"partial\", got {self.band_fraction!r}")
 
     @property
     def window_samples(self) -> int:
@@ -213,6 +219,10 @@ class VoiceFrontEnd:
     def windows(self, wav: np.ndarray) -> np.ndarray:
         """`feats` input (W, window_frames, M) float32 covering the utterance."""
         wins = fixed_windows(log_mel(wav, self.mel), self.window_frames, self.hop_frames)
+        if self.normalise == "partial":
+            band = wins.mean(axis=1, keepdims=True)
+            level = band.mean(axis=2, keepdims=True)
+            return (wins - level - self.band_fraction * (band - level)).astype(np.float32)
         axes = (1,) if self.normalise == "band" else (1, 2)
         return (wins - wins.mean(axis=axes, keepdims=True)).astype(np.float32)
 
@@ -225,10 +235,12 @@ class VoiceFrontEnd:
              "hop_frames": self.hop_frames}
         if self.normalise != "band":
             d["normalise"] = self.normalise
+        if self.normalise == "partial":
+            d["band_fraction"] = self.band_fraction
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> VoiceFrontEnd:
         """Inverse of `to_dict`; a manifest without "normalise" is a per-band model."""
         return cls(LogMelConfig.from_dict(d["mel"]), int(d["window_frames"]), int(d["hop_frames"]),
-                   str(d.get("normalise", "band")))
+                   str(d.get("normalise", "band")), float(d.get("band_fraction", 0.5)))
