@@ -10,7 +10,6 @@ use this module.
 from __future__ import annotations
 
 import os
-import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,18 +19,14 @@ SHARED_MODE = 0o644
 
 
 def publish(tmp: str | Path, path: str | Path) -> None:
-    """Move a finished temporary file over `path` with the mode readers expect.
+    """Move a finished temporary file over `path`, readable by all (0644, as the bundle manifest).
 
-    The mode of the file it replaces is kept (an operator's 0640 stays 0640); a new file gets
-    0644, what a plain ``open()`` gives under the usual umask.
+    Always 0644, also over an existing file: the files an older edgepin rewrote are 0600 now,
+    and keeping their mode would keep the fault. An operator who wants them closed closes the
+    folder, which also covers the files no rewrite touches.
     """
-    p = Path(path)
-    try:
-        mode = stat.S_IMODE(os.stat(p).st_mode)
-    except FileNotFoundError:
-        mode = SHARED_MODE
-    os.chmod(tmp, mode)
-    os.replace(tmp, p)
+    os.chmod(tmp, SHARED_MODE)
+    os.replace(tmp, path)
 
 
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object], *,

@@ -41,13 +41,13 @@ def test_new_file_is_readable_by_others(tmp_path):
     assert mode(p) == SHARED_MODE
 
 
-def test_rewrite_keeps_the_operators_mode(tmp_path):
+def test_a_file_an_older_edgepin_left_owner_only_becomes_readable(tmp_path):
     p = tmp_path / "a.bin"
     p.write_bytes(b"old")
-    os.chmod(p, 0o640)
+    os.chmod(p, 0o600)
     write_atomic(p, lambda fh: fh.write(b"new"))
     assert p.read_bytes() == b"new"
-    assert mode(p) == 0o640
+    assert mode(p) == SHARED_MODE
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_nothing(tmp_path):
