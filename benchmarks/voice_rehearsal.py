@@ -61,6 +61,9 @@ FAR = 0.01
 HALVINGS = 20
 # the rule (module docstring): how much worse than the reference a candidate may be
 MAX_OWN_PT, MAX_STRANGER_PT, MAX_WORST_PT = 0.5, 0.5, 5.0
+# "at most N pt higher" compared in floating point: rates are means of k/n over folds, so a rise of
+# exactly 5 pt can come out as 5.00000000000001 (door_v22: 37 -> 42 %, exactly, in fractions)
+TIE_PT = 1e-9
 
 
 def voice_embedder(model: str, threads: int = 1) -> tuple[Callable[[np.ndarray], np.ndarray],
@@ -137,7 +140,7 @@ def verdict(reference: dict[str, Any], candidate: dict[str, Any]) -> tuple[bool,
     words = {"own_vetoed": "own voice vetoed", "stranger_passes": "stranger's voice not vetoed",
              "worst_person": "worst person"}
     worse = [f"{words[k]} {a[k]:.2f} -> {b[k]:.2f} % (limit +{limits[k]:g} pt)"
-             for k in limits if b[k] > a[k] + limits[k]]
+             for k in limits if b[k] - a[k] > limits[k] + TIE_PT]
     if worse:
         return False, "fails the door: " + "; ".join(worse)
     return True, ("holds the door: " + ", ".join(f"{words[k]} {a[k]:.2f} -> {b[k]:.2f} %"

@@ -23,6 +23,18 @@ from edge_runtime.operating_points import (
 DETECTOR_KINDS = ("hog", "cnn")  # face detectors whose landmarks AV sync is calibrated on
 
 
+def edgepin_command_line(argv: list[str]) -> str:
+    """The command as a user would retype it, for a report's provenance line; "" when not run
+    through the CLI (a library call has no command line to give). `python -m edge_runtime.cli`,
+    what a checkout's scripts run, is the same program as the `edgepin` console script."""
+    if not argv:
+        return ""
+    prog = Path(argv[0])
+    if prog.name != "edgepin" and prog.parts[-3:] != ("edge_runtime", "cli", "__main__.py"):
+        return ""
+    return "edgepin " + " ".join(shlex.quote(a) for a in argv[1:])
+
+
 def _cache_dir(value: Path | None) -> Path:
     if value is not None:
         return value
@@ -63,8 +75,7 @@ def _calibrate(args: argparse.Namespace) -> int:
                        coverage_bootstrap=args.coverage_bootstrap, base=args.base,
                        face_tier=args.face_tier, face_tta=args.face_tta,
                        voice_tier=args.voice_tier)
-    command = "edgepin " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
-        if sys.argv and sys.argv[0].endswith("edgepin") else ""
+    command = edgepin_command_line(sys.argv)
     out = Path(args.out)
     json_path = out.parent / f"{out.stem}.report.json"
     json_path.write_text(json.dumps(report, indent=2) + "\n")

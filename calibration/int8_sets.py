@@ -15,8 +15,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
+from edge_runtime.atomic import write_atomic
 from edge_runtime.errors import ModelError
 
 MANIFEST_FORMAT = "edgepin-calibration/1"
@@ -41,18 +40,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, write: Any) -> None:
-    """Write through a temporary file so a crash never leaves a half-written set behind."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_calibration_set(
@@ -86,7 +73,7 @@ def save_calibration_set(
         sizes = {k: v.shape[0] for k, v in stored.items()}
         raise ModelError(f"calibration set {out}: inputs disagree on the sample count {sizes}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(out, lambda fh: np.savez(fh, **stored))
+    write_atomic(out, lambda fh: np.savez(fh, **stored))
     manifest = {
         "format": MANIFEST_FORMAT,
         "npz": out.name,
@@ -99,7 +86,7 @@ def save_calibration_set(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     text = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
-    _atomic_write_bytes(manifest_path(out), lambda fh: fh.write(text))
+    write_atomic(manifest_path(out), lambda fh: fh.write(text))
     return out
 
 

@@ -154,13 +154,13 @@ def render_markdown(r: Mapping[str, Any], command: str = "") -> str:
         lines += [f"The {r['precision']} models ({', '.join(r['exact_int8'])}) were run as their "
                   "exact QDQ arithmetic (`export/qdq_reference.py`: Q/DQ executed exactly, float "
                   "ops, as TensorRT computes them), not by onnxruntime's fused int8 kernels: the "
-                  f"machine that ran this calibration has no int8 dot-product instruction, and "
+                  "machine that ran this calibration has no int8 dot-product instruction, and "
                   f"{SATURATING_KERNELS}. TensorRT's own kernels may still differ slightly; "
                   "re-run `edgepin calibrate --precision int8` on the Jetson for the device's "
                   "own file.", ""]
     elif r["precision"] != "fp32":
         lines += [f"The {r['precision']} models were run by onnxruntime's CPU kernels on the "
-                  f"machine that ran this calibration. Those kernels differ from TensorRT's "
+                  "machine that ran this calibration. Those kernels differ from TensorRT's "
                   f"({SATURATING_KERNELS}), so these scores and thresholds describe that machine; "
                   "re-run `edgepin calibrate --precision int8` on the Jetson for the device's "
                   "own file.", ""]

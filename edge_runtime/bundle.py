@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.atomic import publish
 from edge_runtime.errors import ModelError
 
 MANIFEST = "manifest.json"
@@ -180,5 +181,4 @@ def _write_manifest(root: Path, data: dict[str, Any]) -> None:
     with os.fdopen(fd, "w") as out:
         json.dump(data, out, indent=2, sort_keys=True)
         out.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the manifest is not secret
-    os.replace(tmp, root / MANIFEST)
+    publish(tmp, root / MANIFEST)  # mkstemp makes 0600; the manifest is not secret

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 X86_DOT = ("avx512_vnni", "avx_vnni", "amx_int8")
-# Why the TensorRT-form INT8 files lose accuracy on onnxruntime's x86 kernels: said once here, quoted
-# by the runtime's load-time note and the calibration report.
+ARM_DOT = ("asimddp", "i8mm")
+# Why the TensorRT-form INT8 files lose accuracy on onnxruntime's x86 kernels: said once here, quoted by
+# choose()'s reason, the runtime's load-time note and the calibration report.
 SATURATING_KERNELS = ("on an x86 CPU without VNNI, onnxruntime's int8 kernels sum u8 x s8 products "
                       "in saturating int16 (vpmaddubsw; benchmarks/int8.md)")
-ARM_DOT = ("asimddp", "i8mm")
 # A CPU-target INT8 model is used only where it measured faster than FP32 on onnxruntime's
 # kernels (benchmarks/int8.md). Below this INT8/FP32 latency ratio it counts as faster.
 FASTER_RATIO = 0.95

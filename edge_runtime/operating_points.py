@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from edge_runtime.atomic import write_atomic
 from edge_runtime.errors import ConfigError, ModelError
 from edge_runtime.frontend.features import FACE_TTA
 
@@ -462,18 +461,10 @@ def save_operating_points(op: OperatingPoints, path: str | Path) -> Path:
     text += yaml.safe_dump(doc, sort_keys=False, default_flow_style=None)
     if not p.parent.is_dir():
         raise ConfigError(f"cannot write {p}: folder {p.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
+        write_atomic(p, lambda fh: fh.write(text.encode("utf-8")), fsync=True)
     except OSError as exc:
         raise ConfigError(f"cannot write {p}: {exc.strerror or exc}") from exc
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
     return p
 
 

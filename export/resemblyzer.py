@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.atomic import publish
 from edge_runtime.errors import DependencyError, ModelError
 
 # Bump when the export or the front-end changes what a generated file computes.
@@ -170,7 +171,7 @@ def export_voice_large(out: str | Path, parity_audio: Sequence[Path] = (),
         if not worst <= MAX_ABS_DIFF:
             raise ModelError(f"{out}: ONNX vs torch max |diff| {worst:.3g} > {MAX_ABS_DIFF:g} "
                              f"({diffs}); file not written")
-        os.replace(tmp, out)
+        publish(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     return {"file": str(out), "op_types": ops, "parity_max_abs_diff": diffs,

@@ -18,7 +18,10 @@
 # benchmarks, INT8 report included, always run alone). Long steps run under `nice -n 19`;
 # a 2-core machine needs about 1-2 h for the whole chain with LANES=1. A voice student changes
 # the large face tier's heads and operating points too (they fuse the same voice), a face
-# student only the student tier's.
+# student only the student tier's. After the attack runs the door gate (benchmarks/door_gate.py)
+# compares the live door with the shipped one (HEAD's attack records, same attempts) and stops
+# the chain, before the demo, when the candidate turns away more enrolled people or lets more
+# strangers in; the working tree then holds the candidate's files: do not commit them.
 set -euo pipefail
 
 modality=${1:?usage: ship_student.sh face|voice CHECKPOINT}
@@ -138,7 +141,22 @@ if want benchmarks; then
   $NICE $PY -m benchmarks.students --models models --data "$DATA" --cache "$CACHE" \
     --timing-samples 100 --notes benchmarks/notes/students_tried.md
   $EDGEPIN bench --models models --runs 200 --warmup 20 --out benchmarks
+  # the shipped door's attack records (HEAD's), for the door gate below
+  records=(attacks.json.gz)
+  has_large && records+=(attacks_large.json.gz)
+  for r in "${records[@]}"; do
+    git show "HEAD:benchmarks/$r" > "$RUNS/shipped_$r" || {
+      echo "no committed benchmarks/$r to compare the door with" >&2; exit 1; }
+  done
   lanes attacks_student attacks_large
+  # the door itself (benchmarks/door_gate.py, after door_v22, 2026-12-03): a candidate that
+  # passes the rehearsal can still turn away more enrolled people at the live door
+  say "door gate: live door, candidate against the shipped door, same attempts"
+  for r in "${records[@]}"; do
+    $PY -m benchmarks.door_gate --shipped "$RUNS/shipped_$r" --candidate "benchmarks/$r" || {
+      echo "the door gate fails $ckpt ($r, above): do not commit; 'git checkout -- models" \
+        "benchmarks' restores the shipped door" >&2; exit 1; }
+  done
 fi
 if want demo; then
   say "demo"

@@ -18,6 +18,7 @@ import yaml
 from runtime_models import build_bundle, face_model
 
 from calibration.calibrate import joint_comparison
+from calibration.commands import edgepin_command_line
 from calibration.people import person_far_interval
 from calibration.scores import TrialScores, fit_calibrations, fit_fuser
 from calibration.trials import Embedded, held_out_trials
@@ -285,3 +286,16 @@ def test_site_data_with_no_known_folder_is_named(calibrated, tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "holds none of lfw/faces, speechocean762/voices, grid/clips" in err
+
+
+@pytest.mark.parametrize(("argv0", "expected"), [
+    ("/usr/local/bin/edgepin", "edgepin calibrate --out 'a b.yaml'"),
+    ("/work/repo/edge_runtime/cli/__main__.py", "edgepin calibrate --out 'a b.yaml'"),
+    ("/usr/lib/python3/pytest", ""),
+    ("/work/repo/other/cli/__main__.py", ""),
+])
+def test_report_names_the_command_however_the_cli_was_started(argv0, expected):
+    # the ship script runs `python -m edge_runtime.cli` in a checkout; the report's provenance
+    # line went missing there because only a program named "edgepin" was recognised
+    assert edgepin_command_line([argv0, "calibrate", "--out", "a b.yaml"]) == expected
+    assert edgepin_command_line([]) == ""

@@ -32,6 +32,14 @@ def _run(tmp_path: Path, lanes: str, fail_on: str = "") -> tuple[subprocess.Comp
     work = tmp_path / "work"
     (work / "models").mkdir(parents=True, exist_ok=True)
     (work / "models" / "face_large.onnx").write_bytes(b"x")
+    # the shipped door's attack records, which the door gate reads from HEAD
+    (work / "benchmarks").mkdir(exist_ok=True)
+    for name in ("attacks.json.gz", "attacks_large.json.gz"):
+        (work / "benchmarks" / name).write_bytes(b"shipped " + name.encode())
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(work)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "benchmarks"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "shipped door"], check=True)
     ckpt = tmp_path / "student.pt"
     ckpt.write_bytes(b"x")
     rec = tmp_path / "rec"
@@ -61,7 +69,7 @@ def _span(rows: list, needle: str) -> tuple[float, float]:
 STEPS = ["-m benchmarks.voice_rehearsal", "ship_student(", "export --target orin", "-m benchmarks.crossmodal",
          "--face-tier student", "-m benchmarks.int8", "train pins", "train fuse",
          "--face-tier large", "calibrate-modes", "-m benchmarks.students", "bench --models",
-         "-m benchmarks.attacks --models models --data", "demo --models"]
+         "-m benchmarks.attacks --models models --data", "-m benchmarks.door_gate", "demo --models"]
 
 
 @pytest.mark.parametrize("lanes", ["1", "2"])
@@ -80,7 +88,8 @@ def test_every_step_runs_once_in_dependency_order(tmp_path, lanes):
              ("train pins", "train fuse"), ("train fuse", "--face-tier large --cache"),
              ("--face-tier student", "calibrate-modes"), ("--face-tier large --cache", "calibrate-modes"),
              ("calibrate-modes", "benchmarks.students"), ("benchmarks.students", "bench --models"),
-             ("bench --models", "benchmarks.attacks"), ("benchmarks.attacks", "demo --models")]
+             ("bench --models", "benchmarks.attacks"), ("benchmarks.attacks", "benchmarks.door_gate"),
+             ("benchmarks.door_gate", "demo --models")]
     for before, after in order:
         assert _span(rows, before)[1] <= _span(rows, after)[0], f"{after} started before {before} ended"
 
@@ -121,6 +130,25 @@ def test_a_student_that_fails_the_door_rehearsal_is_not_shipped(tmp_path):
         a for k, _, a in rows if k == "start" and "benchmarks.voice_rehearsal" in a]
     rehearsal = next(a for k, _, a in rows if k == "start")
     assert "--models models/voice.onnx" in rehearsal and "--check" in rehearsal
+
+
+def test_the_door_gate_compares_each_tier_with_the_shipped_door(tmp_path):
+    proc, rows = _run(tmp_path, "2")
+    assert proc.returncode == 0, proc.stderr
+    gates = [a for k, _, a in rows if k == "start" and "benchmarks.door_gate" in a]
+    runs = tmp_path / "runs"
+    assert gates == [
+        f"-m benchmarks.door_gate --shipped {runs}/shipped_{r} --candidate benchmarks/{r}"
+        for r in ("attacks.json.gz", "attacks_large.json.gz")]
+    # the reference is HEAD's record, taken before the attack runs could overwrite it
+    assert (runs / "shipped_attacks.json.gz").read_bytes() == b"shipped attacks.json.gz"
+
+
+def test_a_door_that_turns_away_more_people_stops_before_the_demo(tmp_path):
+    proc, rows = _run(tmp_path, "1", fail_on="benchmarks.door_gate")
+    assert proc.returncode != 0
+    assert "the door gate fails" in proc.stderr and "do not commit" in proc.stderr
+    assert not any("demo --models" in a for _, _, a in rows)
 
 
 def test_lanes_must_be_one_or_two(tmp_path):

@@ -67,3 +67,26 @@ def test_a_looser_veto_trades_own_voices_for_strangers():
 def test_too_few_people_is_a_clear_error():
     with pytest.raises(ConfigError, match="at least 4 speakers"):
         rehearse(_people(n=3))
+
+
+def _summarised(own: float, strangers: float, people: dict[str, float]) -> dict:
+    """A rehearse() result with given fold rates (fractions) and per-person rates."""
+    return {"quantiles": {"0.02": {"own_vetoed": [own], "stranger_passes": [strangers],
+                                   "worst_person": [max(people.values())]}},
+            "people": people}
+
+
+def test_a_rise_of_exactly_the_limit_passes_and_one_probe_more_fails():
+    # per-person rates are means of k/15 over 20 folds: 126 vetoed of 300 probe-folds is exactly
+    # 42 %, which floating point gives as 42.00000000000001; against a reference whose worst person
+    # is 37 % that is "at most 5 pt higher" and must pass (door_v22, 2026-12-03)
+    ks = [1, 13, 8, 6, 3, 13, 7, 11, 7, 3, 2, 1, 0, 2, 10, 7, 10, 5, 4, 13]
+    assert sum(ks) == 126
+    tie = float(np.mean(np.asarray(ks) / 15))
+    assert 100 * tie > 42.0  # the rounding this test is about
+    reference = _summarised(0.04, 0.01, {"A": 0.37, "B": 0.1})
+    ok, why = verdict(reference, _summarised(0.04, 0.01, {"A": 0.1, "B": tie}))
+    assert ok, why
+    one_more = float(np.mean(np.asarray([*ks[:-1], ks[-1] + 1]) / 15))
+    ok, why = verdict(reference, _summarised(0.04, 0.01, {"A": 0.1, "B": one_more}))
+    assert not ok and "worst person" in why

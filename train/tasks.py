@@ -82,7 +82,8 @@ def voice_front_end(cfg: dict) -> VoiceFrontEnd:
     """The shared front-end with this experiment's settings."""
     fe = cfg["front_end"]
     return VoiceFrontEnd(LogMelConfig(n_mels=fe["n_mels"]), fe["window_frames"], fe["hop_frames"],
-                         fe.get("normalise", "band"), float(fe.get("band_fraction", 0.5)))
+                         fe.get("normalise", "band"),
+                         float(fe.get("band_fraction", VoiceFrontEnd.band_fraction)))
 
 
 def split_reader(modality: str, data: str | Path, split_cfg: dict) -> tuple[list[Sample], dict]:

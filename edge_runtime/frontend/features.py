@@ -243,4 +243,5 @@ class VoiceFrontEnd:
     def from_dict(cls, d: dict) -> VoiceFrontEnd:
         """Inverse of `to_dict`; a manifest without "normalise" is a per-band model."""
         return cls(LogMelConfig.from_dict(d["mel"]), int(d["window_frames"]), int(d["hop_frames"]),
-                   str(d.get("normalise", "band")), float(d.get("band_fraction", 0.5)))
+                   str(d.get("normalise", "band")),
+                   float(d.get("band_fraction", cls.band_fraction)))

@@ -10,11 +10,10 @@ race to build the same file and each reader sees a whole one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_runtime.atomic import write_atomic
 from edge_runtime.bundle import sha256_file
 from edge_runtime.frontend.face import wheel_model_path
 from export.dlib.layouts import FACE_RESNET, MMOD_DETECTOR
@@ -80,15 +79,7 @@ def export_port(spec: PortSpec, out: str | Path, dat: Path | None = None,
             "pyramid_outer_padding": inp["pyramid_outer_padding"]})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".onnx.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return write_atomic(out, lambda f: f.write(model.SerializeToString()))
 
 
 def cached_port(spec: PortSpec, cache_dir: str | Path) -> Path:

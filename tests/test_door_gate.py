@@ -1,0 +1,105 @@
+"""The door gate of the ship rule (benchmarks/door_gate.py), on the committed attacks record of
+the shipped door (real attempts) with a few decisions flipped, and on malformed records."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.door_gate import MODE, compare, load_record, main
+from edge_runtime.errors import ConfigError
+
+RECORD = Path(__file__).resolve().parents[1] / "benchmarks" / "attacks.json.gz"
+
+
+@pytest.fixture(scope="module")
+def shipped() -> dict:
+    return load_record(RECORD)
+
+
+def flip(doc: dict, kind: str, count: int, *, to: bool, person: str | None = None) -> dict:
+    """A copy with `count` attempts of `kind` decided `to` (granted) instead, in the live door."""
+    out = copy.deepcopy(doc)
+    done = 0
+    for a in out["kinds"][kind]:
+        if done == count:
+            break
+        if a[MODE]["granted"] != to and (person is None or a["who"] == person):
+            a[MODE]["granted"] = to
+            done += 1
+    assert done == count, "the record has too few attempts to flip"
+    return out
+
+
+def verdicts(lines) -> dict[str, bool]:
+    return {line.what.split(" (")[0]: line.holds for line in lines}
+
+
+def test_the_shipped_door_against_itself_holds(shipped):
+    lines = compare(shipped, shipped)
+    assert all(line.holds for line in lines)
+    assert all(abs(line.rise_pt) < 1e-12 for line in lines)
+
+
+def test_exactly_the_limit_holds_one_attempt_more_fails(shipped):
+    n = len(shipped["kinds"]["genuine"])
+    at_limit = n // 100  # +1.0 pt of genuine attempts turned away, spread over people
+    spread = copy.deepcopy(shipped)
+    people = sorted({a["who"] for a in shipped["kinds"]["genuine"]})
+    for i in range(at_limit):
+        spread = flip(spread, "genuine", 1, to=False, person=people[i % len(people)])
+    assert verdicts(compare(shipped, spread))["genuine"] is True
+    more = flip(spread, "genuine", 1, to=False, person=people[-1])
+    assert verdicts(compare(shipped, more))["genuine"] is False
+
+
+def test_strangers_let_in_fail_the_gate(shipped):
+    worse = flip(shipped, "mixed-unenrolled", 6, to=True)  # +0.6 pt of strangers' voices in
+    v = verdicts(compare(shipped, worse))
+    assert v["mixed-unenrolled"] is False and v["genuine"] is True
+
+
+def test_one_person_turned_away_fails_although_the_average_holds(shipped):
+    genuine = shipped["kinds"]["genuine"]
+    per: dict[str, list[bool]] = {}
+    for a in genuine:
+        per.setdefault(a["who"], []).append(a[MODE]["granted"])
+    worst = max(1 - sum(g) / len(g) for g in per.values())
+    who, mine = min(per.items(), key=lambda kv: len(kv[1]))  # fewest attempts: each counts most
+    k = len(genuine) // 100  # +1.0 pt overall: within the average's limit
+    assert sum(mine) >= k and (len(mine) - sum(mine) + k) / len(mine) > worst + 0.10, \
+        "this person has too few attempts for the check"
+    worse = flip(shipped, "genuine", k, to=False, person=who)
+    v = verdicts(compare(shipped, worse))
+    assert v["genuine"] is True and v["worst person"] is False
+
+
+def test_other_attempts_are_refused(shipped):
+    other = copy.deepcopy(shipped)
+    other["kinds"]["genuine"] = other["kinds"]["genuine"][1:]
+    with pytest.raises(ConfigError, match="not the same 'genuine' attempts"):
+        compare(shipped, other)
+
+
+def test_bad_records_are_refused_with_their_name(tmp_path):
+    broken = tmp_path / "broken.json.gz"
+    broken.write_bytes(b"\x1f\x8b not gzip")
+    with pytest.raises(ConfigError, match="broken.json.gz: not a readable attacks record"):
+        load_record(broken)
+    empty = tmp_path / "empty.json"
+    empty.write_text("{}")
+    with pytest.raises(ConfigError, match="empty.json: not an attacks record"):
+        load_record(empty)
+
+
+def test_cli_exit_codes(shipped, tmp_path, capsys):
+    worse = tmp_path / "worse.json.gz"
+    with gzip.open(worse, "wt") as fh:
+        json.dump(flip(shipped, "genuine", 20, to=False), fh)
+    assert main(["--shipped", str(RECORD), "--candidate", str(RECORD)]) == 0
+    assert main(["--shipped", str(RECORD), "--candidate", str(worse)]) == 1
+    assert "door gate (face+liveness, live door): FAILS" in capsys.readouterr().out
