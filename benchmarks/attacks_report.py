@@ -47,13 +47,18 @@ def people_interval(errors: list[tuple[str, bool]], n_boot: int = 1000, seed: in
     return float(np.quantile(stats, a)), float(np.quantile(stats, 1 - a))
 
 
-def rates(rows: list[dict[str, Any]], mode: str, bona_fide: bool) -> dict[str, Any]:
+def attempt_errors(rows: list[dict[str, Any]], mode: str, bona_fide: bool) -> list[tuple[str, bool]]:
+    """(who, erred) per decided attempt: a bona fide attempt errs unless granted as its own
+    identity, an attack errs when granted at all. Skipped attempts are not decisions."""
     rows = [r for r in rows if "skipped" not in r]
     if bona_fide:
-        errs = [(r["who"], not (r[mode]["granted"] and r[mode].get("identity") == r["expected"]))
+        return [(r["who"], not (r[mode]["granted"] and r[mode].get("identity") == r["expected"]))
                 for r in rows]
-    else:
-        errs = [(r["who"], bool(r[mode]["granted"])) for r in rows]
+    return [(r["who"], bool(r[mode]["granted"])) for r in rows]
+
+
+def rates(rows: list[dict[str, Any]], mode: str, bona_fide: bool) -> dict[str, Any]:
+    errs = attempt_errors(rows, mode, bona_fide)
     k, n = sum(e for _, e in errs), len(errs)
     return {"errors": k, "n": n, "rate": k / n if n else math.nan,
             "ci": clopper_pearson(k, n) if n else (math.nan, math.nan),

@@ -21,14 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.attacks import LIVE_DOOR as MODE  # `edgepin run`'s defaults on a live source
+from benchmarks.attacks_report import attempt_errors
+from benchmarks.voice_rehearsal import TIE_PT  # the rehearsal's: a rise of exactly the limit passes
 from edge_runtime.errors import ConfigError
 
-MODE = "face+liveness, live door"  # `edgepin run`'s defaults on a live source
 # the most a candidate may be worse, in points of the rate (fixed before door_v23 exists;
 # door_v19 and door_v22 exceed the first, both on the same 1000 genuine attempts)
 LIMITS_PT = {"genuine": 1.0, "mixed-unenrolled": 0.5, "zero-effort": 0.5}
 WORST_PERSON_PT = 10.0  # one enrolled person's own attempts turned away
-TIE_PT = 1e-9  # a rise of exactly the limit passes (rates are ratios of counts)
 
 
 @dataclass(frozen=True)
@@ -69,33 +70,35 @@ def load_record(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def _attempts(doc: Mapping[str, Any], kind: str, source: str) -> list[Mapping[str, Any]]:
+def _attempts(doc: Mapping[str, Any], kind: str, source: str) -> list[dict[str, Any]]:
     attempts = doc["kinds"].get(kind)
     if not attempts:
         raise ConfigError(f"{source}: no '{kind}' attempts")
-    if any(MODE not in a for a in attempts):
+    if any("skipped" not in a and MODE not in a for a in attempts):
         raise ConfigError(f"{source}: '{kind}' attempts were not decided in mode '{MODE}'")
     return attempts
 
 
-def _errors(attempts: Sequence[Mapping[str, Any]], kind: str) -> int:
-    """Genuine attempts err when denied; every other kind errs when granted."""
-    return sum(bool(a[MODE]["granted"]) != (kind == "genuine") for a in attempts)
+def _count(errs: Sequence[tuple[str, bool]]) -> tuple[int, int]:
+    return sum(e for _, e in errs), len(errs)
 
 
-def _per_person(attempts: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
-    out: dict[str, list[int]] = {}
-    for a in attempts:
-        c = out.setdefault(str(a["who"]), [0, 0])
-        c[0] += not a[MODE]["granted"]
+def _worst_person(errs: Sequence[tuple[str, bool]]) -> tuple[str, tuple[int, int]]:
+    per: dict[str, list[int]] = {}
+    for who, erred in errs:
+        c = per.setdefault(who, [0, 0])
+        c[0] += erred
         c[1] += 1
-    return {k: (v[0], v[1]) for k, v in out.items()}
+    who, (k, n) = max(per.items(), key=lambda kv: kv[1][0] / kv[1][1])
+    return who, (k, n)
 
 
 def compare(shipped: Mapping[str, Any], candidate: Mapping[str, Any],
             names: tuple[str, str] = ("shipped", "candidate")) -> list[Line]:
-    """The gate's lines; refused when the two records are not the same attempts."""
+    """The gate's lines; refused when the two records are not the same attempts. Errors are
+    counted as the attack report counts them (`benchmarks.attacks_report.attempt_errors`)."""
     lines = []
+    genuine = []
     for kind, limit in LIMITS_PT.items():
         a = _attempts(shipped, kind, names[0])
         b = _attempts(candidate, kind, names[1])
@@ -104,11 +107,11 @@ def compare(shipped: Mapping[str, Any], candidate: Mapping[str, Any],
             raise ConfigError(f"{names[0]} and {names[1]} are not the same '{kind}' attempts "
                               "(other people, seed or count): run both with the same "
                               "benchmarks.attacks options")
-        lines.append(Line(kind, (_errors(a, kind), len(a)), (_errors(b, kind), len(b)), limit))
-    pa = _per_person(_attempts(shipped, "genuine", names[0]))
-    pb = _per_person(_attempts(candidate, "genuine", names[1]))
-    wa_who, wa = max(pa.items(), key=lambda kv: kv[1][0] / kv[1][1])
-    wb_who, wb = max(pb.items(), key=lambda kv: kv[1][0] / kv[1][1])
+        ea, eb = (attempt_errors(x, MODE, kind == "genuine") for x in (a, b))
+        if kind == "genuine":
+            genuine = [ea, eb]
+        lines.append(Line(kind, _count(ea), _count(eb), limit))
+    (wa_who, wa), (wb_who, wb) = (_worst_person(e) for e in genuine)
     lines.append(Line(f"worst person ({wa_who} -> {wb_who})", wa, wb, WORST_PERSON_PT))
     return lines
 

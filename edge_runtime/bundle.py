@@ -13,14 +13,12 @@ import datetime as _dt
 import fcntl
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.atomic import publish
+from edge_runtime.atomic import write_atomic
 from edge_runtime.errors import ModelError
 
 MANIFEST = "manifest.json"
@@ -177,8 +175,5 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 
 
 def _write_manifest(root: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".manifest.")
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out, indent=2, sort_keys=True)
-        out.write("\n")
-    publish(tmp, root / MANIFEST)  # mkstemp makes 0600; the manifest is not secret
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    write_atomic(root / MANIFEST, lambda out: out.write(text.encode()))  # 0644: not secret

@@ -31,6 +31,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+from edge_runtime.atomic import write_atomic
 from edge_runtime.bundle import sha256_file
 from edge_runtime.errors import EdgepinError, ModelError
 
@@ -122,11 +123,8 @@ def write_sidecar(engine_path: Path, key: EngineKey, *, target: str | None = Non
         "target": target,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    path = sidecar_path(engine_path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    tmp.replace(path)
-    return path
+    text = json.dumps(data, indent=2, sort_keys=True)
+    return write_atomic(sidecar_path(engine_path), lambda fh: fh.write(text.encode()))
 
 
 def read_sidecar(engine_path: Path) -> dict[str, Any]:

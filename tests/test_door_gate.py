@@ -45,6 +45,19 @@ def test_the_shipped_door_against_itself_holds(shipped):
     assert all(abs(line.rise_pt) < 1e-12 for line in lines)
 
 
+def test_errors_are_counted_as_the_attack_report_counts_them(shipped):
+    # the gate and the report's table must agree on every kind, on the real record
+    counted = {line.what: line.shipped for line in compare(shipped, shipped)}
+    for kind in ("genuine", "mixed-unenrolled", "zero-effort"):
+        row = shipped["summary"][MODE][kind]
+        assert counted[kind] == (row["errors"], row["n"])
+    # a genuine attempt granted as someone else is an error too, not a success
+    wrong = copy.deepcopy(shipped)
+    a = next(a for a in wrong["kinds"]["genuine"] if a[MODE]["granted"])
+    a[MODE]["identity"] = "someone else"
+    assert compare(shipped, wrong)[0].candidate[0] == counted["genuine"][0] + 1
+
+
 def test_exactly_the_limit_holds_one_attempt_more_fails(shipped):
     n = len(shipped["kinds"]["genuine"])
     at_limit = n // 100  # +1.0 pt of genuine attempts turned away, spread over people
