@@ -49,14 +49,39 @@ def genuine_voice_llrs(bundle: ModelBundle, op: OperatingPoints, speakers: Seque
     and the speaker's next ones joined. ``speakers``: ``{"name", "utterances": [paths]}`` (the
     first ones enrol, as ``enroll_people`` enrols them: until ``enrol_s`` of voiced speech, at
     least 3 utterances, never the last)."""
+    per = genuine_voice_llrs_by_speaker(bundle, op, speakers, gate, lengths, max_probes,
+                                        long_lengths, enrol_s)
+    return pool_llrs(per, [sp["name"] for sp in speakers], (*lengths, *long_lengths))
+
+
+def pool_llrs(per_speaker: dict[str, dict[float, np.ndarray]], names: Sequence[str],
+              lengths: Sequence[float] = (*LENGTHS_S, *LONG_LENGTHS_S)
+              ) -> dict[float, np.ndarray]:
+    """The LLRs of ``names`` (those that gave any) joined per speech length: one set of people's
+    computed LLRs serves every halving of them (``benchmarks/attacks.py``)."""
+    out: dict[float, list[np.ndarray]] = {float(x): [] for x in lengths}
+    for name in names:
+        for x, v in per_speaker.get(name, {}).items():
+            out[float(x)].append(v)
+    return {x: np.concatenate(v) if v else np.zeros(0) for x, v in out.items()}
+
+
+def genuine_voice_llrs_by_speaker(
+        bundle: ModelBundle, op: OperatingPoints, speakers: Sequence[Any], gate: SpeechGate,
+        lengths: Sequence[float] = LENGTHS_S, max_probes: int = 8,
+        long_lengths: Sequence[float] = LONG_LENGTHS_S, enrol_s: float = ENROL_VOICE_S
+) -> dict[str, dict[float, np.ndarray]]:
+    """``genuine_voice_llrs`` kept per speaker name (a speaker without two usable recordings
+    is left out)."""
     cal = op.fuser.calibrations.get("voice")
     if cal is None:
         raise ConfigError(f"{op.source or 'operating points'} has no voice calibration")
-    out: dict[float, list[float]] = {float(x): [] for x in (*lengths, *long_lengths)}
+    result: dict[str, dict[float, np.ndarray]] = {}
     for sp in speakers:
         utts = [Path(u) for u in sp["utterances"]]
         if len(utts) < 2:
             continue
+        out: dict[float, list[float]] = {float(x): [] for x in (*lengths, *long_lengths)}
         speech = []
         for u in utts:
             try:
@@ -82,7 +107,8 @@ def genuine_voice_llrs(bundle: ModelBundle, op: OperatingPoints, speakers: Seque
                     continue
                 score = float(bundle.embed_voice(clip[:n]) @ t)
                 out[x].append(float(cal.llr([score], x)[0]))
-    return {x: np.asarray(v) for x, v in out.items()}
+        result[sp["name"]] = {x: np.asarray(v) for x, v in out.items()}
+    return result
 
 
 def veto_table(llrs: dict[float, np.ndarray], quantile: float = QUANTILE,
