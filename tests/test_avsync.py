@@ -509,3 +509,36 @@ def test_voice_veto_templates_are_made_from_as_much_speech_as_enrolment_takes():
         assert seen[:k] == pytest.approx(voiced[:k])  # the template: the first k, whole
         whole = [x for x in llrs if x <= 1.0]  # one-utterance cuts: one per probe long enough
         assert llrs[whole[0]].size == sum(v >= whole[0] for v in voiced[k:])
+
+
+def test_voice_veto_llrs_kept_per_speaker_pool_to_the_same_trials():
+    """The attack benchmark computes each person's own-voice LLRs once and pools them for every
+    halving of the people: pooled over everyone they must be the trials `genuine_voice_llrs`
+    gives, and a subset of names gives only those speakers' trials. Real clips of two
+    speechocean762 speakers; a stand-in embedding that differs with the audio."""
+    from calibration.voice_veto import genuine_voice_llrs, genuine_voice_llrs_by_speaker, pool_llrs
+    from edge_runtime.frontend.vad import SpeechGate
+
+    root = Path(__file__).parent / "fixtures" / "speechocean762"
+    people = [{"name": s, "utterances": sorted((root / s).glob("*.flac"))}
+              for s in ("SPEAKER0120", "SPEAKER0036")]
+
+    class _Bundle:
+        def embed_voice(self, x):
+            v = np.array([1.0, 50.0 * float(np.std(x[: TARGET_SR // 2]))])
+            return v / np.linalg.norm(v)
+
+    gate = SpeechGate("auto")
+    kw = {"enrol_s": 0.0}
+    per = genuine_voice_llrs_by_speaker(_Bundle(), _op(), people, gate, **kw)
+    assert set(per) == {"SPEAKER0120", "SPEAKER0036"}
+    whole = genuine_voice_llrs(_Bundle(), _op(), people, gate, **kw)
+    pooled = pool_llrs(per, ["SPEAKER0120", "SPEAKER0036"])
+    assert set(pooled) == set(whole)
+    for x in whole:
+        np.testing.assert_array_equal(pooled[x], whole[x])
+    one = pool_llrs(per, ["SPEAKER0036"])
+    only = genuine_voice_llrs(_Bundle(), _op(), people[1:], gate, **kw)
+    assert all(np.array_equal(one[x], only[x]) for x in only)
+    assert sum(v.size for v in one.values()) < sum(v.size for v in whole.values())
+    assert all(v.size == 0 for v in pool_llrs(per, ["nobody"]).values())
