@@ -14,12 +14,12 @@ voiced speech, at least 3: ``enrol_voice_count``; voiced parts, normalised mean)
 the speaker's other utterances, each with the speaker's next ones joined after it, as a person
 who keeps speaking at a live door gives them: a trial of L seconds is the first L seconds of
 that speech. Until 2026-12-03 lengths up to 3 s were cut from one utterance only, which left
-26-27 trials at 3 s for each half of the attack benchmark's 30 people (53 for the shipped
-table): the 2 % quantile was the lowest one or two, from the few people whose utterances hold
-3 s of speech, and the live door's first look (3 s) vetoed 7 % of own voices instead of 2 %
-(door_v9, cross-fitted over 10 halvings; joined: 157 trials, 2.9 %). A probe long enough
-gives the same trial either way. The people who set the veto must not be the people
-it is evaluated on: ``benchmarks/attacks.py`` sets it on one half of its people and measures
+26-27 trials at 3 s for each half of the attack benchmark's 30 people (53 of all 30): the 2 %
+quantile was the lowest one or two, from the few people whose utterances hold 3 s of speech,
+not the speech the live door's first look (3 s) hears. Joined: 157 trials at 3 s, and the
+cross-fitted 3 s veto varies less between halves (door_v9: sd 0.73 -> 0.54 LLR over 20 halves).
+A probe long enough gives the same trial either way. The people who set the veto must not be
+the people it is evaluated on: ``benchmarks/attacks.py`` sets it on one half of its people and measures
 on the other (and the reverse); the shipped table uses all held-out speakers.
 """
 
