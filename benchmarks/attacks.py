@@ -57,6 +57,12 @@ final ends the attempt, else the end of the audio decides. Variants:
   after the mode's ``decisive_speech_s`` (3 s), or at once (``grant at the first look
   (before)``, the rule before ``decisive_speech_s``).
 
+The live door is also decided with the veto set on ``--halvings`` halvings of the people (10:
+halving 0 is the fold every mode uses, the others are drawn from their own streams; rows
+``face+liveness, live door, halving h`` keep the decision only): the report gives its rates per
+halving and pooled, and ``benchmarks.door_gate`` compares the pooled ones, so a candidate is not
+judged on one split's luck in whose voices set its veto (written 2026-12-03, after door_v22).
+
 LFW photos are stills: AV sync cannot be measured on them. Identity kinds are therefore
 decided with the mode's liveness set to "report" (the identity part of the mode, exactly as the
 ``Verifier`` runs it, AV sync shown but not deciding); the liveness part is measured on GRID
@@ -82,7 +88,12 @@ from benchmarks.attacks_grid import run_grid
 from benchmarks.attacks_present import LOOK_EVERY_S, Media, attempt, live_looks, row
 from benchmarks.attacks_report import STRICT_FAR, plot, render, summarise
 from benchmarks.machine import machine_info
-from calibration.voice_veto import QUANTILE, genuine_voice_llrs, veto_table
+from calibration.voice_veto import (
+    QUANTILE,
+    genuine_voice_llrs_by_speaker,
+    pool_llrs,
+    veto_table,
+)
 from edge_runtime.access.collector import live_min_speech_s
 from edge_runtime.access.enroll import ENROL_VOICE_S, Enroller, enroll_people
 from edge_runtime.access.loop import LoopConfig
@@ -114,10 +125,32 @@ NO_WAIT = "no wait for a confirming voice (before)"
 LIVE_DOORS: dict[str, tuple[float | None, bool, bool]] = {
     LIVE_DOOR: (None, False, True), f"{LIVE_DOOR}, {NO_WAIT}": (None, False, False),
     f"{LIVE_DOOR}, {BEFORE_RULE}": (None, True, True)}
+# the live door decided again with the veto set on other halvings of the people (halving 0 is
+# the one every mode uses): one split's luck in who sets the veto moved a candidate's live-door
+# BPCER by points (door_v22, 2026-12-03); the door gate reads the rate pooled over all of them
+HALVINGS = 10
 KINDS = ("genuine", "zero-effort", "mixed-enrolled", "mixed-unenrolled", "photo", SHORT_KIND)
 
 
 # ----------------------------------------------------------------------------- people
+def halving_mode(h: int) -> str:
+    """The live door's row name for halving ``h`` (0: the live door itself)."""
+    return LIVE_DOOR if h == 0 else f"{LIVE_DOOR}, halving {h}"
+
+
+def halving_folds(people: list[dict[str, Any]], seed: int, halvings: int
+                  ) -> list[dict[str, int]]:
+    """Fold (0/1) of each person per halving: halving 0 is the split runs before 2026-12-03
+    used for every mode (their rows stay comparable); the others are drawn from their own
+    streams."""
+    out = []
+    for h in range(halvings):
+        rng = np.random.default_rng(seed + 7 if h == 0 else [seed + 7, h])
+        order = [people[i] for i in rng.permutation(len(people))]
+        out.append({p["name"]: k % 2 for k, p in enumerate(order)})
+    return out
+
+
 def artificial_people(data: Path, bundle: ModelBundle, seed: int) -> list[dict[str, Any]]:
     """Held-out LFW people (>= 3 photos, gender known) paired with held-out speechocean762
     speakers of the same gender: ARTIFICIAL identities."""
@@ -239,8 +272,8 @@ def plan_attempts(enrolled: list[dict[str, Any]], strangers: list[dict[str, Any]
 
 def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
         threads: int, checkpoint: Callable[[dict[str, Any]], None] | None = None,
-        veto_quantile: float | None = QUANTILE, bundle_options: dict[str, str] | None = None
-        ) -> dict[str, Any]:
+        veto_quantile: float | None = QUANTILE, bundle_options: dict[str, str] | None = None,
+        halvings: int = HALVINGS) -> dict[str, Any]:
     from rich.progress import Progress
 
     try:
@@ -250,6 +283,8 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
         raise EdgepinError(f"{bundle_options}: this ModelBundle does not take it ({exc})") \
             from exc
     op = bundle.operating_points
+    if halvings < 1:
+        raise EdgepinError(f"--halvings must be at least 1, got {halvings}")
     if op is None or not op.modes:
         raise EdgepinError(f"{models}: the operating-point file has no security modes")
     detector, gate = DlibHogDetector(), SpeechGate("auto")
@@ -272,11 +307,14 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
 
             # the voice veto is calibrated on the people of the OTHER fold (cross-fitting):
             # no attempt is decided with a veto set on its own people's voices
-            fold = {p["name"]: k % 2 for k, p in enumerate(
-                [people[i] for i in np.random.default_rng(seed + 7).permutation(len(people))])}
-            llrs = {f: genuine_voice_llrs(bundle, op, [p for p in people
-                                                        if fold[p["name"]] != f], gate)
-                    for f in (0, 1)}
+            folds = halving_folds(people, seed, halvings)
+            fold = folds[0]
+            own = genuine_voice_llrs_by_speaker(bundle, op, people, gate)
+
+            def other_fold(h: int, f: int) -> dict[float, np.ndarray]:
+                return pool_llrs(own, [p["name"] for p in people if folds[h][p["name"]] != f])
+
+            llrs = {f: other_fold(0, f) for f in (0, 1)}
             q_main = veto_quantile or QUANTILE
             # variants decided on the same collected evidence (only the veto differs): the
             # APCER/BPCER trade-off of the rule, in one run
@@ -293,16 +331,21 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                 "two-factor": ("two-factor", q_main, None, False)}
             vetoes = {(f, q): veto_table(llrs[f], q) for f in (0, 1)
                       for q in {v[1] for v in variants.values() if v[1] is not None}}
+            # the other halvings' vetoes (the default quantile; the live door only)
+            halving_vetoes = {(h, f): veto_table(other_fold(h, f), q_main)
+                              for h in range(1, halvings) for f in (0, 1)}
 
             def verifier(mode: str, liveness: str, f: int, q: float | None,
                          far: float | None, decisive: float | None = None,
                          min_speech: float = 0.5, before: bool = False,
-                         wait: bool = True) -> Verifier:
+                         wait: bool = True,
+                         veto: tuple[tuple[float, float], ...] | None = None) -> Verifier:
                 m = op.mode(mode)
+                table = veto if veto is not None else vetoes[(f, q)] if q is not None \
+                    else ((1.0, m.voice_veto_llr),)
                 cfg = PipelineConfig(mode=mode, liveness=liveness, min_speech_s=min_speech,
                                      target_far=far or m.target_far,
-                                     voice_veto_by_length=vetoes[(f, q)] if q is not None
-                                     else ((1.0, m.voice_veto_llr),),
+                                     voice_veto_by_length=table,
                                      decisive_speech_s=decisive,
                                      voice_other_rule="far" if before else None,
                                      voice_confirm_until_s=None if wait else 0.0)
@@ -354,6 +397,12 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                 for name, (d, before, wait) in LIVE_DOORS.items() if live_min(d) == g}
                 for g in door_groups
                 for f in (0, 1) for key, lv in (("identity", "report"), ("live", "required"))}
+            d0, before0, wait0 = LIVE_DOORS[LIVE_DOOR]
+            halving_doors = {(h, f, key): verifier(
+                "face+liveness", lv, f, q_main, None, d0, live_min(d0), before0, wait0,
+                veto=halving_vetoes[(h, f)])
+                for h in range(1, halvings) for f in (0, 1)
+                for key, lv in (("identity", "report"), ("live", "required"))}
             plan = plan_attempts(enrolled, strangers, per_kind, rng, seed)
 
             def state(done: int) -> dict[str, Any]:
@@ -388,6 +437,16 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                             "genuine_trials": {f"fold {f}": {f"{x:g}s": int(v.size)
                                                              for x, v in llrs[f].items()}
                                                for f in (0, 1)}},
+                        "halvings": {
+                            "count": halvings,
+                            "modes": [halving_mode(h) for h in range(halvings)],
+                            "what": f"the live door ('{LIVE_DOOR}') decided with its veto "
+                                    f"(q={q_main:g}) set on the other fold of each of "
+                                    f"{halvings} halvings of the {len(people)} people; halving "
+                                    "0 is the one every other mode uses; rows of halvings 1 "
+                                    "on keep the decision only",
+                            "vetoes": {f"halving {h}, fold {f}": [list(r) for r in t]
+                                       for (h, f), t in halving_vetoes.items()}},
                         "planned": len(plan), "done": done,
                         "load_average": " / ".join(f"{x:.1f}" for x in os.getloadavg())
                         + " (1/5/15 min, at the last checkpoint)"}
@@ -409,16 +468,25 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                     seq = live_looks(seq_verifiers[(fold[fp["name"]], vs)], frames, audio,
                                      f"{kind} {who}")
                     for g in door_groups:
-                        seq |= live_looks(door_verifiers[(fold[fp["name"]], vs, g)], frames,
-                                          spoken, f"{kind} {who}", live_end=True)
+                        doors = dict(door_verifiers[(fold[fp["name"]], vs, g)])
+                        if g == live_min(d0):  # the other halvings' live doors look alike
+                            doors |= {halving_mode(h): halving_doors[(h, folds[h][fp["name"]],
+                                                                      vs)]
+                                      for h in range(1, halvings)}
+                        seq |= live_looks(doors, frames, spoken, f"{kind} {who}",
+                                          live_end=True)
+                    halved = {halving_mode(h) for h in range(1, halvings)}
                     results[kind].append({
                         "who": who, "expected": expected, "speech_s": out[next(iter(out))].speech_s,
                         **{m: row(r) for m, r in out.items()},
                         **{m: {**row(r), "looks": n, "decided_at_s": round(r.speech_s, 2)}
-                           for m, (r, n) in seq.items()}})
+                           for m, (r, n) in seq.items() if m not in halved},
+                        **{m: {"granted": r.granted, **({"identity": r.identity}
+                                                        if r.identity is not None else {})}
+                           for m, (r, _) in seq.items() if m in halved}})
                     bar.advance(task)
             for group in (*verifiers.values(), *seq_verifiers.values(),
-                          *door_verifiers.values()):
+                          *door_verifiers.values(), halving_doors):
                 for v in group.values():
                     v.close()
             final = state(len(plan))
@@ -454,6 +522,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--veto-quantile", type=float, default=QUANTILE,
                     help="face+liveness voice veto: this share of genuine voices, per speech "
                          "length, set on the other half of the people (0: the file's veto)")
+    ap.add_argument("--halvings", type=int, default=HALVINGS,
+                    help="the live door is also decided with the veto set on this many "
+                         "halvings of the people (the door gate pools them)")
     ap.add_argument("--face-tier", default=None,
                     help="face model tier to load (e.g. large: ModelBundle.load(face_tier=...), "
                          "with its own operating-point file); default: the bundle's default")
@@ -489,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
                                  ("voice_tier", args.voice_tier)) if v}
     write(run(args.models, args.data, args.per_kind, args.precision, args.seed, args.threads,
               checkpoint=write, veto_quantile=args.veto_quantile or None,
-              bundle_options=options))
+              bundle_options=options, halvings=args.halvings))
     print(args.out.read_text())
     return 0
 

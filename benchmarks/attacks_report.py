@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,34 @@ def rates(rows: list[dict[str, Any]], mode: str, bona_fide: bool) -> dict[str, A
     return {"errors": k, "n": n, "rate": k / n if n else math.nan,
             "ci": clopper_pearson(k, n) if n else (math.nan, math.nan),
             "ci_people": people_interval(errs)}
+
+
+def halving_modes(res: Mapping[str, Any]) -> list[str]:
+    """The live-door rows decided with the veto of each halving of the people (a record
+    written before 2026-12-03 has none: an empty list)."""
+    return list((res.get("halvings") or {}).get("modes") or [])
+
+
+def pooled_errors(rows: list[dict[str, Any]], modes: Sequence[str], bona_fide: bool
+                  ) -> list[tuple[str, bool]]:
+    """``attempt_errors`` of the same attempts under each of ``modes``, joined: the rate over
+    them is the mean of their rates (every mode decides the same attempts)."""
+    return [e for m in modes for e in attempt_errors(rows, m, bona_fide)]
+
+
+def halving_summary(res: Mapping[str, Any]) -> dict[str, Any]:
+    """Per kind: the live door's rate under each halving's veto, and pooled."""
+    modes = halving_modes(res)
+    out: dict[str, Any] = {}
+    for kind, data in res["kinds"].items() if modes else ():
+        if not data:
+            continue
+        errs = [attempt_errors(data, m, kind == "genuine") for m in modes]
+        each = [sum(e for _, e in x) / len(x) if x else math.nan for x in errs]
+        joined = [e for x in errs for _, e in x]
+        out[kind] = {"per_halving": each, "min": min(each), "max": max(each),
+                     "pooled": sum(joined) / len(joined) if joined else math.nan}
+    return out
 
 
 def _why(reason: str) -> str:
@@ -179,6 +208,20 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
             "them GRID people). Tables (seconds: LLR): " + "; ".join(
                 f"{name}: " + ", ".join(f"{x:g} s {v:+.2f}" for x, v in rows)
                 for name, rows in veto["cross_fitted"].items() if "q=0.02" in name) + ".", ""]
+    halved = halving_summary(res)
+    if halved:
+        n = len(halving_modes(res))
+        lines += [
+            f"## The live door over {n} halvings of the people", "",
+            f"`{halving_modes(res)[0]}` decided again with its veto set on the other fold of each "
+            f"of {n} halvings of the {res['people']} people (halving 0: the one above; the others "
+            "drawn from their own streams): who sets the veto is luck of one split, the pooled "
+            "rate (the mean over halvings) is what `benchmarks.door_gate` compares.", "",
+            "| kind | pooled | min-max over halvings | each halving |", "|---|---|---|---|"]
+        for kind, r in halved.items():
+            lines.append(f"| {kind} | {_pct(r['pooled'])} | {_pct(r['min'])}-{_pct(r['max'])} | "
+                         + ", ".join(_pct(x) for x in r["per_halving"]) + " |")
+        lines.append("")
     for mode, rows in summary.items():
         mm = res["modes"][mode]
         veto = "voice must support the candidate" if mode.startswith("two-factor") else \

@@ -6,7 +6,13 @@ chain wrote with the candidate) are compared in the live-door mode, attempt by a
 after door_v22 (2026-12-03): it met every accuracy line of issue 15 and passed the voice
 rehearsal (`benchmarks/voice_rehearsal.py`, raw cosines), and the chain's attack run then showed
 the live door turning away 7.6 % of enrolled people against door_v9's 3.4 % (door_v19: 10.9 %).
-The rehearsal did not predict the door; this reads the door. Usage:
+The rehearsal did not predict the door; this reads the door.
+
+When both records decided the live door under the same halvings of the people (who sets the
+voice veto: `benchmarks.attacks --halvings`, from 2026-12-03), every rate is pooled over them
+(the mean over halvings), so neither door is judged on one split's luck; records without them
+(or with other halvings) are compared on the one split every mode uses, and the gate says so.
+Usage:
 
     python -m benchmarks.door_gate --shipped OLD.json.gz --candidate benchmarks/attacks.json.gz
 """
@@ -22,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.attacks import LIVE_DOOR as MODE  # `edgepin run`'s defaults on a live source
-from benchmarks.attacks_report import attempt_errors
+from benchmarks.attacks_report import halving_modes, pooled_errors
 from benchmarks.voice_rehearsal import TIE_PT  # the rehearsal's: a rise of exactly the limit passes
 from edge_runtime.errors import ConfigError
 
@@ -70,13 +76,22 @@ def load_record(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def _attempts(doc: Mapping[str, Any], kind: str, source: str) -> list[dict[str, Any]]:
+def _attempts(doc: Mapping[str, Any], kind: str, source: str, modes: Sequence[str]
+              ) -> list[dict[str, Any]]:
     attempts = doc["kinds"].get(kind)
     if not attempts:
         raise ConfigError(f"{source}: no '{kind}' attempts")
-    if any("skipped" not in a and MODE not in a for a in attempts):
-        raise ConfigError(f"{source}: '{kind}' attempts were not decided in mode '{MODE}'")
+    for m in modes:
+        if any("skipped" not in a and m not in a for a in attempts):
+            raise ConfigError(f"{source}: '{kind}' attempts were not decided in mode '{m}'")
     return attempts
+
+
+def shared_modes(shipped: Mapping[str, Any], candidate: Mapping[str, Any]) -> list[str]:
+    """The live-door rows both records decided: every halving when both have the same ones,
+    else the live door of the one split every mode uses."""
+    a, b = halving_modes(shipped), halving_modes(candidate)
+    return a if a and a == b else [MODE]  # same attempts (checked) means the same halvings
 
 
 def _count(errs: Sequence[tuple[str, bool]]) -> tuple[int, int]:
@@ -96,18 +111,20 @@ def _worst_person(errs: Sequence[tuple[str, bool]]) -> tuple[str, tuple[int, int
 def compare(shipped: Mapping[str, Any], candidate: Mapping[str, Any],
             names: tuple[str, str] = ("shipped", "candidate")) -> list[Line]:
     """The gate's lines; refused when the two records are not the same attempts. Errors are
-    counted as the attack report counts them (`benchmarks.attacks_report.attempt_errors`)."""
+    counted as the attack report counts them (`benchmarks.attacks_report.attempt_errors`),
+    pooled over the halvings both records share (``shared_modes``)."""
+    modes = shared_modes(shipped, candidate)
     lines = []
     genuine = []
     for kind, limit in LIMITS_PT.items():
-        a = _attempts(shipped, kind, names[0])
-        b = _attempts(candidate, kind, names[1])
+        a = _attempts(shipped, kind, names[0], modes)
+        b = _attempts(candidate, kind, names[1], modes)
         if [x["who"] for x in a] != [x["who"] for x in b] or \
                 [x.get("expected") for x in a] != [x.get("expected") for x in b]:
             raise ConfigError(f"{names[0]} and {names[1]} are not the same '{kind}' attempts "
                               "(other people, seed or count): run both with the same "
                               "benchmarks.attacks options")
-        ea, eb = (attempt_errors(x, MODE, kind == "genuine") for x in (a, b))
+        ea, eb = (pooled_errors(x, modes, kind == "genuine") for x in (a, b))
         if kind == "genuine":
             genuine = [ea, eb]
         lines.append(Line(kind, _count(ea), _count(eb), limit))
@@ -121,8 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shipped", required=True, help="attacks record of the shipped door")
     p.add_argument("--candidate", required=True, help="attacks record with the candidate")
     args = p.parse_args(argv)
-    lines = compare(load_record(args.shipped), load_record(args.candidate),
-                    (args.shipped, args.candidate))
+    shipped, candidate = load_record(args.shipped), load_record(args.candidate)
+    lines = compare(shipped, candidate, (args.shipped, args.candidate))
+    modes = shared_modes(shipped, candidate)
+    print(f"pooled over {len(modes)} halvings of the people (who sets the voice veto)"
+          if len(modes) > 1 else "one split of the people sets the voice veto (the records "
+          "share no halvings: benchmarks.attacks --halvings)")
     for line in lines:
         print(line.describe())
     ok = all(line.holds for line in lines)

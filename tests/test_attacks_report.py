@@ -90,3 +90,44 @@ def test_report_says_how_the_door_was_enrolled_old_runs_included():
     res |= {"enrol_voice_s": 15.0, "enrol_utterances": {"p0": 5, "p1": 7, "p2": 6}}
     assert ("5 enrolled (2 photos + their first utterances until 15 s of voiced speech: 5-7 "
             "utterances, 6.0 on average)") in render(res, summarise(res))
+
+
+def test_the_live_door_over_halvings_is_reported_per_halving_and_pooled():
+    """Rows decided with each halving's veto: the report gives each rate and the pooled one;
+    a record without halvings renders as before."""
+    from benchmarks.attacks_report import halving_modes, halving_summary
+
+    res = _result()
+    assert halving_modes(res) == [] and halving_summary(res) == {}
+    assert "halvings of the people" not in render(res, summarise(res))
+    modes = ["face+liveness", "face+liveness, halving 1", "face+liveness, halving 2"]
+    res["halvings"] = {"count": 3, "modes": modes}
+    for i, r in enumerate(res["kinds"]["genuine"]):  # halving 1 turns away 4, halving 2 none
+        r[modes[1]] = {"granted": i >= 4, "identity": r["expected"]}
+        r[modes[2]] = {"granted": True, "identity": r["expected"]}
+    for r in res["kinds"]["zero-effort"]:
+        r[modes[1]] = r[modes[2]] = {"granted": False}
+    h = halving_summary(res)
+    assert h["genuine"]["per_halving"] == [1 / 20, 4 / 20, 0.0]
+    assert h["genuine"]["pooled"] == 5 / 60
+    assert (h["genuine"]["min"], h["genuine"]["max"]) == (0.0, 0.2)
+    assert h["zero-effort"]["per_halving"] == [1 / 40, 0.0, 0.0]
+    text = render(res, summarise(res))
+    assert "## The live door over 3 halvings of the people" in text
+    assert "| genuine | 8.33% | 0.00%-20.00% | 5.00%, 20.00%, 0.00% |" in text
+
+
+def test_halving_zero_is_the_split_every_mode_uses_and_the_others_differ():
+    import numpy as np
+
+    from benchmarks.attacks import halving_folds, halving_mode
+
+    people = [{"name": f"p{i}"} for i in range(30)]
+    folds = halving_folds(people, seed=0, halvings=5)
+    order = np.random.default_rng(7).permutation(30)  # the runs before 2026-12-03
+    assert folds[0] == {people[i]["name"]: k % 2 for k, i in enumerate(order)}
+    assert all(sum(f.values()) == 15 for f in folds)
+    assert len({tuple(sorted(f.items())) for f in folds}) == 5
+    assert halving_folds(people, seed=0, halvings=5) == folds  # reproducible
+    assert halving_mode(0) == "face+liveness, live door"
+    assert halving_mode(3) == "face+liveness, live door, halving 3"

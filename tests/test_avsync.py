@@ -444,12 +444,14 @@ def test_a_live_source_needs_the_modes_decisive_speech_and_cannot_lower_it():
     assert _min_speech(args(None), no_modes, finite=False) == 2.0
 
 
-def test_voice_veto_lengths_past_one_utterance_join_the_speakers_next_ones():
-    """The veto table reaches 4 and 5 s (a person who keeps speaking at a live door): those
-    probes are a probe utterance followed by the speaker's next ones, as the live door plays
-    them; up to 3 s a probe is cut from one utterance, as before. Real speechocean762 clips;
-    a stand-in embedding (no model needed to count what is cut) records each probe's length."""
-    from calibration.voice_veto import LENGTHS_S, LONG_LENGTHS_S, genuine_voice_llrs
+def test_voice_veto_trials_join_the_speakers_next_utterances_at_every_length():
+    """The veto table reaches 5 s (a person who keeps speaking at a live door), and a trial of
+    any length is the first L seconds of a probe utterance followed by the speaker's next ones,
+    as the live door hears them: a probe too short for L no longer drops out (until 2026-12-03
+    up to 3 s only single utterances counted: 26 trials at 3 s per half of the attack
+    benchmark's people). Real speechocean762 clips; a stand-in embedding (no model needed to
+    count what is cut) records each probe's length."""
+    from calibration.voice_veto import LENGTHS_S, genuine_voice_llrs
     from edge_runtime.frontend.audio import load_audio
     from edge_runtime.frontend.vad import SpeechGate
 
@@ -470,13 +472,15 @@ def test_voice_veto_lengths_past_one_utterance_join_the_speakers_next_ones():
     # enrol_s=0: the fewest enrolment utterances (3), leaving these clips' probes to join
     llrs = genuine_voice_llrs(_Bundle(), _op(), [{"name": "x", "utterances": utts}], gate,
                               enrol_s=0.0)
-    assert set(llrs) == set(LENGTHS_S) | set(LONG_LENGTHS_S)
-    for x in LONG_LENGTHS_S:  # k = 0, 1, 2: as many joined probes as reach x
-        want = sum(sum(voiced[k:]) >= x for k in range(3))
-        assert llrs[x].size == want
+    assert set(llrs) == set(LENGTHS_S) and max(LENGTHS_S) == 5.0
+    for x in LENGTHS_S:  # k = 0, 1, 2: as many joined probes as reach x
+        assert llrs[x].size == sum(sum(voiced[k:]) >= x for k in range(3))
     assert llrs[4.0].size >= 1
-    for x in LENGTHS_S:  # one utterance each, as before
-        assert llrs[x].size == sum(v >= x for v in voiced)
+    # some length gets trials that one utterance alone could not give
+    assert any(llrs[x].size > sum(v >= x for v in voiced) for x in LENGTHS_S if x <= 3.0)
+    cut = seen[3:]  # after the 3 enrolment embeddings: L seconds each
+    assert sorted({round(x, 3) for x in cut}) == sorted(
+        round(x, 3) for x in LENGTHS_S if llrs[x].size)
     assert all(v == pytest.approx(8.0 * 1.0 - 4.0) for v in llrs[4.0])  # the calibrated LLR
 
 
@@ -509,3 +513,36 @@ def test_voice_veto_templates_are_made_from_as_much_speech_as_enrolment_takes():
         assert seen[:k] == pytest.approx(voiced[:k])  # the template: the first k, whole
         whole = [x for x in llrs if x <= 1.0]  # one-utterance cuts: one per probe long enough
         assert llrs[whole[0]].size == sum(v >= whole[0] for v in voiced[k:])
+
+
+def test_voice_veto_llrs_kept_per_speaker_pool_to_the_same_trials():
+    """The attack benchmark computes each person's own-voice LLRs once and pools them for every
+    halving of the people: pooled over everyone they must be the trials `genuine_voice_llrs`
+    gives, and a subset of names gives only those speakers' trials. Real clips of two
+    speechocean762 speakers; a stand-in embedding that differs with the audio."""
+    from calibration.voice_veto import genuine_voice_llrs, genuine_voice_llrs_by_speaker, pool_llrs
+    from edge_runtime.frontend.vad import SpeechGate
+
+    root = Path(__file__).parent / "fixtures" / "speechocean762"
+    people = [{"name": s, "utterances": sorted((root / s).glob("*.flac"))}
+              for s in ("SPEAKER0120", "SPEAKER0036")]
+
+    class _Bundle:
+        def embed_voice(self, x):
+            v = np.array([1.0, 50.0 * float(np.std(x[: TARGET_SR // 2]))])
+            return v / np.linalg.norm(v)
+
+    gate = SpeechGate("auto")
+    kw = {"enrol_s": 0.0}
+    per = genuine_voice_llrs_by_speaker(_Bundle(), _op(), people, gate, **kw)
+    assert set(per) == {"SPEAKER0120", "SPEAKER0036"}
+    whole = genuine_voice_llrs(_Bundle(), _op(), people, gate, **kw)
+    pooled = pool_llrs(per, ["SPEAKER0120", "SPEAKER0036"])
+    assert set(pooled) == set(whole)
+    for x in whole:
+        np.testing.assert_array_equal(pooled[x], whole[x])
+    one = pool_llrs(per, ["SPEAKER0036"])
+    only = genuine_voice_llrs(_Bundle(), _op(), people[1:], gate, **kw)
+    assert all(np.array_equal(one[x], only[x]) for x in only)
+    assert sum(v.size for v in one.values()) < sum(v.size for v in whole.values())
+    assert all(v.size == 0 for v in pool_llrs(per, ["nobody"]).values())

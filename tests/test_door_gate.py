@@ -18,18 +18,23 @@ RECORD = Path(__file__).resolve().parents[1] / "benchmarks" / "attacks.json.gz"
 
 @pytest.fixture(scope="module")
 def shipped() -> dict:
-    return load_record(RECORD)
+    """The record as one split of the people decides it (halvings, if it has them, are tested
+    on their own below)."""
+    doc = load_record(RECORD)
+    doc.pop("halvings", None)
+    return doc
 
 
-def flip(doc: dict, kind: str, count: int, *, to: bool, person: str | None = None) -> dict:
+def flip(doc: dict, kind: str, count: int, *, to: bool, person: str | None = None,
+         mode: str = MODE) -> dict:
     """A copy with `count` attempts of `kind` decided `to` (granted) instead, in the live door."""
     out = copy.deepcopy(doc)
     done = 0
     for a in out["kinds"][kind]:
         if done == count:
             break
-        if a[MODE]["granted"] != to and (person is None or a["who"] == person):
-            a[MODE]["granted"] = to
+        if a[mode]["granted"] != to and (person is None or a["who"] == person):
+            a[mode]["granted"] = to
             done += 1
     assert done == count, "the record has too few attempts to flip"
     return out
@@ -116,3 +121,51 @@ def test_cli_exit_codes(shipped, tmp_path, capsys):
     assert main(["--shipped", str(RECORD), "--candidate", str(RECORD)]) == 0
     assert main(["--shipped", str(RECORD), "--candidate", str(worse)]) == 1
     assert "door gate (face+liveness, live door): FAILS" in capsys.readouterr().out
+
+
+def with_halvings(doc: dict, n: int) -> dict:
+    """A copy whose live door was also decided under n - 1 more halvings, each as halving 0."""
+    out = copy.deepcopy(doc)
+    modes = [MODE] + [f"{MODE}, halving {h}" for h in range(1, n)]
+    out["halvings"] = {"count": n, "modes": modes}
+    for attempts in out["kinds"].values():
+        for a in attempts:
+            if "skipped" not in a:
+                for m in modes[1:]:
+                    a[m] = {k: v for k, v in a[MODE].items() if k in ("granted", "identity")}
+    return out
+
+
+def spread_flips(doc: dict, k: int, mode: str = MODE) -> dict:
+    people = sorted({a["who"] for a in doc["kinds"]["genuine"]})
+    for i in range(k):
+        doc = flip(doc, "genuine", 1, to=False, person=people[i % len(people)], mode=mode)
+    return doc
+
+
+def test_one_splits_luck_is_pooled_over_the_halvings(shipped):
+    """+3 pt of enrolled people turned away under one halving's veto only is +1 pt pooled over
+    three halvings: it holds (exactly the limit); one attempt more fails. The same records read
+    on the one split alone fail, as does a pair of records of which only one has halvings."""
+    ship = with_halvings(shipped, 3)
+    n = len(shipped["kinds"]["genuine"])
+    k = 3 * (n // 100)
+    cand = spread_flips(ship, k)
+    lines = compare(ship, cand)
+    assert lines[0].shipped[1] == 3 * n and lines[0].rise_pt == pytest.approx(1.0)
+    assert verdicts(lines)["genuine"] is True
+    one_more = spread_flips(cand, 1, mode=f"{MODE}, halving 2")
+    assert verdicts(compare(ship, one_more))["genuine"] is False
+    assert verdicts(compare(shipped, cand))["genuine"] is False  # no shared halvings: one split
+    single = {k2: v for k2, v in cand.items() if k2 != "halvings"}
+    assert verdicts(compare(ship, single))["genuine"] is False
+
+
+def test_halvings_the_other_record_lacks_are_not_pooled(shipped, tmp_path, capsys):
+    ship, cand = with_halvings(shipped, 3), with_halvings(shipped, 4)
+    assert compare(ship, cand)[0].shipped[1] == len(shipped["kinds"]["genuine"])
+    path = tmp_path / "three.json.gz"
+    with gzip.open(path, "wt") as fh:
+        json.dump(ship, fh)
+    assert main(["--shipped", str(path), "--candidate", str(path)]) == 0
+    assert "pooled over 3 halvings" in capsys.readouterr().out
