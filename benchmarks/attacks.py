@@ -329,23 +329,22 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                                                        False),
                 f"face+liveness, {BEFORE_RULE}": ("face+liveness", q_main, None, True),
                 "two-factor": ("two-factor", q_main, None, False)}
-            vetoes = {(f, q): veto_table(llrs[f], q) for f in (0, 1)
+            # (halving, fold, quantile) -> table: every quantile on halving 0, the default one
+            # on the other halvings (the live door only)
+            vetoes = {(0, f, q): veto_table(llrs[f], q) for f in (0, 1)
                       for q in {v[1] for v in variants.values() if v[1] is not None}}
-            # the other halvings' vetoes (the default quantile; the live door only)
-            halving_vetoes = {(h, f): veto_table(other_fold(h, f), q_main)
-                              for h in range(1, halvings) for f in (0, 1)}
+            vetoes |= {(h, f, q_main): veto_table(other_fold(h, f), q_main)
+                       for h in range(1, halvings) for f in (0, 1)}
 
             def verifier(mode: str, liveness: str, f: int, q: float | None,
                          far: float | None, decisive: float | None = None,
                          min_speech: float = 0.5, before: bool = False,
-                         wait: bool = True,
-                         veto: tuple[tuple[float, float], ...] | None = None) -> Verifier:
+                         wait: bool = True, h: int = 0) -> Verifier:
                 m = op.mode(mode)
-                table = veto if veto is not None else vetoes[(f, q)] if q is not None \
-                    else ((1.0, m.voice_veto_llr),)
                 cfg = PipelineConfig(mode=mode, liveness=liveness, min_speech_s=min_speech,
                                      target_far=far or m.target_far,
-                                     voice_veto_by_length=table,
+                                     voice_veto_by_length=vetoes[(h, f, q)] if q is not None
+                                     else ((1.0, m.voice_veto_llr),),
                                      decisive_speech_s=decisive,
                                      voice_other_rule="far" if before else None,
                                      voice_confirm_until_s=None if wait else 0.0)
@@ -399,8 +398,7 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                 for f in (0, 1) for key, lv in (("identity", "report"), ("live", "required"))}
             d0, before0, wait0 = LIVE_DOORS[LIVE_DOOR]
             halving_doors = {(h, f, key): verifier(
-                "face+liveness", lv, f, q_main, None, d0, live_min(d0), before0, wait0,
-                veto=halving_vetoes[(h, f)])
+                "face+liveness", lv, f, q_main, None, d0, live_min(d0), before0, wait0, h)
                 for h in range(1, halvings) for f in (0, 1)
                 for key, lv in (("identity", "report"), ("live", "required"))}
             plan = plan_attempts(enrolled, strangers, per_kind, rng, seed)
@@ -433,7 +431,7 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                         "voice_tier": (bundle_options or {}).get("voice_tier", "student"),
                         "voice_veto": {"cross_fitted": {
                             f"fold {f}, q={q:g}": [list(r) for r in t]
-                            for (f, q), t in vetoes.items()},
+                            for (h, f, q), t in vetoes.items() if h == 0},
                             "genuine_trials": {f"fold {f}": {f"{x:g}s": int(v.size)
                                                              for x, v in llrs[f].items()}
                                                for f in (0, 1)}},
@@ -446,11 +444,13 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                                     "0 is the one every other mode uses; rows of halvings 1 "
                                     "on keep the decision only",
                             "vetoes": {f"halving {h}, fold {f}": [list(r) for r in t]
-                                       for (h, f), t in halving_vetoes.items()}},
+                                       for (h, f, _), t in vetoes.items() if h > 0}},
                         "planned": len(plan), "done": done,
                         "load_average": " / ".join(f"{x:.1f}" for x in os.getloadavg())
                         + " (1/5/15 min, at the last checkpoint)"}
 
+            door_group = live_min(d0)  # the live door's looks: its halvings join that group
+            halved = {halving_mode(h) for h in range(1, halvings)}
             with Progress(transient=True) as bar:
                 task = bar.add_task("attempts", total=len(plan))
                 for done, (kind, who, expected, fp, vp, vs, nframes, gen) in enumerate(plan):
@@ -469,13 +469,12 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                                      f"{kind} {who}")
                     for g in door_groups:
                         doors = dict(door_verifiers[(fold[fp["name"]], vs, g)])
-                        if g == live_min(d0):  # the other halvings' live doors look alike
+                        if g == door_group:
                             doors |= {halving_mode(h): halving_doors[(h, folds[h][fp["name"]],
                                                                       vs)]
                                       for h in range(1, halvings)}
                         seq |= live_looks(doors, frames, spoken, f"{kind} {who}",
                                           live_end=True)
-                    halved = {halving_mode(h) for h in range(1, halvings)}
                     results[kind].append({
                         "who": who, "expected": expected, "speech_s": out[next(iter(out))].speech_s,
                         **{m: row(r) for m, r in out.items()},

@@ -100,8 +100,8 @@ def genuine_voice_llrs_by_speaker(
         t = np.mean([bundle.embed_voice(s) for s in enrol], axis=0)
         t /= max(float(np.linalg.norm(t)), 1e-12)
         probes = [s for s in speech[k:] if s is not None]
-        for k in range(min(len(probes), max_probes)):
-            joined = np.concatenate(probes[k:])  # s, then the speaker's next ones
+        for j in range(min(len(probes), max_probes)):
+            joined = np.concatenate(probes[j:])  # probe j, then the speaker's next ones
             for x in out:
                 n = int(round(x * TARGET_SR))
                 if joined.size < n:
