@@ -120,7 +120,7 @@ def test_the_live_door_over_halvings_is_reported_per_halving_and_pooled():
 def test_halving_zero_is_the_split_every_mode_uses_and_the_others_differ():
     import numpy as np
 
-    from benchmarks.attacks import halving_folds, halving_mode
+    from benchmarks.attacks_doors import halving_folds, halving_mode
 
     people = [{"name": f"p{i}"} for i in range(30)]
     folds = halving_folds(people, seed=0, halvings=5)
