@@ -92,6 +92,7 @@ from benchmarks.attacks_report import plot, render, summarise
 from benchmarks.machine import machine_info
 from calibration.voice_veto import QUANTILE
 from edge_runtime.access.enroll import ENROL_VOICE_S, Enroller, enroll_people
+from edge_runtime.atomic import publish, write_atomic
 from edge_runtime.errors import EdgepinError
 from edge_runtime.frontend.audio import TARGET_SR
 from edge_runtime.frontend.face import DlibHogDetector
@@ -321,6 +322,28 @@ def write_door(data: Path, models: Path, out: Path, seed: int = 0) -> int:
     return len(rows)
 
 
+def write_record(res: dict[str, Any], out: Path) -> None:
+    """The record (``out``'s .json.gz: per-attempt rows of every mode and veto variant), its
+    report (``out``) and plot (.png), each file replaced whole: a run stopped during a
+    checkpoint (the machine taken back) leaves the previous checkpoint, not a truncated record
+    the door gate cannot read."""
+    summary = summarise(res)
+    text = render(res, summary)
+    payload = gzip.compress((json.dumps({**res, "summary": summary}, separators=(",", ":"),
+                                        default=str) + "\n").encode("utf-8"))
+    write_atomic(out.with_suffix(".json.gz"), lambda fh: fh.write(payload))
+    write_atomic(out, lambda fh: fh.write(text.encode("utf-8")))
+    png = out.with_suffix(".png")
+    fd, tmp = tempfile.mkstemp(dir=png.parent, prefix=f".{png.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        plot(summary, Path(tmp))
+        publish(tmp, png)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=Path, default=Path("models"))
@@ -353,13 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {n} ARTIFICIAL identities to {args.write_door}")
         return 0
     def write(res: dict[str, Any]) -> None:
-        summary = summarise(res)
-        args.out.write_text(render(res, summary))
-        # gzip: per-attempt rows of every mode and veto variant (~4 MB as plain JSON)
-        with gzip.open(args.out.with_suffix(".json.gz"), "wt", encoding="utf-8") as fh:
-            fh.write(json.dumps({**res, "summary": summary}, separators=(",", ":"),
-                                default=str) + "\n")
-        plot(summary, args.out.with_suffix(".png"))
+        write_record(res, args.out)
         print(f"{res['done']}/{res['planned']} attempts written to {args.out}", flush=True)
 
     if args.render is not None:  # re-render a finished run's JSON (e.g. after a format change)
