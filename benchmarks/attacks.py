@@ -1,7 +1,8 @@
 """Attack benchmark: presentation and identity attacks at scale, through the real ``Verifier``.
 
 Re-run (about 20-40 min on 2 shared cores; writes attacks.md, attacks.json.gz and attacks.png;
-rates, report and plot: ``benchmarks.attacks_report``; one presentation through the verifiers,
+rates, report and plot: ``benchmarks.attacks_report``; the verifiers every attempt is decided
+by: ``benchmarks.attacks_doors``; one presentation through the verifiers,
 at once or as the live loop looks: ``benchmarks.attacks_present``; the GRID clips:
 ``benchmarks.attacks_grid``):
 
@@ -84,20 +85,14 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.attacks_doors import HALVINGS, LIVE_LIMIT_S, AttackDoors
 from benchmarks.attacks_grid import run_grid
-from benchmarks.attacks_present import LOOK_EVERY_S, Media, attempt, live_looks, row
-from benchmarks.attacks_report import STRICT_FAR, plot, render, summarise
+from benchmarks.attacks_present import Media
+from benchmarks.attacks_report import plot, render, summarise
 from benchmarks.machine import machine_info
-from calibration.voice_veto import (
-    QUANTILE,
-    genuine_voice_llrs_by_speaker,
-    pool_llrs,
-    veto_table,
-)
-from edge_runtime.access.collector import live_min_speech_s
+from calibration.voice_veto import QUANTILE
 from edge_runtime.access.enroll import ENROL_VOICE_S, Enroller, enroll_people
-from edge_runtime.access.loop import LoopConfig
-from edge_runtime.access.pipeline import PipelineConfig, Verifier
+from edge_runtime.atomic import publish, write_atomic
 from edge_runtime.errors import EdgepinError
 from edge_runtime.frontend.audio import TARGET_SR
 from edge_runtime.frontend.face import DlibHogDetector
@@ -108,49 +103,13 @@ from edge_runtime.store.gallery import Gallery
 from edge_runtime.store.gallery_handle import GalleryHandle
 from edge_runtime.store.keys import create_key
 
-VETO_SWEEP = (0.01, 0.02, 0.05)  # veto quantiles compared in one run (trade-off table)
 PROBE_AUDIO_S = (2.0, 4.0)  # a probe's audio, seconds
 SHORT_AUDIO_S = (0.8, 1.2)  # the informed attacker's probe
 SHORT_KIND = "mixed-unenrolled, short speech"
-LIVE_LIMIT_S = LoopConfig().collect_timeout_s  # the live loop's time limit per attempt
-LIVE_DOOR = "face+liveness, live door"
-# the "voice recognised as someone else" rule before the likelihood-ratio margin (another
-# person's voice accepted alone at the FAR): same attempts, only that rule differs
-BEFORE_RULE = "recognised as at FAR (before)"
-# the live door that grants at the decisive speech on a voice that does not contradict, without
-# waiting for one that does not confirm the candidate on its own (the mode's
-# `voice_confirm_until_s` off): what the wait buys
-NO_WAIT = "no wait for a confirming voice (before)"
-# door name -> (the mode's decisive speech or None: the shipped one, the rule before, the wait)
-LIVE_DOORS: dict[str, tuple[float | None, bool, bool]] = {
-    LIVE_DOOR: (None, False, True), f"{LIVE_DOOR}, {NO_WAIT}": (None, False, False),
-    f"{LIVE_DOOR}, {BEFORE_RULE}": (None, True, True)}
-# the live door decided again with the veto set on other halvings of the people (halving 0 is
-# the one every mode uses): one split's luck in who sets the veto moved a candidate's live-door
-# BPCER by points (door_v22, 2026-12-03); the door gate reads the rate pooled over all of them
-HALVINGS = 10
 KINDS = ("genuine", "zero-effort", "mixed-enrolled", "mixed-unenrolled", "photo", SHORT_KIND)
 
 
 # ----------------------------------------------------------------------------- people
-def halving_mode(h: int) -> str:
-    """The live door's row name for halving ``h`` (0: the live door itself)."""
-    return LIVE_DOOR if h == 0 else f"{LIVE_DOOR}, halving {h}"
-
-
-def halving_folds(people: list[dict[str, Any]], seed: int, halvings: int
-                  ) -> list[dict[str, int]]:
-    """Fold (0/1) of each person per halving: halving 0 is the split runs before 2026-12-03
-    used for every mode (their rows stay comparable); the others are drawn from their own
-    streams."""
-    out = []
-    for h in range(halvings):
-        rng = np.random.default_rng(seed + 7 if h == 0 else [seed + 7, h])
-        order = [people[i] for i in rng.permutation(len(people))]
-        out.append({p["name"]: k % 2 for k, p in enumerate(order)})
-    return out
-
-
 def artificial_people(data: Path, bundle: ModelBundle, seed: int) -> list[dict[str, Any]]:
     """Held-out LFW people (>= 3 photos, gender known) paired with held-out speechocean762
     speakers of the same gender: ARTIFICIAL identities."""
@@ -303,104 +262,8 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
             door = enroll_people(enroller, gallery, enrolled)
             enrolled = [{**p, "enrol_utterances": door.voice_used[p["name"]]}
                         for p in enrolled if p["name"] in door.enrolled]
-            handle = GalleryHandle.wrap(gallery)
-
-            # the voice veto is calibrated on the people of the OTHER fold (cross-fitting):
-            # no attempt is decided with a veto set on its own people's voices
-            folds = halving_folds(people, seed, halvings)
-            fold = folds[0]
-            own = genuine_voice_llrs_by_speaker(bundle, op, people, gate)
-
-            def other_fold(h: int, f: int) -> dict[float, np.ndarray]:
-                return pool_llrs(own, [p["name"] for p in people if folds[h][p["name"]] != f])
-
-            llrs = {f: other_fold(0, f) for f in (0, 1)}
-            q_main = veto_quantile or QUANTILE
-            # variants decided on the same collected evidence (only the veto differs): the
-            # APCER/BPCER trade-off of the rule, in one run
-            # (mode, veto quantile or None = the fixed veto, FAR or None = the mode's own, the
-            # "recognised as" rule before)
-            variants: dict[str, tuple[str, float | None, float | None, bool]] = {
-                "face+liveness": ("face+liveness", q_main, None, False),
-                **{f"face+liveness, veto q={q:g}": ("face+liveness", q, None, False)
-                   for q in VETO_SWEEP if q != q_main},
-                "face+liveness, fixed veto -2": ("face+liveness", None, None, False),
-                f"face+liveness, FAR {STRICT_FAR:g}": ("face+liveness", q_main, STRICT_FAR,
-                                                       False),
-                f"face+liveness, {BEFORE_RULE}": ("face+liveness", q_main, None, True),
-                "two-factor": ("two-factor", q_main, None, False)}
-            # (halving, fold, quantile) -> table: every quantile on halving 0, the default one
-            # on the other halvings (the live door only)
-            vetoes = {(0, f, q): veto_table(llrs[f], q) for f in (0, 1)
-                      for q in {v[1] for v in variants.values() if v[1] is not None}}
-            vetoes |= {(h, f, q_main): veto_table(other_fold(h, f), q_main)
-                       for h in range(1, halvings) for f in (0, 1)}
-
-            def verifier(mode: str, liveness: str, f: int, q: float | None,
-                         far: float | None, decisive: float | None = None,
-                         min_speech: float = 0.5, before: bool = False,
-                         wait: bool = True, h: int = 0) -> Verifier:
-                m = op.mode(mode)
-                cfg = PipelineConfig(mode=mode, liveness=liveness, min_speech_s=min_speech,
-                                     target_far=far or m.target_far,
-                                     voice_veto_by_length=vetoes[(h, f, q)] if q is not None
-                                     else ((1.0, m.voice_veto_llr),),
-                                     decisive_speech_s=decisive,
-                                     voice_other_rule="far" if before else None,
-                                     voice_confirm_until_s=None if wait else 0.0)
-                return Verifier(bundle, handle, cfg, detector, gate)
-
-            def other_rule(mode: str, before: bool, wait: bool = True) -> dict[str, Any]:
-                """The voice rules a variant decides with (the report's header)."""
-                fl = mode == "face+liveness"
-                return {"voice_other_margin_llr": op.modes[mode].voice_other_margin_llr
-                        if fl and not before else None,
-                        "voice_confirm_until_s": op.modes[mode].voice_confirm_until_s
-                        if fl and wait else None}
-
-            verifiers = {(f, key): {name: verifier(m, lv, f, q, far, before=before)
-                                    for name, (m, q, far, before) in variants.items()}
-                         for f in (0, 1) for key, lv in (("identity", "report"),
-                                                         ("live", "required"))}
-            # the default mode as the live loop decides (see the module docstring). On the
-            # fixed probe with looks from 0.5 s of speech (what `--min-speech 0.5` did on a
-            # live source, refused since): a look may grant after the mode's decisive speech
-            # (None), or at once (0.5: the rule before). The live door: `edgepin run`'s
-            # defaults, the person going on speaking until it decides.
-            sequential = {"face+liveness, looks from 0.5 s": None,
-                          "face+liveness, looks from 0.5 s, grant at the first look (before)": 0.5}
-            # (these emulate a refused option and keep the rules they were measured with: no
-            # wait for a confirming voice)
-            seq_verifiers = {(f, key): {name: verifier("face+liveness", lv, f, q_main, None, d,
-                                                       wait=False)
-                                        for name, d in sequential.items()}
-                             for f in (0, 1) for key, lv in (("identity", "report"),
-                                                             ("live", "required"))}
-            # each door looks from a live source's minimum speech (as `edgepin run` sets it)
-            default = op.modes["face+liveness"]
-
-            def live_min(d: float | None) -> float:
-                return live_min_speech_s(d if d is not None else default.decisive_speech_s)
-
-            def looks_meta(d: float | None, how: str, **more: float) -> dict[str, Any]:
-                """The default mode as a live-loop variant decides it (the report's header)."""
-                return {**vars(default), "voice_veto": f"calibrated, q={q_main:g} (cross-fitted)",
-                        **more, "decisive_speech_s": d if d is not None else
-                        default.decisive_speech_s, "sequential": how}
-
-            # doors with the same live minimum look at the same moments: one collector (and
-            # one voice embedding per look) serves them all
-            door_groups = sorted({live_min(d) for d, _, _ in LIVE_DOORS.values()})
-            door_verifiers = {(f, key, g): {name: verifier(
-                "face+liveness", lv, f, q_main, None, d, live_min(d), before, wait)
-                for name, (d, before, wait) in LIVE_DOORS.items() if live_min(d) == g}
-                for g in door_groups
-                for f in (0, 1) for key, lv in (("identity", "report"), ("live", "required"))}
-            d0, before0, wait0 = LIVE_DOORS[LIVE_DOOR]
-            halving_doors = {(h, f, key): verifier(
-                "face+liveness", lv, f, q_main, None, d0, live_min(d0), before0, wait0, h)
-                for h in range(1, halvings) for f in (0, 1)
-                for key, lv in (("identity", "report"), ("live", "required"))}
+            doors = AttackDoors(bundle, GalleryHandle.wrap(gallery), detector, gate, people,
+                                seed, veto_quantile, halvings)
             plan = plan_attempts(enrolled, strangers, per_kind, rng, seed)
 
             def state(done: int) -> dict[str, Any]:
@@ -408,86 +271,36 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                         "strangers": len(strangers), "people": len(people),
                         "enrol_voice_s": ENROL_VOICE_S,
                         "enrol_utterances": {p["name"]: p["enrol_utterances"] for p in enrolled},
-                        "modes": {name: {**vars(op.modes[m]),
-                                         "target_far": far or op.modes[m].target_far,
-                                         "voice_veto":
-                                         f"calibrated, q={q:g} (cross-fitted)" if q is not None
-                                         else f"fixed LLR {op.modes[m].voice_veto_llr:g}",
-                                         **other_rule(m, before)}
-                                  for name, (m, q, far, before) in variants.items()}
-                        | {name: looks_meta(d, f"looks every {LOOK_EVERY_S:g} s of speech")
-                           | other_rule("face+liveness", False, wait=False)
-                           for name, d in sequential.items()}
-                        | {name: looks_meta(
-                            d, f"looks every {LOOK_EVERY_S:g} s of speech from {live_min(d):g} "
-                            f"s; the person goes on speaking (up to {LIVE_LIMIT_S:g} s) until "
-                            "it decides, the short-speech attacker stops",
-                            min_speech_s=live_min(d)) | other_rule("face+liveness", before, wait)
-                           for name, (d, before, wait) in LIVE_DOORS.items()},
+                        "modes": doors.modes(),
                         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
                         "default_mode": op.default_mode, "machine": machine_info(),
                         "per_kind": per_kind, "precision": precision,
                         "face_tier": (bundle_options or {}).get("face_tier", "student"),
                         "voice_tier": (bundle_options or {}).get("voice_tier", "student"),
-                        "voice_veto": {"cross_fitted": {
-                            f"fold {f}, q={q:g}": [list(r) for r in t]
-                            for (h, f, q), t in vetoes.items() if h == 0},
-                            "genuine_trials": {f"fold {f}": {f"{x:g}s": int(v.size)
-                                                             for x, v in llrs[f].items()}
-                                               for f in (0, 1)}},
-                        "halvings": {
-                            "count": halvings,
-                            "modes": [halving_mode(h) for h in range(halvings)],
-                            "what": f"the live door ('{LIVE_DOOR}') decided with its veto "
-                                    f"(q={q_main:g}) set on the other fold of each of "
-                                    f"{halvings} halvings of the {len(people)} people; halving "
-                                    "0 is the one every other mode uses; rows of halvings 1 "
-                                    "on keep the decision only",
-                            "vetoes": {f"halving {h}, fold {f}": [list(r) for r in t]
-                                       for (h, f, _), t in vetoes.items() if h > 0}},
+                        "voice_veto": doors.voice_veto(), "halvings": doors.halvings_meta(),
                         "planned": len(plan), "done": done,
                         "load_average": " / ".join(f"{x:.1f}" for x in os.getloadavg())
                         + " (1/5/15 min, at the last checkpoint)"}
 
-            door_group = live_min(d0)  # the live door's looks: its halvings join that group
-            halved = {halving_mode(h) for h in range(1, halvings)}
-            with Progress(transient=True) as bar:
-                task = bar.add_task("attempts", total=len(plan))
-                for done, (kind, who, expected, fp, vp, vs, nframes, gen) in enumerate(plan):
-                    if checkpoint is not None and done and done % 250 == 0:
-                        checkpoint(state(done))
-                    try:
-                        frames = probe_face(media, fp, nframes, gen)
-                        audio, spoken = probe_voice(media, vp, gen, kind == SHORT_KIND)
-                    except EdgepinError as exc:
-                        results[kind].append({"who": who, "skipped": str(exc)})
+            try:
+                with Progress(transient=True) as bar:
+                    task = bar.add_task("attempts", total=len(plan))
+                    for done, (kind, who, expected, fp, vp, vs, nframes, gen) in enumerate(plan):
+                        if checkpoint is not None and done and done % 250 == 0:
+                            checkpoint(state(done))
+                        try:
+                            frames = probe_face(media, fp, nframes, gen)
+                            audio, spoken = probe_voice(media, vp, gen, kind == SHORT_KIND)
+                        except EdgepinError as exc:
+                            results[kind].append({"who": who, "skipped": str(exc)})
+                            bar.advance(task)
+                            continue
+                        results[kind].append({"who": who, "expected": expected,
+                                              **doors.decide(fp["name"], vs, frames, audio,
+                                                             spoken, f"{kind} {who}")})
                         bar.advance(task)
-                        continue
-                    out = attempt(verifiers[(fold[fp["name"]], vs)], frames, audio,
-                                   f"{kind} {who}")
-                    seq = live_looks(seq_verifiers[(fold[fp["name"]], vs)], frames, audio,
-                                     f"{kind} {who}")
-                    for g in door_groups:
-                        doors = dict(door_verifiers[(fold[fp["name"]], vs, g)])
-                        if g == door_group:
-                            doors |= {halving_mode(h): halving_doors[(h, folds[h][fp["name"]],
-                                                                      vs)]
-                                      for h in range(1, halvings)}
-                        seq |= live_looks(doors, frames, spoken, f"{kind} {who}",
-                                          live_end=True)
-                    results[kind].append({
-                        "who": who, "expected": expected, "speech_s": out[next(iter(out))].speech_s,
-                        **{m: row(r) for m, r in out.items()},
-                        **{m: {**row(r), "looks": n, "decided_at_s": round(r.speech_s, 2)}
-                           for m, (r, n) in seq.items() if m not in halved},
-                        **{m: {"granted": r.granted, **({"identity": r.identity}
-                                                        if r.identity is not None else {})}
-                           for m, (r, _) in seq.items() if m in halved}})
-                    bar.advance(task)
-            for group in (*verifiers.values(), *seq_verifiers.values(),
-                          *door_verifiers.values(), halving_doors):
-                for v in group.values():
-                    v.close()
+            finally:
+                doors.close()
             final = state(len(plan))
     bundle.close()
     return final
@@ -507,6 +320,28 @@ def write_door(data: Path, models: Path, out: Path, seed: int = 0) -> int:
            "made_by": "python -m benchmarks.attacks --write-door", "people": rows}
     out.write_text(json.dumps(doc, indent=1) + "\n")
     return len(rows)
+
+
+def write_record(res: dict[str, Any], out: Path) -> None:
+    """The record (``out``'s .json.gz: per-attempt rows of every mode and veto variant), its
+    report (``out``) and plot (.png), each file replaced whole: a run stopped during a
+    checkpoint (the machine taken back) leaves the previous checkpoint, not a truncated record
+    the door gate cannot read."""
+    summary = summarise(res)
+    text = render(res, summary)
+    payload = gzip.compress((json.dumps({**res, "summary": summary}, separators=(",", ":"),
+                                        default=str) + "\n").encode("utf-8"))
+    write_atomic(out.with_suffix(".json.gz"), lambda fh: fh.write(payload))
+    write_atomic(out, lambda fh: fh.write(text.encode("utf-8")))
+    png = out.with_suffix(".png")
+    fd, tmp = tempfile.mkstemp(dir=png.parent, prefix=f".{png.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        plot(summary, Path(tmp))
+        publish(tmp, png)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -541,13 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {n} ARTIFICIAL identities to {args.write_door}")
         return 0
     def write(res: dict[str, Any]) -> None:
-        summary = summarise(res)
-        args.out.write_text(render(res, summary))
-        # gzip: per-attempt rows of every mode and veto variant (~4 MB as plain JSON)
-        with gzip.open(args.out.with_suffix(".json.gz"), "wt", encoding="utf-8") as fh:
-            fh.write(json.dumps({**res, "summary": summary}, separators=(",", ":"),
-                                default=str) + "\n")
-        plot(summary, args.out.with_suffix(".png"))
+        write_record(res, args.out)
         print(f"{res['done']}/{res['planned']} attempts written to {args.out}", flush=True)
 
     if args.render is not None:  # re-render a finished run's JSON (e.g. after a format change)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.attacks import LIVE_DOOR as MODE  # `edgepin run`'s defaults on a live source
+from benchmarks.attacks_doors import LIVE_DOOR as MODE  # `edgepin run`'s defaults on a live source
 from benchmarks.attacks_report import halving_modes, pooled_errors
 from benchmarks.voice_rehearsal import TIE_PT  # the rehearsal's: a rise of exactly the limit passes
 from edge_runtime.errors import ConfigError

@@ -120,7 +120,7 @@ def test_the_live_door_over_halvings_is_reported_per_halving_and_pooled():
 def test_halving_zero_is_the_split_every_mode_uses_and_the_others_differ():
     import numpy as np
 
-    from benchmarks.attacks import halving_folds, halving_mode
+    from benchmarks.attacks_doors import halving_folds, halving_mode
 
     people = [{"name": f"p{i}"} for i in range(30)]
     folds = halving_folds(people, seed=0, halvings=5)
@@ -131,3 +131,31 @@ def test_halving_zero_is_the_split_every_mode_uses_and_the_others_differ():
     assert halving_folds(people, seed=0, halvings=5) == folds  # reproducible
     assert halving_mode(0) == "face+liveness, live door"
     assert halving_mode(3) == "face+liveness, live door, halving 3"
+
+
+def test_a_checkpoint_replaces_each_file_whole_and_a_failure_leaves_the_last_one(
+        tmp_path, monkeypatch):
+    import gzip
+    import json
+
+    import pytest
+
+    import benchmarks.attacks as attacks
+
+    out = tmp_path / "attacks.md"
+    attacks.write_record(_result(), out)
+    first = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(first) == ["attacks.json.gz", "attacks.md", "attacks.png"]
+    assert json.loads(gzip.decompress(first["attacks.json.gz"]))["done"] == 60
+
+    def no_plot(summary, path):
+        path.write_bytes(b"half a png")  # the plot dies after starting its file
+        raise OSError("disk full")
+
+    monkeypatch.setattr(attacks, "plot", no_plot)
+    with pytest.raises(OSError, match="disk full"):
+        attacks.write_record({**_result(), "done": 61}, out)
+    now = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(now) == sorted(first)  # no temporary file left behind
+    assert now["attacks.png"] == first["attacks.png"]  # the last whole plot, not half of one
+    assert json.loads(gzip.decompress(now["attacks.json.gz"]))["done"] == 61
