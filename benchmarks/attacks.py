@@ -92,7 +92,7 @@ from benchmarks.attacks_report import plot, render, summarise
 from benchmarks.machine import machine_info
 from calibration.voice_veto import QUANTILE
 from edge_runtime.access.enroll import ENROL_VOICE_S, Enroller, enroll_people
-from edge_runtime.atomic import publish, write_atomic
+from edge_runtime.atomic import write_atomic
 from edge_runtime.errors import EdgepinError
 from edge_runtime.frontend.audio import TARGET_SR
 from edge_runtime.frontend.face import DlibHogDetector
@@ -333,15 +333,7 @@ def write_record(res: dict[str, Any], out: Path) -> None:
                                         default=str) + "\n").encode("utf-8"))
     write_atomic(out.with_suffix(".json.gz"), lambda fh: fh.write(payload))
     write_atomic(out, lambda fh: fh.write(text.encode("utf-8")))
-    png = out.with_suffix(".png")
-    fd, tmp = tempfile.mkstemp(dir=png.parent, prefix=f".{png.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        plot(summary, Path(tmp))
-        publish(tmp, png)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+    write_atomic(out.with_suffix(".png"), lambda fh: plot(summary, fh))
 
 
 def main(argv: list[str] | None = None) -> int:

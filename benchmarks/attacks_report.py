@@ -10,7 +10,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -259,8 +259,9 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: dict[str, Any], out_png: Path) -> Path:
-    """Error rate per kind and mode with the people-level 95% interval (log-free, in %)."""
+def plot(summary: dict[str, Any], out_png: Path | IO[bytes]) -> Path | IO[bytes]:
+    """Error rate per kind and mode with the people-level 95% interval (log-free, in %); to a
+    path or an open file (the benchmark writes it through ``edge_runtime.atomic``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -294,6 +295,6 @@ def plot(summary: dict[str, Any], out_png: Path) -> Path:
                  "95% intervals over people")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
+    fig.savefig(out_png, dpi=110, format="png")
     plt.close(fig)
     return out_png

@@ -148,8 +148,8 @@ def test_a_checkpoint_replaces_each_file_whole_and_a_failure_leaves_the_last_one
     assert sorted(first) == ["attacks.json.gz", "attacks.md", "attacks.png"]
     assert json.loads(gzip.decompress(first["attacks.json.gz"]))["done"] == 60
 
-    def no_plot(summary, path):
-        path.write_bytes(b"half a png")  # the plot dies after starting its file
+    def no_plot(summary, fh):
+        fh.write(b"half a png")  # the plot dies after starting its file
         raise OSError("disk full")
 
     monkeypatch.setattr(attacks, "plot", no_plot)
