@@ -161,6 +161,9 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
         + ("" if voice_tier == "student" else f", voice tier {voice_tier}") + "), operating points "
         f"`models/{operating_points_file(res['precision'], tier, voice_tier)}`, default mode "
         f"`{res['default_mode']}`."
+        + (f" INT8 files run as their exact QDQ arithmetic (what TensorRT computes, as the "
+           f"operating points were measured; this CPU has no int8 dot-product instruction): "
+           f"{', '.join(res['exact_int8'])}." if res.get("exact_int8") else "")
         + (f" Load average during the run: {res['load_average']} (other jobs may share the "
            "machine: this benchmark measures errors, not time)."
            if res.get("load_average") else ""),
