@@ -94,6 +94,7 @@ from calibration.exact_int8 import exact_int8_runners
 from calibration.voice_veto import QUANTILE
 from edge_runtime.access.enroll import ENROL_VOICE_S, Enroller, enroll_people
 from edge_runtime.atomic import write_atomic
+from edge_runtime.cpu_int8 import int8_dot_features
 from edge_runtime.errors import EdgepinError
 from edge_runtime.frontend.audio import TARGET_SR
 from edge_runtime.frontend.face import DlibHogDetector
@@ -297,6 +298,7 @@ def _attempts(bundle: ModelBundle, data: Path, per_kind: int, precision: str, se
                         "default_mode": op.default_mode, "machine": machine_info(),
                         "per_kind": per_kind, "precision": precision,
                         "exact_int8": list(bundle.exact_int8),
+                        "int8_dot": int8_dot_features(),
                         "face_tier": (bundle_options or {}).get("face_tier", "student"),
                         "voice_tier": (bundle_options or {}).get("voice_tier", "student"),
                         "voice_veto": doors.voice_veto(), "halvings": doors.halvings_meta(),
