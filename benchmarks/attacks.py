@@ -90,9 +90,11 @@ from benchmarks.attacks_grid import run_grid
 from benchmarks.attacks_present import Media
 from benchmarks.attacks_report import plot, render, summarise
 from benchmarks.machine import machine_info
+from calibration.exact_int8 import exact_int8_runners
 from calibration.voice_veto import QUANTILE
 from edge_runtime.access.enroll import ENROL_VOICE_S, Enroller, enroll_people
 from edge_runtime.atomic import write_atomic
+from edge_runtime.cpu_int8 import int8_dot_features
 from edge_runtime.errors import EdgepinError
 from edge_runtime.frontend.audio import TARGET_SR
 from edge_runtime.frontend.face import DlibHogDetector
@@ -233,19 +235,39 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
         threads: int, checkpoint: Callable[[dict[str, Any]], None] | None = None,
         veto_quantile: float | None = QUANTILE, bundle_options: dict[str, str] | None = None,
         halvings: int = HALVINGS) -> dict[str, Any]:
-    from rich.progress import Progress
-
     try:
         bundle = ModelBundle.load(models, precision=precision, threads=threads,
                                   **(bundle_options or {}))
     except TypeError as exc:  # an option this ModelBundle does not know (no face tiers yet)
         raise EdgepinError(f"{bundle_options}: this ModelBundle does not take it ({exc})") \
             from exc
+    try:
+        if halvings < 1:
+            raise EdgepinError(f"--halvings must be at least 1, got {halvings}")
+        op = bundle.operating_points
+        if op is None or not op.modes:
+            raise EdgepinError(f"{models}: the operating-point file has no security modes")
+        with tempfile.TemporaryDirectory(prefix="edgepin-attacks-int8-") as exact_dir:
+            if bundle.precision == "int8":
+                # as the INT8 operating points and voice veto were measured (calibrate,
+                # calibrate-modes): the exact QDQ arithmetic TensorRT computes, not this CPU's
+                # int8 kernels where it has no int8 dot-product instruction
+                exact_int8_runners(bundle, Path(exact_dir), threads)
+            return _attempts(bundle, data, per_kind, precision, seed, checkpoint,
+                             veto_quantile, bundle_options, halvings)
+    finally:
+        bundle.close()
+
+
+def _attempts(bundle: ModelBundle, data: Path, per_kind: int, precision: str, seed: int,
+              checkpoint: Callable[[dict[str, Any]], None] | None,
+              veto_quantile: float | None, bundle_options: dict[str, str] | None,
+              halvings: int) -> dict[str, Any]:
+    """Enrol half the people, plan the attempts and decide each through the doors."""
+    from rich.progress import Progress
+
     op = bundle.operating_points
-    if halvings < 1:
-        raise EdgepinError(f"--halvings must be at least 1, got {halvings}")
-    if op is None or not op.modes:
-        raise EdgepinError(f"{models}: the operating-point file has no security modes")
+    assert op is not None  # run() checked it
     detector, gate = DlibHogDetector(), SpeechGate("auto")
     grid = run_grid(bundle, data / "grid", detector, gate)  # small: first
     people = artificial_people(data, bundle, seed)
@@ -275,6 +297,8 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
                         "default_mode": op.default_mode, "machine": machine_info(),
                         "per_kind": per_kind, "precision": precision,
+                        "exact_int8": list(bundle.exact_int8),
+                        "int8_dot": int8_dot_features(),
                         "face_tier": (bundle_options or {}).get("face_tier", "student"),
                         "voice_tier": (bundle_options or {}).get("voice_tier", "student"),
                         "voice_veto": doors.voice_veto(), "halvings": doors.halvings_meta(),
@@ -302,7 +326,6 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
             finally:
                 doors.close()
             final = state(len(plan))
-    bundle.close()
     return final
 
 

@@ -145,6 +145,18 @@ def _enrolment(res: dict[str, Any]) -> str:
             f"speech: {min(n)}-{max(n)} utterances, {np.mean(n):.1f} on average")
 
 
+def _int8_arithmetic(res: dict[str, Any]) -> str:
+    """How an INT8 run's files were computed (records from 2026-12-03 23:00 on say it)."""
+    if res.get("exact_int8"):
+        return (" INT8 files run as their exact QDQ arithmetic (what TensorRT computes, as the "
+                "operating points were measured; this CPU has no int8 dot-product instruction): "
+                f"{', '.join(res['exact_int8'])}.")
+    if res.get("precision") == "int8" and res.get("int8_dot"):
+        return (" INT8 files run through onnxruntime's int8 kernels, faithful on this CPU "
+                f"({', '.join(res['int8_dot'])}).")
+    return ""
+
+
 def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
     m = res["machine"]
     tier = res.get("face_tier", "student")
@@ -161,6 +173,7 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
         + ("" if voice_tier == "student" else f", voice tier {voice_tier}") + "), operating points "
         f"`models/{operating_points_file(res['precision'], tier, voice_tier)}`, default mode "
         f"`{res['default_mode']}`."
+        + _int8_arithmetic(res)
         + (f" Load average during the run: {res['load_average']} (other jobs may share the "
            "machine: this benchmark measures errors, not time)."
            if res.get("load_average") else ""),

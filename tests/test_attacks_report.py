@@ -159,3 +159,15 @@ def test_a_checkpoint_replaces_each_file_whole_and_a_failure_leaves_the_last_one
     assert sorted(now) == sorted(first)  # no temporary file left behind
     assert now["attacks.png"] == first["attacks.png"]  # the last whole plot, not half of one
     assert json.loads(gzip.decompress(now["attacks.json.gz"]))["done"] == 61
+
+
+def test_an_int8_report_says_which_arithmetic_decided_it():
+    """The INT8 thresholds were measured with the exact QDQ arithmetic; a run through a CPU's
+    saturating int8 kernels judged other embeddings (2026-12-03), so the report names it."""
+    res = _result() | {"precision": "int8", "exact_int8": ["face_int8", "voice_int8"]}
+    assert "exact QDQ arithmetic (what TensorRT computes" in render(res, summarise(res))
+    res |= {"exact_int8": [], "int8_dot": ["avx512_vnni"]}
+    text = render(res, summarise(res))
+    assert "onnxruntime's int8 kernels, faithful on this CPU (avx512_vnni)" in text
+    assert "exact QDQ" not in text
+    assert "int8 kernels" not in render(_result(), summarise(_result()))  # FP32 says nothing

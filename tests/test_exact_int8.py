@@ -92,3 +92,30 @@ def test_the_students_table_measures_int8_as_the_device_computes_it(
     assert not any(n.op_type == "DequantizeLinear" for n in graph.graph.node)
     # the metadata (front-end, split) that evaluate() reads travels with it
     assert {p.key for p in graph.metadata_props} >= {"edgepin.front_end", "edgepin.split"}
+
+
+def test_the_attack_benchmark_decides_int8_attempts_as_the_operating_points_were_measured(
+        monkeypatch: pytest.MonkeyPatch, fixtures: Path, fp32_voice: np.ndarray) -> None:
+    """The INT8 thresholds and voice veto come from the exact arithmetic (calibrate,
+    calibrate-modes); a run of the attempts through this CPU's saturating kernels judged other
+    embeddings against them (the INT8 record of 2026-12-03, not published). The attempts
+    themselves are replaced: only which runners they would meet is checked."""
+    import benchmarks.attacks as attacks
+    import edge_runtime.cpu_int8 as cpu_int8
+
+    seen: dict[str, object] = {}
+
+    def attempts(bundle, *args, **kwargs):
+        seen["swapped"] = list(bundle.exact_int8)
+        seen["voice"] = _voice_embeddings(bundle, fixtures)
+        return {"done": 0}
+
+    monkeypatch.setattr(attacks, "_attempts", attempts)
+    monkeypatch.setattr(cpu_int8, "int8_dot_features", lambda flags=None: [])
+    assert attacks.run(MODELS, fixtures, 1, "int8", 0, 1) == {"done": 0}
+    assert seen["swapped"] == ["face_int8", "voice_int8"]
+    cos = np.sum(seen["voice"] * fp32_voice, axis=1)
+    assert cos.min() > 0.98, cos
+    monkeypatch.setattr(cpu_int8, "int8_dot_features", lambda flags=None: ["avx512_vnni"])
+    attacks.run(MODELS, fixtures, 1, "int8", 0, 1)
+    assert seen["swapped"] == []  # a CPU with the instruction runs the files themselves

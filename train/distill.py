@@ -175,6 +175,13 @@ def distill(modality: str, data: str | Path, cfg: dict, out: str | Path, cache_d
 
         task_cls = ViewFaceTask
     task = task_cls.build(cfg, samples, splits, Path(cache_dir))
+    # again: computing teacher targets that the cache lacks draws from the global generators
+    # (the teachers' own layers are initialised before their weights load) and sets torch to
+    # one thread (train.prepare), so a run's initial weights and its arithmetic depended on
+    # whether its cache was warm (door_v23 seed 1 re-run on a rebuilt machine, 2026-12-03). A
+    # warm cache changes neither: runs made on one keep their results.
+    torch.set_num_threads(int(tcfg["threads"]))
+    seed_everything(int(cfg["seed"]))
     used = [s for s in samples if s.identity in set(splits["train"]) | set(splits["val"])]
     data_hash = manifest_hash(samples, Path(data))
 
