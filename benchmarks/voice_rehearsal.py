@@ -153,8 +153,11 @@ def render(res: dict[str, Any]) -> str:
     lines = [
         "# Voice door rehearsal: the live door's voice rule, person by person",
         "",
-        f"Machine: {res['machine']}. Date: {res['date']}. Data: the {res['speakers']} held-out "
-        "speechocean762 speakers of the split (never trained on), 15 live-door probes each. "
+        f"Machine: {res['machine']}. Date: {res['date']}. Data: the {res['speakers']} "
+        + ("TRAINING speechocean762 speakers of the students' split (the teacher never trained "
+           "on them; the students did)" if res.get("people") == "train" else
+           "held-out speechocean762 speakers of the split (never trained on)")
+        + ", 15 live-door probes each (speakers with more than 7 recordings). "
         f"Veto cross-fitted over {res['halvings']} random halvings x 2 (mean over the folds).",
         "",
         f"Re-run: `{res['command']}`. How it is measured, and the rule: "
@@ -219,9 +222,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/voice_rehearsal.md"))
     ap.add_argument("--check", action="store_true",
                     help="exit 1 when a candidate (not the teacher) fails the rule")
+    ap.add_argument("--people", choices=("held-out", "train"), default="held-out",
+                    help="train: the students' training speakers, for the teacher only (it "
+                         "never trained on them; a student would be flattered): where a door "
+                         "rule can be developed without looking at the test people")
     args = ap.parse_args(argv)
     from calibration.voice_veto import held_out_speakers_of_split
 
+    if args.people == "train" and any(m != "teacher" for m in args.models):
+        raise ConfigError("--people train is for the teacher only: the students trained on "
+                          f"those speakers ({', '.join(m for m in args.models if m != 'teacher')})")
+    parts = ("train",) if args.people == "train" else ("test", "val")
     rows, splits = {}, {}
     for model in args.models:
         embed, split = voice_embedder(model, args.threads)
@@ -229,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         if split != splits[args.models[0]]:
             raise ConfigError(f"{model} was trained on another split ({split}) than "
                              f"{args.models[0]} ({splits[args.models[0]]}): not the same people")
-        speakers = embed_live_door(embed, held_out_speakers_of_split(args.data, split), args.data)
+        speakers = embed_live_door(embed, held_out_speakers_of_split(args.data, split, parts),
+                                   args.data)
         rows[model] = rehearse(speakers)
         print(model, json.dumps(summary(rows[model])), flush=True)
     reference = args.models[0]
@@ -244,8 +256,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"onnxruntime {m['onnxruntime']}", "date": m["date"],
            "models": list(args.models), "speakers": rows[reference]["speakers"],
            "halvings": HALVINGS, "rows": rows, "verdicts": verdicts, "out": str(args.out),
+           "people": args.people,
            "command": "nice -n 19 python -m benchmarks.voice_rehearsal --data ../shared/data "
-                      f"--models {' '.join(args.models)} --out {args.out}"}
+                      f"--models {' '.join(args.models)} --out {args.out}"
+                      + (" --people train" if args.people == "train" else "")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(res))
     args.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")

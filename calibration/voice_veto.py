@@ -131,15 +131,18 @@ def held_out_speakers(data: Path, bundle: ModelBundle) -> list[dict[str, Any]]:
     return held_out_speakers_of_split(data, model_split(bundle, "voice"))
 
 
-def held_out_speakers_of_split(data: Path, split: dict[str, Any]) -> list[dict[str, Any]]:
+def held_out_speakers_of_split(data: Path, split: dict[str, Any],
+                               parts: tuple[str, ...] = ("test", "val")) -> list[dict[str, Any]]:
     """The test and val speakers of ``split`` (``test_fraction``, ``val_fraction``, ``seed``):
-    a checkpoint that is not in a bundle yet has the same people as a shipped student."""
+    a checkpoint that is not in a bundle yet has the same people as a shipped student.
+    ``parts=("train",)``: the students' training speakers instead, for a model that never
+    trained on them (the teacher), where a door rule can be developed off the test people."""
     from train.datasets import SpeechFolder, holdout_split
 
     so = SpeechFolder(Path(data) / "speechocean762")
-    parts = holdout_split(so.identities(), split["test_fraction"], split["val_fraction"],
-                          split["seed"])
-    keep = set(parts["test"]) | set(parts["val"])
+    split_ids = holdout_split(so.identities(), split["test_fraction"], split["val_fraction"],
+                              split["seed"])
+    keep = set().union(*(split_ids[p] for p in parts))
     clips: dict[str, list[str]] = {}
     for smp in so.samples:
         if smp.identity in keep:

@@ -90,3 +90,24 @@ def test_a_rise_of_exactly_the_limit_passes_and_one_probe_more_fails():
     one_more = float(np.mean(np.asarray([*ks[:-1], ks[-1] + 1]) / 15))
     ok, why = verdict(reference, _summarised(0.04, 0.01, {"A": 0.1, "B": one_more}))
     assert not ok and "worst person" in why
+
+
+def test_the_training_people_are_the_split_s_others_and_only_the_teacher_may_use_them(
+        fixtures, tmp_path):
+    """``--people train``: the students' training speakers, disjoint from the held-out ones and
+    together all of them (real fixture speakers); a student would be flattered on them, so the
+    command refuses one before embedding anything."""
+    from benchmarks.voice_rehearsal import main
+    from calibration.voice_veto import held_out_speakers_of_split
+
+    split = {"test_fraction": 0.25, "val_fraction": 0.25, "seed": 0}
+    held = {s["name"] for s in held_out_speakers_of_split(fixtures, split)}
+    train = {s["name"] for s in held_out_speakers_of_split(fixtures, split, ("train",))}
+    every = {s["name"] for s in held_out_speakers_of_split(fixtures, split, ("train", "test",
+                                                                              "val"))}
+    assert held and train and not held & train and held | train == every
+    assert len(every) == 4
+    with pytest.raises(ConfigError, match="teacher only"):
+        main(["--data", str(fixtures), "--people", "train", "--models", "teacher",
+              "models/voice.onnx", "--out", str(tmp_path / "r.md")])
+    assert not (tmp_path / "r.md").exists()
