@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.enrol_speech import (
+    MAX_ENROL,
     QUANTILE,
     door,
     embed_live_door,
@@ -157,7 +158,7 @@ def render(res: dict[str, Any]) -> str:
         + ("TRAINING speechocean762 speakers of the students' split (the teacher never trained "
            "on them; the students did)" if res.get("people") == "train" else
            "held-out speechocean762 speakers of the split (never trained on)")
-        + ", 15 live-door probes each (speakers with more than 7 recordings). "
+        + f", 15 live-door probes each (speakers with more than {MAX_ENROL} recordings). "
         f"Veto cross-fitted over {res['halvings']} random halvings x 2 (mean over the folds).",
         "",
         f"Re-run: `{res['command']}`. How it is measured, and the rule: "
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                          "never trained on them; a student would be flattered): where a door "
                          "rule can be developed without looking at the test people")
     args = ap.parse_args(argv)
-    from calibration.voice_veto import held_out_speakers_of_split
+    from calibration.voice_veto import speakers_of_split
 
     if args.people == "train" and any(m != "teacher" for m in args.models):
         raise ConfigError("--people train is for the teacher only: the students trained on "
@@ -240,8 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         if split != splits[args.models[0]]:
             raise ConfigError(f"{model} was trained on another split ({split}) than "
                              f"{args.models[0]} ({splits[args.models[0]]}): not the same people")
-        speakers = embed_live_door(embed, held_out_speakers_of_split(args.data, split, parts),
-                                   args.data)
+        speakers = embed_live_door(embed, speakers_of_split(args.data, split, parts), args.data)
         rows[model] = rehearse(speakers)
         print(model, json.dumps(summary(rows[model])), flush=True)
     reference = args.models[0]

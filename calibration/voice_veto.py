@@ -131,12 +131,17 @@ def held_out_speakers(data: Path, bundle: ModelBundle) -> list[dict[str, Any]]:
     return held_out_speakers_of_split(data, model_split(bundle, "voice"))
 
 
-def held_out_speakers_of_split(data: Path, split: dict[str, Any],
-                               parts: tuple[str, ...] = ("test", "val")) -> list[dict[str, Any]]:
+def held_out_speakers_of_split(data: Path, split: dict[str, Any]) -> list[dict[str, Any]]:
     """The test and val speakers of ``split`` (``test_fraction``, ``val_fraction``, ``seed``):
-    a checkpoint that is not in a bundle yet has the same people as a shipped student.
-    ``parts=("train",)``: the students' training speakers instead, for a model that never
-    trained on them (the teacher), where a door rule can be developed off the test people."""
+    a checkpoint that is not in a bundle yet has the same people as a shipped student."""
+    return speakers_of_split(data, split, ("test", "val"))
+
+
+def speakers_of_split(data: Path, split: dict[str, Any],
+                      parts: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The speechocean762 speakers of ``split``'s ``parts`` with their recordings; ``("train",)``
+    for a model that never trained on them (the teacher), where a door rule can be developed
+    off the test people."""
     from train.datasets import SpeechFolder, holdout_split
 
     so = SpeechFolder(Path(data) / "speechocean762")

@@ -98,13 +98,12 @@ def test_the_training_people_are_the_split_s_others_and_only_the_teacher_may_use
     together all of them (real fixture speakers); a student would be flattered on them, so the
     command refuses one before embedding anything."""
     from benchmarks.voice_rehearsal import main
-    from calibration.voice_veto import held_out_speakers_of_split
+    from calibration.voice_veto import held_out_speakers_of_split, speakers_of_split
 
     split = {"test_fraction": 0.25, "val_fraction": 0.25, "seed": 0}
     held = {s["name"] for s in held_out_speakers_of_split(fixtures, split)}
-    train = {s["name"] for s in held_out_speakers_of_split(fixtures, split, ("train",))}
-    every = {s["name"] for s in held_out_speakers_of_split(fixtures, split, ("train", "test",
-                                                                              "val"))}
+    train = {s["name"] for s in speakers_of_split(fixtures, split, ("train",))}
+    every = {s["name"] for s in speakers_of_split(fixtures, split, ("train", "test", "val"))}
     assert held and train and not held & train and held | train == every
     assert len(every) == 4
     with pytest.raises(ConfigError, match="teacher only"):
