@@ -30,6 +30,11 @@ door_v19, which it must and does catch; fixed since): a candidate passes against
 most 0.5 pt higher, its stranger's voice not vetoed at most 0.5 pt higher, and its worst
 person's rate at most 5 pt higher.
 
+How precisely it measures the worst person (``benchmarks/voice_goats.md``, 2026-12-04): for one
+model on 71 people, resampling the probe recordings moves it with sd ~14 pt, so a rise near the
+5 pt line says little; a rise like door_v23's (37 -> 72 %) is beyond that noise, and the door
+gate (``benchmarks/door_gate.py``) agreed with it (live door 2.72 -> 7.28 % turned away).
+
     nice -n 19 python -m benchmarks.voice_rehearsal --data ../shared/data \\
         --models models/voice.onnx CANDIDATE.pt [teacher] --out benchmarks/voice_rehearsal.md \\
         [--check]
