@@ -138,8 +138,8 @@ def rehearse(speakers: Sequence[dict[str, Any]], quantiles: Sequence[float] = QU
         halves = (perm[: n // 2], perm[n // 2:])
         for h in (0, 1):
             fit, test = halves[1 - h].tolist(), halves[h]
-            tested = set(test.tolist())
-            strangers_fit = [s for (i, j), s in cross.items() if j in set(fit)]
+            tested, fitted = set(test.tolist()), set(fit)
+            strangers_fit = [s for (i, j), s in cross.items() if j in fitted]
             accept = float(np.quantile(np.concatenate(strangers_fit).ravel(), 1 - far))
             for q in quantiles:
                 veto = veto_rule(fit, own, q)
