@@ -233,6 +233,60 @@ def test_utterance_mix_teaches_clean_windows_the_speakers_utterance_embedding(tm
         utterance_mix({"targets": {"utterance_mixx": 0.5}})
 
 
+def test_speaker_mix_teaches_clean_windows_the_speakers_mean_over_recordings(tmp_path) -> None:  # noqa: ANN001
+    """`targets.speaker_mix`: a clean window's target moves to the normalised mean of its
+    speaker's recording embeddings (so two recordings of one person share it), a one-recording
+    speaker gets that recording's embedding; the mixes are checked together."""
+    from edge_runtime.errors import ConfigError
+    from edge_runtime.frontend.features import VoiceFrontEnd
+    from train.augment import VoiceAugment
+    from train.datasets import Sample
+    from train.prepare import VoiceSet
+    from train.tasks import VoiceTask, speaker_mix
+
+    fe = VoiceFrontEnd()
+    rng = np.random.default_rng(2)
+    samples = [Sample(name, tmp_path / f"{i}.flac", modality="voice")
+               for i, name in enumerate(["anna", "anna", "ben"])]
+    audio = [(0.1 * rng.standard_normal(fe.window_samples + 16000)).astype(np.float32)
+             for _ in samples]
+    win_t = [rng.standard_normal((2, 256)).astype(np.float32) for _ in samples]
+    utt_t = rng.standard_normal((3, 256)).astype(np.float32)
+    utt_t /= np.linalg.norm(utt_t, axis=1, keepdims=True)  # Resemblyzer's are unit vectors
+    data = VoiceSet(samples, audio, [np.array([0, 16000])] * 3, win_t, utt_t)
+
+    def target(utt: float, spk: float, item: int) -> tuple[np.ndarray, VoiceTask]:
+        task = VoiceTask(data, data, fe, VoiceAugment(short_p=0.0), None, utterance_mix=utt,
+                         speaker_mix=spk)
+        return task.batch(np.array([item]), np.random.default_rng(0))[1][0].numpy(), task
+
+    def centred(v: np.ndarray, task: VoiceTask) -> np.ndarray:
+        c = v - task.teacher_mean
+        return c / np.linalg.norm(c)
+
+    anna = (utt_t[0] + utt_t[1]) / np.linalg.norm(utt_t[0] + utt_t[1])
+    a0, task = target(0.0, 1.0, 0)       # anna's first recording, window 0
+    a1, _ = target(0.0, 1.0, 3)          # anna's second recording, window 1
+    assert np.allclose(a0, centred(anna, task), atol=1e-6)
+    assert np.allclose(a0, a1, atol=1e-6)
+    b, _ = target(0.0, 1.0, 4)           # ben: one recording
+    assert np.allclose(b, centred(utt_t[2], task), atol=1e-6)
+    mixed, _ = target(0.25, 0.5, 1)      # anna's first recording, window 1
+    assert np.allclose(mixed, centred(0.25 * win_t[0][1] + 0.25 * utt_t[0] + 0.5 * anna, task),
+                       atol=1e-6)
+    off, _ = target(0.0, 0.0, 0)
+    assert np.allclose(off, centred(win_t[0][0], task), atol=1e-6)
+
+    assert speaker_mix({}) == 0.0 and speaker_mix({"targets": {"speaker_mix": 0.5}}) == 0.5
+    with pytest.raises(ConfigError, match="speaker_mix must be in"):
+        speaker_mix({"targets": {"speaker_mix": -0.1}})
+    with pytest.raises(ConfigError, match="must be <= 1"):
+        speaker_mix({"targets": {"utterance_mix": 0.6, "speaker_mix": 0.6}})
+    no_utt = VoiceSet(samples, audio, [np.array([0, 16000])] * 3, win_t, None)
+    with pytest.raises(ConfigError, match="speaker_mix needs the teacher's utterance"):
+        VoiceTask(no_utt, no_utt, fe, VoiceAugment(), None, speaker_mix=0.5)
+
+
 def test_views_without_a_second_talker_keep_their_cache_keys() -> None:
     """The talker fields joined ViewParams after thousands of targets were cached under its
     key: a view without a talker must keep the key it had before them (written out here)."""

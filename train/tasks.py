@@ -174,17 +174,33 @@ def room_augment(cfg: dict) -> RoomAugment:
     return RoomAugment(**r)
 
 
-def utterance_mix(cfg: dict) -> float:
-    """`targets.utterance_mix` from a voice config (0 when the section is absent)."""
+def _target_mixes(cfg: dict) -> tuple[float, float]:
+    """(`targets.utterance_mix`, `targets.speaker_mix`), checked together (0 when absent)."""
     targets = cfg.get("targets") or {}
-    unknown = set(targets) - {"utterance_mix"}
+    unknown = set(targets) - {"utterance_mix", "speaker_mix"}
     if unknown:
         raise ConfigError(f"targets: unknown key(s) {', '.join(sorted(unknown))} "
-                          "(known: utterance_mix)")
-    mix = float(targets.get("utterance_mix", 0.0))
-    if not 0.0 <= mix <= 1.0:
-        raise ConfigError(f"targets.utterance_mix must be in [0, 1], got {mix}")
-    return mix
+                          "(known: utterance_mix, speaker_mix)")
+    mixes = []
+    for key in ("utterance_mix", "speaker_mix"):
+        mix = float(targets.get(key, 0.0))
+        if not 0.0 <= mix <= 1.0:
+            raise ConfigError(f"targets.{key} must be in [0, 1], got {mix}")
+        mixes.append(mix)
+    if mixes[0] + mixes[1] > 1.0:
+        raise ConfigError(f"targets.utterance_mix + targets.speaker_mix must be <= 1, got "
+                          f"{mixes[0]} + {mixes[1]}")
+    return mixes[0], mixes[1]
+
+
+def utterance_mix(cfg: dict) -> float:
+    """`targets.utterance_mix` from a voice config (0 when the section is absent)."""
+    return _target_mixes(cfg)[0]
+
+
+def speaker_mix(cfg: dict) -> float:
+    """`targets.speaker_mix` from a voice config (0 when the section is absent)."""
+    return _target_mixes(cfg)[1]
 
 
 @dataclass
@@ -207,6 +223,13 @@ class VoiceTask:
     # utterances; teaching a window (and its short crops) the utterance's embedding asks the
     # student for the speaker, not the window. 0 = the window's own target, as before.
     utterance_mix: float = 0.0
+    # Share of the speaker's mean teacher embedding over all their recordings
+    # (`targets.speaker_mix`), in place of the recording's own. The teacher's embedding of one
+    # recording carries that recording's colour (a person's later recordings drift: the door
+    # vetoes some people's own voices, benchmarks/students.md 2026-12-04); the mean over the
+    # person's recordings keeps what stays the same. A speaker with one recording
+    # (LibriSpeech here) gets that recording's embedding, as utterance_mix would give.
+    speaker_mix: float = 0.0
 
     @classmethod
     def build(cls, cfg: dict, samples: list[Sample], splits: dict, cache_dir: Path) -> VoiceTask:
@@ -238,12 +261,20 @@ class VoiceTask:
                 extra_info["room_views"]["clean_targets"] = views.teach_band_views_clean(
                     sets["train"].window_starts, sets["train"].window_teacher)
         return cls(sets["train"], sets["val"], fe, VoiceAugment(**aug), views, extra_info,
-                   utterance_mix(cfg))
+                   *_target_mixes(cfg))
 
     def __post_init__(self) -> None:
-        if self.utterance_mix > 0 and self.train.utterance_teacher is None:
-            raise ConfigError("targets.utterance_mix needs the teacher's utterance embeddings")
+        for key in ("utterance_mix", "speaker_mix"):
+            if getattr(self, key) > 0 and self.train.utterance_teacher is None:
+                raise ConfigError(f"targets.{key} needs the teacher's utterance embeddings")
         utt_labels, self.classes = _labels(self.train.identities)
+        self.speaker_teacher: np.ndarray | None = None
+        if self.speaker_mix > 0:
+            assert self.train.utterance_teacher is not None
+            utt_t = np.asarray(self.train.utterance_teacher, dtype=np.float32)
+            means = np.stack([utt_t[utt_labels == c].mean(axis=0)
+                              for c in range(len(self.classes))])
+            self.speaker_teacher = l2_normalise(means)[utt_labels]
         self.teacher_mean = np.concatenate(self.train.window_teacher).mean(axis=0)
         items = [(u, w, -1) for u, st in enumerate(self.train.window_starts)
                  for w in range(len(st))]
@@ -272,10 +303,12 @@ class VoiceTask:
             window = self.front_end.windows(self.augment(crop, rng))[0]
             feats.append(self.augment.mask(self.augment.equalise(window, rng), rng))
             target = self.train.window_teacher[u][w]
-            if self.utterance_mix > 0:
+            if self.utterance_mix > 0 or self.speaker_mix > 0:
                 assert self.train.utterance_teacher is not None
-                target = ((1.0 - self.utterance_mix) * target
+                target = ((1.0 - self.utterance_mix - self.speaker_mix) * target
                           + self.utterance_mix * self.train.utterance_teacher[u])
+                if self.speaker_teacher is not None:
+                    target = target + self.speaker_mix * self.speaker_teacher[u]
             targets.append(target)
         targets_c = l2_normalise(np.stack(targets) - self.teacher_mean)
         return (torch.from_numpy(np.stack(feats)), torch.from_numpy(targets_c),
