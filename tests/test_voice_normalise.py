@@ -194,12 +194,9 @@ def test_the_equaliser_adds_a_smooth_zero_mean_curve_and_draws_nothing_when_off(
 
 
 def test_the_equaliser_is_refused_with_per_band_normalisation(tmp_path):
-    import yaml
-
     from train.tasks import VoiceTask
 
-    cfg = yaml.safe_load((ROOT / "train" / "configs" / "voice_distill_door_v20.yaml").read_text())
-    cfg["front_end"]["normalise"] = "band"
+    cfg = load_config(ROOT / "train" / "configs" / "voice_distill_door_v20.yaml", "unused", ["front_end.normalise=band"])
     cfg.pop("extra_train", None)
     with pytest.raises(ConfigError, match="eq_p needs front_end.normalise: level or partial"):
         VoiceTask.build(cfg, [], {"train": [], "val": []}, tmp_path)
