@@ -151,6 +151,18 @@ def artificial_people(data: Path, bundle: ModelBundle, seed: int) -> list[dict[s
     return out
 
 
+def split_people(people: list[dict[str, Any]], order: np.ndarray, enrol_half: str
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(enrolled, strangers): ``enrol_half`` of the seeded ``order`` enrolled, the rest
+    strangers; "second" swaps the halves of "first", so the two runs enrol every person once."""
+    if enrol_half not in HALVES:
+        raise EdgepinError(f"--enrol-half must be one of {HALVES}, got {enrol_half!r}")
+    first, second = order[: len(people) // 2], order[len(people) // 2:]
+    if enrol_half == "second":
+        first, second = second, first
+    return [people[i] for i in first], [people[i] for i in second]
+
+
 def _cut(wav: np.ndarray, rng: np.random.Generator, seconds: tuple[float, float]
          ) -> tuple[int, int]:
     """Start and length (samples) of a random cut of ``seconds`` (the whole of a shorter wav)."""
@@ -280,11 +292,7 @@ def _attempts(bundle: ModelBundle, data: Path, per_kind: int, precision: str, se
     people = artificial_people(data, bundle, seed)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(people))
-    halves = order[: len(people) // 2], order[len(people) // 2:]
-    if enrol_half == "second":  # the same people and pairings, the other half at the door
-        halves = halves[::-1]
-    enrolled = [people[i] for i in halves[0]]
-    strangers = [people[i] for i in halves[1]]
+    enrolled, strangers = split_people(people, order, enrol_half)
     media = Media()
     results: dict[str, list[dict[str, Any]]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="edgepin-attacks-") as tmp:
