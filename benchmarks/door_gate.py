@@ -104,13 +104,36 @@ def _count(errs: Sequence[tuple[str, bool]]) -> tuple[int, int]:
 
 
 def _worst_person(errs: Sequence[tuple[str, bool]]) -> tuple[str, tuple[int, int]]:
+    return max(_per_person(errs).items(), key=lambda kv: kv[1][0] / kv[1][1])
+
+
+def _per_person(errs: Sequence[tuple[str, bool]]) -> dict[str, tuple[int, int]]:
     per: dict[str, list[int]] = {}
     for who, erred in errs:
         c = per.setdefault(who, [0, 0])
         c[0] += erred
         c[1] += 1
-    who, (k, n) = max(per.items(), key=lambda kv: kv[1][0] / kv[1][1])
-    return who, (k, n)
+    return {who: (k, n) for who, (k, n) in per.items()}
+
+
+def largest_rise(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+                 names: Sequence[tuple[str, str]]) -> tuple[str, tuple[int, int], tuple[int, int]]:
+    """The enrolled person whose own attempts the candidate turns away most more often: printed,
+    not a limit. Summed over both halves the worst person's line can be pinned by a face the
+    shipped door never identifies (2026-12-04: 100 % on both doors), where it sees no voice's
+    harm; and a second draw of the shipped recipe already raised one person by +25 pt, so a
+    limit on this needs more than one draw to set."""
+    best: tuple[float, str, tuple[int, int], tuple[int, int]] | None = None
+    for pair, pair_names in zip(pairs, names, strict=True):
+        ea, eb = _pair_errors(*pair, pair_names)["genuine"]
+        pa, pb = _per_person(ea), _per_person(eb)
+        for who, (k, n) in pa.items():
+            m = pb[who]
+            rise = m[0] / m[1] - k / n
+            if best is None or rise > best[0]:
+                best = (rise, who, (k, n), m)
+    assert best is not None  # _pair_errors refuses a record without genuine attempts
+    return best[1], best[2], best[3]
 
 
 def compare(shipped: Mapping[str, Any], candidate: Mapping[str, Any],
@@ -195,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {a} -> {b}: {line.describe()}")
     for line in lines:
         print(line.describe())
+    who, (k, n), (m, o) = largest_rise(pairs, names)
+    print(f"largest rise of one enrolled person (printed, not a limit): {who} {k}/{n} "
+          f"({100 * k / n:.2f} %) -> {m}/{o} ({100 * m / o:.2f} %), "
+          f"{100 * (m / o - k / n):+.2f} pt")
     ok = all(line.holds for line in lines)
     print(f"door gate ({MODE}): {'holds' if ok else 'FAILS'}")
     return 0 if ok else 1

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.door_gate import MODE, compare, compare_pairs, load_record, main
+from benchmarks.door_gate import MODE, compare, compare_pairs, largest_rise, load_record, main
 from edge_runtime.errors import ConfigError
 
 RECORD = Path(__file__).resolve().parents[1] / "benchmarks" / "attacks.json.gz"
@@ -232,3 +232,21 @@ def test_cli_pools_pairs_and_refuses_uneven_lists(shipped, tmp_path, capsys):
     assert "summed over 2 pairs of records" in out and "door gate (face+liveness, live door): holds" in out
     with pytest.raises(ConfigError, match="2 shipped records and 1 candidate records"):
         main(["--shipped", str(RECORD), str(half2), "--candidate", str(RECORD)])
+
+
+def test_the_largest_rise_of_one_person_is_found_where_the_worst_line_is_pinned(shipped):
+    """A person the shipped door already never lets in pins the worst person's line at 100 %;
+    the largest rise still names the person the candidate harms, in either half."""
+    half2 = other_half(shipped)
+    per: dict[str, list[bool]] = {}
+    for a in shipped["kinds"]["genuine"]:
+        per.setdefault(a["who"], []).append(a[MODE]["granted"])
+    locked, harmed = sorted(per, key=lambda w: -sum(per[w]))[:2]
+    ship = flip(shipped, "genuine", sum(per[locked]), to=False, person=locked)  # 100 % on both
+    cand = flip(ship, "genuine", 0, to=False)
+    worse2 = flip(half2, "genuine", 5, to=False, person=f"{harmed} (half 2)")
+    pairs, names = [(ship, cand), (half2, worse2)], [("a", "b"), ("c", "d")]
+    lines = compare_pairs(pairs, names)
+    assert lines[-1].shipped == lines[-1].candidate and lines[-1].shipped[0] == lines[-1].shipped[1]
+    who, (k, n), (m, o) = largest_rise(pairs, names)
+    assert who == f"{harmed} (half 2)" and (m - k, o) == (5, n)
