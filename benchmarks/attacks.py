@@ -7,7 +7,8 @@ at once or as the live loop looks: ``benchmarks.attacks_present``; the GRID clip
 ``benchmarks.attacks_grid``):
 
     nice -n 19 python -m benchmarks.attacks --models models --data ../shared/data \\
-        --out benchmarks/attacks.md [--face-tier large] [--voice-tier large] [--precision int8]
+        --out benchmarks/attacks.md [--face-tier large] [--voice-tier large] [--precision int8] \\
+        [--enrol-half second]
 
 The face+liveness voice veto ("the voice must not contradict") is calibrated per speech length
 (``calibration/voice_veto.py``) on one half of the people and applied to attempts of the other
@@ -20,7 +21,9 @@ the APCER/BPCER trade-off in one run.
 People: held-out identities only (the students' test + val people: the split recorded in the
 models). Face and voice come from different datasets (LFW photos, speechocean762 speakers):
 each pairing of an LFW person with a speechocean762 speaker of the same gender is an
-ARTIFICIAL identity. Half of them are enrolled (2 photos + their first utterances until
+ARTIFICIAL identity. Half of them are enrolled (the first half of a seeded order; ``--enrol-half
+second`` enrols the other half, with the same pairings, and the door gate pools the two records:
+every held-out voice is then judged enrolled once; 2 photos + their first utterances until
 ``ENROL_VOICE_S`` of voiced speech, as every enrolment asks: ``enroll_people``; runs before
 2026-12-02 enrolled 3 utterances); the others are strangers. Probes: photos and utterances not
 used to enrol, the audio cut to 2-4 s (a stranger's from their 4th utterance on, as before).
@@ -108,6 +111,7 @@ from edge_runtime.store.keys import create_key
 PROBE_AUDIO_S = (2.0, 4.0)  # a probe's audio, seconds
 SHORT_AUDIO_S = (0.8, 1.2)  # the informed attacker's probe
 SHORT_KIND = "mixed-unenrolled, short speech"
+HALVES = ("first", "second")  # which half of the seeded order of people is enrolled
 KINDS = ("genuine", "zero-effort", "mixed-enrolled", "mixed-unenrolled", "photo", SHORT_KIND)
 
 
@@ -145,6 +149,18 @@ def artificial_people(data: Path, bundle: ModelBundle, seed: int) -> list[dict[s
             out.append({"name": f"{f}+{v}", "gender": g, "photos": sorted(photos[f]),
                         "utterances": sorted(clips[v])})
     return out
+
+
+def split_people(people: list[dict[str, Any]], order: np.ndarray, enrol_half: str
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(enrolled, strangers): ``enrol_half`` of the seeded ``order`` enrolled, the rest
+    strangers; "second" swaps the halves of "first", so the two runs enrol every person once."""
+    if enrol_half not in HALVES:
+        raise EdgepinError(f"--enrol-half must be one of {HALVES}, got {enrol_half!r}")
+    first, second = order[: len(people) // 2], order[len(people) // 2:]
+    if enrol_half == "second":
+        first, second = second, first
+    return [people[i] for i in first], [people[i] for i in second]
 
 
 def _cut(wav: np.ndarray, rng: np.random.Generator, seconds: tuple[float, float]
@@ -234,7 +250,7 @@ def plan_attempts(enrolled: list[dict[str, Any]], strangers: list[dict[str, Any]
 def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
         threads: int, checkpoint: Callable[[dict[str, Any]], None] | None = None,
         veto_quantile: float | None = QUANTILE, bundle_options: dict[str, str] | None = None,
-        halvings: int = HALVINGS) -> dict[str, Any]:
+        halvings: int = HALVINGS, enrol_half: str = "first") -> dict[str, Any]:
     try:
         bundle = ModelBundle.load(models, precision=precision, threads=threads,
                                   **(bundle_options or {}))
@@ -244,6 +260,8 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
     try:
         if halvings < 1:
             raise EdgepinError(f"--halvings must be at least 1, got {halvings}")
+        if enrol_half not in HALVES:
+            raise EdgepinError(f"--enrol-half must be one of {HALVES}, got {enrol_half!r}")
         op = bundle.operating_points
         if op is None or not op.modes:
             raise EdgepinError(f"{models}: the operating-point file has no security modes")
@@ -254,7 +272,7 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
                 # int8 kernels where it has no int8 dot-product instruction
                 exact_int8_runners(bundle, Path(exact_dir), threads)
             return _attempts(bundle, data, per_kind, precision, seed, checkpoint,
-                             veto_quantile, bundle_options, halvings)
+                             veto_quantile, bundle_options, halvings, enrol_half)
     finally:
         bundle.close()
 
@@ -262,8 +280,9 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
 def _attempts(bundle: ModelBundle, data: Path, per_kind: int, precision: str, seed: int,
               checkpoint: Callable[[dict[str, Any]], None] | None,
               veto_quantile: float | None, bundle_options: dict[str, str] | None,
-              halvings: int) -> dict[str, Any]:
-    """Enrol half the people, plan the attempts and decide each through the doors."""
+              halvings: int, enrol_half: str = "first") -> dict[str, Any]:
+    """Enrol half the people (``enrol_half`` of the seeded order; the others are strangers),
+    plan the attempts and decide each through the doors."""
     from rich.progress import Progress
 
     op = bundle.operating_points
@@ -273,8 +292,7 @@ def _attempts(bundle: ModelBundle, data: Path, per_kind: int, precision: str, se
     people = artificial_people(data, bundle, seed)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(people))
-    enrolled = [people[i] for i in order[: len(people) // 2]]
-    strangers = [people[i] for i in order[len(people) // 2:]]
+    enrolled, strangers = split_people(people, order, enrol_half)
     media = Media()
     results: dict[str, list[dict[str, Any]]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="edgepin-attacks-") as tmp:
@@ -291,6 +309,7 @@ def _attempts(bundle: ModelBundle, data: Path, per_kind: int, precision: str, se
             def state(done: int) -> dict[str, Any]:
                 return {"kinds": results, "grid": grid, "gallery_size": len(enrolled),
                         "strangers": len(strangers), "people": len(people),
+                        "enrol_half": enrol_half,
                         "enrol_voice_s": ENROL_VOICE_S,
                         "enrol_utterances": {p["name"]: p["enrol_utterances"] for p in enrolled},
                         "modes": doors.modes(),
@@ -374,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--halvings", type=int, default=HALVINGS,
                     help="the live door is also decided with the veto set on this many "
                          "halvings of the people (the door gate pools them)")
+    ap.add_argument("--enrol-half", choices=HALVES, default="first",
+                    help="which half of the seeded order of people is enrolled (the other "
+                         "half are the strangers); the door gate pools a record of each")
     ap.add_argument("--face-tier", default=None,
                     help="face model tier to load (e.g. large: ModelBundle.load(face_tier=...), "
                          "with its own operating-point file); default: the bundle's default")
@@ -403,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
                                  ("voice_tier", args.voice_tier)) if v}
     write(run(args.models, args.data, args.per_kind, args.precision, args.seed, args.threads,
               checkpoint=write, veto_quantile=args.veto_quantile or None,
-              bundle_options=options, halvings=args.halvings))
+              bundle_options=options, halvings=args.halvings,
+              enrol_half=args.enrol_half))
     print(args.out.read_text())
     return 0
 

@@ -161,9 +161,11 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
     m = res["machine"]
     tier = res.get("face_tier", "student")
     voice_tier = res.get("voice_tier", "student")
+    half = res.get("enrol_half", "first")  # runs before 2026-12-04 enrolled the first half
     stem = "attacks" + ("" if tier == "student" else f"_{tier}") \
         + ("" if voice_tier == "student" else f"_voice_{voice_tier}") \
-        + ("" if res["precision"] == "fp32" else f"_{res['precision']}")
+        + ("" if res["precision"] == "fp32" else f"_{res['precision']}") \
+        + ("" if half == "first" else "_half2")
     lines = [
         "# Attack benchmark (ISO/IEC 30107-3 terms), through the real `Verifier`",
         "",
@@ -182,12 +184,13 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
         f"--out benchmarks/{stem}.md" + ("" if tier == "student" else f" --face-tier {tier}")
         + ("" if voice_tier == "student" else f" --voice-tier {voice_tier}")
         + ("" if res["precision"] == "fp32" else f" --precision {res['precision']}")
+        + ("" if half == "first" else f" --enrol-half {half}")
         + "`.",
         "",
         f"Data: {res['people']} ARTIFICIAL identities (held-out LFW person + held-out "
         f"speechocean762 speaker of the same gender: different people, paired here); "
-        f"{res['gallery_size']} enrolled ({_enrolment(res)}), {res['strangers']} "
-        "strangers. Probes: other photos, other utterances cut to 2-4 s. GRID: 7 real clips, "
+        f"{res['gallery_size']} enrolled ({_enrolment(res)}; the {half} half of the seeded "
+        f"order), {res['strangers']} strangers. Probes: other photos, other utterances cut to 2-4 s. GRID: 7 real clips, "
         "enrolled from first halves, second halves probed (1.5 s).",
         "",
         f"Attempts run: {res['done']} of {res['planned']} planned"

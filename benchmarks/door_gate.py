@@ -12,9 +12,14 @@ When both records decided the live door under the same halvings of the people (w
 voice veto: `benchmarks.attacks --halvings`, from 2026-12-03), every rate is pooled over them
 (the mean over halvings), so neither door is judged on one split's luck; records without them
 (or with other halvings) are compared on the one split every mode uses, and the gate says so.
-Usage:
 
-    python -m benchmarks.door_gate --shipped OLD.json.gz --candidate benchmarks/attacks.json.gz
+Several pairs of records (the same order for both doors: ``benchmarks.attacks --enrol-half
+second`` enrols the people the first record had as strangers) are summed into one set of lines,
+so a candidate is judged on all 30 held-out people enrolled in turn, not on 15: on 15, a second
+draw of the shipped recipe itself moved the genuine line by +1.59 pt (2026-12-04). Usage:
+
+    python -m benchmarks.door_gate --shipped OLD.json.gz [OLD_HALF2.json.gz] \
+        --candidate benchmarks/attacks.json.gz [benchmarks/attacks_half2.json.gz]
 """
 
 from __future__ import annotations
@@ -99,13 +104,36 @@ def _count(errs: Sequence[tuple[str, bool]]) -> tuple[int, int]:
 
 
 def _worst_person(errs: Sequence[tuple[str, bool]]) -> tuple[str, tuple[int, int]]:
+    return max(_per_person(errs).items(), key=lambda kv: kv[1][0] / kv[1][1])
+
+
+def _per_person(errs: Sequence[tuple[str, bool]]) -> dict[str, tuple[int, int]]:
     per: dict[str, list[int]] = {}
     for who, erred in errs:
         c = per.setdefault(who, [0, 0])
         c[0] += erred
         c[1] += 1
-    who, (k, n) = max(per.items(), key=lambda kv: kv[1][0] / kv[1][1])
-    return who, (k, n)
+    return {who: (k, n) for who, (k, n) in per.items()}
+
+
+def largest_rise(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+                 names: Sequence[tuple[str, str]]) -> tuple[str, tuple[int, int], tuple[int, int]]:
+    """The enrolled person whose own attempts the candidate turns away most more often: printed,
+    not a limit. Summed over both halves the worst person's line can be pinned by a face the
+    shipped door never identifies (2026-12-04: 100 % on both doors), where it sees no voice's
+    harm; and a second draw of the shipped recipe already raised one person by +25 pt, so a
+    limit on this needs more than one draw to set."""
+    best: tuple[float, str, tuple[int, int], tuple[int, int]] | None = None
+    for pair, pair_names in zip(pairs, names, strict=True):
+        ea, eb = _pair_errors(*pair, pair_names)["genuine"]
+        pa, pb = _per_person(ea), _per_person(eb)
+        for who, (k, n) in pa.items():
+            m = pb[who]
+            rise = m[0] / m[1] - k / n
+            if best is None or rise > best[0]:
+                best = (rise, who, (k, n), m)
+    assert best is not None  # _pair_errors refuses a record without genuine attempts
+    return best[1], best[2], best[3]
 
 
 def compare(shipped: Mapping[str, Any], candidate: Mapping[str, Any],
@@ -113,10 +141,14 @@ def compare(shipped: Mapping[str, Any], candidate: Mapping[str, Any],
     """The gate's lines; refused when the two records are not the same attempts. Errors are
     counted as the attack report counts them (`benchmarks.attacks_report.attempt_errors`),
     pooled over the halvings both records share (``shared_modes``)."""
+    return compare_pairs([(shipped, candidate)], [names])
+
+
+def _pair_errors(shipped: Mapping[str, Any], candidate: Mapping[str, Any],
+                 names: tuple[str, str]) -> dict[str, tuple[list[tuple[str, bool]], ...]]:
     modes = shared_modes(shipped, candidate)
-    lines = []
-    genuine = []
-    for kind, limit in LIMITS_PT.items():
+    out = {}
+    for kind in LIMITS_PT:
         a = _attempts(shipped, kind, names[0], modes)
         b = _attempts(candidate, kind, names[1], modes)
         if [x["who"] for x in a] != [x["who"] for x in b] or \
@@ -124,28 +156,72 @@ def compare(shipped: Mapping[str, Any], candidate: Mapping[str, Any],
             raise ConfigError(f"{names[0]} and {names[1]} are not the same '{kind}' attempts "
                               "(other people, seed or count): run both with the same "
                               "benchmarks.attacks options")
-        ea, eb = (pooled_errors(x, modes, kind == "genuine") for x in (a, b))
-        if kind == "genuine":
-            genuine = [ea, eb]
-        lines.append(Line(kind, _count(ea), _count(eb), limit))
-    (wa_who, wa), (wb_who, wb) = (_worst_person(e) for e in genuine)
+        out[kind] = tuple(pooled_errors(x, modes, kind == "genuine") for x in (a, b))
+    return out
+
+
+def compare_pairs(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+                  names: Sequence[tuple[str, str]]) -> list[Line]:
+    """``compare`` summed over pairs of records (shipped, candidate), each pair the same
+    attempts: one line per rate over every pair's attempts, and the worst enrolled person of
+    them all. Pairs must enrol different people (the halves in turn) and be pooled over as many
+    halvings each, so no pair weighs more than its attempts."""
+    if not pairs or len(pairs) != len(names):
+        raise ConfigError(f"{len(pairs)} pairs of records and {len(names)} names: give the "
+                          "shipped and the candidate records in the same order, as many each")
+    seen: dict[frozenset[str], str] = {}
+    widths = {}
+    errs: dict[str, tuple[list[tuple[str, bool]], list[tuple[str, bool]]]] = {
+        kind: ([], []) for kind in LIMITS_PT}
+    for (shipped, candidate), pair_names in zip(pairs, names, strict=True):
+        enrolled = frozenset(a["who"] for a in shipped["kinds"].get("genuine") or ())
+        if enrolled in seen:
+            raise ConfigError(f"{pair_names[0]} enrols the same people as {seen[enrolled]}: "
+                              "pool records of different halves (benchmarks.attacks "
+                              "--enrol-half)")
+        seen[enrolled] = pair_names[0]
+        widths[pair_names[0]] = len(shared_modes(shipped, candidate))
+        for kind, (ea, eb) in _pair_errors(shipped, candidate, pair_names).items():
+            errs[kind][0].extend(ea)
+            errs[kind][1].extend(eb)
+    if len(set(widths.values())) > 1:
+        raise ConfigError("the pairs are pooled over different numbers of halvings ("
+                          + ", ".join(f"{k}: {v}" for k, v in widths.items())
+                          + "): run every record with the same --halvings")
+    lines = [Line(kind, _count(errs[kind][0]), _count(errs[kind][1]), limit)
+             for kind, limit in LIMITS_PT.items()]
+    (wa_who, wa), (wb_who, wb) = (_worst_person(e) for e in errs["genuine"])
     lines.append(Line(f"worst person ({wa_who} -> {wb_who})", wa, wb, WORST_PERSON_PT))
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shipped", required=True, help="attacks record of the shipped door")
-    p.add_argument("--candidate", required=True, help="attacks record with the candidate")
+    p.add_argument("--shipped", required=True, nargs="+",
+                   help="attacks records of the shipped door (one per half enrolled)")
+    p.add_argument("--candidate", required=True, nargs="+",
+                   help="attacks records with the candidate, in the same order")
     args = p.parse_args(argv)
-    shipped, candidate = load_record(args.shipped), load_record(args.candidate)
-    lines = compare(shipped, candidate, (args.shipped, args.candidate))
-    modes = shared_modes(shipped, candidate)
+    if len(args.shipped) != len(args.candidate):
+        raise ConfigError(f"{len(args.shipped)} shipped records and {len(args.candidate)} "
+                          "candidate records: give one candidate record per shipped one")
+    names = list(zip(args.shipped, args.candidate, strict=True))
+    pairs = [(load_record(a), load_record(b)) for a, b in names]
+    lines = compare_pairs(pairs, names)
+    modes = shared_modes(*pairs[0])
     print(f"pooled over {len(modes)} halvings of the people (who sets the voice veto)"
           if len(modes) > 1 else "one split of the people sets the voice veto (the records "
           "share no halvings: benchmarks.attacks --halvings)")
+    if len(pairs) > 1:
+        print(f"summed over {len(pairs)} pairs of records (other people enrolled in each):")
+        for (a, b), line in zip(names, (compare(*pair)[0] for pair in pairs), strict=True):
+            print(f"  {a} -> {b}: {line.describe()}")
     for line in lines:
         print(line.describe())
+    who, (k, n), (m, o) = largest_rise(pairs, names)
+    print(f"largest rise of one enrolled person (printed, not a limit): {who} {k}/{n} "
+          f"({100 * k / n:.2f} %) -> {m}/{o} ({100 * m / o:.2f} %), "
+          f"{100 * (m / o - k / n):+.2f} pt")
     ok = all(line.holds for line in lines)
     print(f"door gate ({MODE}): {'holds' if ok else 'FAILS'}")
     return 0 if ok else 1

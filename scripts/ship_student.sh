@@ -18,8 +18,10 @@
 # benchmarks, INT8 report included, always run alone). Long steps run under `nice -n 19`;
 # a 2-core machine needs about 1-2 h for the whole chain with LANES=1. A voice student changes
 # the large face tier's heads and operating points too (they fuse the same voice), a face
-# student only the student tier's. After the attack runs the door gate (benchmarks/door_gate.py)
-# compares the live door with the shipped one (HEAD's attack records, same attempts) and stops
+# student only the student tier's. The attack runs enrol each half of the held-out people in turn
+# (benchmarks.attacks --enrol-half; ~30 min each on 2 cores); then the door gate
+# (benchmarks/door_gate.py) compares the live door, summed over both halves, with the shipped
+# one (HEAD's attack records of both halves, same attempts) and stops
 # the chain, before the demo, when the candidate turns away more enrolled people or lets more
 # strangers in; the working tree then holds the candidate's files: do not commit them.
 set -euo pipefail
@@ -111,13 +113,17 @@ large_tier() {  # for a voice student, the large face tier's heads and operating
   fi
   if want calibrate; then calibrate_tier large; fi
 }
-attacks_student() {
+attacks_student() {  # each half of the held-out people enrolled in turn
   $NICE $PY -m benchmarks.attacks --models models --data "$DATA" --out benchmarks/attacks.md
+  $NICE $PY -m benchmarks.attacks --models models --data "$DATA" --enrol-half second \
+    --out benchmarks/attacks_half2.md
 }
 attacks_large() {
   has_large || return 0
   $NICE $PY -m benchmarks.attacks --models models --data "$DATA" --face-tier large \
     --out benchmarks/attacks_large.md
+  $NICE $PY -m benchmarks.attacks --models models --data "$DATA" --face-tier large \
+    --enrol-half second --out benchmarks/attacks_large_half2.md
 }
 
 if want export; then
@@ -141,19 +147,24 @@ if want benchmarks; then
   $NICE $PY -m benchmarks.students --models models --data "$DATA" --cache "$CACHE" \
     --timing-samples 100 --notes benchmarks/notes/students_tried.md
   $EDGEPIN bench --models models --runs 200 --warmup 20 --out benchmarks
-  # the shipped door's attack records (HEAD's), for the door gate below
-  records=(attacks.json.gz)
-  has_large && records+=(attacks_large.json.gz)
+  # the shipped door's attack records (HEAD's, both halves), for the door gate below
+  records=(attacks)
+  has_large && records+=(attacks_large)
+  mkdir -p "$RUNS"
   for r in "${records[@]}"; do
-    git show "HEAD:benchmarks/$r" > "$RUNS/shipped_$r" || {
-      echo "no committed benchmarks/$r to compare the door with" >&2; exit 1; }
+    for f in "$r.json.gz" "${r}_half2.json.gz"; do
+      git show "HEAD:benchmarks/$f" > "$RUNS/shipped_$f" || {
+        echo "no committed benchmarks/$f to compare the door with" >&2; exit 1; }
+    done
   done
   lanes attacks_student attacks_large
   # the door itself (benchmarks/door_gate.py, after door_v22, 2026-12-03): a candidate that
   # passes the rehearsal can still turn away more enrolled people at the live door
-  say "door gate: live door, candidate against the shipped door, same attempts"
+  say "door gate: live door, candidate against the shipped door, same attempts, both halves"
   for r in "${records[@]}"; do
-    $PY -m benchmarks.door_gate --shipped "$RUNS/shipped_$r" --candidate "benchmarks/$r" || {
+    $PY -m benchmarks.door_gate --shipped "$RUNS/shipped_$r.json.gz" \
+      "$RUNS/shipped_${r}_half2.json.gz" --candidate "benchmarks/$r.json.gz" \
+      "benchmarks/${r}_half2.json.gz" || {
       echo "the door gate fails $ckpt ($r, above): do not commit; 'git checkout -- models" \
         "benchmarks' restores the shipped door" >&2; exit 1; }
   done

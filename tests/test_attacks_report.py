@@ -86,10 +86,19 @@ def test_the_rerun_line_reproduces_the_run_it_reports():
 def test_report_says_how_the_door_was_enrolled_old_runs_included():
     """A run from before enrolment collected 15 s of speech re-renders as it was made."""
     res = _result()
-    assert "5 enrolled (2 photos + 3 utterances each)" in render(res, summarise(res))
+    assert ("5 enrolled (2 photos + 3 utterances each; the first half of the seeded order)"
+            in render(res, summarise(res)))
     res |= {"enrol_voice_s": 15.0, "enrol_utterances": {"p0": 5, "p1": 7, "p2": 6}}
     assert ("5 enrolled (2 photos + their first utterances until 15 s of voiced speech: 5-7 "
-            "utterances, 6.0 on average)") in render(res, summarise(res))
+            "utterances, 6.0 on average; the first half") in render(res, summarise(res))
+
+
+def test_a_run_with_the_other_half_enrolled_says_so_and_reruns_as_it_was_made():
+    res = _result() | {"enrol_half": "second", "face_tier": "large"}
+    text = render(res, summarise(res))
+    assert "--out benchmarks/attacks_large_half2.md --face-tier large --enrol-half second`" \
+        in text
+    assert "; the second half of the seeded order)" in text
 
 
 def test_the_live_door_over_halvings_is_reported_per_halving_and_pooled():

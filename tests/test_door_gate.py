@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.door_gate import MODE, compare, load_record, main
+from benchmarks.door_gate import MODE, compare, compare_pairs, largest_rise, load_record, main
 from edge_runtime.errors import ConfigError
 
 RECORD = Path(__file__).resolve().parents[1] / "benchmarks" / "attacks.json.gz"
@@ -169,3 +169,84 @@ def test_halvings_the_other_record_lacks_are_not_pooled(shipped, tmp_path, capsy
         json.dump(ship, fh)
     assert main(["--shipped", str(path), "--candidate", str(path)]) == 0
     assert "pooled over 3 halvings" in capsys.readouterr().out
+
+
+def other_half(doc: dict) -> dict:
+    """A copy standing for the run with the other half enrolled: the same decisions, every
+    person renamed (a run with --enrol-half second enrols people the first never did)."""
+    out = copy.deepcopy(doc)
+    for attempts in out["kinds"].values():
+        for a in attempts:
+            a["who"] = f"{a['who']} (half 2)"
+            if a.get("expected"):
+                a["expected"] = f"{a['expected']} (half 2)"
+            for d in a.values():  # whom each mode granted
+                if isinstance(d, dict) and d.get("identity"):
+                    d["identity"] = f"{d['identity']} (half 2)"
+    return out
+
+
+def test_two_halves_are_summed_and_one_halfs_rise_is_diluted(shipped):
+    """+2 pt of enrolled people turned away in one half alone is +1 pt over both halves: it
+    holds (exactly the limit), one attempt more fails; that half alone fails."""
+    half2 = other_half(shipped)
+    n = len(shipped["kinds"]["genuine"])
+    worse = spread_flips(half2, 2 * (n // 100))
+    lines = compare_pairs([(shipped, shipped), (half2, worse)], [("a", "b"), ("c", "d")])
+    assert lines[0].shipped[1] == 2 * n and lines[0].rise_pt == pytest.approx(1.0)
+    assert verdicts(lines)["genuine"] is True
+    assert verdicts(compare(half2, worse))["genuine"] is False
+    more = spread_flips(worse, 1)
+    assert verdicts(compare_pairs([(shipped, shipped), (half2, more)],
+                                  [("a", "b"), ("c", "d")]))["genuine"] is False
+
+
+def test_the_worst_person_is_sought_over_both_halves(shipped):
+    half2 = other_half(shipped)
+    per: dict[str, int] = {}
+    for a in half2["kinds"]["genuine"]:
+        per[a["who"]] = per.get(a["who"], 0) + a[MODE]["granted"]
+    who = max(per, key=per.get)  # the most grants to take away
+    worse = flip(half2, "genuine", per[who], to=False, person=who)  # this person never let in
+    lines = compare_pairs([(shipped, shipped), (half2, worse)], [("a", "b"), ("c", "d")])
+    assert verdicts(lines)["worst person"] is False
+    assert lines[-1].what.endswith(f"-> {who})")
+
+
+def test_pairs_that_enrol_the_same_people_or_pool_differently_are_refused(shipped):
+    with pytest.raises(ConfigError, match="c enrols the same people as a"):
+        compare_pairs([(shipped, shipped), (shipped, shipped)], [("a", "b"), ("c", "d")])
+    half2 = with_halvings(other_half(shipped), 3)
+    with pytest.raises(ConfigError, match="different numbers of halvings"):
+        compare_pairs([(shipped, shipped), (half2, half2)], [("a", "b"), ("c", "d")])
+    with pytest.raises(ConfigError, match="2 pairs of records and 1 names"):
+        compare_pairs([(shipped, shipped), (half2, half2)], [("a", "b")])
+
+
+def test_cli_pools_pairs_and_refuses_uneven_lists(shipped, tmp_path, capsys):
+    half2 = tmp_path / "half2.json.gz"
+    with gzip.open(half2, "wt") as fh:
+        json.dump(other_half(load_record(RECORD)), fh)
+    assert main(["--shipped", str(RECORD), str(half2), "--candidate", str(RECORD), str(half2)]) == 0
+    out = capsys.readouterr().out
+    assert "summed over 2 pairs of records" in out and "door gate (face+liveness, live door): holds" in out
+    with pytest.raises(ConfigError, match="2 shipped records and 1 candidate records"):
+        main(["--shipped", str(RECORD), str(half2), "--candidate", str(RECORD)])
+
+
+def test_the_largest_rise_of_one_person_is_found_where_the_worst_line_is_pinned(shipped):
+    """A person the shipped door already never lets in pins the worst person's line at 100 %;
+    the largest rise still names the person the candidate harms, in either half."""
+    half2 = other_half(shipped)
+    per: dict[str, list[bool]] = {}
+    for a in shipped["kinds"]["genuine"]:
+        per.setdefault(a["who"], []).append(a[MODE]["granted"])
+    locked, harmed = sorted(per, key=lambda w: -sum(per[w]))[:2]
+    ship = flip(shipped, "genuine", sum(per[locked]), to=False, person=locked)  # 100 % on both
+    cand = flip(ship, "genuine", 0, to=False)
+    worse2 = flip(half2, "genuine", 5, to=False, person=f"{harmed} (half 2)")
+    pairs, names = [(ship, cand), (half2, worse2)], [("a", "b"), ("c", "d")]
+    lines = compare_pairs(pairs, names)
+    assert lines[-1].shipped == lines[-1].candidate and lines[-1].shipped[0] == lines[-1].shipped[1]
+    who, (k, n), (m, o) = largest_rise(pairs, names)
+    assert who == f"{harmed} (half 2)" and (m - k, o) == (5, n)

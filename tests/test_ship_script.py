@@ -34,7 +34,8 @@ def _run(tmp_path: Path, lanes: str, fail_on: str = "") -> tuple[subprocess.Comp
     (work / "models" / "face_large.onnx").write_bytes(b"x")
     # the shipped door's attack records, which the door gate reads from HEAD
     (work / "benchmarks").mkdir(exist_ok=True)
-    for name in ("attacks.json.gz", "attacks_large.json.gz"):
+    for name in ("attacks.json.gz", "attacks_half2.json.gz", "attacks_large.json.gz",
+                 "attacks_large_half2.json.gz"):
         (work / "benchmarks" / name).write_bytes(b"shipped " + name.encode())
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(work)]
     subprocess.run([*git, "init", "-q"], check=True)
@@ -79,7 +80,7 @@ def test_every_step_runs_once_in_dependency_order(tmp_path, lanes):
     for step in STEPS:
         _span(rows, step)
     calls = [a for k, _, a in rows if k == "start"]
-    assert sum("benchmarks.attacks" in a for a in calls) == 2  # student and large tiers
+    assert sum("benchmarks.attacks" in a for a in calls) == 4  # 2 tiers x 2 halves enrolled
     assert sum(a.startswith("calibrate --models") for a in calls) == 4  # 2 tiers x FP32/INT8
     # what each step needs was finished before it started
     order = [("benchmarks.voice_rehearsal", "ship_student("), ("ship_student(", "export --target orin"), ("export --target orin", "benchmarks.crossmodal"),
@@ -103,7 +104,7 @@ def test_two_lanes_overlap_and_timed_benchmarks_run_alone(tmp_path):
     att = [(k, t) for k, t, x in rows if "benchmarks.attacks" in x]
     starts = sorted(t for k, t in att if k == "start")
     ends = sorted(t for k, t in att if k == "end")
-    assert len(starts) == len(ends) == 2
+    assert len(starts) == len(ends) == 4  # 2 tiers x 2 halves enrolled
     assert starts[1] < ends[0], "the two attack runs did not overlap"
     for timed in ("benchmarks.int8", "benchmarks.students", "bench --models"):
         t0, t1 = _span(rows, timed)
@@ -138,10 +139,25 @@ def test_the_door_gate_compares_each_tier_with_the_shipped_door(tmp_path):
     gates = [a for k, _, a in rows if k == "start" and "benchmarks.door_gate" in a]
     runs = tmp_path / "runs"
     assert gates == [
-        f"-m benchmarks.door_gate --shipped {runs}/shipped_{r} --candidate benchmarks/{r}"
-        for r in ("attacks.json.gz", "attacks_large.json.gz")]
-    # the reference is HEAD's record, taken before the attack runs could overwrite it
+        f"-m benchmarks.door_gate --shipped {runs}/shipped_{r}.json.gz "
+        f"{runs}/shipped_{r}_half2.json.gz --candidate benchmarks/{r}.json.gz "
+        f"benchmarks/{r}_half2.json.gz" for r in ("attacks", "attacks_large")]
+    # the references are HEAD's records, taken before the attack runs could overwrite them
     assert (runs / "shipped_attacks.json.gz").read_bytes() == b"shipped attacks.json.gz"
+    assert (runs / "shipped_attacks_large_half2.json.gz").read_bytes() == \
+        b"shipped attacks_large_half2.json.gz"
+
+
+def test_each_tier_enrols_both_halves_in_turn(tmp_path):
+    proc, rows = _run(tmp_path, "2")
+    assert proc.returncode == 0, proc.stderr
+    runs = [a for k, _, a in rows if k == "start" and "-m benchmarks.attacks " in a]
+    assert len(runs) == 4
+    for out in ("attacks", "attacks_large"):
+        first = [a for a in runs if f"--out benchmarks/{out}.md" in a]
+        second = [a for a in runs if f"--out benchmarks/{out}_half2.md" in a]
+        assert len(first) == 1 and "--enrol-half" not in first[0]
+        assert len(second) == 1 and "--enrol-half second" in second[0]
 
 
 def test_a_door_that_turns_away_more_people_stops_before_the_demo(tmp_path):
