@@ -87,8 +87,10 @@ def test_one_person_turned_away_fails_although_the_average_holds(shipped):
     for a in genuine:
         per.setdefault(a["who"], []).append(a[MODE]["granted"])
     worst = max(1 - sum(g) / len(g) for g in per.values())
-    who, mine = min(per.items(), key=lambda kv: len(kv[1]))  # fewest attempts: each counts most
     k = len(genuine) // 100  # +1.0 pt overall: within the average's limit
+    # the person whose rate k more refusals raise most (whichever record is committed)
+    who, mine = max(per.items(),
+                    key=lambda kv: (len(kv[1]) - sum(kv[1]) + min(k, sum(kv[1]))) / len(kv[1]))
     assert sum(mine) >= k and (len(mine) - sum(mine) + k) / len(mine) > worst + 0.10, \
         "this person has too few attempts for the check"
     worse = flip(shipped, "genuine", k, to=False, person=who)
