@@ -260,8 +260,6 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
     try:
         if halvings < 1:
             raise EdgepinError(f"--halvings must be at least 1, got {halvings}")
-        if enrol_half not in HALVES:
-            raise EdgepinError(f"--enrol-half must be one of {HALVES}, got {enrol_half!r}")
         op = bundle.operating_points
         if op is None or not op.modes:
             raise EdgepinError(f"{models}: the operating-point file has no security modes")
@@ -280,7 +278,7 @@ def run(models: Path, data: Path, per_kind: int, precision: str, seed: int,
 def _attempts(bundle: ModelBundle, data: Path, per_kind: int, precision: str, seed: int,
               checkpoint: Callable[[dict[str, Any]], None] | None,
               veto_quantile: float | None, bundle_options: dict[str, str] | None,
-              halvings: int, enrol_half: str = "first") -> dict[str, Any]:
+              halvings: int, enrol_half: str) -> dict[str, Any]:
     """Enrol half the people (``enrol_half`` of the seeded order; the others are strangers),
     plan the attempts and decide each through the doors."""
     from rich.progress import Progress

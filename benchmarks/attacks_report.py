@@ -190,8 +190,8 @@ def render(res: dict[str, Any], summary: dict[str, Any]) -> str:
         f"Data: {res['people']} ARTIFICIAL identities (held-out LFW person + held-out "
         f"speechocean762 speaker of the same gender: different people, paired here); "
         f"{res['gallery_size']} enrolled ({_enrolment(res)}; the {half} half of the seeded "
-        f"order), {res['strangers']} strangers. Probes: other photos, other utterances cut to 2-4 s. GRID: 7 real clips, "
-        "enrolled from first halves, second halves probed (1.5 s).",
+        f"order), {res['strangers']} strangers. Probes: other photos, other utterances cut to "
+        "2-4 s. GRID: 7 real clips, enrolled from first halves, second halves probed (1.5 s).",
         "",
         f"Attempts run: {res['done']} of {res['planned']} planned"
         + (" (PARTIAL: the run was still going when this was written)"

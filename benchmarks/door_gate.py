@@ -116,17 +116,19 @@ def _per_person(errs: Sequence[tuple[str, bool]]) -> dict[str, tuple[int, int]]:
     return {who: (k, n) for who, (k, n) in per.items()}
 
 
-def largest_rise(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
-                 names: Sequence[tuple[str, str]]) -> tuple[str, tuple[int, int], tuple[int, int]]:
+Errors = list[tuple[str, bool]]
+PairErrors = dict[str, tuple[Errors, Errors]]  # per kind: (shipped's, candidate's) errors
+
+
+def largest_rise(per_pair: Sequence[PairErrors]) -> tuple[str, tuple[int, int], tuple[int, int]]:
     """The enrolled person whose own attempts the candidate turns away most more often: printed,
     not a limit. Summed over both halves the worst person's line can be pinned by a face the
     shipped door never identifies (2026-12-04: 100 % on both doors), where it sees no voice's
     harm; and a second draw of the shipped recipe already raised one person by +25 pt, so a
     limit on this needs more than one draw to set."""
     best: tuple[float, str, tuple[int, int], tuple[int, int]] | None = None
-    for pair, pair_names in zip(pairs, names, strict=True):
-        ea, eb = _pair_errors(*pair, pair_names)["genuine"]
-        pa, pb = _per_person(ea), _per_person(eb)
+    for errs in per_pair:
+        pa, pb = (_per_person(e) for e in errs["genuine"])
         for who, (k, n) in pa.items():
             m = pb[who]
             rise = m[0] / m[1] - k / n
@@ -145,7 +147,7 @@ def compare(shipped: Mapping[str, Any], candidate: Mapping[str, Any],
 
 
 def _pair_errors(shipped: Mapping[str, Any], candidate: Mapping[str, Any],
-                 names: tuple[str, str]) -> dict[str, tuple[list[tuple[str, bool]], ...]]:
+                 names: tuple[str, str]) -> PairErrors:
     modes = shared_modes(shipped, candidate)
     out = {}
     for kind in LIMITS_PT:
@@ -156,23 +158,21 @@ def _pair_errors(shipped: Mapping[str, Any], candidate: Mapping[str, Any],
             raise ConfigError(f"{names[0]} and {names[1]} are not the same '{kind}' attempts "
                               "(other people, seed or count): run both with the same "
                               "benchmarks.attacks options")
-        out[kind] = tuple(pooled_errors(x, modes, kind == "genuine") for x in (a, b))
+        ea, eb = (pooled_errors(x, modes, kind == "genuine") for x in (a, b))
+        out[kind] = (ea, eb)
     return out
 
 
-def compare_pairs(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
-                  names: Sequence[tuple[str, str]]) -> list[Line]:
-    """``compare`` summed over pairs of records (shipped, candidate), each pair the same
-    attempts: one line per rate over every pair's attempts, and the worst enrolled person of
-    them all. Pairs must enrol different people (the halves in turn) and be pooled over as many
-    halvings each, so no pair weighs more than its attempts."""
+def errors_of_pairs(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+                    names: Sequence[tuple[str, str]]) -> list[PairErrors]:
+    """Each pair's errors (shipped, candidate), each pair checked to be the same attempts.
+    Pairs must enrol different people (the halves in turn) and be pooled over as many halvings
+    each, so that summing them (``lines_of``) weighs no pair more than its attempts."""
     if not pairs or len(pairs) != len(names):
         raise ConfigError(f"{len(pairs)} pairs of records and {len(names)} names: give the "
                           "shipped and the candidate records in the same order, as many each")
     seen: dict[frozenset[str], str] = {}
     widths = {}
-    errs: dict[str, tuple[list[tuple[str, bool]], list[tuple[str, bool]]]] = {
-        kind: ([], []) for kind in LIMITS_PT}
     for (shipped, candidate), pair_names in zip(pairs, names, strict=True):
         enrolled = frozenset(a["who"] for a in shipped["kinds"].get("genuine") or ())
         if enrolled in seen:
@@ -181,18 +181,30 @@ def compare_pairs(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
                               "--enrol-half)")
         seen[enrolled] = pair_names[0]
         widths[pair_names[0]] = len(shared_modes(shipped, candidate))
-        for kind, (ea, eb) in _pair_errors(shipped, candidate, pair_names).items():
-            errs[kind][0].extend(ea)
-            errs[kind][1].extend(eb)
     if len(set(widths.values())) > 1:
         raise ConfigError("the pairs are pooled over different numbers of halvings ("
                           + ", ".join(f"{k}: {v}" for k, v in widths.items())
                           + "): run every record with the same --halvings")
-    lines = [Line(kind, _count(errs[kind][0]), _count(errs[kind][1]), limit)
+    return [_pair_errors(s, c, n) for (s, c), n in zip(pairs, names, strict=True)]
+
+
+def lines_of(per_pair: Sequence[PairErrors]) -> list[Line]:
+    """The gate's lines over every pair's attempts: one per rate, and the worst enrolled person
+    of them all."""
+    summed = {kind: tuple([e for errs in per_pair for e in errs[kind][side]] for side in (0, 1))
+              for kind in LIMITS_PT}
+    lines = [Line(kind, _count(summed[kind][0]), _count(summed[kind][1]), limit)
              for kind, limit in LIMITS_PT.items()]
-    (wa_who, wa), (wb_who, wb) = (_worst_person(e) for e in errs["genuine"])
+    (wa_who, wa), (wb_who, wb) = (_worst_person(e) for e in summed["genuine"])
     lines.append(Line(f"worst person ({wa_who} -> {wb_who})", wa, wb, WORST_PERSON_PT))
     return lines
+
+
+def compare_pairs(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+                  names: Sequence[tuple[str, str]]) -> list[Line]:
+    """``compare`` summed over pairs of records (shipped, candidate), each pair the same
+    attempts (``errors_of_pairs``)."""
+    return lines_of(errors_of_pairs(pairs, names))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,18 +219,19 @@ def main(argv: list[str] | None = None) -> int:
                           "candidate records: give one candidate record per shipped one")
     names = list(zip(args.shipped, args.candidate, strict=True))
     pairs = [(load_record(a), load_record(b)) for a, b in names]
-    lines = compare_pairs(pairs, names)
+    per_pair = errors_of_pairs(pairs, names)
+    lines = lines_of(per_pair)
     modes = shared_modes(*pairs[0])
     print(f"pooled over {len(modes)} halvings of the people (who sets the voice veto)"
           if len(modes) > 1 else "one split of the people sets the voice veto (the records "
           "share no halvings: benchmarks.attacks --halvings)")
     if len(pairs) > 1:
         print(f"summed over {len(pairs)} pairs of records (other people enrolled in each):")
-        for (a, b), line in zip(names, (compare(*pair)[0] for pair in pairs), strict=True):
-            print(f"  {a} -> {b}: {line.describe()}")
+        for (a, b), errs in zip(names, per_pair, strict=True):
+            print(f"  {a} -> {b}: {lines_of([errs])[0].describe()}")
     for line in lines:
         print(line.describe())
-    who, (k, n), (m, o) = largest_rise(pairs, names)
+    who, (k, n), (m, o) = largest_rise(per_pair)
     print(f"largest rise of one enrolled person (printed, not a limit): {who} {k}/{n} "
           f"({100 * k / n:.2f} %) -> {m}/{o} ({100 * m / o:.2f} %), "
           f"{100 * (m / o - k / n):+.2f} pt")

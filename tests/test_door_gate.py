@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.door_gate import MODE, compare, compare_pairs, largest_rise, load_record, main
+from benchmarks.door_gate import (
+    MODE,
+    compare,
+    compare_pairs,
+    errors_of_pairs,
+    largest_rise,
+    load_record,
+    main,
+)
 from edge_runtime.errors import ConfigError
 
 RECORD = Path(__file__).resolve().parents[1] / "benchmarks" / "attacks.json.gz"
@@ -250,5 +258,5 @@ def test_the_largest_rise_of_one_person_is_found_where_the_worst_line_is_pinned(
     pairs, names = [(ship, cand), (half2, worse2)], [("a", "b"), ("c", "d")]
     lines = compare_pairs(pairs, names)
     assert lines[-1].shipped == lines[-1].candidate and lines[-1].shipped[0] == lines[-1].shipped[1]
-    who, (k, n), (m, o) = largest_rise(pairs, names)
+    who, (k, n), (m, o) = largest_rise(errors_of_pairs(pairs, names))
     assert who == f"{harmed} (half 2)" and (m - k, o) == (5, n)
