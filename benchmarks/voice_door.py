@@ -26,6 +26,8 @@ from calibration.thresholds import people_draws, percentile_interval
 from edge_runtime.metrics import eer
 
 N_BOOT = 1000
+# impostor pairs sampled per speaker, seed 0: the trials of issue 15's lines (students.md too)
+IMPOSTORS_PER_SPEAKER = 200
 
 
 def gap_interval(teacher: tuple[np.ndarray, np.ndarray], student: tuple[np.ndarray, np.ndarray],
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models:
             timed = proto["probe_s"] is not None and model != "teacher" and "speechocean" in proto["name"]
             r = evaluate("voice", model, proto["data"], split=proto["split"], split_cfg=DEFAULT_SPLIT,
-                         max_impostor_per_identity=200, seed=0, cache_dir=args.cache,
+                         max_impostor_per_identity=IMPOSTORS_PER_SPEAKER, seed=0, cache_dir=args.cache,
                          threads=args.threads, probe_s=proto["probe_s"],
                          timing_samples=args.probe_timing_samples if timed else 3, keep_scores=True)
             row = {"protocol": proto["name"], "model": model, "identities": r["split"]["n_identities"],

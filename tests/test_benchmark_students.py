@@ -95,3 +95,63 @@ def test_gap_interval_is_paired_over_speakers():
     noise = (teacher[0] + rng.normal(0, 0.2, len(teacher[0])), teacher[1])
     lo, hi = gap_interval(teacher, noise, pairs, n_boot=200)
     assert lo < hi and lo < 5.0 and hi > -5.0
+
+
+FSDD_LABEL = "FSDD, 8 kHz resampled, all 6 speakers (never trained on)"
+
+
+def test_issue15_lines_judge_whole_utterances_and_fsdd_with_their_intervals():
+    from benchmarks.students import verdict
+
+    def voice(data, model, eer, ci=None):
+        r = {**row("voice", data, model, eer, 5.0), "n_genuine": 1320, "n_impostor": 3853}
+        if ci is not None:
+            r["gap_interval"] = ci
+        return r
+
+    rows = [voice(VOICE, "teacher", 0.0371), voice(VOICE, "student FP32", 0.0402, (-1.52, 2.59)),
+            voice(FSDD_LABEL, "teacher", 0.1944), voice(FSDD_LABEL, "student FP32", 0.1815, (-4.0, 1.0))]
+    text = verdict(rows)
+    assert ("- whole utterances within 1 pt of the teacher: 4.02 vs 3.71 %, gap +0.31 pt "
+            "(-1.52 to +2.59), 1320 / 3853 pairs: met") in text
+    assert ("- FSDD 8 kHz, student <= teacher: 18.15 vs 19.44 %, gap -1.29 pt (-4.00 to +1.00), "
+            "1320 / 3853 pairs: met") in text
+    rows[1]["eer"], rows[3]["eer"] = 0.0501, 0.2017
+    text = verdict(rows)
+    assert "gap +1.30 pt (-1.52 to +2.59), 1320 / 3853 pairs: MISSED by 0.30 pt" in text
+    assert "- FSDD 8 kHz, student <= teacher: 20.17 vs 19.44 %, gap +0.73 pt (-4.00 to +1.00), " \
+           "1320 / 3853 pairs: MISSED by 0.73 pt" in text
+    equal = [voice(FSDD_LABEL, "teacher", 0.2017), voice(FSDD_LABEL, "student FP32", 0.2017)]
+    assert "gap +0.00 pt, 1320 / 3853 pairs: met" in verdict(equal)  # "<= teacher": a tie meets it
+    assert "- whole utterances within 1 pt of the teacher: not measured in this run" in verdict(equal)
+
+
+def test_table_gives_voice_rows_their_interval_and_face_rows_none():
+    from benchmarks.students import table
+
+    def full(modality, data, model, eer, ci=None):
+        r = {**row(modality, data, model, eer, 5.0), "n_genuine": 10, "n_impostor": 20,
+             "auc": 0.99, "split": {"n_identities": 4}, "tar@far=0.01": {"tar": 0.9}}
+        if ci is not None:
+            r["gap_interval"] = ci
+        return r
+
+    text = table([full("face", FACE, "teacher", 0.02), full("face", FACE, "student FP32", 0.03),
+                  full("voice", VOICE, "teacher", 0.03), full("voice", VOICE, "student FP32", 0.04, (-0.5, 2.25))])
+    lines = text.splitlines()
+    assert lines[3].endswith("| +1.00 |")  # face student: no interval
+    assert lines[5].endswith("| +1.00 (-0.50 to +2.25) |")
+
+
+def test_voice_rows_take_the_trials_of_issue_15():
+    """The table's voice rows and `benchmarks.voice_door` (issue 15's lines) sample the same
+    impostor pairs; the face cap left 20 speakers 399 pairs, 0.25 pt of EER each."""
+    from benchmarks.students import IMPOSTORS_PER_IDENTITY
+    from benchmarks.voice_door import IMPOSTORS_PER_SPEAKER
+    from edge_runtime.metrics import make_pairs
+
+    assert IMPOSTORS_PER_IDENTITY["voice"] == IMPOSTORS_PER_SPEAKER
+    ids = [f"spk{k}" for k in range(20) for _ in range(12)]  # the held-out split's shape
+    _, face_cap = make_pairs(ids, max_impostor_per_identity=IMPOSTORS_PER_IDENTITY["face"], seed=0)
+    _, voice_cap = make_pairs(ids, max_impostor_per_identity=IMPOSTORS_PER_IDENTITY["voice"], seed=0)
+    assert len(face_cap) < 400 < 3000 < len(voice_cap)
