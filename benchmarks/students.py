@@ -175,7 +175,7 @@ def verdict(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# issue 15's lines that this table measures: (data label, max EER gap in points), FP32 student
+# issue 15's lines that this table measures: (data label, max EER gap in points, the line), FP32 student
 ISSUE15 = (("speechocean762 held-out speakers", 1.0, "whole utterances within 1 pt of the teacher"),
            (FSDD, 0.0, "FSDD 8 kHz, student <= teacher"))
 
