@@ -44,13 +44,16 @@ def int8_as_measured(int8: Path, scratch: Path) -> tuple[str, bool]:
 # trials of issue 15's lines, `benchmarks.voice_door` and `train.select` (20 held-out speakers x
 # 200 = 3853 pairs); the face cap gave voice 399, where one impostor pair is 0.25 pt of EER.
 IMPOSTORS_PER_IDENTITY = {"face": 20, "voice": IMPOSTORS_PER_SPEAKER}
+# data labels: rows, targets and verdicts find each other by them
+LFW = "LFW held-out identities"
+SPEECHOCEAN = "speechocean762 held-out speakers"
 FSDD = "FSDD, 8 kHz resampled, all 6 speakers (never trained on)"
 
 
 def run(models: Path, data: Path, cache: Path, out: Path, timing_samples: int,
         face_tta: str = "none") -> list[dict]:
-    jobs = [("face", data / "lfw", "test", "LFW held-out identities"),
-            ("voice", data / "speechocean762", "test", "speechocean762 held-out speakers"),
+    jobs = [("face", data / "lfw", "test", LFW),
+            ("voice", data / "speechocean762", "test", SPEECHOCEAN),
             ("voice", data / "fsdd", "all", FSDD)]
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgepin-students-") as tmp:
@@ -134,8 +137,7 @@ def _interval(r: dict) -> str:
 # issue 14's acceptance for the face student FP32 (held-out LFW)
 ISSUE14_EER, ISSUE14_TAR = 0.030, 0.90
 # issue 3's acceptance: (data label, max EER gap in points, min speed-up), FP32 students
-TARGETS = {"face": ("LFW held-out identities", 1.0, 25.0),
-           "voice": ("speechocean762 held-out speakers", 1.0, 15.0)}
+TARGETS = {"face": (LFW, 1.0, 25.0), "voice": (SPEECHOCEAN, 1.0, 15.0)}
 
 
 def verdict(rows: list[dict]) -> str:
@@ -176,7 +178,7 @@ def verdict(rows: list[dict]) -> str:
 
 
 # issue 15's lines that this table measures: (data label, max EER gap in points, the line), FP32 student
-ISSUE15 = (("speechocean762 held-out speakers", 1.0, "whole utterances within 1 pt of the teacher"),
+ISSUE15 = ((SPEECHOCEAN, 1.0, "whole utterances within 1 pt of the teacher"),
            (FSDD, 0.0, "FSDD 8 kHz, student <= teacher"))
 
 
